@@ -1,0 +1,158 @@
+"""Composition root of the core: from a home directory and a profile to ready services.
+
+With no database URL, the embedded default starts a real PostgreSQL in STELLA_HOME, migrates it
+and, on first use, makes whoever runs it the first admin and the default profile.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from stella_core.crypto.secretbox import SecretBox
+from stella_core.db import migrate
+from stella_core.db.engine import Database, make_engine
+from stella_core.environments.service import EnvironmentService
+from stella_core.errors import DatabaseError, NotFoundError
+from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
+from stella_core.releases.service import ReleaseService
+from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+
+
+def _driver_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername != "postgresql+psycopg":
+        raise DatabaseError(f"unsupported database URL scheme {parsed.drivername!r}")
+    return parsed.render_as_string(hide_password=False)
+
+
+@dataclass
+class Backend:
+    """Where the database is and the administrative connection to it."""
+
+    home: Path
+    target: str
+    admin_url: str
+    embedded: object | None = None
+    _admin_engine: Engine | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls, home: Path | None = None, database_url: str | None = None, *, durable: bool = True
+    ) -> Backend:
+        home = home or stella_home()
+        database_url = database_url or os.environ.get("STELLA_DATABASE_URL") or None
+        if database_url:
+            return cls(
+                home=home, target=target_of(database_url), admin_url=_driver_url(database_url)
+            )
+        from stella_core.db.embedded import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(home, durable=durable)
+        info = embedded.start()
+        return cls(home=home, target=EMBEDDED, admin_url=info.url(), embedded=embedded)
+
+    @property
+    def admin_engine(self) -> Engine:
+        if self._admin_engine is None:
+            self._admin_engine = make_engine(self.admin_url, pool_size=1)
+        return self._admin_engine
+
+    def person_url(self, profile: Profile) -> str:
+        return (
+            make_url(self.admin_url)
+            .set(username=profile.user, password=profile.password)
+            .render_as_string(hide_password=False)
+        )
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        return migrate.upgrade(self.admin_engine)
+
+    def ensure_ready(self, profiles: ProfileStore) -> None:
+        """Migrate if behind; on a database nobody has initialised, create the first admin."""
+        if migrate.needs_upgrade(self.admin_engine):
+            self.upgrade()
+        if profiles.has_any(self.target):
+            return
+        with self.admin_engine.connect() as conn:
+            initialised = conn.execute(text("SELECT count(*) FROM tenancy.tenants")).scalar_one()
+        if initialised:
+            raise NotFoundError(
+                f"the database at {self.target} is already initialised but this machine has no "
+                "profile for it; ask an admin to run 'stella user add' for you"
+            )
+        admin = person_name_from_os(getpass.getuser())
+        provisioner = Provisioner(self.admin_engine)
+        tenant_id, password = provisioner.initialise(DEFAULT_TENANT, admin)
+        profiles.save(
+            Profile(admin, self.target, admin, password, str(tenant_id)), make_default=True
+        )
+        log.info("initialised %s: %s is the first admin", self.target, admin)
+
+    def close(self) -> None:
+        if self._admin_engine is not None:
+            self._admin_engine.dispose()
+            self._admin_engine = None
+        if self.embedded is not None:
+            self.embedded.release()  # type: ignore[attr-defined]
+            self.embedded = None
+
+
+class Stella:
+    """Every core service, acting as one person (a profile)."""
+
+    def __init__(self, backend: Backend, profile: Profile) -> None:
+        self.backend = backend
+        self.home = backend.home
+        self.profile = profile
+        self.profiles = ProfileStore(backend.home)
+        self.db = Database(make_engine(backend.person_url(profile)), profile.tenant)
+        self.provisioner = Provisioner(backend.admin_engine)
+        self.secrets = SecretBox.from_home(backend.home)
+        self.tenancy = TenancyService(self.db, self.provisioner)
+        self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
+        self.environments = EnvironmentService(self.db, self.tenancy)
+
+    @classmethod
+    def open(
+        cls,
+        profile: str | None = None,
+        *,
+        home: Path | None = None,
+        database_url: str | None = None,
+        durable: bool = True,
+    ) -> Stella:
+        backend = Backend.open(home, database_url, durable=durable)
+        try:
+            profiles = ProfileStore(backend.home)
+            backend.ensure_ready(profiles)
+            return cls(backend, profiles.get(backend.target, profile))
+        except BaseException:
+            backend.close()
+            raise
+
+    def as_person(self, name: str) -> Stella:
+        """Another person's view over the same backend (the desktop's switch-person control)."""
+        return Stella(self.backend, self.profiles.get(self.backend.target, name))
+
+    def save_profile_for(self, user: str, password: str) -> Profile:
+        profile = Profile(user, self.backend.target, user, password, str(self.profile.tenant))
+        self.profiles.save(profile)
+        return profile
+
+    def close(self, *, keep_backend: bool = False) -> None:
+        self.db.dispose()
+        if not keep_backend:
+            self.backend.close()

@@ -1,0 +1,1 @@
+"""The `stella` command line: every action scriptable, JSON output, stable exit codes."""

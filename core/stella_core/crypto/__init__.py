@@ -1,0 +1,1 @@
+"""Shared cryptography: secrets at rest (and, later, signing keys)."""

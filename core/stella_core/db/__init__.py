@@ -1,0 +1,1 @@
+"""Shared database plumbing: embedded server, engines, migrations, SQL building blocks."""

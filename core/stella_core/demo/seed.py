@@ -1,0 +1,102 @@
+"""`stella demo seed`: the people of DESIGN.md §4, three environments and a few releases.
+
+Images come from an OCI image layout the project builds itself (deterministic tiny images), so
+seeding needs no network and no registry. Running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from stella_core.errors import AlreadyExistsError
+from stella_core.releases.model import ComponentPin
+from stella_core.tenancy.model import ProductRole
+
+if TYPE_CHECKING:
+    from stella_core.bootstrap import Stella
+
+PEOPLE = [
+    ("alice", ProductRole.RELEASE_MANAGER),
+    ("bob", ProductRole.APPROVER),
+    ("carol", ProductRole.APPROVER),
+    ("dave", ProductRole.AUDITOR),
+]
+ENVIRONMENTS = [("dev", 0, 0, False), ("stage", 1, 1, False), ("prod", 2, 2, True)]
+IMAGES = {
+    "demo/web": ["1.0.0", "1.1.0", "1.2.0"],
+    "demo/api": ["2.3.0", "2.4.0"],
+    "demo/worker": ["0.9.0", "0.9.1"],
+}
+COMPONENTS = {"web": "demo/web", "api": "demo/api", "worker": "demo/worker"}
+RELEASES = [
+    ("shop-2026.11.1", {"web": "1.0.0", "api": "2.3.0", "worker": "0.9.0"}),
+    ("shop-2026.11.2", {"web": "1.1.0", "api": "2.4.0", "worker": "0.9.0"}),
+    ("shop-2026.11.3", {"web": "1.2.0", "api": "2.4.0", "worker": "0.9.1"}),
+]
+DEMO_REGISTRY = "demo"
+
+
+def build_layout(stella: Stella) -> str:
+    from stella_core.releases.layout import OciLayoutWriter
+
+    root = stella.home / "demo-oci-layout"
+    writer = OciLayoutWriter(root)
+    for repository, tags in IMAGES.items():
+        for tag in tags:
+            app = repository.split("/")[-1]
+            writer.write_image(
+                repository,
+                tag,
+                files={
+                    f"srv/{app}/VERSION": f"{tag}\n".encode(),
+                    f"srv/{app}/app.json": json.dumps(
+                        {"name": app, "version": tag}, sort_keys=True
+                    ).encode(),
+                },
+            )
+    return str(root)
+
+
+def seed(stella: Stella) -> dict[str, Any]:
+    summary: dict[str, Any] = {"people": [], "environments": [], "releases": []}
+    existing = {u.name for u in stella.tenancy.list_users()}
+    for name, role in PEOPLE:
+        if name in existing:
+            continue
+        user, password = stella.tenancy.add_user(name, role)
+        stella.save_profile_for(user.name, password)
+        summary["people"].append(name)
+
+    known_envs = {e.name for e in stella.environments.list()}
+    for name, order, approvals, sod in ENVIRONMENTS:
+        if name not in known_envs:
+            stella.environments.add(
+                name, order=order, required_approvals=approvals, separation_of_duties=sod
+            )
+            summary["environments"].append(name)
+
+    layout = build_layout(stella)
+    # Releases are made by the release manager, so the demo shows who did what.
+    alice = stella.as_person("alice")
+    try:
+        if DEMO_REGISTRY not in {r.name for r in alice.releases.list_registries()}:
+            alice.releases.add_registry(DEMO_REGISTRY, layout)
+        known_components = {c.name for c in alice.releases.list_components()}
+        for comp, repo in COMPONENTS.items():
+            if comp not in known_components:
+                alice.releases.add_component(comp, f"{DEMO_REGISTRY}/{repo}")
+        known_releases = {r.name for r in alice.releases.list_releases()}
+        for rel_name, tags in RELEASES:
+            if rel_name in known_releases:
+                continue
+            pins = [ComponentPin(component=c, tag=t) for c, t in tags.items()]
+            try:
+                alice.releases.create_release(rel_name, pins)
+            except AlreadyExistsError:
+                continue
+            summary["releases"].append(rel_name)
+    finally:
+        alice.close(keep_backend=True)
+    summary["layout"] = layout
+    return summary

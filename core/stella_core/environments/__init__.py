@@ -1,0 +1,1 @@
+"""Environments: promotion order and approval requirements (freeze windows and targets follow)."""

@@ -1,0 +1,112 @@
+"""Connection profiles: one per person on this machine, so the CLI and desktop can act as them.
+
+Stored in STELLA_HOME/profiles.json (mode 0600) grouped by database target ("embedded" or an
+external server address), because the same names may exist on several databases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import platformdirs
+
+from stella_core.errors import DefinitionError, NotFoundError
+
+EMBEDDED = "embedded"
+
+
+def stella_home() -> Path:
+    override = os.environ.get("STELLA_HOME")
+    home = Path(override) if override else Path(platformdirs.user_data_dir("stella-desk"))
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return home.resolve()
+
+
+def target_of(database_url: str | None) -> str:
+    """The key of a database target: credentials stripped so they never enter the key."""
+    if not database_url:
+        return EMBEDDED
+    parts = urlsplit(database_url)
+    host = parts.hostname or "localhost"
+    port = parts.port or 5432
+    return f"postgresql://{host}:{port}{parts.path or '/postgres'}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    target: str
+    user: str
+    password: str
+    tenant_id: str
+
+    @property
+    def tenant(self) -> UUID:
+        return UUID(self.tenant_id)
+
+    def __repr__(self) -> str:
+        return f"Profile(name={self.name!r}, target={self.target!r}, user={self.user!r})"
+
+
+class ProfileStore:
+    def __init__(self, home: Path) -> None:
+        self.path = home / "profiles.json"
+
+    def _load(self) -> dict[str, dict[str, object]]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DefinitionError(f"cannot read profiles from {self.path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DefinitionError(f"{self.path} is not a profiles file")
+        return data
+
+    def _save(self, data: dict[str, dict[str, object]]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)
+
+    def save(self, profile: Profile, *, make_default: bool = False) -> None:
+        data = self._load()
+        section = data.setdefault(profile.target, {"default": None, "profiles": {}})
+        profiles = section.setdefault("profiles", {})
+        assert isinstance(profiles, dict)
+        profiles[profile.name] = asdict(profile)
+        if make_default or not section.get("default"):
+            section["default"] = profile.name
+        self._save(data)
+
+    def get(self, target: str, name: str | None) -> Profile:
+        section = self._load().get(target) or {}
+        profiles = section.get("profiles") or {}
+        assert isinstance(profiles, dict)
+        chosen = name or section.get("default")
+        if not chosen:
+            raise NotFoundError(f"no profile for {target}; run 'stella db upgrade' first")
+        raw = profiles.get(chosen)
+        if raw is None:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise NotFoundError(f"no profile named {chosen!r} for {target} (known: {known})")
+        return Profile(**raw)
+
+    def names(self, target: str) -> list[str]:
+        section = self._load().get(target) or {}
+        profiles = section.get("profiles") or {}
+        assert isinstance(profiles, dict)
+        return sorted(profiles)
+
+    def default_name(self, target: str) -> str | None:
+        value = (self._load().get(target) or {}).get("default")
+        return str(value) if value else None
+
+    def has_any(self, target: str) -> bool:
+        return bool(self.names(target))

@@ -1,0 +1,1 @@
+"""Releases: components, immutable digest-pinned releases, OCI registries and layouts."""

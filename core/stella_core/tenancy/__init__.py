@@ -1,0 +1,1 @@
+"""Tenancy: tenants, people (login roles), product roles, the audit log."""

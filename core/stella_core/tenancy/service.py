@@ -1,0 +1,195 @@
+"""People and tenants: provisioning login roles, product roles, the audit log."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from uuid import UUID
+
+import sqlalchemy.exc
+from psycopg import sql
+from sqlalchemy import Engine, text
+
+from stella_core.db.engine import Database, translate
+from stella_core.db.schema_sql import APP_ROLE
+from stella_core.errors import (
+    AlreadyExistsError,
+    AuthorizationError,
+    InvalidNameError,
+    NotFoundError,
+)
+from stella_core.releases.reference import check_name
+from stella_core.tenancy.model import (
+    RESERVED_NAMES,
+    RESERVED_PREFIXES,
+    Identity,
+    ProductRole,
+    User,
+)
+from stella_core.tenancy.store import TenancyStore, verify_chain
+
+
+def check_person_name(name: str) -> str:
+    check_name("user", name)
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
+        raise InvalidNameError(f"user name {name!r} is reserved")
+    return name
+
+
+def person_name_from_os(login: str) -> str:
+    """A usable person name from an OS login (the first admin is whoever initialises)."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", login.lower()).strip("-._")[:63] or "admin"
+    if not name[0].isalnum():
+        name = "u" + name
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
+        name = "admin"
+    return name
+
+
+class Provisioner:
+    """Administrative connection: creates tenants and login roles. Never used for product data."""
+
+    def __init__(self, admin_engine: Engine) -> None:
+        self.engine = admin_engine
+
+    def create_login_role(self, name: str) -> str:
+        """Create the person's login role (member of the app role); returns its password."""
+        password = secrets.token_urlsafe(32)
+        stmt = sql.SQL(
+            "CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOCREATEDB NOCREATEROLE "
+            "NOBYPASSRLS IN ROLE {}"
+        ).format(sql.Identifier(name), sql.Literal(password), sql.Identifier(APP_ROLE))
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            if cur.fetchone():
+                raise AlreadyExistsError(f"a database role named {name!r} exists already")
+            driver = raw.driver_connection
+            assert driver is not None
+            driver.execute(stmt)
+            raw.commit()
+        finally:
+            raw.close()
+        return password
+
+    def drop_login_role(self, name: str) -> None:
+        raw = self.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert driver is not None
+            driver.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+            raw.commit()
+        finally:
+            raw.close()
+
+    def initialise(self, tenant_name: str, admin_name: str) -> tuple[UUID, str]:
+        """First use: a tenant and its first admin. Returns (tenant id, admin password)."""
+        check_person_name(admin_name)
+        password = self.create_login_role(admin_name)
+        try:
+            with self.engine.begin() as conn:
+                tenant_id = conn.execute(
+                    text("INSERT INTO tenancy.tenants (name) VALUES (:n) RETURNING id"),
+                    {"n": tenant_name},
+                ).scalar_one()
+                conn.execute(
+                    text(
+                        "INSERT INTO tenancy.users (tenant_id, name, db_role, role) "
+                        "VALUES (:t, :n, :n, 'admin')"
+                    ),
+                    {"t": tenant_id, "n": admin_name},
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO tenancy.audit_log (tenant_id, chain_index, at, actor, action,"
+                        " entity_type, entity_id, details, prev_hash, hash) VALUES (:t, 0, now(),"
+                        " '', 'tenant.initialise', 'user', :n, CAST(:d AS jsonb), '', '')"
+                    ),
+                    {"t": tenant_id, "n": admin_name, "d": '{"role": "admin"}'},
+                )
+        except sqlalchemy.exc.DBAPIError as exc:
+            self.drop_login_role(admin_name)
+            raise translate(exc) from exc
+        return UUID(str(tenant_id)), password
+
+    def tenant_id(self, name: str) -> UUID | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                text("SELECT id FROM tenancy.tenants WHERE name = :n"), {"n": name}
+            ).scalar()
+        return UUID(str(value)) if value else None
+
+    def create_tenant(self, name: str) -> UUID:
+        with self.engine.begin() as conn:
+            value = conn.execute(
+                text("INSERT INTO tenancy.tenants (name) VALUES (:n) RETURNING id"), {"n": name}
+            ).scalar_one()
+        return UUID(str(value))
+
+
+class TenancyService:
+    def __init__(self, db: Database, provisioner: Provisioner | None) -> None:
+        self.db = db
+        self.provisioner = provisioner
+
+    def whoami(self) -> Identity:
+        with self.db.transaction() as conn:
+            identity = TenancyStore(conn).identity()
+        if identity is None:
+            raise AuthorizationError("this profile's person is not an active member of its tenant")
+        return identity
+
+    def require(self, *roles: ProductRole) -> Identity:
+        identity = self.whoami()
+        if identity.role not in roles:
+            allowed = " or ".join(r.value for r in roles)
+            raise AuthorizationError(
+                f"{identity.user} is {identity.role.value}; this needs {allowed}"
+            )
+        return identity
+
+    def list_users(self) -> list[User]:
+        with self.db.transaction() as conn:
+            return TenancyStore(conn).list_users()
+
+    def add_user(self, name: str, role: ProductRole) -> tuple[User, str]:
+        """Create a person: login role, user row, audit entry. Returns the user and password."""
+        check_person_name(name)
+        identity = self.require(ProductRole.ADMIN)
+        if self.provisioner is None:
+            raise AuthorizationError(
+                "adding people needs an administrative database connection "
+                "(the embedded default, or STELLA_DATABASE_URL)"
+            )
+        with self.db.transaction() as conn:
+            if TenancyStore(conn).get_user(name) is not None:
+                raise AlreadyExistsError(f"user {name!r} exists already")
+        password = self.provisioner.create_login_role(name)
+        try:
+            with self.db.transaction() as conn:
+                store = TenancyStore(conn)
+                user = store.insert_user(identity.tenant_id, name, name, role)
+                store.append_audit(
+                    identity.tenant_id, "user.add", "user", name, {"role": role.value}
+                )
+        except Exception:
+            self.provisioner.drop_login_role(name)
+            raise
+        return user, password
+
+    def get_user(self, name: str) -> User:
+        with self.db.transaction() as conn:
+            user = TenancyStore(conn).get_user(name)
+        if user is None:
+            raise NotFoundError(f"no user named {name!r}")
+        return user
+
+    def verify_audit(self) -> tuple[int, list[str]]:
+        with self.db.transaction() as conn:
+            entries = TenancyStore(conn).audit_entries()
+        return len(entries), verify_chain(entries)
+
+    def audit_entries(self, limit: int | None = None) -> list[object]:
+        with self.db.transaction() as conn:
+            return [e for e, _ in TenancyStore(conn).audit_entries(limit)]

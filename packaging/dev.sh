@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Developer entry point; works from a fresh clone on a fresh Debian 12 machine.
+#   bash packaging/dev.sh desk   install and start the desktop on the embedded default
+#   bash packaging/dev.sh test   install everything (apt packages, venv, services) and run every check
+#   bash packaging/dev.sh env    only build the virtual environment (.venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+VENV=${STELLA_VENV:-.venv}
+t0=$SECONDS
+log() { printf '[dev %4ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
+
+# Qt runtime libraries (PySide6 wheels), the CNCF registry and OpenSSH for integration tests.
+QT_PKGS=(libglib2.0-0 libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3 fonts-dejavu-core)
+X_PKGS=(libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0
+        libxcb-shape0 libxkbcommon-x11-0)
+TEST_PKGS=(docker-registry openssh-server python3-venv ca-certificates)
+
+apt_install() {
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      SUDO=sudo
+    else
+      log "missing system packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
+      return 1
+    fi
+  else
+    SUDO=
+  fi
+  log "apt-get install ${missing[*]}"
+  # Never let package scripts start sshd or the registry on their default ports.
+  local own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d; own_policy=1
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$own_policy" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
+build_venv() {  # $1 = extras
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+  fi
+  "$VENV/bin/pip" install -q -e ".[$1]"
+  log "virtual environment ready ($VENV)"
+}
+
+case "${1:-}" in
+  desk)
+    shift
+    apt_install "${QT_PKGS[@]}" || log "continuing; the desktop may fail to start without them"
+    build_venv desk
+    exec "$VENV/bin/stella-desk" "$@"
+    ;;
+  test)
+    shift
+    apt_install "${QT_PKGS[@]}" "${X_PKGS[@]}" "${TEST_PKGS[@]}"
+    build_venv dev
+    export QT_QPA_PLATFORM=offscreen STELLA_REQUIRE_SERVICES=1
+    rc=0
+    log "ruff";        "$VENV/bin/ruff" check core app tests || rc=1
+    "$VENV/bin/ruff" format --check core app tests || rc=1
+    log "mypy";        "$VENV/bin/mypy" core/stella_core || rc=1
+    "$VENV/bin/mypy" app/stella_desk || rc=1
+    log "import contracts"; "$VENV/bin/lint-imports" || rc=1
+    log "pytest";      "$VENV/bin/pytest" -p no:cacheprovider -q "$@" || rc=1
+    log "done rc=$rc"
+    exit "$rc"
+    ;;
+  env)
+    build_venv dev
+    ;;
+  *)
+    echo "usage: bash packaging/dev.sh desk|test|env" >&2
+    exit 2
+    ;;
+esac
