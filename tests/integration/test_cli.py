@@ -1,4 +1,4 @@
-"""The `stella` CLI contract as acceptance checks drive it: names, flags, JSON fields, exit codes."""
+"""The `stella` CLI contract as acceptance checks drive it: flags, JSON fields, exit codes."""
 
 from __future__ import annotations
 
@@ -175,7 +175,8 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert all(c["digest"].startswith("sha256:") for r in releases for c in r["components"])
     # seeding twice changes nothing
     again = ok_json(env, "demo", "seed", "--output", "json")
-    assert again["people"] == [] and again["releases"] == []
+    assert again["people"] == []
+    assert again["releases"] == []
     envs = ok_json(env, "env", "list", "--output", "json")
     assert [(e["name"], e["required_approvals"], e["separation_of_duties"]) for e in envs] == [
         ("dev", 0, False),

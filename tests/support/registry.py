@@ -163,6 +163,7 @@ class TokenServer:
         self.issuer = TOKEN_ISSUER
         self.signing = self_signed("stella-test-token-signer")
         self.requests: list[TokenRequest] = []
+        self.tokens: list[str] = []  # every token issued, so tests can check none leaks
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
         self._server.daemon_threads = True
@@ -208,7 +209,10 @@ class TokenServer:
         r, s = decode_dss_signature(der)
         # JWS ES256 wants raw r||s (32 bytes each), not the DER that cryptography emits.
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return signing_input + "." + _b64url(signature)
+        token = signing_input + "." + _b64url(signature)
+        with self._lock:
+            self.tokens.append(token)
+        return token
 
     def stop(self) -> None:
         self._server.shutdown()
