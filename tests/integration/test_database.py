@@ -8,6 +8,7 @@ from uuid import uuid4
 import psycopg
 import pytest
 from sqlalchemy import text
+
 from stella_core.errors import AuthorizationError, NotFoundError
 from stella_core.profiles import Profile
 from stella_core.tenancy.model import ProductRole

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from sqlalchemy import text
+
 from stella_core.errors import (
     AlreadyExistsError,
     DefinitionError,
@@ -17,7 +18,6 @@ from stella_core.errors import (
     RegistryUnreachableError,
 )
 from stella_core.releases.model import ComponentPin
-
 from tests.support.registry import (
     push_docker_image,
     push_docker_list,

@@ -145,6 +145,10 @@ class EmbeddedPostgres:
     def data_dir(self) -> Path:
         return self._base_dir / "data"
 
+    @property
+    def _password_file(self) -> Path:
+        return self._state_dir / "superuser.password"
+
     def start(self) -> PgConnectionInfo:
         """Initialise on first use, start or join the server, and hold it until release()."""
         with self._mutex:
@@ -231,7 +235,7 @@ class EmbeddedPostgres:
 
     def _ensure_cluster(self) -> str:
         """Return the superuser password, running initdb first if this home has no cluster."""
-        pwfile = self._state_dir / "superuser.password"
+        pwfile = self._password_file
         if (self.data_dir / "PG_VERSION").is_file():
             try:
                 self._password = pwfile.read_text(encoding="utf-8").strip()
@@ -314,9 +318,10 @@ class EmbeddedPostgres:
             time.sleep(0.1)
             pidfile = self._read_pidfile()
         self._wait_for_old_processes(deadline)
-        if pidfile is not None and _pid_alive(pidfile.pid):
-            # The pid was reused by an unrelated process (e.g. after a reboot) and no process of
-            # the old server is left (checked above): postgres would refuse to start because of it.
+        if pidfile is not None and _pid_exists(pidfile.pid):
+            # Postgres refuses to start while that pid exists, yet it is not a live postmaster of
+            # ours: a killed one nobody has reaped yet, or a pid reused after a reboot. No process
+            # of the old server is left (checked above), so the lock file is stale.
             (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
         self._rotate_log()
         port = self._recorded_port()
@@ -388,12 +393,29 @@ class EmbeddedPostgres:
         finally:
             os.close(setup_fd)
         _ensure_root_dir(SYSTEM_DIR / "clusters")
+        pointer = self._state_dir / "cluster"
+        if (self.data_dir / "PG_VERSION").exists() and not self._password_file.exists():
+            self._set_aside_orphan()
         self._base_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(self._base_dir, *self._pg_ids)
         os.chmod(self._base_dir, 0o700)
-        pointer = self._state_dir / "cluster"
         if not pointer.exists():
             _write_private(pointer, f"{self._base_dir}\n")
+
+    def _set_aside_orphan(self) -> None:
+        """A cluster left by a deleted home at this path: its password went with the home.
+
+        Moved aside rather than deleted (it is user data); refused while its server still runs,
+        because processes of the deleted home may still be using it.
+        """
+        if self.is_running():
+            raise self._error(
+                f"{self._base_dir} belongs to an earlier home at {self._home} whose files are "
+                "gone, and its server is still running; stop it or restore the home"
+            )
+        aside = self._base_dir.with_name(f"{self._base_dir.name}.orphaned-{int(time.time())}")
+        log.warning("moving the cluster of a deleted home aside to %s", aside)
+        os.rename(self._base_dir, aside)
 
     # ------------------------------------------------------------------ stop
 
@@ -618,14 +640,19 @@ def _free_port() -> int:
         return port
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_exists(pid: int) -> bool:
+    """Whether the pid exists at all (zombies too), as postgres itself checks its lock file."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return not _is_zombie(pid)
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    return _pid_exists(pid) and not _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:
