@@ -6,6 +6,7 @@ and, on first use, makes whoever runs it the first admin and the default profile
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import logging
 import os
@@ -82,6 +83,12 @@ class Backend:
 
     def ensure_ready(self, profiles: ProfileStore) -> None:
         """Migrate if behind; on a database nobody has initialised, create the first admin."""
+        # Two processes starting together on a fresh home must not both initialise.
+        with open(self.home / "init.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._ensure_ready(profiles)
+
+    def _ensure_ready(self, profiles: ProfileStore) -> None:
         if migrate.needs_upgrade(self.admin_engine):
             self.upgrade()
         if profiles.has_any(self.target):

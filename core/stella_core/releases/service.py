@@ -61,7 +61,10 @@ def normalise_registry_url(url: str, *, insecure: bool) -> tuple[RegistryKind, s
             raise DefinitionError(f"OCI layout path must be absolute: {url!r}")
         return RegistryKind.OCI_LAYOUT, Path(path).as_uri()
     if "://" not in url:
-        url = ("http://" if insecure else "https://") + url
+        # Like Docker: a loopback registry without a scheme speaks plain HTTP.
+        host = urlsplit("//" + url).hostname or ""
+        loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+        url = ("http://" if insecure or loopback else "https://") + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise DefinitionError(f"registry URL must be http(s):// or a layout path: {url!r}")
