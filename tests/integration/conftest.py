@@ -69,4 +69,3 @@ def rewriting_proxy(registry: RunningRegistry) -> Iterator[RewritingProxy]:
 def closed_port_url() -> str:
     """A loopback URL where nothing listens (the port is bound, then released)."""
     return f"http://127.0.0.1:{free_port()}"
-

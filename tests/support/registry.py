@@ -189,8 +189,11 @@ class TokenServer:
         header = {
             "typ": "JWT",
             "alg": "ES256",
-            "x5c": [base64.b64encode(self.signing.cert.public_bytes(serialization.Encoding.DER))
-                    .decode("ascii")],
+            "x5c": [
+                base64.b64encode(self.signing.cert.public_bytes(serialization.Encoding.DER)).decode(
+                    "ascii"
+                )
+            ],
         }
         claims = {
             "iss": self.issuer,
@@ -221,7 +224,7 @@ class TokenServer:
 
 
 class _TokenHandler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: pytest output stays readable."""
 
     def _reply(self, status: int, document: Mapping[str, object]) -> None:
@@ -348,13 +351,15 @@ def start_registry(
     }
     token_server: TokenServer | None = None
     if auth == "basic":
-        assert username is not None and password is not None
+        assert username is not None
+        assert password is not None
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
         htpasswd = workdir / "htpasswd"
         htpasswd.write_text(f"{username}:{hashed}\n")
         config["auth"] = {"htpasswd": {"realm": "stella-test", "path": str(htpasswd)}}
     elif auth == "token":
-        assert username is not None and password is not None
+        assert username is not None
+        assert password is not None
         token_server = TokenServer(username, password)
         bundle = workdir / "token-root.pem"
         bundle.write_bytes(token_server.signing.cert_pem)
@@ -496,7 +501,7 @@ class RewritingProxy:
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
     def _handle(self, method: str) -> None:
@@ -782,9 +787,7 @@ def _platform(spec: str) -> dict[str, str]:
     return platform
 
 
-def build_index(
-    media_type: str, descriptors: Sequence[tuple[Mapping[str, object], str]]
-) -> bytes:
+def build_index(media_type: str, descriptors: Sequence[tuple[Mapping[str, object], str]]) -> bytes:
     """Index/list bytes from (descriptor, "os/arch[/variant]") pairs."""
     manifests = [
         {**descriptor, "platform": _platform(platform)} for descriptor, platform in descriptors
