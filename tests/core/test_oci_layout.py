@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from stella_core.errors import (
     DigestMismatchError,
     InvalidReferenceError,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from stella_core.errors import (
     DefinitionError,
     DigestMismatchError,
@@ -33,7 +34,6 @@ from stella_core.releases.oci import (
     RegistryClient,
     parse_www_authenticate,
 )
-
 from tests.support.registry import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
