@@ -13,12 +13,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy.exc
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db import migrate
-from stella_core.db.engine import Database, make_engine
+from stella_core.db.engine import Database, make_engine, translate
 from stella_core.environments.service import EnvironmentService
 from stella_core.errors import DatabaseError, NotFoundError
 from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
@@ -28,6 +29,7 @@ from stella_core.tenancy.service import Provisioner, TenancyService, person_name
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
+MIN_SERVER_VERSION = 160000
 
 
 def _driver_url(url: str) -> str:
@@ -79,7 +81,21 @@ class Backend:
         )
 
     def upgrade(self) -> tuple[str | None, str | None]:
+        self.check_server()
         return migrate.upgrade(self.admin_engine)
+
+    def check_server(self) -> None:
+        """Refuse servers older than PostgreSQL 16 and say why, before touching anything."""
+        try:
+            with self.admin_engine.connect() as conn:
+                version = int(conn.execute(text("SHOW server_version_num")).scalar_one())
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise translate(exc) from exc
+        if version < MIN_SERVER_VERSION:
+            raise DatabaseError(
+                f"PostgreSQL {version // 10000} at {self.target} is too old; "
+                "Stella Release Desk needs PostgreSQL 16 or newer"
+            )
 
     def ensure_ready(self, profiles: ProfileStore) -> None:
         """Migrate if behind; on a database nobody has initialised, create the first admin."""
@@ -89,6 +105,7 @@ class Backend:
             self._ensure_ready(profiles)
 
     def _ensure_ready(self, profiles: ProfileStore) -> None:
+        self.check_server()
         if migrate.needs_upgrade(self.admin_engine):
             self.upgrade()
         if profiles.has_any(self.target):

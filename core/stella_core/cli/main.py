@@ -432,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stella: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an unexpected failure still gets a one-line reason and exit 1
+        logging.getLogger("stella").debug("unexpected failure", exc_info=True)
+        print(f"stella: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
