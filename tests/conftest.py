@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +25,17 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from stella_core.db.embedded import EmbeddedPostgres
+    from stella_core.db.embedded import SYSTEM_DIR, EmbeddedPostgres
 
     home = tmp_path_factory.mktemp("pg-home")
     server = EmbeddedPostgres(home, durable=False)
     info = server.start()
     yield info
     server.release()
+    # As root the cluster lives outside the temp home; remove it so runs do not pile up.
+    cluster = server.data_dir.parent
+    if cluster.is_relative_to(SYSTEM_DIR / "clusters"):
+        shutil.rmtree(cluster, ignore_errors=True)
 
 
 def _superuser_conn(info: object, dbname: str) -> psycopg.Connection:

@@ -118,7 +118,11 @@ def pg_bin_dir() -> Path:
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server private to one Stella home, shared by the processes using that home."""
+    """A PostgreSQL server private to one Stella home, shared by the processes using that home.
+
+    ``pg_bin`` overrides the wheel's binaries; as root it is used in place, so stella-pg must be
+    able to reach it. ``durable=False`` (tests only) turns fsync and friends off.
+    """
 
     def __init__(self, home: Path, *, pg_bin: Path | None = None, durable: bool = True) -> None:
         self._home = Path(home).absolute()
@@ -152,13 +156,15 @@ class EmbeddedPostgres:
     def start(self) -> PgConnectionInfo:
         """Initialise on first use, start or join the server, and hold it until release()."""
         with self._mutex:
-            if self._info is not None and self._clients_fd is not None and self.is_running():
+            running = self._running_pidfile()
+            # Re-check the port: after a crash another process may have restarted it elsewhere.
+            if self._info and self._clients_fd and running and running.port == self._info.port:
                 return self._info
             try:
                 return self._start()
             except DatabaseError:
                 raise
-            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            except (OSError, subprocess.SubprocessError, ValueError, ImportError) as exc:
                 raise self._error(f"embedded PostgreSQL could not start: {exc}") from exc
 
     def release(self) -> None:
@@ -168,6 +174,8 @@ class EmbeddedPostgres:
                 return
             self._unregister_atexit()
             try:
+                if not self._state_dir.is_dir():
+                    return  # the home was deleted under us: nobody left to coordinate with
                 with self._start_lock():
                     try:
                         # Our shared lock becomes exclusive only if no other client holds one.
@@ -182,17 +190,17 @@ class EmbeddedPostgres:
         """Stop the server now (fast mode), even if other processes use it."""
         with self._mutex:
             try:
-                with self._start_lock():
-                    self._stop_server()
+                if self._state_dir.is_dir():
+                    with self._start_lock():
+                        self._stop_server()
+                else:
+                    self._stop_server()  # never recreate a deleted home just to lock it
             finally:
                 self._unregister_atexit()
                 self._drop_client()
 
     def is_running(self) -> bool:
-        pidfile = self._read_pidfile()
-        return (
-            pidfile is not None and pidfile.status == "ready" and self._is_postmaster(pidfile.pid)
-        )
+        return self._running_pidfile() is not None
 
     def __enter__(self) -> PgConnectionInfo:
         return self.start()
@@ -354,7 +362,9 @@ class EmbeddedPostgres:
                 raise self._error(f"pg_ctl start failed: {_tail(started.stderr)}")
             if "could not bind" in new_log or "Address already in use" in new_log:
                 port = _free_port()  # someone took the port between our check and the bind
-            elif "postmaster.pid" in new_log or "shared memory block" in new_log:
+            elif 'lock file "postmaster.pid" already exists' in new_log or (
+                "pre-existing shared memory block" in new_log
+            ):
                 time.sleep(0.2)  # a killed server's processes are still exiting
                 self._wait_for_old_processes(deadline)
             else:
@@ -446,8 +456,8 @@ class EmbeddedPostgres:
     def _release_at_exit(self) -> None:
         try:
             self.release()
-        except DatabaseError as exc:
-            log.warning("could not release the embedded database at exit: %s", exc.message)
+        except (DatabaseError, OSError) as exc:
+            log.warning("could not release the embedded database at exit: %s", exc)
 
     def _unregister_atexit(self) -> None:
         if self._atexit_registered:
@@ -536,6 +546,12 @@ class EmbeddedPostgres:
         except (OSError, ValueError):
             return None
 
+    def _running_pidfile(self) -> _PidFile | None:
+        pidfile = self._read_pidfile()
+        if pidfile and pidfile.status == "ready" and self._is_postmaster(pidfile.pid):
+            return pidfile
+        return None
+
     def _read_pidfile(self) -> _PidFile | None:
         try:
             lines = (self.data_dir / "postmaster.pid").read_text(encoding="utf-8").splitlines()
@@ -568,7 +584,6 @@ class EmbeddedPostgres:
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
-        self._ensure_state_dir()
         fd = self._open_lock("start.lock")
         try:
             _flock(fd, fcntl.LOCK_EX, "the start lock")
@@ -708,7 +723,10 @@ def _ensure_system_user() -> tuple[int, int]:
 
 
 def _installed_bin_dir() -> Path:
-    version = importlib.metadata.version(_WHEEL_DIST)
+    try:
+        version = importlib.metadata.version(_WHEEL_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise DatabaseError(f"{_WHEEL_DIST} is not installed; it provides PostgreSQL") from None
     return SYSTEM_DIR / f"pg16-{version}" / _WHEEL_PKG / "pginstall" / "bin"
 
 
