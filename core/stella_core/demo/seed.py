@@ -24,11 +24,11 @@ PEOPLE = [
 ]
 ENVIRONMENTS = [("dev", 0, 0, False), ("stage", 1, 1, False), ("prod", 2, 2, True)]
 IMAGES = {
-    "demo/web": ["1.0.0", "1.1.0", "1.2.0"],
-    "demo/api": ["2.3.0", "2.4.0"],
-    "demo/worker": ["0.9.0", "0.9.1"],
+    "shop/web": ["1.0.0", "1.1.0", "1.2.0"],
+    "shop/api": ["2.3.0", "2.4.0"],
+    "shop/worker": ["0.9.0", "0.9.1"],
 }
-COMPONENTS = {"web": "demo/web", "api": "demo/api", "worker": "demo/worker"}
+COMPONENTS = {"web": "shop/web", "api": "shop/api", "worker": "shop/worker"}
 RELEASES = [
     ("shop-2026.11.1", {"web": "1.0.0", "api": "2.3.0", "worker": "0.9.0"}),
     ("shop-2026.11.2", {"web": "1.1.0", "api": "2.4.0", "worker": "0.9.0"}),

@@ -1,0 +1,1 @@
+"""Stella Release Desk: the PySide6 desktop over `stella_core`."""

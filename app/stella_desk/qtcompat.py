@@ -1,0 +1,46 @@
+"""Work-arounds for defects in the Qt binding we ship, each detected before it is applied.
+
+PySide6 6.12.0: `SignalInstance.emit()` returns `True` without taking a reference, so every
+emit from Python drops one reference to `True`. That includes qasync's `call_soon_threadsafe`,
+which every worker-thread result passes through. On Python 3.11, where `True` is an ordinary
+object, the interpreter aborts once the references run out ("Fatal Python error: bool_dealloc:
+deallocating True or False"), after a few thousand emits or at exit. Python 3.12+ makes `True`
+immortal, which is exactly what we do here, on 3.11, when the defect is present.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+from PySide6.QtCore import QObject, Signal
+
+_PROBE_EMITS = 16
+# Far more emits than any session makes; the count is a 64-bit integer.
+_HEADROOM = 1 << 40
+
+
+class _Probe(QObject):
+    fired = Signal(int)
+
+
+def emit_drops_true_references() -> bool:
+    probe = _Probe()
+    before = sys.getrefcount(True)
+    for _ in range(_PROBE_EMITS):
+        probe.fired.emit(1)
+    return sys.getrefcount(True) <= before - _PROBE_EMITS
+
+
+def protect_bool_refcount() -> bool:
+    """Apply the work-around if this interpreter and binding need it; True if applied."""
+    if sys.implementation.name != "cpython" or sys.version_info >= (3, 12):
+        return False  # immortal booleans: a lost reference is harmless
+    if not emit_drops_true_references():
+        return False
+    # ob_refcnt is the first field of a CPython object in a release build; check before writing.
+    field = ctypes.c_ssize_t.from_address(id(True))
+    if abs(field.value - sys.getrefcount(True)) > 2:
+        return False
+    field.value += _HEADROOM
+    return True

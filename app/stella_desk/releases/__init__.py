@@ -1,0 +1,1 @@
+"""The release browser and release creation."""

@@ -1,0 +1,343 @@
+"""The main window: navigation, pages, the person switch and the status bar."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QListWidget,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QStackedWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from stella_desk import theme
+from stella_desk.chrome import Banner, RoleBadge, label
+from stella_desk.dashboard import Dashboard
+from stella_desk.ops import Change, OpFailed, OpProgress, Ops
+from stella_desk.placeholder import ComingLater
+from stella_desk.releases.browser import ReleaseBrowser
+from stella_desk.session import Session
+
+if TYPE_CHECKING:
+    from stella_core.bootstrap import Stella
+    from stella_core.tenancy.model import Identity
+
+# (key, navigation label); the key names the screenshot file too.
+PAGES: list[tuple[str, str]] = [
+    ("dashboard", "Dashboard"),
+    ("releases", "Releases"),
+    ("workflows", "Workflows"),
+    ("promotions", "Promotions"),
+    ("approvals", "Approvals"),
+    ("evidence", "Evidence"),
+    ("targets", "Targets"),
+    ("settings", "Settings"),
+]
+
+COMING: dict[str, tuple[str, str]] = {
+    "workflows": (
+        "Promotion workflows as graphs of steps.",
+        "Design promotion workflows visually: steps and their dependencies, with approvals, "
+        "retries, timeouts and rollback built in, undo and redo, and validation as you edit.",
+    ),
+    "promotions": (
+        "Move a release from one environment to the next.",
+        "Promote a release to the next environment with a gate preview that explains, before "
+        "you start, exactly why a promotion would be blocked.",
+    ),
+    "approvals": (
+        "Promotions waiting for your sign-off.",
+        "An inbox of promotions waiting for your approval, with separation of duties enforced "
+        "so a requester can never approve their own promotion.",
+    ),
+    "evidence": (
+        "Signed records of every decision.",
+        "Browse the signed evidence behind every promotion, approval and deployment, export it, "
+        "and verify or replay it offline.",
+    ),
+    "targets": (
+        "Hosts, agents and what runs on them.",
+        "Enrol agents and agentless hosts (SSH, WinRM), watch their health, and detect drift "
+        "between what runs and what was released.",
+    ),
+    "settings": (
+        "Connections, keys, plugins and limits.",
+        "Manage connection profiles, signing keys and plugins, and see usage against quotas.",
+    ),
+}
+
+WINDOW_SIZE = QSize(1280, 800)
+
+
+def _open_as(current: Stella, name: str) -> tuple[Stella, Identity]:
+    """Worker thread: the other person's handle, checked by asking the database who it is."""
+    other = current.as_person(name)
+    try:
+        return other, other.tenancy.whoami()
+    except BaseException:
+        other.close(keep_backend=True)
+        raise
+
+
+class StartingPage(QWidget):
+    """What shows while the database starts, or why it did not."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("page")
+        column = QVBoxLayout(self)
+        column.addStretch(1)
+        title = label("Stella Release Desk", "title")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        column.addWidget(title)
+        self.message = label("Starting the database…", "subtitle")
+        self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.message.setWordWrap(True)
+        column.addWidget(self.message)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)  # indeterminate: the core gives no steps for startup
+        self.bar.setTextVisible(False)
+        self.bar.setFixedSize(280, 6)
+        column.addWidget(self.bar, 0, Qt.AlignmentFlag.AlignHCenter)
+        self.error = label(kind="error", selectable=True)
+        self.error.setWordWrap(True)
+        self.error.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.error.setMaximumWidth(640)
+        self.error.hide()
+        column.addWidget(self.error, 0, Qt.AlignmentFlag.AlignHCenter)
+        self.quit = QPushButton("Quit")
+        self.quit.hide()
+        column.addWidget(self.quit, 0, Qt.AlignmentFlag.AlignHCenter)
+        column.addStretch(2)
+
+    def show_step(self, message: str) -> None:
+        self.message.setText(message)
+        self.bar.show()
+        self.error.hide()
+        self.quit.hide()
+
+    def show_failure(self, message: str) -> None:
+        self.message.setText("The desk could not start.")
+        self.bar.hide()
+        self.error.setText(message)
+        self.error.show()
+        self.quit.show()
+
+
+class MainWindow(QMainWindow):
+    closed = Signal()
+
+    def __init__(self, ops: Ops, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ops = ops
+        self.session = session
+        self.setWindowTitle("Stella Release Desk")
+        self.resize(WINDOW_SIZE)
+        theme.style(self)
+
+        self._root = QStackedWidget()
+        self.starting = StartingPage()
+        self._root.addWidget(self.starting)
+        self._shell = QWidget()
+        self._root.addWidget(self._shell)
+        self.setCentralWidget(self._root)
+
+        shell = QHBoxLayout(self._shell)
+        shell.setContentsMargins(0, 0, 0, 0)
+        shell.setSpacing(0)
+        sidebar = QWidget()
+        sidebar.setObjectName("sidebar")
+        sidebar.setFixedWidth(200)
+        side = QVBoxLayout(sidebar)
+        side.setContentsMargins(0, 16, 0, 12)
+        side.setSpacing(2)
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        self.nav.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        side.addWidget(self.nav, 1)
+        side.addWidget(self._version_label())
+        shell.addWidget(sidebar)
+
+        content = QWidget()
+        content.setObjectName("content")
+        column = QVBoxLayout(content)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        self.banner = Banner()
+        banner_box = QHBoxLayout()
+        banner_box.setContentsMargins(28, 12, 28, 0)
+        banner_box.addWidget(self.banner)
+        column.addLayout(banner_box)
+        self.stack = QStackedWidget()
+        column.addWidget(self.stack, 1)
+        shell.addWidget(content, 1)
+
+        self.releases = ReleaseBrowser(ops, session)
+        self.dashboard = Dashboard(ops, session, self.releases.model)
+        self.pages: dict[str, QWidget] = {"dashboard": self.dashboard, "releases": self.releases}
+        for key, title in PAGES:
+            if key not in self.pages:
+                subtitle, purpose = COMING[key]
+                self.pages[key] = ComingLater(title, subtitle, purpose)
+            self.stack.addWidget(self.pages[key])
+            self.nav.addItem(title)
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+
+        self._build_toolbar()
+        self._build_status_bar()
+        ops.busy_changed.connect(self.busy.setVisible)
+        ops.failed.connect(self._present_failure)
+        ops.progressed.connect(self._present_progress)
+        self.releases.detail.copied.connect(
+            lambda text: self.statusBar().showMessage(f"Copied {text}", 5000)
+        )
+        self.starting.quit.clicked.connect(self.close)
+        self.nav.setCurrentRow(0)
+
+    def _version_label(self) -> QWidget:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = f"v{version('stella-release-desk')}"
+        except PackageNotFoundError:
+            text = ""
+        widget = label(text)
+        widget.setStyleSheet("color: #6f7792; padding: 0 22px; font-size: 11px;")
+        return widget
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Main")
+        bar.setMovable(False)
+        bar.setFloatable(False)
+        bar.toggleViewAction().setVisible(False)
+        brand = label("Stella")
+        brand.setStyleSheet(f"font-size: 16px; font-weight: 700; color: {theme.ACCENT};")
+        bar.addWidget(brand)
+        sub = label("Release Desk", "muted")
+        sub.setStyleSheet("font-size: 14px;")
+        bar.addWidget(sub)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        bar.addWidget(spacer)
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setTextVisible(False)
+        self.busy.setFixedSize(90, 4)
+        self.busy.setToolTip("Working…")
+        self.busy.hide()
+        bar.addWidget(self.busy)
+        bar.addWidget(label("Person", "muted"))
+        self.person = QComboBox()
+        self.person.setMinimumWidth(150)
+        self.person.setToolTip("Act as another person who has a profile on this machine")
+        self.person.setEnabled(False)
+        self.person.activated.connect(
+            lambda index: self.ops.spawn(self.switch_person(self.person.itemText(index)))
+        )
+        bar.addWidget(self.person)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+
+    def _build_status_bar(self) -> None:
+        status = self.statusBar()
+        status.setSizeGripEnabled(False)
+        self.acting = label("Not connected")
+        self.role_badge = RoleBadge()
+        self.target = label("")
+        status.addPermanentWidget(self.acting)
+        status.addPermanentWidget(self.role_badge)
+        status.addPermanentWidget(self.target)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def show_starting(self, message: str) -> None:
+        self._root.setCurrentWidget(self.starting)
+        self.starting.show_step(message)
+
+    def show_start_failure(self, message: str) -> None:
+        self._root.setCurrentWidget(self.starting)
+        self.starting.show_failure(message)
+
+    async def attach(self, stella: Stella) -> None:
+        """Show the product for an open core and load every page's data."""
+        self.session.stella = stella
+        identity, names = await self.ops.run(
+            lambda _report: (stella.tenancy.whoami(), stella.profiles.names(stella.backend.target)),
+            label="Reading who you are",
+        )
+        self.session.identity = identity
+        self._fill_people(names, stella.profile.name)
+        self._show_identity()
+        self._root.setCurrentWidget(self._shell)
+        await asyncio.gather(self.dashboard.refresh(), self.releases.refresh())
+
+    async def switch_person(self, name: str) -> None:
+        old = self.session.stella
+        if old is None or name == old.profile.name:
+            return
+        self.person.setEnabled(False)
+        try:
+            new, identity = await self.ops.run(
+                lambda _report: _open_as(old, name), label=f"Switching to {name}"
+            )
+        except OpFailed:
+            self._fill_people(None, old.profile.name)
+            return
+        finally:
+            self.person.setEnabled(True)
+        self.session.stella, self.session.identity = new, identity
+        self._fill_people(None, name)
+        self._show_identity()
+        self.ops.announce([Change.PERSON])
+        with contextlib.suppress(OpFailed):  # presented; the new person's view is already up
+            await self.ops.run(
+                lambda _report: old.close(keep_backend=True),
+                label="Closing the previous person's connection",
+            )
+
+    def show_page(self, key: str) -> QWidget:
+        self.nav.setCurrentRow([k for k, _ in PAGES].index(key))
+        return self.pages[key]
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # main() closes the core after the loop hears this; the window just goes away.
+        self.closed.emit()
+        event.accept()
+
+    # --- presentation ----------------------------------------------------------------------
+    def _fill_people(self, names: list[str] | None, current: str) -> None:
+        if names is not None:
+            self.person.clear()
+            self.person.addItems(names)
+        index = self.person.findText(current)
+        if index >= 0:
+            self.person.setCurrentIndex(index)
+        self.person.setEnabled(self.person.count() > 1)
+
+    def _show_identity(self) -> None:
+        identity = self.session.identity
+        stella = self.session.stella
+        if identity is None or stella is None:
+            return
+        self.acting.setText(f"Acting as <b>{identity.user}</b> · tenant {identity.tenant_name}")
+        self.role_badge.set_role(identity.role.value)
+        self.target.setText(f"Database: {stella.backend.target}")
+
+    def _present_progress(self, progress: OpProgress) -> None:
+        self.statusBar().showMessage(
+            f"{progress.label}: {progress.done}/{progress.total} · {progress.message}", 5000
+        )
+
+    def _present_failure(self, title: str, message: str) -> None:
+        self.banner.show_message(title, message)
+        self.statusBar().showMessage(f"{title} failed", 8000)
