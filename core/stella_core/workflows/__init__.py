@@ -1,0 +1,1 @@
+"""Workflows: versioned DAG templates, validation, expressions, the engine, built-in steps."""

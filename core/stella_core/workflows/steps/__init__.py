@@ -1,0 +1,1 @@
+"""Step types: declarations (typed inputs and outputs) and their executors."""

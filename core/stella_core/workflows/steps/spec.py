@@ -1,0 +1,115 @@
+"""What a step type declares: typed input and output JSON Schemas, and whether it touches the
+outside world (then every attempt carries an idempotency key). Pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StepTypeSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    title: str
+    description: str
+    category: str = "general"
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    output_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    side_effects: bool = False
+    waits: bool = False  # holds no worker while waiting (approval)
+
+    @property
+    def required_inputs(self) -> tuple[str, ...]:
+        return tuple(self.input_schema.get("required", ()))
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return dict(self.output_schema.get("properties", {}))
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required or [],
+        "additionalProperties": False,
+    }
+
+
+STRING_LIST = {"type": "array", "items": {"type": "string"}}
+
+BUILTIN_SPECS: tuple[StepTypeSpec, ...] = (
+    StepTypeSpec(
+        name="approval",
+        title="Approval",
+        description="Waits, without holding a worker, until enough eligible people approve.",
+        category="control",
+        input_schema=_obj(
+            {
+                "approvers": {**STRING_LIST, "description": "people or product roles"},
+                "required": {"type": "integer", "minimum": 1},
+            },
+            ["approvers", "required"],
+        ),
+        output_schema=_obj({"approved_by": STRING_LIST}),
+        waits=True,
+    ),
+    StepTypeSpec(
+        name="wait",
+        title="Wait",
+        description="Waits a number of seconds.",
+        category="control",
+        input_schema=_obj({"seconds": {"type": "integer", "minimum": 0}}, ["seconds"]),
+        output_schema=_obj({"waited_seconds": {"type": "integer"}}),
+    ),
+    StepTypeSpec(
+        name="script",
+        title="Script",
+        description="Runs a command (an argument list, never through a shell) on an executor.",
+        category="action",
+        input_schema=_obj(
+            {
+                "command": {**STRING_LIST, "minItems": 1},
+                "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            ["command"],
+        ),
+        output_schema=_obj(
+            {
+                "exit_code": {"type": "integer"},
+                "stdout": {"type": "string"},
+                "stderr": {"type": "string"},
+            }
+        ),
+        side_effects=True,
+    ),
+    StepTypeSpec(
+        name="http-check",
+        title="HTTP check",
+        description="Requests a URL and expects a status code.",
+        category="check",
+        input_schema=_obj(
+            {"url": {"type": "string"}, "expect_status": {"type": "integer"}}, ["url"]
+        ),
+        output_schema=_obj({"status": {"type": "integer"}}),
+    ),
+    StepTypeSpec(
+        name="notify",
+        title="Notify",
+        description="Writes a message to the run log (channels come with plugins).",
+        category="action",
+        input_schema=_obj({"message": {"type": "string"}}, ["message"]),
+        output_schema=_obj({"message": {"type": "string"}}),
+    ),
+    StepTypeSpec(
+        name="fail",
+        title="Fail",
+        description="Always fails with a message (for testing templates).",
+        category="control",
+        input_schema=_obj({"message": {"type": "string"}}, ["message"]),
+        output_schema=_obj({}),
+    ),
+)
