@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication
 from stella_desk import theme
 from stella_desk.ops import OpFailed, Ops
 from stella_desk.qtcompat import protect_bool_refcount
+from stella_desk.runs.worker import DeskWorker
 from stella_desk.session import Session
 from stella_desk.window import MainWindow
 
@@ -99,15 +100,17 @@ async def run_desk(args: argparse.Namespace, window: MainWindow, ops: Ops) -> in
         except OpFailed as exc:
             return await _startup_failed(args, window, closed, exc.message)
         if args.screenshot is not None:
-            from stella_desk.screenshots import render_screens
+            from stella_desk.screenshots import render_all
 
-            for path in await render_screens(window, args.screenshot):
+            for path in await render_all(window, args.screenshot):
                 print(path)
             return 0
         await closed.wait()
         return 0
     finally:
         window.hide()
+        # The in-process worker hands its steps back before the core closes.
+        await window.runs.shutdown(SHUTDOWN_GRACE)
         await ops.shutdown(SHUTDOWN_GRACE)
         if session.stella is not None:
             # Stops the embedded server; its own timeouts bound this.
@@ -142,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     ops = Ops()
-    window = MainWindow(ops, Session())
+    window = MainWindow(ops, Session(), worker=DeskWorker())
     # Ctrl-C in the terminal closes the window like the close button; the timer gives Python a
     # chance to run signal handlers while Qt's loop sleeps.
     signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(window.close))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from PySide6.QtWidgets import QWidget
 
+from stella_desk.ops import OpFailed
 from stella_desk.window import PAGES, WINDOW_SIZE, MainWindow
 
 
@@ -14,6 +16,66 @@ def save(widget: QWidget, path: Path) -> Path:
     if not widget.grab().save(str(path)):
         raise OSError(f"could not write {path}")
     return path
+
+
+async def show_workflow_editor(window: MainWindow) -> None:
+    """The editor with a template on the canvas (the demo one when nothing is stored), checked,
+    fitted, and one step selected so the inspector shows its fields."""
+    editor = window.workflows
+    await window.ops.idle()
+    if not editor.document.template.nodes:
+        editor.open_sample()
+    await editor.validator.validate_now()
+    await asyncio.sleep(0)  # lay the page out before fitting the view to it
+    editor.view.fit()
+    ids = list(editor.scene.item_for_node)
+    if ids:
+        editor.scene.select_nodes(["check_web" if "check_web" in ids else ids[0]])
+
+
+async def show_runs_list(window: MainWindow) -> None:
+    """The list of runs (not a monitor left open by an earlier picture)."""
+    page = window.runs
+    if page.stack.currentWidget() is not page.list_page:
+        page.show_list()
+    await window.ops.idle()
+
+
+async def show_run_monitor(window: MainWindow) -> bool:
+    """The monitor on the most telling run: one that failed (or rolled back), else the newest;
+    its failed step selected so the log shows that step. False when there is no run."""
+    page = window.runs
+    runs = list(page.model.runs())
+    if not runs:
+        return False
+    telling = [r for r in runs if r.status in ("failed", "rolled_back", "timed_out")]
+    run = (telling or runs)[0]
+    window.show_page("runs")
+    if not await page.open_run(run.id):
+        return False
+    await asyncio.sleep(0)
+    monitor = page.monitor
+    failed = [s.id for s in monitor.watch.steps.values() if s.status in ("failed", "timed_out")]
+    if failed:
+        monitor.select_step(failed[0])
+    await asyncio.sleep(0)  # lay out, then fit the graph to the canvas it got
+    monitor.fit()
+    await asyncio.sleep(0)
+    return True
+
+
+async def prepare_demo_runs(window: MainWindow) -> None:
+    """A first start's runs page is empty: run the sample workflow a few times for real."""
+    from stella_desk.runs.demo import prepare_demo_runs as prepare
+
+    stella = window.session.require()
+    with contextlib.suppress(OpFailed):  # presented; the pictures are taken anyway
+        started = await window.ops.run(
+            lambda _report: prepare(stella), label="Running the demo workflow"
+        )
+        if started:
+            # The demo stored its template: the editor's list and the runs list show it.
+            await asyncio.gather(window.runs.refresh(), window.workflows.refresh())
 
 
 async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
@@ -28,6 +90,10 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
     saved = []
     for key, _title in PAGES:
         window.show_page(key)
+        if key == "workflows":
+            await show_workflow_editor(window)
+        elif key == "runs":
+            await show_runs_list(window)
         # One turn of the loop: Qt handles the pending layout and paint events of the page.
         await asyncio.sleep(0)
         saved.append(save(window, out_dir / f"{key}.png"))
@@ -42,4 +108,14 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
     await asyncio.sleep(0)
     saved.append(save(dialog, out_dir / "new-release.png"))
     dialog.reject()
+    return saved
+
+
+async def render_all(window: MainWindow, out_dir: Path) -> list[Path]:
+    """`stella-desk --screenshot`: demo runs first (on a fresh database), every screen, then
+    the run monitor on one of those runs."""
+    await prepare_demo_runs(window)
+    saved = await render_screens(window, out_dir)
+    if await show_run_monitor(window):
+        saved.append(save(window, out_dir / "run-monitor.png"))
     return saved

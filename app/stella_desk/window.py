@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -22,13 +22,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stella_core.workflows.steps.registry import default_registry
 from stella_desk import theme
 from stella_desk.chrome import Banner, RoleBadge, label
 from stella_desk.dashboard import Dashboard
 from stella_desk.ops import Change, OpFailed, OpProgress, Ops
 from stella_desk.placeholder import ComingLater
 from stella_desk.releases.browser import ReleaseBrowser
+from stella_desk.runs.page import RunsPage
+from stella_desk.runs.worker import DeskWorker
 from stella_desk.session import Session
+from stella_desk.workflows.editor import WorkflowEditor
 
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
@@ -39,6 +43,7 @@ PAGES: list[tuple[str, str]] = [
     ("dashboard", "Dashboard"),
     ("releases", "Releases"),
     ("workflows", "Workflows"),
+    ("runs", "Runs"),
     ("promotions", "Promotions"),
     ("approvals", "Approvals"),
     ("evidence", "Evidence"),
@@ -47,11 +52,6 @@ PAGES: list[tuple[str, str]] = [
 ]
 
 COMING: dict[str, tuple[str, str]] = {
-    "workflows": (
-        "Promotion workflows as graphs of steps.",
-        "Design promotion workflows visually: steps and their dependencies, with approvals, "
-        "retries, timeouts and rollback built in, undo and redo, and validation as you edit.",
-    ),
     "promotions": (
         "Move a release from one environment to the next.",
         "Promote a release to the next environment with a gate preview that explains, before "
@@ -79,6 +79,9 @@ COMING: dict[str, tuple[str, str]] = {
 }
 
 WINDOW_SIZE = QSize(1280, 800)
+# The busy bar shows only for work that takes longer than this: the run monitor reads the run
+# log twice a second, and a bar flashing at that rate would say nothing.
+BUSY_DELAY_MS = 300
 
 
 def _open_as(current: Stella, name: str) -> tuple[Stella, Identity]:
@@ -139,7 +142,14 @@ class StartingPage(QWidget):
 class MainWindow(QMainWindow):
     closed = Signal()
 
-    def __init__(self, ops: Ops, session: Session, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        ops: Ops,
+        session: Session,
+        parent: QWidget | None = None,
+        *,
+        worker: DeskWorker | None = None,
+    ) -> None:
         super().__init__(parent)
         self.ops = ops
         self.session = session
@@ -186,7 +196,15 @@ class MainWindow(QMainWindow):
 
         self.releases = ReleaseBrowser(ops, session)
         self.dashboard = Dashboard(ops, session, self.releases.model)
-        self.pages: dict[str, QWidget] = {"dashboard": self.dashboard, "releases": self.releases}
+        registry = default_registry()
+        self.workflows = WorkflowEditor(ops, session, registry)
+        self.runs = RunsPage(ops, session, registry, worker=worker)
+        self.pages: dict[str, QWidget] = {
+            "dashboard": self.dashboard,
+            "releases": self.releases,
+            "workflows": self.workflows,
+            "runs": self.runs,
+        }
         for key, title in PAGES:
             if key not in self.pages:
                 subtitle, purpose = COMING[key]
@@ -197,12 +215,18 @@ class MainWindow(QMainWindow):
 
         self._build_toolbar()
         self._build_status_bar()
-        ops.busy_changed.connect(self.busy.setVisible)
+        self._busy_timer = QTimer(self)
+        self._busy_timer.setSingleShot(True)
+        self._busy_timer.setInterval(BUSY_DELAY_MS)
+        self._busy_timer.timeout.connect(lambda: self.busy.setVisible(self.ops.busy))
+        ops.busy_changed.connect(self._on_busy)
         ops.failed.connect(self._present_failure)
         ops.progressed.connect(self._present_progress)
         self.releases.detail.copied.connect(
             lambda text: self.statusBar().showMessage(f"Copied {text}", 5000)
         )
+        self.workflows.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.runs.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
 
@@ -279,7 +303,12 @@ class MainWindow(QMainWindow):
         self._fill_people(names, stella.profile.name)
         self._show_identity()
         self._root.setCurrentWidget(self._shell)
-        await asyncio.gather(self.dashboard.refresh(), self.releases.refresh())
+        await asyncio.gather(
+            self.dashboard.refresh(),
+            self.releases.refresh(),
+            self.workflows.refresh(),
+            self.runs.refresh(),
+        )
 
     async def switch_person(self, name: str) -> None:
         old = self.session.stella
@@ -315,6 +344,13 @@ class MainWindow(QMainWindow):
         event.accept()
 
     # --- presentation ----------------------------------------------------------------------
+    def _on_busy(self, busy: bool) -> None:
+        if busy:
+            self._busy_timer.start()
+        else:
+            self._busy_timer.stop()
+            self.busy.hide()
+
     def _fill_people(self, names: list[str] | None, current: str) -> None:
         if names is not None:
             self.person.clear()

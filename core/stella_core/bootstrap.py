@@ -25,6 +25,7 @@ from stella_core.errors import DatabaseError, NotFoundError
 from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
 from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
+from stella_core.workflows.service import WorkflowService
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Backend:
         self.check_server()
         if migrate.needs_upgrade(self.admin_engine):
             self.upgrade()
+            self._embedded_defaults()
         if profiles.has_any(self.target):
             return
         with self.admin_engine.connect() as conn:
@@ -123,7 +125,18 @@ class Backend:
         profiles.save(
             Profile(admin, self.target, admin, password, str(tenant_id)), make_default=True
         )
+        self._embedded_defaults()
         log.info("initialised %s: %s is the first admin", self.target, admin)
+
+    def _embedded_defaults(self) -> None:
+        """On the embedded default (one machine, its owner is the admin) script steps may run
+        on this host: the local executor is turned on for tenants that have no setting yet."""
+        if self.target != EMBEDDED:
+            return
+        from stella_core.workflows.store import enable_local_executor_everywhere
+
+        with self.admin_engine.begin() as conn:
+            enable_local_executor_everywhere(conn)
 
     def close(self) -> None:
         if self._admin_engine is not None:
@@ -148,6 +161,7 @@ class Stella:
         self.tenancy = TenancyService(self.db, self.provisioner)
         self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
         self.environments = EnvironmentService(self.db, self.tenancy)
+        self.workflows = WorkflowService(self.db, self.tenancy)
 
     @classmethod
     def open(

@@ -331,6 +331,337 @@ def cmd_audit_list(args: argparse.Namespace) -> None:
     )
 
 
+# ------------------------------------------------------------------------------- workflows
+def _read_document(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+
+
+def cmd_workflow_validate(args: argparse.Namespace) -> None:
+    # Pure: parsing and validation need no database, no profile.
+    from stella_core.workflows.steps.registry import default_registry
+    from stella_core.workflows.template import check, validation_report
+
+    _, problems = check(_read_document(args.file), default_registry())
+    report = validation_report(problems)
+    _out(
+        args,
+        report,
+        lambda: (
+            ["valid"]
+            if not problems
+            else [
+                f"{'.'.join(x for x in (p.node, p.field) if x) or '(template)'}: {p.message}"
+                for p in problems
+            ]
+        ),
+    )
+    if problems:
+        raise SystemExit(2)
+
+
+def cmd_workflow_import(args: argparse.Namespace) -> None:
+    raw = _read_document(args.file)
+    stella = _open(args)
+    try:
+        imported = stella.workflows.import_template(raw)
+    finally:
+        stella.close()
+    value = {"name": imported.name, "version": imported.version, "id": str(imported.id)}
+    _out(args, value, lambda: [f"{imported.name} version {imported.version}"])
+
+
+def cmd_workflow_export(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        document = stella.workflows.export_template(args.name, args.version)
+    finally:
+        stella.close()
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def cmd_workflow_list(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        templates = stella.workflows.list_templates()
+    finally:
+        stella.close()
+    value = [
+        {
+            "name": t.name,
+            "version": t.latest_version,
+            "digest": t.latest_digest,
+            "id": str(t.id),
+            "updated_at": t.updated_at.isoformat(),
+            "updated_by": t.updated_by,
+        }
+        for t in templates
+    ]
+    _out(
+        args,
+        value,
+        lambda: [f"{t.name:24} v{t.latest_version:<4} {t.updated_by}" for t in templates],
+    )
+
+
+def cmd_workflow_versions(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        versions = stella.workflows.template_versions(args.name)
+    finally:
+        stella.close()
+    value = [
+        {
+            "name": v.name,
+            "version": v.version,
+            "id": str(v.id),
+            "digest": v.digest,
+            "created_at": v.created_at.isoformat(),
+            "created_by": v.created_by,
+        }
+        for v in versions
+    ]
+    _out(
+        args,
+        value,
+        lambda: [
+            f"v{v.version:<4} {v.created_at:%Y-%m-%d %H:%M} {v.created_by:12} {v.digest}"
+            for v in versions
+        ],
+    )
+
+
+def cmd_workflow_settings(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        if args.local_executor is None:
+            value = stella.workflows.settings()
+        else:
+            value = stella.workflows.set_local_executor(args.local_executor == "on")
+    finally:
+        stella.close()
+    _out(args, value, lambda: [f"local executor: {'on' if value['local_executor'] else 'off'}"])
+
+
+def _inputs(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--input needs NAME=VALUE, got {pair!r}")
+        if name in out:
+            raise UsageError(f"input {name!r} given twice")
+        out[name] = value
+    return out
+
+
+def _run_json(run: Any) -> dict[str, Any]:
+    """`stella run show` as the CLI contract fixes it."""
+    return {
+        "run_id": str(run.id),
+        "status": run.status,
+        "steps": [
+            {
+                "id": s.id,
+                "status": s.status,
+                "attempts": s.attempts,
+                "outputs": s.outputs,
+                "started_at": s.started_at.isoformat() if s.started_at else None,
+                "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+            }
+            for s in run.steps
+        ],
+    }
+
+
+def _run_lines(run: Any) -> list[str]:
+    release = f" on {run.release['name']}" if run.release else ""
+    lines = [f"run {run.id}: {run.template} v{run.template_version}{release}: {run.status}"]
+    if run.error:
+        lines.append(f"  {run.error}")
+    for s in run.steps:
+        extra = f"  {s.error}" if s.error and s.status not in ("succeeded",) else ""
+        lines.append(f"  {s.id:24} {s.status:10} attempts={s.attempts}{extra}")
+    return lines
+
+
+def cmd_run_start(args: argparse.Namespace) -> None:
+    inputs = _inputs(args.input)
+    stella = _open(args)
+    try:
+        run = stella.workflows.start_run(
+            args.template, version=args.version, release=args.release, inputs=inputs
+        )
+        if args.wait:
+            run = stella.workflows.wait_run(run.id, args.timeout)
+    finally:
+        stella.close()
+    _out(args, {"run_id": str(run.id), "status": run.status}, lambda: [f"{run.id} {run.status}"])
+    if args.wait and run.status != "succeeded":
+        raise SystemExit(1)
+
+
+def cmd_run_show(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        run = stella.workflows.get_run(args.run_id)
+    finally:
+        stella.close()
+    _out(args, run.to_json() if args.full else _run_json(run), lambda: _run_lines(run))
+
+
+def cmd_run_list(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        runs = stella.workflows.list_runs(args.limit)
+    finally:
+        stella.close()
+    value = [
+        {
+            "run_id": str(r.id),
+            "status": r.status,
+            "template": r.template,
+            "version": r.template_version,
+            "release": r.release["name"] if r.release else None,
+            "created_at": r.created_at.isoformat(),
+            "created_by": r.created_by,
+        }
+        for r in runs
+    ]
+    _out(
+        args,
+        value,
+        lambda: [
+            f"{r.id} {r.status:12} {r.template} v{r.template_version} {r.created_at:%Y-%m-%d %H:%M}"
+            for r in runs
+        ],
+    )
+
+
+def cmd_run_wait(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        run = stella.workflows.wait_run(args.run_id, args.timeout, drive=not args.no_drive)
+    finally:
+        stella.close()
+    _out(args, _run_json(run), lambda: _run_lines(run))
+    if run.status != "succeeded":
+        raise SystemExit(1)
+
+
+def cmd_run_cancel(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        run = stella.workflows.cancel_run(args.run_id)
+    finally:
+        stella.close()
+    _out(args, _run_json(run), lambda: _run_lines(run))
+
+
+def _decide(args: argparse.Namespace, decision: str) -> None:
+    stella = _open(args)
+    try:
+        service = stella.workflows
+        decide = service.approve if decision == "approve" else service.reject
+        run = decide(args.run_id, args.step, args.comment)
+    finally:
+        stella.close()
+    _out(args, _run_json(run), lambda: _run_lines(run))
+
+
+def cmd_run_approve(args: argparse.Namespace) -> None:
+    _decide(args, "approve")
+
+
+def cmd_run_reject(args: argparse.Namespace) -> None:
+    _decide(args, "reject")
+
+
+def cmd_run_retry(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        run = stella.workflows.retry_step(args.run_id, args.step)
+    finally:
+        stella.close()
+    _out(args, _run_json(run), lambda: _run_lines(run))
+
+
+def cmd_run_events(args: argparse.Namespace) -> None:
+    stella = _open(args)
+    try:
+        events = stella.workflows.run_events(args.run_id, args.after)
+    finally:
+        stella.close()
+    _out(
+        args,
+        [e.to_json() for e in events],
+        lambda: [
+            f"{e.seq:5} {e.at:%H:%M:%S.%f} {e.node_id or '-':20} {e.kind:20} "
+            f"{json.dumps(e.details) if e.details else ''}"
+            for e in events
+        ],
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Run workers until SIGTERM or SIGINT; a step in flight gets a grace period, then it is
+    stopped and handed back (its lease released) so another worker takes it at once."""
+    import signal
+    import threading
+
+    from stella_core.db.engine import Database, make_engine
+    from stella_core.tenancy.model import ProductRole
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    stella = _open(args)
+    stop = threading.Event()
+    db = None
+    try:
+        identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+        # Each worker holds a connection while working and one for its lease heartbeats.
+        db = Database(
+            make_engine(stella.backend.person_url(stella.profile), pool_size=2 * args.workers + 2),
+            stella.profile.tenant,
+        )
+        workers = [
+            stella.workflows.worker(
+                db=db, lease_seconds=args.lease_seconds, shutdown_grace_seconds=args.grace
+            )
+            for _ in range(args.workers)
+        ]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        threads = [
+            threading.Thread(target=w.run_forever, args=(stop,), name=w.worker_id) for w in workers
+        ]
+        for thread in threads:
+            thread.start()
+        print(
+            f"stella: serving tenant {identity.tenant_name} as {identity.user} with "
+            f"{args.workers} worker(s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if not any(t.is_alive() for t in threads):
+                break
+        stop.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        if db is not None:
+            db.dispose()
+        stella.close()
+    _out(args, {"workers": args.workers, "stopped": True}, lambda: ["stella: stopped"])
+
+
 # ------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
@@ -414,6 +745,85 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(audit, "verify", cmd_audit_verify, "check the audit hash chain")
     p = leaf(audit, "list", cmd_audit_list, "list audit entries")
     p.add_argument("--limit", type=int, default=None)
+
+    wf = groups.add_parser("workflow", help="workflow templates").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = leaf(wf, "validate", cmd_workflow_validate, "validate a template file (no database)")
+    p.add_argument("file", help="template JSON file, or - for standard input")
+    p = leaf(wf, "import", cmd_workflow_import, "store a template (a new version if it changed)")
+    p.add_argument("file", help="template JSON file, or - for standard input")
+    p = leaf(wf, "export", cmd_workflow_export, "print a template version's JSON")
+    p.add_argument("name")
+    p.add_argument("--version", type=int, default=None)
+    leaf(wf, "list", cmd_workflow_list, "list templates")
+    p = leaf(wf, "versions", cmd_workflow_versions, "list a template's versions")
+    p.add_argument("name")
+    p = leaf(wf, "settings", cmd_workflow_settings, "show or change the tenant's workflow settings")
+    p.add_argument(
+        "--local-executor",
+        choices=["on", "off"],
+        default=None,
+        help="allow script steps to run on the orchestrator's host (admins)",
+    )
+
+    run = groups.add_parser("run", help="workflow runs").add_subparsers(dest="cmd", required=True)
+    p = leaf(run, "start", cmd_run_start, "start a run of a template")
+    p.add_argument("template")
+    p.add_argument("--version", type=int, default=None, help="template version (default latest)")
+    p.add_argument("--release", default=None, help="release to run on")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--wait", action="store_true", help="then wait as 'stella run wait' does")
+    p.add_argument("--timeout", type=float, default=None, help="with --wait: seconds")
+    p = leaf(run, "show", cmd_run_show, "show a run and its steps")
+    p.add_argument("run_id")
+    p.add_argument("--full", action="store_true", help="also inputs, errors, release, phase")
+    p = leaf(run, "list", cmd_run_list, "list runs, newest first")
+    p.add_argument("--limit", type=int, default=None)
+    p = leaf(
+        run,
+        "wait",
+        cmd_run_wait,
+        "wait for a run to end (runs it here when no 'stella serve' is alive)",
+    )
+    p.add_argument("run_id")
+    p.add_argument("--timeout", type=float, default=None, help="seconds")
+    p.add_argument(
+        "--no-drive", action="store_true", help="only watch, never run steps in this process"
+    )
+    p = leaf(run, "cancel", cmd_run_cancel, "cancel a run (running scripts are stopped)")
+    p.add_argument("run_id")
+    for name, handler, what in (
+        ("approve", cmd_run_approve, "approve a waiting approval step"),
+        ("reject", cmd_run_reject, "reject a waiting approval step"),
+    ):
+        p = leaf(run, name, handler, what)
+        p.add_argument("run_id")
+        p.add_argument("--step", required=True)
+        p.add_argument("--comment", default="")
+    p = leaf(run, "retry", cmd_run_retry, "resume a failed run from its failed step")
+    p.add_argument("run_id")
+    p.add_argument("--step", required=True)
+    p = leaf(run, "events", cmd_run_events, "a run's event log")
+    p.add_argument("run_id")
+    p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
+
+    p = leaf(groups, "serve", cmd_serve, "run workflow workers until SIGTERM/SIGINT")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="how long a step stays claimed without a heartbeat (a dead worker's steps are "
+        "taken over after this)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="on SIGTERM/SIGINT, seconds a running step may take to finish before it is "
+        "stopped and handed back to be run again",
+    )
     return parser
 
 

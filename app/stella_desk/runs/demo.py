@@ -1,0 +1,150 @@
+"""Demo runs for `--screenshot` (and a first look): the editor's sample workflow, run for real.
+
+The sample (`workflows/samples/promote-web.json`) calls deployment scripts and a health URL
+that do not exist on this machine, so the demo imports a variant of it whose steps run a few
+lines of Python instead (printing what they would do, and failing for one release on purpose),
+then runs it three times with a worker of its own, restricted to each run: one run succeeds,
+one fails at "Deploy web" and rolls back, one waits for its approval. Nothing here runs unless
+the person may start runs and the local executor is on (the embedded default).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from stella_core.errors import StellaError
+from stella_core.tenancy.model import ProductRole
+from stella_desk.workflows.library import sample_document
+
+if TYPE_CHECKING:
+    from stella_core.bootstrap import Stella
+    from stella_core.workflows.store import RunInfo
+
+BROKEN_RELEASE = "shop-2026.11.2"  # the demo's bad release: its web deploy never gets ready
+APPROVER = "alice"  # the seeded release manager decides the demo approvals
+
+# Run by `python -c`: pretend to do the step's work, briefly, and say what was done.
+STEP_SCRIPT = f"""\
+import os, sys, time
+action, target = sys.argv[1], sys.argv[2]
+release = os.environ.get("RELEASE", "")
+time.sleep(0.25)
+if action == "deploy" and target == "web" and release == {BROKEN_RELEASE!r}:
+    print("web: readiness probe failed after 3 checks (HTTP 503)", file=sys.stderr)
+    sys.exit(1)
+if action == "check":
+    print("GET https://web.shop.example/healthz -> 200")
+else:
+    print(f"{{action}} {{target}}: done" + (f" ({{release}})" if release else ""))
+"""
+
+
+def demo_template() -> dict[str, Any]:
+    """The sample workflow with runnable commands (same graph, names and layout)."""
+    doc = copy.deepcopy(sample_document())
+    doc["description"] = (
+        "Promote the web shop (demo variant: each step runs a short Python script that says "
+        "what it would do)."
+    )
+    python = sys.executable
+    release_env = {"RELEASE": "${{ release.name }}"}
+    for node in doc["nodes"]:
+        node_id = node["id"]
+        if node["type"] == "script":
+            action, _, target = node_id.partition("_")
+            if node_id == "pull":
+                action, target = "pull", "images"
+            node["inputs"] = {
+                "command": [python, "-c", STEP_SCRIPT, action, target or "all"],
+                "env": dict(release_env),
+            }
+            node["retry"] = {
+                "max_attempts": node["retry"]["max_attempts"],
+                "backoff_initial_ms": 300,
+                "backoff_factor": 1.5,
+            }
+        elif node["type"] == "http-check":
+            # No network here: the health check becomes a script that reports the answer.
+            node["type"] = "script"
+            node["inputs"] = {
+                "command": [python, "-c", STEP_SCRIPT, "check", "web"],
+                "env": dict(release_env),
+            }
+            node["retry"] = {"max_attempts": 2, "backoff_initial_ms": 300, "backoff_factor": 1.5}
+        elif node_id == "announce":
+            node["inputs"] = {"message": "Released ${{ release.name }}: health check passed"}
+    return doc
+
+
+def _may_run(stella: Stella) -> bool:
+    identity = stella.tenancy.whoami()
+    if identity.role not in (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN):
+        return False
+    return bool(stella.workflows.settings().get("local_executor"))
+
+
+def _drive(stella: Stella, run_id: UUID, done: Callable[[RunInfo], bool], timeout: float) -> None:
+    """Run the run's steps here until `done(run)` (a worker restricted to this run)."""
+    service = stella.workflows
+    worker = service.worker(run_id=run_id, shutdown_grace_seconds=1.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = service.get_run(run_id)
+        if done(run):
+            return
+        if not worker.run_once():
+            time.sleep(0.05)
+
+
+def _approve(stella: Stella, run_id: UUID, step: str, comment: str) -> bool:
+    """The seeded release manager approves (else the acting person, if an approver)."""
+    try:
+        person = stella.as_person(APPROVER)
+    except StellaError:  # no such profile on this machine
+        person = None
+    try:
+        (person or stella).workflows.approve(run_id, step, comment)
+    except StellaError:
+        return False  # nobody here may decide: the run stays waiting
+    finally:
+        if person is not None:
+            person.close(keep_backend=True)
+    return True
+
+
+def _waiting_on(step: str) -> Callable[[RunInfo], bool]:
+    def check(run: RunInfo) -> bool:
+        return run.terminal or any(s.id == step and s.status == "waiting" for s in run.steps)
+
+    return check
+
+
+def prepare_demo_runs(stella: Stella, timeout: float = 60.0) -> list[UUID]:
+    """Worker thread: three runs of the sample, unless runs exist or may not run here."""
+    service = stella.workflows
+    if service.list_runs(1) or not _may_run(stella):
+        return []
+    name = service.import_template(demo_template()).name
+    releases = sorted(stella.releases.list_releases(), key=lambda r: r.created_at)
+    names: list[str | None] = [r.name for r in releases] or [None]
+    plan = [
+        (names[0], "stage", True),
+        (BROKEN_RELEASE if BROKEN_RELEASE in names else names[-1], "prod", True),
+        (names[-1], "prod", False),
+    ]
+    started: list[UUID] = []
+    for release, environment, approve in plan:
+        run = service.start_run(name, release=release, inputs={"environment": environment})
+        started.append(run.id)
+        _drive(stella, run.id, _waiting_on("approve"), timeout)
+        if not approve:
+            continue
+        if not _approve(stella, run.id, "approve", f"Go for {environment}"):
+            continue
+        _drive(stella, run.id, lambda r: r.terminal, timeout)
+    return started

@@ -1,0 +1,1 @@
+"""The visual workflow editor: document, canvas, interactions, palette, inspector, text view."""

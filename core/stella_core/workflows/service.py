@@ -1,0 +1,526 @@
+"""Workflow use cases: templates (import, export, versions), runs (start, watch, cancel, retry),
+approvals, the tenant's executor setting, and the workers that run it all.
+
+Running without `stella serve`: `wait_run` drives the run itself with an in-process worker
+restricted to that run whenever no live tenant-wide worker has announced itself (workers beat in
+`workflow.workers`). So on one machine `stella run start` then `stella run wait` just works, and
+with a `stella serve` running the waiter only watches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from sqlalchemy import Connection
+
+from stella_core.db.engine import Database
+from stella_core.errors import (
+    AlreadyExistsError,
+    AuthorizationError,
+    DefinitionError,
+    NotFoundError,
+)
+from stella_core.releases.store import ReleaseStore
+from stella_core.tenancy.model import ProductRole
+from stella_core.tenancy.service import TenancyService
+from stella_core.tenancy.store import TenancyStore
+from stella_core.workflows.engine import (
+    DEFAULT_LEASE_S,
+    Changes,
+    Coordinator,
+    Plans,
+    RunFinishedHook,
+    StepState,
+    Worker,
+    listen,
+    new_worker_id,
+    run_tx,
+)
+from stella_core.workflows.executors import Executors
+from stella_core.workflows.model import InputSpec, Template
+from stella_core.workflows.steps.builtin import Failed, StepHandler, Succeeded, builtin_handlers
+from stella_core.workflows.steps.registry import StepRegistry, default_registry
+from stella_core.workflows.store import (
+    RunEvent,
+    RunInfo,
+    TemplateSummary,
+    TemplateVersionInfo,
+    WorkflowStore,
+)
+
+log = logging.getLogger(__name__)
+
+WRITERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+_DRIVER_CHECK_S = 2.0
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+class ImportedTemplate(NamedTuple):
+    name: str
+    version: int
+    id: UUID
+
+
+def coerce_inputs(declared: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Run inputs as their declared types (CLI values arrive as strings); unknown or missing
+    required inputs are refused. Declared inputs not given take their default (or null)."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        known = ", ".join(sorted(declared)) or "none"
+        raise DefinitionError(f"unknown input(s) {', '.join(unknown)} (declared: {known})")
+    out: dict[str, Any] = {}
+    for name, spec in declared.items():
+        if name not in given:
+            if spec.required and spec.default is None:
+                raise DefinitionError(f"input {name!r} is required ({spec.type})")
+            out[name] = spec.default
+            continue
+        out[name] = _coerce(name, spec.type, given[name])
+    return out
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    def bad() -> DefinitionError:
+        return DefinitionError(f"input {name!r} must be {kind}, not {value!r}")
+
+    if kind == "string":
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if kind == "integer":
+            if not _INTEGER.match(text):
+                raise bad()
+            return int(text)
+        if kind == "number":
+            try:
+                number = float(text)
+            except ValueError:
+                raise bad() from None
+            if not math.isfinite(number):
+                raise bad()
+            return number
+        if kind == "boolean":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise bad()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise bad() from None
+    ok = {
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "boolean": isinstance(value, bool),
+        "object": isinstance(value, dict),
+        "array": isinstance(value, list),
+    }.get(kind, False)
+    if not ok:
+        raise bad()
+    return float(value) if kind == "number" else value
+
+
+def release_snapshot(conn: Connection, name: str) -> tuple[UUID, dict[str, Any]]:
+    found = ReleaseStore(conn).get_releases(name)
+    if not found:
+        raise NotFoundError(f"no release named {name!r}")
+    release = found[0]
+    return release.id, {
+        "name": release.name,
+        "components": [
+            {"name": c.name, "repository": c.repository, "tag": c.tag, "digest": c.digest}
+            for c in release.components
+        ],
+    }
+
+
+class WorkflowService:
+    def __init__(
+        self,
+        db: Database,
+        tenancy: TenancyService,
+        registry: StepRegistry | None = None,
+        *,
+        executors: Executors | None = None,
+        handlers: Mapping[str, StepHandler] | None = None,
+        hooks: Sequence[RunFinishedHook] = (),
+    ) -> None:
+        self.db = db
+        self.tenancy = tenancy
+        self.registry = registry or default_registry()
+        self.executors = executors or Executors.default()
+        self.handlers = dict(handlers) if handlers is not None else builtin_handlers()
+        self.hooks = list(hooks)
+        self.plans = Plans()
+        self.coordinator = Coordinator(self.plans)
+
+    # templates --------------------------------------------------------------------------
+    def check(self, raw: str | bytes | Mapping[str, Any]) -> tuple[Template | None, list[Any]]:
+        """Load and validate (pure: no database)."""
+        from stella_core.workflows.template import check
+
+        return check(raw, self.registry)
+
+    def import_template(self, raw: str | bytes | Mapping[str, Any]) -> ImportedTemplate:
+        """Store a template; a new version only when its content (digest) changed."""
+        from stella_core.workflows.template import TemplateError, digest
+
+        template, problems = self.check(raw)
+        if problems or template is None:
+            first = problems[0] if problems else None
+            where = ".".join(p for p in (first.node, first.field) if p) if first else ""
+            message = first.message if first else "the template did not load"
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise TemplateError(
+                f"invalid template: {where + ': ' if where else ''}{message}{more}", problems
+            )
+        identity = self.tenancy.require(*WRITERS)
+        content = digest(template)
+
+        def work(conn: Connection) -> ImportedTemplate:
+            store = WorkflowStore(conn)
+            template_id = store.template_id(template.name) or store.insert_template(
+                identity.tenant_id, template.name
+            )
+            store.lock_template(template_id)
+            latest = store.latest_version(template_id)
+            if latest is not None and latest.digest == content:
+                return ImportedTemplate(template.name, latest.version, latest.id)
+            number = latest.version + 1 if latest else 1
+            document = template.model_copy(update={"version": number}).to_document()
+            version_id = store.insert_version(
+                identity.tenant_id, template_id, number, document, content
+            )
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "workflow.import",
+                "template",
+                template.name,
+                {"version": number, "digest": content},
+            )
+            return ImportedTemplate(template.name, number, version_id)
+
+        return run_tx(self.db, work)
+
+    def export_template(self, name: str, version: int | None = None) -> dict[str, Any]:
+        with self.db.transaction() as conn:
+            store = WorkflowStore(conn)
+            found = self._version(store, name, version)
+            document = store.document(found.id)
+        assert document is not None
+        return document
+
+    def get_template(self, name: str, version: int | None = None) -> Template:
+        return Template.model_validate(self.export_template(name, version))
+
+    def list_templates(self) -> list[TemplateSummary]:
+        with self.db.transaction() as conn:
+            return WorkflowStore(conn).list_templates()
+
+    def template_versions(self, name: str) -> list[TemplateVersionInfo]:
+        with self.db.transaction() as conn:
+            versions = WorkflowStore(conn).versions(name)
+        if not versions:
+            raise NotFoundError(f"no workflow template named {name!r}")
+        return versions
+
+    @staticmethod
+    def _version(store: WorkflowStore, name: str, version: int | None) -> TemplateVersionInfo:
+        found = store.version(name, version)
+        if found is None:
+            which = f" version {version}" if version is not None else ""
+            raise NotFoundError(f"no workflow template named {name!r}{which}")
+        return found
+
+    # settings ---------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        with self.db.transaction() as conn:
+            return {"local_executor": WorkflowStore(conn).local_executor_enabled()}
+
+    def set_local_executor(self, enabled: bool) -> dict[str, Any]:
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        with self.db.transaction() as conn:
+            WorkflowStore(conn).set_local_executor(identity.tenant_id, enabled)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "workflow.settings",
+                "tenant",
+                identity.tenant_name,
+                {"local_executor": enabled},
+            )
+        return {"local_executor": enabled}
+
+    # runs -------------------------------------------------------------------------------
+    def start_run(
+        self,
+        template: str,
+        version: int | None = None,
+        release: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> RunInfo:
+        identity = self.tenancy.require(*WRITERS)
+
+        def work(conn: Connection) -> UUID:
+            store = WorkflowStore(conn)
+            found = self._version(store, template, version)
+            plan = self.plans.get(store, found.id)
+            values = coerce_inputs(plan.template.inputs, inputs or {})
+            release_id, snapshot = (
+                release_snapshot(conn, release) if release is not None else (None, None)
+            )
+            run_id = store.insert_run(identity.tenant_id, found, release_id, snapshot, values)
+            run = store.lock_run(run_id)
+            assert run is not None
+            ch = Changes(store, run)
+            self.coordinator.start(ch, plan)
+            self.coordinator.flush(conn, ch, plan)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "workflow.run.start",
+                "run",
+                str(run_id),
+                {"template": found.name, "version": found.version, "release": release},
+            )
+            return run_id
+
+        run_id = run_tx(self.db, work, self.hooks)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: UUID | str, *, steps: bool = True) -> RunInfo:
+        key = _run_uuid(run_id)
+        with self.db.transaction() as conn:
+            run = WorkflowStore(conn).get_run(key, with_steps=steps)
+        if run is None:
+            raise NotFoundError(f"no workflow run {run_id}")
+        return run
+
+    def list_runs(self, limit: int | None = None) -> list[RunInfo]:
+        with self.db.transaction() as conn:
+            return WorkflowStore(conn).list_runs(limit)
+
+    def run_events(self, run_id: UUID | str, after_seq: int = 0) -> list[RunEvent]:
+        key = _run_uuid(run_id)
+        with self.db.transaction() as conn:
+            store = WorkflowStore(conn)
+            if store.get_run(key, with_steps=False) is None:
+                raise NotFoundError(f"no workflow run {run_id}")
+            return store.events(key, after_seq)
+
+    def cancel_run(self, run_id: UUID | str) -> RunInfo:
+        identity = self.tenancy.require(*WRITERS)
+        key = _run_uuid(run_id)
+
+        def work(conn: Connection) -> None:
+            store = WorkflowStore(conn)
+            run = store.lock_run(key)
+            if run is None:
+                raise NotFoundError(f"no workflow run {run_id}")
+            if run.terminal:
+                raise DefinitionError(f"run {run_id} has ended already ({run.status})")
+            ch = Changes(store, run)
+            self.coordinator.end_run(ch, "cancelled", f"cancelled by {identity.user}")
+            self.coordinator.flush(conn, ch)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id, "workflow.run.cancel", "run", str(key), {}
+            )
+
+        run_tx(self.db, work, self.hooks)
+        return self.get_run(key)
+
+    def retry_step(self, run_id: UUID | str, step_id: str) -> RunInfo:
+        """Resume a failed run from a failed step: it and what the failure cut short run again;
+        what succeeded stays done."""
+        identity = self.tenancy.require(*WRITERS)
+        key = _run_uuid(run_id)
+
+        def work(conn: Connection) -> None:
+            store = WorkflowStore(conn)
+            step = store.lock_step(key, step_id)
+            run = store.lock_run(key)
+            if run is None:
+                raise NotFoundError(f"no workflow run {run_id}")
+            if step is None:
+                raise NotFoundError(f"run {run_id} has no step {step_id!r}")
+            if run.status not in ("failed", "timed_out") or run.phase != "main":
+                raise DefinitionError(
+                    f"only a failed run can be retried; run {run_id} is {run.status}"
+                )
+            if step.status not in ("failed", "timed_out"):
+                raise DefinitionError(f"step {step_id} did not fail (it is {step.status})")
+            plan = self.plans.get(store, run.template_version_id)
+            store.reopen_run(key)
+            ch = Changes(store, replace(run, status="running"))
+            ch.event("run.retried", None, step=step_id)
+            self.coordinator.reset_for_retry(ch, plan)
+            self.coordinator.flush(conn, ch, plan)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id, "workflow.run.retry", "run", str(key), {"step": step_id}
+            )
+
+        run_tx(self.db, work, self.hooks)
+        return self.get_run(key)
+
+    # approvals --------------------------------------------------------------------------
+    def approve(self, run_id: UUID | str, step_id: str, comment: str = "") -> RunInfo:
+        return self._decide(run_id, step_id, "approve", comment)
+
+    def reject(self, run_id: UUID | str, step_id: str, comment: str = "") -> RunInfo:
+        return self._decide(run_id, step_id, "reject", comment)
+
+    def _decide(self, run_id: UUID | str, step_id: str, decision: str, comment: str) -> RunInfo:
+        key = _run_uuid(run_id)
+        identity = self.tenancy.whoami()
+
+        def work(conn: Connection) -> str | None:
+            store = WorkflowStore(conn)
+            # The step row first, then the run (the engine's lock order).
+            step = store.lock_step(key, step_id)
+            run = store.lock_run(key)
+            if run is None:
+                raise NotFoundError(f"no workflow run {run_id}")
+            if step is None:
+                raise NotFoundError(f"run {run_id} has no step {step_id!r}")
+            if step.step_type != "approval":
+                raise DefinitionError(f"step {step_id} is a {step.step_type} step, not an approval")
+            plan = self.plans.get(store, run.template_version_id)
+            state = StepState(step_id, step.attempts, step.lost_leases, step.rollback)
+            ch = Changes(store, run)
+            if run.terminal and step.status in ("pending", "ready", "waiting"):
+                # A cancel skipped this row while we held it: close it, then refuse.
+                self.coordinator.settle(ch, plan, state, Failed("run ended", cancelled=True))
+                self.coordinator.flush(conn, ch, plan)
+                return f"run {run_id} has ended ({run.status})"
+            if run.terminal:
+                raise DefinitionError(f"run {run_id} has ended ({run.status})")
+            if step.status != "waiting":
+                raise DefinitionError(
+                    f"step {step_id} is not waiting for a decision (it is {step.status})"
+                )
+            inputs = step.inputs or {}
+            approvers = [str(a) for a in inputs.get("approvers") or []]
+            required = int(inputs.get("required") or 1)
+            person, role = store.session_person()
+            if person not in approvers and (role is None or role not in approvers):
+                raise AuthorizationError(
+                    f"{person} ({role}) may not decide step {step_id}; "
+                    f"its approvers are: {', '.join(approvers)}"
+                )
+            earlier = store.approvals(key, step_id, step.attempts)
+            if any(a.person == person for a in earlier):
+                raise AlreadyExistsError(f"{person} has already decided step {step_id}")
+            store.insert_approval(run.tenant_id, key, step_id, step.attempts, decision, comment)
+            ch.event(f"step.{decision}d", step_id, person=person, role=role, comment=comment)
+            if decision == "reject":
+                why = f"rejected by {person}" + (f": {comment}" if comment else "")
+                self.coordinator.settle(ch, plan, state, Failed(why, retryable=False))
+            else:
+                approved = [a.person for a in earlier if a.decision == "approve"] + [person]
+                if len(set(approved)) >= required:
+                    self.coordinator.settle(ch, plan, state, Succeeded({"approved_by": approved}))
+            self.coordinator.flush(conn, ch, plan)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                f"workflow.step.{decision}",
+                "run",
+                str(key),
+                {"step": step_id, "comment": comment},
+            )
+            return None
+
+        refused = run_tx(self.db, work, self.hooks)
+        if refused:
+            raise DefinitionError(refused)
+        return self.get_run(key)
+
+    # workers ----------------------------------------------------------------------------
+    def worker(
+        self,
+        worker_id: str | None = None,
+        *,
+        db: Database | None = None,
+        run_id: UUID | None = None,
+        lease_seconds: float = DEFAULT_LEASE_S,
+        shutdown_grace_seconds: float = 10.0,
+    ) -> Worker:
+        """A worker acting as this service's person (or `db`'s, e.g. one with a bigger pool)."""
+        return Worker(
+            db or self.db,
+            self.registry,
+            self.executors,
+            worker_id or new_worker_id("run" if run_id else "serve"),
+            handlers=self.handlers,
+            plans=self.plans,
+            hooks=self.hooks,
+            lease_seconds=lease_seconds,
+            run_id=run_id,
+            shutdown_grace_seconds=shutdown_grace_seconds,
+        )
+
+    def live_workers(self) -> int:
+        with self.db.transaction() as conn:
+            return WorkflowStore(conn).live_workers()
+
+    def wait_run(
+        self, run_id: UUID | str, timeout: float | None = None, *, drive: bool = True
+    ) -> RunInfo:
+        """Block until the run ends or `timeout` passes; returns the run as it is then.
+
+        With `drive`, runs the run in-process while no tenant-wide worker is alive."""
+        key = _run_uuid(run_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        listener = listen(self.db)
+        driver: tuple[Worker, threading.Thread] | None = None
+        checked = 0.0
+        try:
+            while True:
+                run = self.get_run(key, steps=False)
+                if run.terminal:
+                    break
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if drive and driver is None and now - checked >= _DRIVER_CHECK_S:
+                    checked = now
+                    if self.live_workers() == 0:
+                        driver = self._drive(key)
+                pause = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
+                if listener is None or not listener.wait(pause):
+                    time.sleep(pause)
+        finally:
+            if listener is not None:
+                listener.close()
+            if driver is not None:
+                worker, thread = driver
+                worker.stop()
+                thread.join(timeout=30)
+        return self.get_run(key)
+
+    def _drive(self, run_id: UUID) -> tuple[Worker, threading.Thread]:
+        log.info("no live worker: running %s in this process", run_id)
+        worker = self.worker(run_id=run_id, shutdown_grace_seconds=1.0)
+        thread = threading.Thread(target=worker.run_forever, name=f"drive-{run_id}", daemon=True)
+        thread.start()
+        return worker, thread
+
+
+def _run_uuid(value: UUID | str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except ValueError:
+        raise NotFoundError(f"no workflow run {value!r} (not a run id)") from None
