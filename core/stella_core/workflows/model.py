@@ -99,6 +99,7 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
+    TIMED_OUT = "timed_out"  # a step exceeded timeout_seconds and the run failed for it
 
     @property
     def terminal(self) -> bool:
@@ -107,6 +108,7 @@ class RunStatus(StrEnum):
             RunStatus.FAILED,
             RunStatus.CANCELLED,
             RunStatus.ROLLED_BACK,
+            RunStatus.TIMED_OUT,
         )
 
 
@@ -120,6 +122,7 @@ class StepStatus(StrEnum):
     CONTINUED = "continued"  # failed with on_failure=continue
     SKIPPED = "skipped"  # condition false, or only reachable through a skipped step
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
     @property
     def terminal(self) -> bool:
@@ -129,6 +132,7 @@ class StepStatus(StrEnum):
             StepStatus.CONTINUED,
             StepStatus.SKIPPED,
             StepStatus.CANCELLED,
+            StepStatus.TIMED_OUT,
         )
 
 
