@@ -689,7 +689,8 @@ class WorkflowStore:
             text(
                 "SELECT node_id, step_type, rollback, status, attempts, inputs, outputs, error, "
                 "started_at, finished_at, lease_owner, not_before, wake_at, idempotency_key "
-                "FROM workflow.step_runs WHERE run_id = :id ORDER BY rollback, node_id"
+                "FROM workflow.step_runs WHERE run_id = :id "
+                "ORDER BY rollback, started_at NULLS LAST, node_id"
             ),
             {"id": run_id},
         )
