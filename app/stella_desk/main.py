@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QApplication
 
 from stella_desk import theme
 from stella_desk.ops import OpFailed, Ops
-from stella_desk.qtcompat import protect_bool_refcount
+from stella_desk.qtcompat import protect_bool_refcount, protect_none_refcount
 from stella_desk.runs.worker import DeskWorker
 from stella_desk.session import Session
 from stella_desk.window import MainWindow
@@ -132,6 +132,7 @@ async def _startup_failed(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     protect_bool_refcount()  # before the first signal is emitted: see qtcompat
+    protect_none_refcount()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("stella_core", "stella_desk"):
         logging.getLogger(name).setLevel(logging.INFO)

@@ -6,6 +6,9 @@ which every worker-thread result passes through. On Python 3.11, where `True` is
 object, the interpreter aborts once the references run out ("Fatal Python error: bool_dealloc:
 deallocating True or False"), after a few thousand emits or at exit. Python 3.12+ makes `True`
 immortal, which is exactly what we do here, on 3.11, when the defect is present.
+
+The same release returns `None` from void methods without a reference too, so `None` gets the
+same treatment (`protect_none_refcount`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,30 @@ def protect_bool_refcount() -> bool:
     # ob_refcnt is the first field of a CPython object in a release build; check before writing.
     field = ctypes.c_ssize_t.from_address(id(True))
     if abs(field.value - sys.getrefcount(True)) > 2:
+        return False
+    field.value += _HEADROOM
+    return True
+
+
+def void_call_drops_none_references() -> bool:
+    """The same defect for `None`: every call of a void Qt method from Python (`update()`,
+    `setText()`, `QTimer.start()`, and qasync's own timers) drops one reference to `None`.
+    A window that polls and animates (the run monitor) makes hundreds of such calls a second."""
+    probe = _Probe()
+    before = sys.getrefcount(None)
+    for _ in range(_PROBE_EMITS):
+        probe.setObjectName("probe")
+    return sys.getrefcount(None) <= before - _PROBE_EMITS
+
+
+def protect_none_refcount() -> bool:
+    """Make `None` immortal, as `protect_bool_refcount` does for `True`; True if applied."""
+    if sys.implementation.name != "cpython" or sys.version_info >= (3, 12):
+        return False
+    if not void_call_drops_none_references():
+        return False
+    field = ctypes.c_ssize_t.from_address(id(None))
+    if abs(field.value - sys.getrefcount(None)) > 2:
         return False
     field.value += _HEADROOM
     return True

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 from stella_core.demo.seed import seed
 from stella_desk import theme
 from stella_desk.ops import Ops
-from stella_desk.qtcompat import protect_bool_refcount
+from stella_desk.qtcompat import protect_bool_refcount, protect_none_refcount
 from stella_desk.session import Session
 from stella_desk.window import WINDOW_SIZE, MainWindow
 
@@ -31,6 +31,7 @@ def _bool_refcount_guard() -> None:
     # PySide6 6.12.0 drops a reference to True per Python-side emit (see stella_desk.qtcompat);
     # without this the interpreter aborts at exit after the suite passed.
     protect_bool_refcount()
+    protect_none_refcount()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QGraphicsItem
 
+from stella_desk.qtcompat import protect_none_refcount
 from stella_desk.runs.demo import prepare_demo_runs
 from stella_desk.runs.monitor import RunMonitor
 from stella_desk.runs.page import RunsPage
@@ -114,6 +115,13 @@ async def until(predicate: Callable[[], Any], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the window never got there")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _none_refcount_guard() -> None:
+    # A watched run polls and animates: hundreds of void Qt calls a second, each dropping a
+    # reference to None on this binding (see stella_desk.qtcompat).
+    protect_none_refcount()
 
 
 @pytest.fixture
@@ -355,6 +363,43 @@ def test_cancel_a_waiting_run_from_the_window(desk: MainWindow, run, admin) -> N
     assert admin.workflows.get_run(started.id).status == "cancelled"
     row = page.model.row_of(started.id)
     assert page.model.index(row, Column.STATUS).data() == "cancelled"
+
+
+def test_who_may_act_and_a_rejection_from_the_window(desk: MainWindow, run, admin) -> None:
+    admin.workflows.import_template(GATED)
+    started = admin.workflows.start_run("gated", inputs={"environment": "prod"})
+    drive(admin, started.id, step_is("approve", "waiting"))
+    page = open_runs(desk)
+    run(page.open_run(started.id))
+    monitor = page.monitor
+
+    # An auditor sees the run, and why they cannot act on it.
+    run(desk.switch_person("dave"))
+    run(desk.ops.idle())
+    assert monitor.run.id == started.id
+    assert monitor.approval.isVisible()
+    assert not monitor.approval.approve.isEnabled()
+    assert "Only release-manager, admin may decide" in monitor.approval.text.text()
+    assert not monitor.cancel_button.isEnabled()
+    assert not page.start_button.isEnabled()
+
+    # The release manager rejects, with a reason; the run fails at that step.
+    run(desk.switch_person("alice"))
+    run(desk.ops.idle())
+    assert monitor.approval.approve.isEnabled()
+    assert page.start_button.isEnabled()
+    monitor.approval.comment.setText("not during the sale")
+    monitor.approval.reject.click()
+    run(until(lambda: monitor.run.status == "failed"))
+    run(until(lambda: monitor.watch.settled))
+    assert card_states(monitor)["approve"] == "failed"
+    assert card_states(monitor)["done"] == "cancelled"
+    monitor.select_step("approve")
+    text = monitor.log.plain_text()
+    assert "step.rejected" in text
+    assert "by alice (release-manager)" in text
+    assert "not during the sale" in text
+    assert "rejected by alice" in monitor.error_label.text()
 
 
 def test_cancel_a_running_run_stops_its_step(desk: MainWindow, run, admin) -> None:

@@ -183,7 +183,7 @@ def test_cancel_and_reject_through_the_cli(world, tmp_path: Path) -> None:
         run_id = ok_json(env, "run", "start", "slow", "-o", "json")["run_id"]
         for _ in range(200):
             shown = ok_json(env, "run", "show", run_id, "-o", "json")
-            if shown["steps"][1]["status"] == "running":
+            if {s["id"]: s["status"] for s in shown["steps"]}["sleepy"] == "running":
                 break
         cancelled = ok_json(env, "run", "cancel", run_id, "-o", "json")
         assert cancelled["status"] == "cancelled"

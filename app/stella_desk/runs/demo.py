@@ -125,16 +125,20 @@ def _waiting_on(step: str) -> Callable[[RunInfo], bool]:
 
 
 def prepare_demo_runs(stella: Stella, timeout: float = 60.0) -> list[UUID]:
-    """Worker thread: three runs of the sample, unless runs exist or may not run here."""
+    """Worker thread: three runs of the sample on the demo releases. Only on the demo's own
+    database (seeded releases, no template and no run yet) and where steps may run here: a
+    person's real database is never written to."""
     service = stella.workflows
-    if service.list_runs(1) or not _may_run(stella):
+    if service.list_runs(1) or service.list_templates() or not _may_run(stella):
         return []
-    name = service.import_template(demo_template()).name
     releases = sorted(stella.releases.list_releases(), key=lambda r: r.created_at)
-    names: list[str | None] = [r.name for r in releases] or [None]
+    names = [r.name for r in releases]
+    if BROKEN_RELEASE not in names:
+        return []  # not the demo data
+    name = service.import_template(demo_template()).name
     plan = [
         (names[0], "stage", True),
-        (BROKEN_RELEASE if BROKEN_RELEASE in names else names[-1], "prod", True),
+        (BROKEN_RELEASE, "prod", True),
         (names[-1], "prod", False),
     ]
     started: list[UUID] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from PySide6.QtGui import QTextCursor
@@ -21,6 +22,9 @@ from stella_desk.runs.status import clock_text, status_text, step_colour
 
 MAX_LINES = 20_000
 OUTPUT_TAIL = 6  # lines of stdout / stderr in the summary
+
+# Runs recorded before the core spelled it `step.rejected` still read by their meaning.
+KIND_ALIASES = {"step.rejectd": "step.rejected"}
 
 # The status an entry reports (for its colour); entries not listed are muted.
 KIND_STATUS = {
@@ -48,7 +52,7 @@ KIND_STATUS = {
 def describe(event: RunEvent) -> str:
     """What an entry says, in words (its kind is shown beside it)."""
     d: dict[str, Any] = dict(event.details or {})
-    kind = event.kind
+    kind = kind_of(event)
     parts: list[str] = []
     if kind == "step.started":
         parts.append(f"attempt {d.pop('attempt', '?')}")
@@ -68,8 +72,7 @@ def describe(event: RunEvent) -> str:
         if comment:
             parts.append(f"“{comment}”")
     elif kind == "step.waiting":
-        wake = d.pop("wake_at", None)
-        parts.append(f"until {wake[11:19]}" if isinstance(wake, str) and wake else "for a decision")
+        parts.append(_wake_text(d.pop("wake_at", None)))
     elif kind == "step.notify":
         parts.append(str(d.pop("message", "")))
     else:
@@ -87,19 +90,37 @@ def describe(event: RunEvent) -> str:
     return " · ".join(p for p in parts if p)
 
 
+def kind_of(event: RunEvent) -> str:
+    return KIND_ALIASES.get(event.kind, event.kind)
+
+
+def _wake_text(wake: object) -> str:
+    """When a waiting step wakes (its timer, or its timeout for an approval)."""
+    if not isinstance(wake, str) or not wake:
+        return "for a decision (no timeout)"
+    try:
+        when = datetime.fromisoformat(wake).astimezone()
+    except ValueError:
+        return f"wakes at {wake}"
+    today = datetime.now().astimezone().date()
+    shown = f"{when:%H:%M:%S}" if when.date() == today else f"{when:%Y-%m-%d %H:%M}"
+    return f"wakes at {shown} (its timer, or its timeout)"
+
+
 def plain_line(event: RunEvent) -> str:
     node = event.node_id or "run"
-    return f"{clock_text(event.at)}  {node}  {event.kind}  {describe(event)}".rstrip()
+    return f"{clock_text(event.at)}  {node}  {kind_of(event)}  {describe(event)}".rstrip()
 
 
 def html_line(event: RunEvent) -> str:
-    status = KIND_STATUS.get(event.kind)
+    kind = kind_of(event)
+    status = KIND_STATUS.get(kind)
     colour = step_colour(status).name() if status else theme.MUTED
     node = html.escape(event.node_id or "run")
     return (
         f'<span style="color:{theme.MUTED}">{clock_text(event.at)}</span>&nbsp;&nbsp;'
         f"<b>{node}</b>&nbsp;&nbsp;"
-        f'<span style="color:{colour}">{html.escape(event.kind)}</span>&nbsp;&nbsp;'
+        f'<span style="color:{colour}">{html.escape(kind)}</span>&nbsp;&nbsp;'
         f"{html.escape(describe(event))}"
     )
 

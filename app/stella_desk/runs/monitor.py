@@ -61,9 +61,9 @@ if TYPE_CHECKING:
     from stella_core.workflows.store import RunInfo, StepRunInfo
 
 WRITERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
-PULSE_MS = 70
+PULSE_MS = 80  # a running card's halo breathes (only while a step runs)
 PULSE_PERIOD_S = 1.4
-CLOCK_TICKS = 10  # pulse ticks between repaints of the timeline and the elapsed time
+CLOCK_MS = 1000  # the elapsed time and the growing timeline bars (while the run goes on)
 
 
 class ApprovalStrip(QFrame):
@@ -119,11 +119,13 @@ class RunMonitor(QWidget):
         self._titles: dict[str, str] = {}
         self._autofit = True
         self._fitting = False
-        self._pulse_ticks = 0
         self._poll_error = ""
         self._pulse = QTimer(self)
         self._pulse.setInterval(PULSE_MS)
         self._pulse.timeout.connect(self._on_pulse)
+        self._clock = QTimer(self)
+        self._clock.setInterval(CLOCK_MS)
+        self._clock.timeout.connect(self._on_clock)
 
         self._build()
         self._connect()
@@ -584,26 +586,30 @@ class RunMonitor(QWidget):
         return [c for c in self.scene.item_for_node.values() if c.status == "running"]
 
     def _update_clock(self) -> None:
-        run = self.run
-        wanted = (
-            self.isVisible()
-            and run is not None
-            and (not run_terminal(run.status) or bool(self._running_cards()))
-        )
-        if wanted and not self._pulse.isActive():
-            self._pulse.start()
-        elif not wanted and self._pulse.isActive():
-            self._pulse.stop()
-            for card in self._running_cards():
-                card.set_pulse(0.0)
+        """Animate running cards and tick the clock only while there is something to show."""
+        visible = self.isVisible() and self.run is not None
+        running = self._running_cards() if visible else []
+        self._set_timer(self._pulse, bool(running))
+        self._set_timer(self._clock, visible and not self.watch.settled)
+        if not running:
+            for card in self.scene.item_for_node.values():
+                if card.pulse:
+                    card.set_pulse(0.0)
         self._show_live()
+
+    @staticmethod
+    def _set_timer(timer: QTimer, on: bool) -> None:
+        if on and not timer.isActive():
+            timer.start()
+        elif not on and timer.isActive():
+            timer.stop()
 
     def _on_pulse(self) -> None:
         phase = 0.5 + 0.5 * math.sin(2 * math.pi * time.monotonic() / PULSE_PERIOD_S)
         for card in self._running_cards():
             card.set_pulse(round(phase, 2))
-        self._pulse_ticks += 1
-        if self._pulse_ticks % CLOCK_TICKS == 0:
-            self._update_meta()
-            if self.timeline.running:
-                self.timeline.update()
+
+    def _on_clock(self) -> None:
+        self._update_meta()
+        if self.timeline.running:
+            self.timeline.update()

@@ -225,15 +225,18 @@ class RunsPage(QWidget):
         if self.worker is None or stella is None:
             self.worker_label.setText("")
             return
+        note = ""
         if not self.worker.running:
             reason = reason_not_to_serve(stella, self.session.identity)
             if reason is not None:
                 self.worker_label.setText(f"This window runs no steps: {reason}.")
                 return
+            if self.worker.error:
+                note = f" It stopped once ({self.worker.error}) and was started again."
             self.worker.start(stella)
         self.worker_label.setText(
             "Steps run in this window (an in-process worker), and on any 'stella serve' "
-            "sharing this database."
+            f"sharing this database.{note}"
         )
 
     def _refresh_tick(self) -> None:
@@ -281,6 +284,8 @@ class RunsPage(QWidget):
         return True
 
     def _on_activated(self, index: QModelIndex | QPersistentModelIndex) -> None:
+        if self.stack.currentWidget() is self.monitor:
+            return  # a click that also activates (some platforms): opened already
         run = index.data(RunRole) if index.isValid() else None
         if run is not None:
             self.ops.spawn(self.open_run(run.id))

@@ -96,6 +96,9 @@ class InputRow(QWidget):
         repolish(self.edit)
         self.error.setText(message or "")
         self.error.setVisible(message is not None)
+        dialog = self.window()
+        if isinstance(dialog, StartRunDialog):
+            dialog.fit_contents()
 
 
 class StartRunDialog(QDialog):
@@ -121,7 +124,7 @@ class StartRunDialog(QDialog):
         self.setWindowTitle("Start run")
         self.setMinimumWidth(560)
 
-        outer = QVBoxLayout(self)
+        outer = self._outer = QVBoxLayout(self)
         outer.setContentsMargins(24, 20, 24, 18)
         outer.setSpacing(10)
         outer.addWidget(label("Start run", "title"))
@@ -277,6 +280,14 @@ class StartRunDialog(QDialog):
             self.rows[name] = row
             self._inputs_form.addRow(f"{name}{' *' if spec.required else ''}", row)
         self._hide_error()
+        self.fit_contents()
+
+    def fit_contents(self) -> None:
+        """Rows and errors were added after the dialog opened: give them their height."""
+        self._outer.activate()
+        wanted = self.sizeHint().height()
+        if self.height() < wanted:
+            self.resize(self.width(), wanted)
 
     # --- starting --------------------------------------------------------------------------
     def values(self) -> dict[str, Any] | None:
@@ -344,6 +355,7 @@ class StartRunDialog(QDialog):
     def _show_error(self, message: str) -> None:
         self.error.setText(message)
         self.error_box.show()
+        self.fit_contents()
 
     def _hide_error(self) -> None:
         self.error.setText("")

@@ -423,7 +423,8 @@ class WorkflowService:
             if any(a.person == person for a in earlier):
                 raise AlreadyExistsError(f"{person} has already decided step {step_id}")
             store.insert_approval(run.tenant_id, key, step_id, step.attempts, decision, comment)
-            ch.event(f"step.{decision}d", step_id, person=person, role=role, comment=comment)
+            kind = "step.approved" if decision == "approve" else "step.rejected"
+            ch.event(kind, step_id, person=person, role=role, comment=comment)
             if decision == "reject":
                 why = f"rejected by {person}" + (f": {comment}" if comment else "")
                 self.coordinator.settle(ch, plan, state, Failed(why, retryable=False))
