@@ -268,7 +268,7 @@ def test_start_a_run_from_the_window_watch_it_live_and_approve(
     assert page.start_button.isEnabled()
 
     dialog = page.open_start_dialog()
-    run(until(lambda: dialog.template.count() == 2))
+    run(until(lambda: dialog.template.count() == 3))  # two here + the demo template
     dialog.choose("gated")
     run(until(lambda: "environment" in dialog.rows))
     assert dialog.release.currentText() == "shop-2026.11.3"  # the newest release

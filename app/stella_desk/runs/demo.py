@@ -1,6 +1,6 @@
 """Demo runs for `--screenshot` (and a first look): the editor's sample workflow, run for real.
 
-The sample (`workflows/samples/promote-web.json`) calls deployment scripts and a health URL
+The sample (`stella_core/demo/templates/promote-web.json`) calls deployment scripts and a health URL
 that do not exist on this machine, so the demo imports a variant of it whose steps run a few
 lines of Python instead (printing what they would do, and failing for one release on purpose),
 then runs it three times with a worker of its own, restricted to each run: one run succeeds,
@@ -126,10 +126,11 @@ def _waiting_on(step: str) -> Callable[[RunInfo], bool]:
 
 def prepare_demo_runs(stella: Stella, timeout: float = 60.0) -> list[UUID]:
     """Worker thread: three runs of the sample on the demo releases. Only on the demo's own
-    database (seeded releases, no template and no run yet) and where steps may run here: a
-    person's real database is never written to."""
+    database (seeded releases, no template but the seeded one and no run yet) and where steps
+    may run here: a person's real database is never written to."""
     service = stella.workflows
-    if service.list_runs(1) or service.list_templates() or not _may_run(stella):
+    foreign = [t for t in service.list_templates() if t.name != demo_template()["name"]]
+    if service.list_runs(1) or foreign or not _may_run(stella):
         return []
     releases = sorted(stella.releases.list_releases(), key=lambda r: r.created_at)
     names = [r.name for r in releases]

@@ -26,12 +26,7 @@ VERSION_ROLE = Qt.ItemDataRole.UserRole + 1
 
 def sample_document(name: str = SAMPLE) -> dict[str, Any]:
     """A bundled example template (the demo's promotion workflow)."""
-    text = (
-        resources.files("stella_desk.workflows")
-        .joinpath("samples")
-        .joinpath(name)
-        .read_text("utf-8")
-    )
+    text = resources.files("stella_core.demo").joinpath("templates", name).read_text("utf-8")
     document: dict[str, Any] = json.loads(text)
     return document
 

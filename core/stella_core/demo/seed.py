@@ -7,6 +7,7 @@ seeding needs no network and no registry. Running it twice changes nothing.
 from __future__ import annotations
 
 import json
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from stella_core.errors import AlreadyExistsError
@@ -35,6 +36,7 @@ RELEASES = [
     ("shop-2026.11.3", {"web": "1.2.0", "api": "2.4.0", "worker": "0.9.1"}),
 ]
 DEMO_REGISTRY = "demo"
+TEMPLATES = ["promote-web.json"]
 
 
 def build_layout(stella: Stella) -> str:
@@ -59,7 +61,7 @@ def build_layout(stella: Stella) -> str:
 
 
 def seed(stella: Stella) -> dict[str, Any]:
-    summary: dict[str, Any] = {"people": [], "environments": [], "releases": []}
+    summary: dict[str, Any] = {"people": [], "environments": [], "templates": [], "releases": []}
     existing = {u.name for u in stella.tenancy.list_users()}
     for name, role in PEOPLE:
         if name in existing:
@@ -86,6 +88,14 @@ def seed(stella: Stella) -> dict[str, Any]:
         for comp, repo in COMPONENTS.items():
             if comp not in known_components:
                 alice.releases.add_component(comp, f"{DEMO_REGISTRY}/{repo}")
+        known_templates = {t.name for t in alice.workflows.list_templates()}
+        for template_file in TEMPLATES:
+            document = json.loads(
+                resources.files("stella_core.demo").joinpath("templates", template_file).read_text()
+            )
+            if document["name"] not in known_templates:
+                alice.workflows.import_template(document)
+                summary["templates"].append(document["name"])
         known_releases = {r.name for r in alice.releases.list_releases()}
         for rel_name, tags in RELEASES:
             if rel_name in known_releases:
