@@ -16,11 +16,11 @@ from PySide6.QtCore import (
     QModelIndex,
     QObject,
     QPersistentModelIndex,
-    QSortFilterProxyModel,
     Qt,
 )
 
 from stella_core.releases.model import Release
+from stella_desk.tables import TextFilterProxy
 from stella_desk.theme import mono_font
 
 ReleaseRole = Qt.ItemDataRole.UserRole + 1
@@ -217,32 +217,12 @@ class ReleaseTableModel(QAbstractTableModel):
         self.layoutChanged.emit()
 
 
-class ReleaseFilterProxy(QSortFilterProxyModel):
+class ReleaseFilterProxy(TextFilterProxy):
     """Filters by free text (all words must match); sorting is delegated to the source."""
 
     def __init__(self, source: ReleaseTableModel, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(source, parent)
         self._source = source
-        self._terms: tuple[str, ...] = ()
-        self.setSourceModel(source)
-
-    @property
-    def terms(self) -> tuple[str, ...]:
-        return self._terms
-
-    def set_filter_text(self, text: str) -> None:
-        terms = tuple(text.lower().split())
-        if terms == self._terms:
-            return
-        self.beginFilterChange()
-        self._terms = terms
-        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-
-    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
-        return not self._terms or self._source.matches(source_row, self._terms)
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        self._source.sort(column, order)
 
     def release_at(self, row: int) -> Release:
-        return self._source.release_at(self.mapToSource(self.index(row, 0)).row())
+        return self._source.release_at(self.source_row(row))

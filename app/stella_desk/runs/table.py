@@ -17,7 +17,6 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     QRectF,
-    QSortFilterProxyModel,
     Qt,
 )
 from PySide6.QtGui import QFont, QFontMetricsF, QPainter
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem,
 
 from stella_core.workflows.store import RunInfo
 from stella_desk.runs.status import run_badge, status_text, when_text
+from stella_desk.tables import TextFilterProxy
 
 RunRole = Qt.ItemDataRole.UserRole + 1
 AnyIndex = QModelIndex | QPersistentModelIndex
@@ -200,35 +200,15 @@ class RunTableModel(QAbstractTableModel):
         self.layoutChanged.emit()
 
 
-class RunFilterProxy(QSortFilterProxyModel):
+class RunFilterProxy(TextFilterProxy):
     """Free-text filter (every word must match template, release, status, person or id)."""
 
     def __init__(self, source: RunTableModel, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(source, parent)
         self._source = source
-        self._terms: tuple[str, ...] = ()
-        self.setSourceModel(source)
-
-    @property
-    def terms(self) -> tuple[str, ...]:
-        return self._terms
-
-    def set_filter_text(self, text: str) -> None:
-        terms = tuple(text.lower().split())
-        if terms == self._terms:
-            return
-        self.beginFilterChange()
-        self._terms = terms
-        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-
-    def filterAcceptsRow(self, source_row: int, source_parent: AnyIndex) -> bool:
-        return not self._terms or self._source.matches(source_row, self._terms)
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        self._source.sort(column, order)
 
     def run_at(self, row: int) -> RunInfo:
-        return self._source.run_at(self.mapToSource(self.index(row, 0)).row())
+        return self._source.run_at(self.source_row(row))
 
 
 class StatusBadgeDelegate(QStyledItemDelegate):
