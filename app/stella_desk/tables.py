@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Protocol, TypeVar
 
 from PySide6.QtCore import (
     QAbstractItemModel,
@@ -12,8 +13,10 @@ from PySide6.QtCore import (
     QSortFilterProxyModel,
     Qt,
 )
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 AnyIndex = QModelIndex | QPersistentModelIndex
+ColumnT = TypeVar("ColumnT", bound=int)  # each list's IntEnum of columns
 
 
 class SearchableModel(Protocol):
@@ -52,3 +55,41 @@ class TextFilterProxy(QSortFilterProxyModel):
 
     def source_row(self, row: int) -> int:
         return self.mapToSource(self.index(row, 0)).row()
+
+
+def record_view(
+    proxy: QSortFilterProxyModel,
+    *,
+    column_widths: Mapping[ColumnT, int],
+    sort_column: int,
+    row_height: int = 30,
+) -> QTableView:
+    """A read-only, single-selection table over immutable records, newest first.
+
+    A table view, not a tree view: a tree lays out every row (asking each whether it has
+    children); a table with fixed row heights only touches the rows it paints.
+    """
+    view = QTableView()
+    view.setModel(proxy)
+    view.setShowGrid(False)
+    view.setWordWrap(False)
+    view.setCornerButtonEnabled(False)
+    rows = view.verticalHeader()
+    rows.hide()
+    rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+    rows.setDefaultSectionSize(row_height)
+    view.setAlternatingRowColors(True)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    head = view.horizontalHeader()
+    head.setHighlightSections(False)
+    head.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    head.setStretchLastSection(True)
+    head.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    for column, width in column_widths.items():
+        head.resizeSection(column, width)
+    # Set the indicator before enabling sorting, or enabling it sorts by the first column.
+    head.setSortIndicator(sort_column, Qt.SortOrder.DescendingOrder)
+    view.setSortingEnabled(True)
+    return view

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
     QLineEdit,
     QPushButton,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -21,6 +18,7 @@ from stella_desk.releases.create import CreateReleaseDialog
 from stella_desk.releases.detail import ReleaseDetail
 from stella_desk.releases.table import Column, ReleaseFilterProxy, ReleaseRole, ReleaseTableModel
 from stella_desk.session import Session
+from stella_desk.tables import record_view
 
 COLUMN_WIDTHS = {
     Column.NAME: 240,
@@ -59,31 +57,7 @@ class ReleaseBrowser(QWidget):
         header.action_row.addWidget(self.new_button)
         page.addWidget(header)
 
-        # A table view, not a tree view: a tree lays out every row (asking each whether it has
-        # children), a table with fixed row heights only touches the rows it paints.
-        self.view = QTableView()
-        self.view.setModel(self.proxy)
-        self.view.setShowGrid(False)
-        self.view.setWordWrap(False)
-        self.view.setCornerButtonEnabled(False)
-        rows = self.view.verticalHeader()
-        rows.hide()
-        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        rows.setDefaultSectionSize(30)
-        self.view.setAlternatingRowColors(True)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        head = self.view.horizontalHeader()
-        head.setHighlightSections(False)
-        head.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        head.setStretchLastSection(True)
-        head.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for column, width in COLUMN_WIDTHS.items():
-            head.resizeSection(column, width)
-        # Set the indicator before enabling sorting, or enabling it sorts by name at once.
-        head.setSortIndicator(Column.CREATED, Qt.SortOrder.DescendingOrder)
-        self.view.setSortingEnabled(True)
+        self.view = record_view(self.proxy, column_widths=COLUMN_WIDTHS, sort_column=Column.CREATED)
 
         self.count = label(kind="muted")
         top = QWidget()

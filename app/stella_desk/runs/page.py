@@ -15,18 +15,14 @@ from PySide6.QtCore import (
     QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
-    Qt,
     QTimer,
     Signal,
 )
 from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
     QLineEdit,
     QPushButton,
     QStackedWidget,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -46,6 +42,7 @@ from stella_desk.runs.table import (
 )
 from stella_desk.runs.worker import DeskWorker, reason_not_to_serve
 from stella_desk.session import Session
+from stella_desk.tables import record_view
 from stella_desk.workflows.steps import Registry
 
 if TYPE_CHECKING:
@@ -151,30 +148,11 @@ class RunsPage(QWidget):
         header.action_row.addWidget(self.start_button)
         box.addWidget(header)
 
-        self.view = QTableView()
-        self.view.setModel(self.proxy)
-        self.view.setShowGrid(False)
-        self.view.setWordWrap(False)
-        self.view.setCornerButtonEnabled(False)
-        rows = self.view.verticalHeader()
-        rows.hide()
-        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        rows.setDefaultSectionSize(32)
-        self.view.setAlternatingRowColors(True)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view = record_view(
+            self.proxy, column_widths=COLUMN_WIDTHS, sort_column=Column.STARTED, row_height=32
+        )
         self.view.setItemDelegateForColumn(Column.STATUS, StatusBadgeDelegate(self.view))
         self.view.setToolTip("Click a run to watch it")
-        head = self.view.horizontalHeader()
-        head.setHighlightSections(False)
-        head.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        head.setStretchLastSection(True)
-        head.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in COLUMN_WIDTHS.items():
-            head.resizeSection(col, width)
-        head.setSortIndicator(Column.STARTED, Qt.SortOrder.DescendingOrder)
-        self.view.setSortingEnabled(True)
         box.addWidget(self.view, 1)
 
         footer = QVBoxLayout()
