@@ -70,7 +70,16 @@ case "${1:-}" in
     log "mypy";        "$VENV/bin/mypy" core/stella_core || rc=1
     "$VENV/bin/mypy" app/stella_desk || rc=1
     log "import contracts"; "$VENV/bin/lint-imports" || rc=1
-    log "pytest";      "$VENV/bin/pytest" -p no:cacheprovider -q "$@" || rc=1
+    if [ "$#" -gt 0 ]; then
+      log "pytest $*"; "$VENV/bin/pytest" -p no:cacheprovider -q "$@" || rc=1
+    else
+      # The desktop tests run in a process of their own: Qt objects they leave behind must never
+      # be touched by the event processing pytest-qt does after every later test.
+      log "pytest (core, integration, perf)"
+      "$VENV/bin/pytest" -p no:cacheprovider -q tests --ignore=tests/app || rc=1
+      log "pytest (desktop)"
+      "$VENV/bin/pytest" -p no:cacheprovider -q tests/app || rc=1
+    fi
     log "done rc=$rc"
     exit "$rc"
     ;;
