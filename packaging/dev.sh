@@ -75,10 +75,12 @@ case "${1:-}" in
     else
       # The desktop tests run in a process of their own: Qt objects they leave behind must never
       # be touched by the event processing pytest-qt does after every later test.
-      log "pytest (core, integration, perf)"
-      "$VENV/bin/pytest" -p no:cacheprovider -q tests --ignore=tests/app || rc=1
+      log "pytest (core, integration)"
+      "$VENV/bin/pytest" -p no:cacheprovider -q tests --ignore=tests/app --ignore=tests/perf || rc=1
       log "pytest (desktop)"
       "$VENV/bin/pytest" -p no:cacheprovider -q tests/app || rc=1
+      log "benchmarks (ratios against baselines measured in the same run; printed, not asserted)"
+      "$VENV/bin/pytest" -p no:cacheprovider -q -s tests/perf || rc=1
     fi
     log "done rc=$rc"
     exit "$rc"
