@@ -166,7 +166,7 @@ class SigningKey:
         if b"ENCRYPTED PRIVATE KEY" not in data:
             # An unencrypted key on disk is a policy violation, not a format we quietly accept.
             raise DefinitionError(
-                "expected an encrypted PKCS#8 private key (-----BEGIN ENCRYPTED PRIVATE KEY-----)"
+                "expected an encrypted PKCS#8 private key in PEM form (ENCRYPTED PRIVATE KEY)"
             )
         try:
             key = serialization.load_pem_private_key(data, passphrase)
