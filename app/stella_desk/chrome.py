@@ -101,5 +101,33 @@ class Banner(QFrame):
         self.show()
 
 
+class InlineError(QFrame):
+    """An error shown in place inside a dialog (not dismissible: the next attempt clears it)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setProperty("kind", "banner")
+        box = QVBoxLayout(self)
+        box.setContentsMargins(12, 8, 12, 8)
+        self.text = label(selectable=True)
+        self.text.setWordWrap(True)
+        box.addWidget(self.text)
+        self.hide()
+
+
+def dialog_buttons(primary_text: str) -> tuple[QHBoxLayout, QPushButton, QPushButton]:
+    """Right-aligned Cancel + primary action (disabled until the form is valid)."""
+    row = QHBoxLayout()
+    row.addStretch(1)
+    cancel = QPushButton("Cancel")
+    primary = QPushButton(primary_text)
+    primary.setProperty("kind", "primary")
+    primary.setDefault(True)
+    primary.setEnabled(False)
+    row.addWidget(cancel)
+    row.addWidget(primary)
+    return row, cancel, primary
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

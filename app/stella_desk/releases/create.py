@@ -10,7 +10,6 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
-    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -24,7 +23,7 @@ from PySide6.QtWidgets import (
 from stella_core.errors import StellaError
 from stella_core.releases.model import Component, ComponentPin, Release
 from stella_core.releases.reference import check_release_name, parse_tag_or_digest
-from stella_desk.chrome import label
+from stella_desk.chrome import InlineError, dialog_buttons, label
 from stella_desk.ops import (
     CancelToken,
     Change,
@@ -159,26 +158,12 @@ class CreateReleaseDialog(QDialog):
         outer.addWidget(self.progress)
         outer.addWidget(self.progress_text)
 
-        self.error_box = QFrame()
-        self.error_box.setProperty("kind", "banner")
-        box = QVBoxLayout(self.error_box)
-        box.setContentsMargins(12, 8, 12, 8)
-        self.error = label(selectable=True)
-        self.error.setWordWrap(True)
-        box.addWidget(self.error)
-        self.error_box.hide()
+        self.error_box = InlineError()
+        self.error = self.error_box.text
         outer.addWidget(self.error_box)
         outer.addStretch(1)
 
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        self.cancel_button = QPushButton("Cancel")
-        self.create_button = QPushButton("Create release")
-        self.create_button.setProperty("kind", "primary")
-        self.create_button.setDefault(True)
-        self.create_button.setEnabled(False)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.create_button)
+        buttons, self.cancel_button, self.create_button = dialog_buttons("Create release")
         outer.addLayout(buttons)
 
         self.add_button.clicked.connect(lambda: self.add_row())  # noqa: PLW0108 (drops `checked`)

@@ -16,16 +16,14 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QFormLayout,
-    QFrame,
     QHBoxLayout,
     QLineEdit,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from stella_core.workflows.model import InputSpec
-from stella_desk.chrome import label
+from stella_desk.chrome import InlineError, dialog_buttons, label
 from stella_desk.ops import OpFailed, Ops
 from stella_desk.session import Session
 from stella_desk.theme import repolish
@@ -160,26 +158,12 @@ class StartRunDialog(QDialog):
         self.status.setWordWrap(True)
         outer.addWidget(self.status)
 
-        self.error_box = QFrame()
-        self.error_box.setProperty("kind", "banner")
-        box = QVBoxLayout(self.error_box)
-        box.setContentsMargins(12, 8, 12, 8)
-        self.error = label(selectable=True)
-        self.error.setWordWrap(True)
-        box.addWidget(self.error)
-        self.error_box.hide()
+        self.error_box = InlineError()
+        self.error = self.error_box.text
         outer.addWidget(self.error_box)
         outer.addStretch(1)
 
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        self.cancel_button = QPushButton("Cancel")
-        self.start_button = QPushButton("Start run")
-        self.start_button.setProperty("kind", "primary")
-        self.start_button.setDefault(True)
-        self.start_button.setEnabled(False)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.start_button)
+        buttons, self.cancel_button, self.start_button = dialog_buttons("Start run")
         outer.addLayout(buttons)
 
         self.cancel_button.clicked.connect(self.reject)
