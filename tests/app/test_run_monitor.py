@@ -331,8 +331,8 @@ def test_start_a_run_from_the_window_watch_it_live_and_approve(
     assert set(card_states(monitor).values()) == {"succeeded"}
     assert set(monitor.timeline.bars) == {"prepare", "pause", "approve", "done"}
     monitor.select_step("approve")
+    run(until(lambda: "step.approved" in monitor.log.plain_text()))
     text = monitor.log.plain_text()
-    assert "step.approved" in text
     assert "looks good" in text
     assert desk.session.identity.user in text
     assert not monitor.watch.live
@@ -395,8 +395,9 @@ def test_who_may_act_and_a_rejection_from_the_window(desk: MainWindow, run, admi
     assert card_states(monitor)["approve"] == "failed"
     assert card_states(monitor)["done"] == "cancelled"
     monitor.select_step("approve")
+    # The action's answer shows the failed run at once; its events arrive with the poll after.
+    run(until(lambda: "step.rejected" in monitor.log.plain_text()))
     text = monitor.log.plain_text()
-    assert "step.rejected" in text
     assert "by alice (release-manager)" in text
     assert "not during the sale" in text
     assert "rejected by alice" in monitor.error_label.text()
