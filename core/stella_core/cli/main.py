@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from stella_core import __version__
@@ -35,10 +36,16 @@ def _out(args: argparse.Namespace, value: Any, text_lines: Callable[[], list[str
             print(line)
 
 
-def _open(args: argparse.Namespace) -> Any:
+@contextmanager
+def _acting(args: argparse.Namespace) -> Iterator[Any]:
+    """The core, acting as the profile's person, closed (and the embedded server released) after."""
     from stella_core.bootstrap import Stella
 
-    return Stella.open(args.profile)
+    stella = Stella.open(args.profile)
+    try:
+        yield stella
+    finally:
+        stella.close()
 
 
 # ------------------------------------------------------------------------------- handlers
@@ -63,11 +70,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 
 
 def cmd_whoami(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         me = stella.tenancy.whoami()
-    finally:
-        stella.close()
     value = {
         "user": me.user,
         "role": me.role.value,
@@ -81,12 +85,9 @@ def cmd_whoami(args: argparse.Namespace) -> None:
 def cmd_user_add(args: argparse.Namespace) -> None:
     from stella_core.tenancy.model import ProductRole
 
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         user, password = stella.tenancy.add_user(args.name, ProductRole(args.role))
         stella.save_profile_for(user.name, password)
-    finally:
-        stella.close()
     value = {
         "id": str(user.id),
         "name": user.name,
@@ -99,11 +100,8 @@ def cmd_user_add(args: argparse.Namespace) -> None:
 
 
 def cmd_user_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         users = stella.tenancy.list_users()
-    finally:
-        stella.close()
     value = [
         {
             "id": str(u.id),
@@ -154,22 +152,16 @@ def cmd_registry_add(args: argparse.Namespace) -> None:
             raise UsageError("no password on standard input")
     elif args.username:
         raise UsageError("--username needs --password-stdin (passwords are never taken as flags)")
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         reg = stella.releases.add_registry(
             args.name, args.url, username=args.username, password=password, insecure=args.insecure
         )
-    finally:
-        stella.close()
     _out(args, _registry_json(reg), lambda: [f"added registry {reg.name} ({reg.url})"])
 
 
 def cmd_registry_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         regs = stella.releases.list_registries()
-    finally:
-        stella.close()
     _out(args, [_registry_json(r) for r in regs], lambda: [f"{r.name:20} {r.url}" for r in regs])
 
 
@@ -184,11 +176,8 @@ def _component_json(c: Any) -> dict[str, Any]:
 
 
 def cmd_component_add(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         comp = stella.releases.add_component(args.name, args.image)
-    finally:
-        stella.close()
     _out(
         args,
         _component_json(comp),
@@ -197,11 +186,8 @@ def cmd_component_add(args: argparse.Namespace) -> None:
 
 
 def cmd_component_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         comps = stella.releases.list_components()
-    finally:
-        stella.close()
     _out(
         args,
         [_component_json(c) for c in comps],
@@ -226,29 +212,20 @@ def cmd_release_create(args: argparse.Namespace) -> None:
     for raw in args.component:
         name, tag, digest = parse_component_pin(raw)
         pins.append(ComponentPin(component=name, tag=tag, digest=digest))
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         rel = stella.releases.create_release(args.name, pins)
-    finally:
-        stella.close()
     _out(args, rel.to_json(), lambda: _release_lines(rel))
 
 
 def cmd_release_show(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         rel = stella.releases.get_release(args.name)
-    finally:
-        stella.close()
     _out(args, rel.to_json(), lambda: _release_lines(rel))
 
 
 def cmd_release_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         rels = stella.releases.list_releases()
-    finally:
-        stella.close()
     _out(
         args,
         [r.to_json() for r in rels],
@@ -261,25 +238,19 @@ def cmd_release_list(args: argparse.Namespace) -> None:
 
 
 def cmd_env_add(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         env = stella.environments.add(
             args.name,
             order=args.order,
             required_approvals=args.required_approvals,
             separation_of_duties=args.separation_of_duties,
         )
-    finally:
-        stella.close()
     _out(args, env.to_json(), lambda: [f"added environment {env.name} (order {env.order})"])
 
 
 def cmd_env_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         envs = stella.environments.list()
-    finally:
-        stella.close()
     _out(
         args,
         [e.to_json() for e in envs],
@@ -294,20 +265,14 @@ def cmd_env_list(args: argparse.Namespace) -> None:
 def cmd_demo_seed(args: argparse.Namespace) -> None:
     from stella_core.demo.seed import seed
 
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         summary = seed(stella)
-    finally:
-        stella.close()
     _out(args, summary, lambda: [f"{k}: {v}" for k, v in summary.items()])
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         count, problems = stella.tenancy.verify_audit()
-    finally:
-        stella.close()
     value = {"ok": not problems, "entries": count, "problems": problems}
     _out(args, value, lambda: [f"{count} entries, {'ok' if not problems else 'BROKEN'}", *problems])
     if problems:
@@ -315,11 +280,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         entries = stella.tenancy.audit_entries(args.limit)
-    finally:
-        stella.close()
     value = [e.model_dump(mode="json") for e in entries]
     _out(
         args,
@@ -367,31 +329,22 @@ def cmd_workflow_validate(args: argparse.Namespace) -> None:
 
 def cmd_workflow_import(args: argparse.Namespace) -> None:
     raw = _read_document(args.file)
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         imported = stella.workflows.import_template(raw)
-    finally:
-        stella.close()
     value = {"name": imported.name, "version": imported.version, "id": str(imported.id)}
     _out(args, value, lambda: [f"{imported.name} version {imported.version}"])
 
 
 def cmd_workflow_export(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         document = stella.workflows.export_template(args.name, args.version)
-    finally:
-        stella.close()
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
 def cmd_workflow_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         templates = stella.workflows.list_templates()
-    finally:
-        stella.close()
     value = [
         {
             "name": t.name,
@@ -411,11 +364,8 @@ def cmd_workflow_list(args: argparse.Namespace) -> None:
 
 
 def cmd_workflow_versions(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         versions = stella.workflows.template_versions(args.name)
-    finally:
-        stella.close()
     value = [
         {
             "name": v.name,
@@ -438,14 +388,11 @@ def cmd_workflow_versions(args: argparse.Namespace) -> None:
 
 
 def cmd_workflow_settings(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         if args.local_executor is None:
             value = stella.workflows.settings()
         else:
             value = stella.workflows.set_local_executor(args.local_executor == "on")
-    finally:
-        stella.close()
     _out(args, value, lambda: [f"local executor: {'on' if value['local_executor'] else 'off'}"])
 
 
@@ -493,35 +440,26 @@ def _run_lines(run: Any) -> list[str]:
 
 def cmd_run_start(args: argparse.Namespace) -> None:
     inputs = _inputs(args.input)
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         run = stella.workflows.start_run(
             args.template, version=args.version, release=args.release, inputs=inputs
         )
         if args.wait:
             run = stella.workflows.wait_run(run.id, args.timeout)
-    finally:
-        stella.close()
     _out(args, {"run_id": str(run.id), "status": run.status}, lambda: [f"{run.id} {run.status}"])
     if args.wait and run.status != "succeeded":
         raise SystemExit(1)
 
 
 def cmd_run_show(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         run = stella.workflows.get_run(args.run_id)
-    finally:
-        stella.close()
     _out(args, run.to_json() if args.full else _run_json(run), lambda: _run_lines(run))
 
 
 def cmd_run_list(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         runs = stella.workflows.list_runs(args.limit)
-    finally:
-        stella.close()
     value = [
         {
             "run_id": str(r.id),
@@ -545,33 +483,24 @@ def cmd_run_list(args: argparse.Namespace) -> None:
 
 
 def cmd_run_wait(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         run = stella.workflows.wait_run(args.run_id, args.timeout, drive=not args.no_drive)
-    finally:
-        stella.close()
     _out(args, _run_json(run), lambda: _run_lines(run))
     if run.status != "succeeded":
         raise SystemExit(1)
 
 
 def cmd_run_cancel(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         run = stella.workflows.cancel_run(args.run_id)
-    finally:
-        stella.close()
     _out(args, _run_json(run), lambda: _run_lines(run))
 
 
 def _decide(args: argparse.Namespace, decision: str) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         service = stella.workflows
         decide = service.approve if decision == "approve" else service.reject
         run = decide(args.run_id, args.step, args.comment)
-    finally:
-        stella.close()
     _out(args, _run_json(run), lambda: _run_lines(run))
 
 
@@ -584,20 +513,14 @@ def cmd_run_reject(args: argparse.Namespace) -> None:
 
 
 def cmd_run_retry(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         run = stella.workflows.retry_step(args.run_id, args.step)
-    finally:
-        stella.close()
     _out(args, _run_json(run), lambda: _run_lines(run))
 
 
 def cmd_run_events(args: argparse.Namespace) -> None:
-    stella = _open(args)
-    try:
+    with _acting(args) as stella:
         events = stella.workflows.run_events(args.run_id, args.after)
-    finally:
-        stella.close()
     _out(
         args,
         [e.to_json() for e in events],
@@ -620,45 +543,47 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    stella = _open(args)
     stop = threading.Event()
     db = None
-    try:
-        identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
-        # Each worker holds a connection while working and one for its lease heartbeats.
-        db = Database(
-            make_engine(stella.backend.person_url(stella.profile), pool_size=2 * args.workers + 2),
-            stella.profile.tenant,
-        )
-        workers = [
-            stella.workflows.worker(
-                db=db, lease_seconds=args.lease_seconds, shutdown_grace_seconds=args.grace
+    with _acting(args) as stella:
+        try:
+            identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+            # Each worker holds a connection while working and one for its lease heartbeats.
+            db = Database(
+                make_engine(
+                    stella.backend.person_url(stella.profile), pool_size=2 * args.workers + 2
+                ),
+                stella.profile.tenant,
             )
-            for _ in range(args.workers)
-        ]
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        threads = [
-            threading.Thread(target=w.run_forever, args=(stop,), name=w.worker_id) for w in workers
-        ]
-        for thread in threads:
-            thread.start()
-        print(
-            f"stella: serving tenant {identity.tenant_name} as {identity.user} with "
-            f"{args.workers} worker(s)",
-            file=sys.stderr,
-            flush=True,
-        )
-        while not stop.wait(0.5):
-            if not any(t.is_alive() for t in threads):
-                break
-        stop.set()
-        for thread in threads:
-            thread.join()
-    finally:
-        if db is not None:
-            db.dispose()
-        stella.close()
+            workers = [
+                stella.workflows.worker(
+                    db=db, lease_seconds=args.lease_seconds, shutdown_grace_seconds=args.grace
+                )
+                for _ in range(args.workers)
+            ]
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            threads = [
+                threading.Thread(target=w.run_forever, args=(stop,), name=w.worker_id)
+                for w in workers
+            ]
+            for thread in threads:
+                thread.start()
+            print(
+                f"stella: serving tenant {identity.tenant_name} as {identity.user} with "
+                f"{args.workers} worker(s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            while not stop.wait(0.5):
+                if not any(t.is_alive() for t in threads):
+                    break
+            stop.set()
+            for thread in threads:
+                thread.join()
+        finally:
+            if db is not None:
+                db.dispose()
     _out(args, {"workers": args.workers, "stopped": True}, lambda: ["stella: stopped"])
 
 
