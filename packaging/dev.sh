@@ -14,7 +14,7 @@ log() { printf '[dev %4ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
 QT_PKGS=(libglib2.0-0 libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3 fonts-dejavu-core)
 X_PKGS=(libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0
         libxcb-shape0 libxkbcommon-x11-0)
-TEST_PKGS=(docker-registry openssh-server python3-venv ca-certificates)
+TEST_PKGS=(docker-registry openssh-server openssl python3-venv ca-certificates)
 
 apt_install() {
   local missing=() p

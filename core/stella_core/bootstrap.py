@@ -22,8 +22,10 @@ from stella_core.db import migrate
 from stella_core.db.engine import Database, make_engine, translate
 from stella_core.environments.service import EnvironmentService
 from stella_core.errors import DatabaseError, NotFoundError
+from stella_core.evidence.service import EvidenceService
 from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
 from stella_core.releases.service import ReleaseService
+from stella_core.tenancy.keys import LocalKeys
 from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
 from stella_core.workflows.service import WorkflowService
 
@@ -98,20 +100,23 @@ class Backend:
                 "Stella Release Desk needs PostgreSQL 16 or newer"
             )
 
-    def ensure_ready(self, profiles: ProfileStore) -> None:
-        """Migrate if behind; on a database nobody has initialised, create the first admin."""
+    def ensure_ready(self, profiles: ProfileStore) -> bool:
+        """Migrate if behind; on a database nobody has initialised, create the first admin.
+        True when something changed (a migration or the first admin)."""
         # Two processes starting together on a fresh home must not both initialise.
         with open(self.home / "init.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._ensure_ready(profiles)
+            return self._ensure_ready(profiles)
 
-    def _ensure_ready(self, profiles: ProfileStore) -> None:
+    def _ensure_ready(self, profiles: ProfileStore) -> bool:
         self.check_server()
+        changed = False
         if migrate.needs_upgrade(self.admin_engine):
             self.upgrade()
             self._embedded_defaults()
+            changed = True
         if profiles.has_any(self.target):
-            return
+            return changed
         with self.admin_engine.connect() as conn:
             initialised = conn.execute(text("SELECT count(*) FROM tenancy.tenants")).scalar_one()
         if initialised:
@@ -127,6 +132,7 @@ class Backend:
         )
         self._embedded_defaults()
         log.info("initialised %s: %s is the first admin", self.target, admin)
+        return True
 
     def _embedded_defaults(self) -> None:
         """On the embedded default (one machine, its owner is the admin) script steps may run
@@ -161,7 +167,9 @@ class Stella:
         self.tenancy = TenancyService(self.db, self.provisioner)
         self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
         self.environments = EnvironmentService(self.db, self.tenancy)
-        self.workflows = WorkflowService(self.db, self.tenancy)
+        self.local_keys = LocalKeys(backend.home, backend.target, self.secrets)
+        self.evidence = EvidenceService(self.db, self.tenancy, self.local_keys)
+        self.workflows = WorkflowService(self.db, self.tenancy, run_end=self.evidence.emit_run)
 
     @classmethod
     def open(
@@ -175,8 +183,13 @@ class Stella:
         backend = Backend.open(home, database_url, durable=durable)
         try:
             profiles = ProfileStore(backend.home)
-            backend.ensure_ready(profiles)
-            return cls(backend, profiles.get(backend.target, profile))
+            changed = backend.ensure_ready(profiles)
+            stella = cls(backend, profiles.get(backend.target, profile))
+            if changed:
+                # A new or upgraded database gets its orchestrator key from its admin (no-op
+                # for anyone else, or when one is registered).
+                stella.evidence.ensure_orchestrator_key()
+            return stella
         except BaseException:
             backend.close()
             raise

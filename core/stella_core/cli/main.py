@@ -733,6 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
 
+    from stella_core.cli import evidence_cmds
+
+    evidence_cmds.register(groups, leaf)
+
     p = leaf(groups, "serve", cmd_serve, "run workflow workers until SIGTERM/SIGINT")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(

@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from stella_core.errors import IntegrityError
 
@@ -23,6 +25,13 @@ class SecretBox:
         if len(key) != 32:
             raise ValueError("secret box key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte secret for one purpose (HKDF-SHA256): one stored key, separate uses."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(
+            self._key
+        )
 
     @classmethod
     def from_home(cls, home: Path) -> SecretBox:

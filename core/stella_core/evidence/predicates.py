@@ -243,3 +243,34 @@ def _error_order(error: ValidationError) -> tuple[int, str]:
 
 def _short(message: str, limit: int = 200) -> str:
     return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def referenced_inputs(predicate_type: str, predicate: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(name, `sha256:<hex>`) of every document a signed predicate names by digest and that a
+    capsule must therefore carry: a decision's policy, inputs and decision record; a run's
+    template. Read from the signed predicate, never from an unsigned manifest."""
+    found: list[tuple[str, str]] = []
+
+    def add(name: str, value: Any) -> None:
+        digest = value.get("sha256") if isinstance(value, Mapping) else None
+        if isinstance(digest, str):
+            found.append((name, "sha256:" + digest))
+
+    if predicate_type == SLSA_VSA_V1:
+        policy = predicate.get("policy")
+        if isinstance(policy, Mapping):
+            add(str(policy.get("uri", "policy")), policy.get("digest"))
+        for item in predicate.get("inputAttestations") or []:
+            if isinstance(item, Mapping):
+                add(str(item.get("uri", "input")), item.get("digest"))
+        record = predicate.get(DECISION_RECORD_FIELD)
+        if isinstance(record, Mapping):
+            add(str(record.get("name", "decision record")), record.get("digest"))
+    elif predicate_type == RUN_V1:
+        template = predicate.get("template")
+        if isinstance(template, Mapping):
+            add(
+                f"template {template.get('name')} v{template.get('version')}",
+                template.get("digest"),
+            )
+    return found

@@ -17,7 +17,9 @@ class ProductRole(StrEnum):
 
 
 # Names PostgreSQL or we reserve; a person may not take them.
-RESERVED_NAMES = frozenset({"postgres", "public", "none", "current_user", "session_user"})
+RESERVED_NAMES = frozenset(
+    {"postgres", "public", "none", "current_user", "session_user", "orchestrator"}
+)
 RESERVED_PREFIXES = ("pg_", "stella_", "stella-")
 
 

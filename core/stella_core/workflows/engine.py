@@ -95,6 +95,9 @@ T = TypeVar("T")
 # Called after the transaction that ended a run commits: (run id, final status). The single
 # place later issues hook evidence into.
 RunFinishedHook = Callable[[UUID, str], None]
+# Called inside the transaction that ends a run, so what it writes (the run's evidence packet)
+# commits or rolls back with the ending itself.
+RunEndWriter = Callable[[Connection, UUID, str], object]
 
 DEFAULT_LEASE_S = 30.0
 HEARTBEAT_S = 1.0
@@ -261,8 +264,9 @@ class Coordinator:
     """The run state machine, shared by workers and by the service (approvals, cancel, retry).
     Every method runs inside a transaction that holds the run's lock."""
 
-    def __init__(self, plans: Plans) -> None:
+    def __init__(self, plans: Plans, run_end: RunEndWriter | None = None) -> None:
         self.plans = plans
+        self.run_end = run_end
 
     # starting --------------------------------------------------------------------------
     def start(self, ch: Changes, plan: Plan) -> None:
@@ -371,6 +375,8 @@ class Coordinator:
             assert plan is not None, "a batch needs its plan"
             self.drain(ch, plan)
         ch.flush()
+        if ch.finished and self.run_end is not None:
+            self.run_end(conn, ch.run.id, ch.finished)
         if ch.finished:
             finished = conn.info.get("stella.finished")
             if finished is not None:
@@ -589,6 +595,7 @@ class Worker:
         handlers: Mapping[str, StepHandler] | None = None,
         plans: Plans | None = None,
         hooks: Sequence[RunFinishedHook] = (),
+        run_end: RunEndWriter | None = None,
         lease_seconds: float = DEFAULT_LEASE_S,
         heartbeat_seconds: float = HEARTBEAT_S,
         idle_poll_seconds: float = IDLE_POLL_S,
@@ -605,7 +612,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.handlers = dict(handlers) if handlers is not None else builtin_handlers()
         self.plans = plans or Plans()
-        self.coordinator = Coordinator(self.plans)
+        self.coordinator = Coordinator(self.plans, run_end)
         self.hooks = tuple(hooks)
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = min(heartbeat_seconds, lease_seconds / 3)

@@ -38,6 +38,7 @@ from stella_core.workflows.engine import (
     Changes,
     Coordinator,
     Plans,
+    RunEndWriter,
     RunFinishedHook,
     StepState,
     Worker,
@@ -158,6 +159,7 @@ class WorkflowService:
         executors: Executors | None = None,
         handlers: Mapping[str, StepHandler] | None = None,
         hooks: Sequence[RunFinishedHook] = (),
+        run_end: RunEndWriter | None = None,
     ) -> None:
         self.db = db
         self.tenancy = tenancy
@@ -166,7 +168,8 @@ class WorkflowService:
         self.handlers = dict(handlers) if handlers is not None else builtin_handlers()
         self.hooks = list(hooks)
         self.plans = Plans()
-        self.coordinator = Coordinator(self.plans)
+        self.run_end = run_end
+        self.coordinator = Coordinator(self.plans, run_end)
 
     # templates --------------------------------------------------------------------------
     def check(self, raw: str | bytes | Mapping[str, Any]) -> tuple[Template | None, list[Any]]:
@@ -466,6 +469,7 @@ class WorkflowService:
             handlers=self.handlers,
             plans=self.plans,
             hooks=self.hooks,
+            run_end=self.run_end,
             lease_seconds=lease_seconds,
             run_id=run_id,
             shutdown_grace_seconds=shutdown_grace_seconds,

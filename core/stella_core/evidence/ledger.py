@@ -1,0 +1,352 @@
+"""Rows of the `evidence` schema: packets (the chained ledger), their inputs and checkpoints.
+
+The database assigns `seq`, `prev_hash`, `hash`, `bundle_digest`, `actor` and `created_at` (see
+migration 0004): the application only proposes a signed bundle and what it is about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, text
+
+GENESIS = "0" * 64
+CHAIN_DOMAIN = "stella-evidence-chain/v1"
+
+
+def chain_hash(prev_hash: str, seq: int, bundle_digest: str) -> str:
+    """The chain link of packet `seq`, as the database trigger computes it."""
+    data = "\n".join((CHAIN_DOMAIN, prev_hash, str(seq), bundle_digest)).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """A document a packet references by digest."""
+
+    media_type: str
+    body: bytes
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    """What a packet is about, for finding it again (not part of what is signed)."""
+
+    release: str | None = None
+    environment: str | None = None
+    promotion_id: UUID | None = None
+    run_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PacketRow:
+    id: UUID
+    seq: int
+    type: str
+    predicate_type: str
+    subject_digests: tuple[str, ...]
+    release: str | None
+    environment: str | None
+    promotion_id: UUID | None
+    run_id: UUID | None
+    actor: str
+    signer_key_id: str
+    created_at: datetime
+    bundle_digest: str
+    prev_hash: str
+    hash: str
+    bundle: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `stella evidence list` shape (a stable contract), plus context fields."""
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "subject_digests": list(self.subject_digests),
+            "signer_key_id": self.signer_key_id,
+            "created_at": self.created_at.isoformat(),
+            "seq": self.seq,
+            "release": self.release,
+            "environment": self.environment,
+            "promotion_id": str(self.promotion_id) if self.promotion_id else None,
+            "run_id": str(self.run_id) if self.run_id else None,
+            "actor": self.actor,
+            "bundle_digest": self.bundle_digest,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    seq: int
+    bundle_digest: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    tree_size: int
+    root_hash: str
+    note: str
+    signer_key_id: str
+    created_at: datetime
+    created_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash,
+            "signer_key_id": self.signer_key_id,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    type: str | None = None
+    release: str | None = None
+    environment: str | None = None
+    person: str | None = None
+    promotion_id: UUID | None = None
+    run_id: UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    ids: tuple[UUID, ...] | None = None
+    limit: int | None = None
+
+
+_PACKET_COLUMNS = (
+    "id, seq, type, predicate_type, subject_digests, release_name, environment, promotion_id, "
+    "run_id, actor, signer_key_id, created_at, bundle_digest, prev_hash, hash"
+)
+
+
+def _packet(row: Any, *, with_bundle: bool = False) -> PacketRow:
+    return PacketRow(
+        id=row.id,
+        seq=row.seq,
+        type=row.type,
+        predicate_type=row.predicate_type,
+        subject_digests=tuple(row.subject_digests),
+        release=row.release_name,
+        environment=row.environment,
+        promotion_id=row.promotion_id,
+        run_id=row.run_id,
+        actor=row.actor,
+        signer_key_id=row.signer_key_id,
+        created_at=row.created_at,
+        bundle_digest=row.bundle_digest,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+        bundle=bytes(row.bundle) if with_bundle else None,
+    )
+
+
+class LedgerStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def put_inputs(self, tenant_id: UUID, inputs: Iterable[Input]) -> None:
+        rows = [
+            {"t": tenant_id, "d": i.digest, "m": i.media_type, "b": i.body}
+            for i in {i.digest: i for i in inputs}.values()
+        ]
+        if rows:
+            self.conn.execute(
+                text(
+                    "INSERT INTO evidence.inputs (tenant_id, digest, media_type, body)"
+                    " VALUES (:t, :d, :m, :b) ON CONFLICT DO NOTHING"
+                ),
+                rows,
+            )
+
+    def append(
+        self,
+        tenant_id: UUID,
+        items: Sequence[tuple[str, str, Sequence[str], str, bytes, Refs]],
+    ) -> list[PacketRow]:
+        """Append packets: (type, predicate_type, subject digests, signer key id, bundle, refs).
+        Returns the rows as the database numbered and chained them, in order."""
+        params = [
+            {
+                "t": tenant_id,
+                "type": kind,
+                "pt": ptype,
+                "subjects": list(subjects),
+                "signer": signer,
+                "bundle": bundle,
+                "release": refs.release,
+                "env": refs.environment,
+                "promotion": refs.promotion_id,
+                "run": refs.run_id,
+            }
+            for kind, ptype, subjects, signer, bundle, refs in items
+        ]
+        if len(params) == 1:
+            sql = text(
+                "INSERT INTO evidence.packets (tenant_id, type, predicate_type, subject_digests,"
+                " signer_key_id, bundle, release_name, environment, promotion_id, run_id,"
+                " seq, actor, created_at, bundle_digest, prev_hash, hash)"
+                " VALUES (:t, :type, :pt, :subjects, :signer, :bundle, :release, :env,"
+                " :promotion, :run, 0, '', now(), '', '', '')"
+                f" RETURNING {_PACKET_COLUMNS}"
+            )
+            return [_packet(self.conn.execute(sql, params[0]).one())]
+        # One statement for a batch: columns as arrays, rows in the given order (the trigger
+        # numbers them as they come). Subject lists are joined, digests hold no comma.
+        columns = {
+            "type": [p["type"] for p in params],
+            "pt": [p["pt"] for p in params],
+            "subjects": [",".join(subjects) for _, _, subjects, _, _, _ in items],
+            "signer": [p["signer"] for p in params],
+            "bundle": [p["bundle"] for p in params],
+            "release": [p["release"] for p in params],
+            "env": [p["env"] for p in params],
+            "promotion": [p["promotion"] for p in params],
+            "run": [p["run"] for p in params],
+        }
+        sql = text(
+            "INSERT INTO evidence.packets (tenant_id, type, predicate_type, subject_digests,"
+            " signer_key_id, bundle, release_name, environment, promotion_id, run_id,"
+            " seq, actor, created_at, bundle_digest, prev_hash, hash)"
+            " SELECT :t, x.type, x.pt, string_to_array(x.subjects, ','), x.signer, x.bundle,"
+            " x.release, x.env, x.promotion, x.run, 0, '', now(), '', '', ''"
+            " FROM unnest(CAST(:type AS text[]), CAST(:pt AS text[]), CAST(:subjects AS text[]),"
+            " CAST(:signer AS text[]), CAST(:bundle AS bytea[]), CAST(:release AS text[]),"
+            " CAST(:env AS text[]), CAST(:promotion AS uuid[]), CAST(:run AS uuid[]))"
+            " WITH ORDINALITY AS x(type, pt, subjects, signer, bundle, release, env, promotion,"
+            " run, n) ORDER BY x.n"
+            f" RETURNING {_PACKET_COLUMNS}"
+        )
+        rows = [_packet(r) for r in self.conn.execute(sql, {"t": tenant_id, **columns})]
+        return sorted(rows, key=lambda r: r.seq)
+
+    def select(self, where: Filter) -> list[PacketRow]:
+        clauses, params = self._where(where)
+        sql = f"SELECT {_PACKET_COLUMNS} FROM evidence.packets"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY seq"
+        if where.limit:
+            sql += f" LIMIT {int(where.limit)}"
+        return [_packet(r) for r in self.conn.execute(text(sql), params)]
+
+    @staticmethod
+    def _where(where: Filter) -> tuple[list[str], dict[str, Any]]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        simple = {
+            "type": ("type", where.type),
+            "release_name": ("release", where.release),
+            "environment": ("env", where.environment),
+            "actor": ("person", where.person),
+            "promotion_id": ("promotion", where.promotion_id),
+            "run_id": ("run", where.run_id),
+        }
+        for column, (name, value) in simple.items():
+            if value is not None:
+                clauses.append(f"{column} = :{name}")
+                params[name] = value
+        if where.since is not None:
+            clauses.append("created_at >= :since")
+            params["since"] = where.since
+        if where.until is not None:
+            clauses.append("created_at < :until")
+            params["until"] = where.until
+        if where.ids is not None:
+            clauses.append("id = ANY(:ids)")
+            params["ids"] = list(where.ids)
+        return clauses, params
+
+    def get(self, packet_id: UUID) -> PacketRow | None:
+        row = self.conn.execute(
+            text(f"SELECT {_PACKET_COLUMNS}, bundle FROM evidence.packets WHERE id = :id"),
+            {"id": packet_id},
+        ).first()
+        return _packet(row, with_bundle=True) if row else None
+
+    def bundles(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        rows = self.conn.execute(
+            text("SELECT seq, bundle FROM evidence.packets WHERE seq = ANY(:s)"), {"s": list(seqs)}
+        )
+        return {r.seq: bytes(r.bundle) for r in rows}
+
+    def chain(self, upto: int | None = None) -> list[ChainEntry]:
+        rows = self.conn.execute(
+            text(
+                "SELECT seq, bundle_digest, prev_hash, hash FROM evidence.packets"
+                " WHERE CAST(:n AS bigint) IS NULL OR seq <= :n ORDER BY seq"
+            ),
+            {"n": upto},
+        )
+        return [ChainEntry(r.seq, r.bundle_digest, r.prev_hash, r.hash) for r in rows]
+
+    def altered_bundles(self) -> list[int]:
+        """Packets whose stored bytes no longer hash to the digest recorded at append."""
+        rows = self.conn.execute(
+            text(
+                "SELECT seq FROM evidence.packets"
+                " WHERE bundle_digest <> 'sha256:' || encode(sha256(bundle), 'hex') ORDER BY seq"
+            )
+        )
+        return [int(r.seq) for r in rows]
+
+    def size(self) -> int:
+        value = self.conn.execute(
+            text("SELECT COALESCE(max(seq), 0) FROM evidence.packets")
+        ).scalar_one()
+        return int(value)
+
+    def inputs(self, digests: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+        rows = self.conn.execute(
+            text("SELECT digest, media_type, body FROM evidence.inputs WHERE digest = ANY(:d)"),
+            {"d": sorted(set(digests))},
+        )
+        return {r.digest: (r.media_type, bytes(r.body)) for r in rows}
+
+    def all_inputs(self) -> dict[str, tuple[str, bytes]]:
+        rows = self.conn.execute(text("SELECT digest, media_type, body FROM evidence.inputs"))
+        return {r.digest: (r.media_type, bytes(r.body)) for r in rows}
+
+    def add_checkpoint(
+        self, tenant_id: UUID, tree_size: int, root_hash: str, note: str, signer_key_id: str
+    ) -> None:
+        self.conn.execute(
+            text(
+                "INSERT INTO evidence.checkpoints (tenant_id, tree_size, root_hash, note,"
+                " signer_key_id) VALUES (:t, :n, :r, :note, :k) ON CONFLICT DO NOTHING"
+            ),
+            {"t": tenant_id, "n": tree_size, "r": root_hash, "note": note, "k": signer_key_id},
+        )
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        rows = self.conn.execute(
+            text(
+                "SELECT tree_size, root_hash, note, signer_key_id, created_at, created_by"
+                " FROM evidence.checkpoints ORDER BY tree_size"
+            )
+        )
+        return [
+            CheckpointRow(
+                r.tree_size, r.root_hash, r.note, r.signer_key_id, r.created_at, r.created_by
+            )
+            for r in rows
+        ]
+
+    def lock(self, tenant_id: UUID) -> None:
+        """The ledger's writer lock (the one the append trigger takes), until commit."""
+        self.conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"stella.evidence:{tenant_id}"},
+        )

@@ -1,0 +1,682 @@
+"""Evidence use cases: keys, emitting packets, the ledger's checkpoints, export, verify, replay.
+
+Emitters call `emit` inside the transaction of the state change the packet proves, so both
+commit or neither does: no decision without its evidence, no evidence without its decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import rfc8785
+from sqlalchemy import Connection
+
+from stella_core.crypto.keys import PublicKey, SigningKey
+from stella_core.db.engine import Database
+from stella_core.errors import (
+    AuthorizationError,
+    DefinitionError,
+    IntegrityError,
+    NotFoundError,
+)
+from stella_core.evidence import capsule
+from stella_core.evidence.ledger import (
+    GENESIS,
+    CheckpointRow,
+    Filter,
+    Input,
+    LedgerStore,
+    PacketRow,
+    Refs,
+    chain_hash,
+)
+from stella_core.evidence.merkle import Checkpoint, MerkleTree, sign_checkpoint
+from stella_core.evidence.packets import (
+    PacketError,
+    bundle_bytes,
+    canonical_json,
+    sign_statement,
+    statement,
+    verify_bundle,
+)
+from stella_core.evidence.predicates import (
+    PREDICATE_NAMES,
+    PREDICATE_TYPES,
+    RUN_V1,
+    SLSA_VSA_V1,
+    StepOutcome,
+    referenced_inputs,
+    run_predicate,
+    vsa_predicate,
+)
+from stella_core.evidence.replay import replay_packet
+from stella_core.evidence.verify import Report, verify_capsule
+from stella_core.tenancy.keys import (
+    ORCHESTRATOR,
+    KeyStore,
+    LocalKeys,
+    NoSigningKeyError,
+    RegisteredKey,
+)
+from stella_core.tenancy.model import ProductRole
+from stella_core.tenancy.service import TenancyService
+from stella_core.tenancy.store import TenancyStore
+
+TEMPLATE_MEDIA_TYPE = "application/vnd.stella.workflow-template+json"
+DECISION_RECORD_MEDIA_TYPE = "application/vnd.stella.decision-record+json"
+JSON_MEDIA_TYPE = "application/json"
+ORCHESTRATOR_VERIFIER = "https://stella-desk.dev/verifier/orchestrator"
+
+
+def person_key_name(person: str) -> str:
+    return f"person.{person}"
+
+
+def origin_of(tenant_id: UUID) -> str:
+    """The checkpoint origin: one log per tenant."""
+    return f"stella-desk.dev/evidence/{tenant_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What to export: exactly one of these (since and until go together)."""
+
+    promotion_id: UUID | None = None
+    release: str | None = None
+    run_id: UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def check(self) -> None:
+        given = [
+            self.promotion_id is not None,
+            self.release is not None,
+            self.run_id is not None,
+            self.since is not None or self.until is not None,
+        ]
+        if sum(given) != 1:
+            raise DefinitionError(
+                "choose one selection: --promotion ID, --release NAME, --run ID, "
+                "or --since ISO --until ISO"
+            )
+        if (self.since is None) != (self.until is None):
+            raise DefinitionError("a time range needs both --since and --until")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise DefinitionError("--since must be before --until")
+
+    def filter(self) -> Filter:
+        return Filter(
+            promotion_id=self.promotion_id,
+            release=self.release,
+            run_id=self.run_id,
+            since=self.since,
+            until=self.until,
+        )
+
+    def to_json(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.promotion_id is not None:
+            out["promotion"] = str(self.promotion_id)
+        if self.release is not None:
+            out["release"] = self.release
+        if self.run_id is not None:
+            out["run"] = str(self.run_id)
+        if self.since is not None and self.until is not None:
+            out["since"] = self.since.isoformat()
+            out["until"] = self.until.isoformat()
+        return out
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def json_digest(value: Any) -> str:
+    """`sha256:` of a value's canonical JSON, floats allowed (outputs are hashed, not signed)."""
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(value)).hexdigest()
+
+
+class EvidenceService:
+    def __init__(self, db: Database, tenancy: TenancyService, local: LocalKeys) -> None:
+        self.db = db
+        self.tenancy = tenancy
+        self.local = local
+        self._templates: dict[UUID, tuple[bytes, str]] = {}
+
+    @property
+    def tenant_id(self) -> UUID:
+        if self.db.tenant_id is None:
+            raise AuthorizationError("evidence needs a tenant (a person's profile)")
+        return self.db.tenant_id
+
+    # keys -------------------------------------------------------------------------------
+    def signing_keys(self) -> list[RegisteredKey]:
+        with self.db.transaction() as conn:
+            return KeyStore(conn).registered()
+
+    def ensure_orchestrator_key(self) -> RegisteredKey | None:
+        """Register an orchestrator key if the tenant has none and this person is its admin;
+        None when there is none and this person may not create it."""
+        with self.db.transaction() as conn:
+            store = KeyStore(conn)
+            active = store.active(ORCHESTRATOR)
+            if active is not None:
+                return active
+            identity = TenancyStore(conn).identity()
+            if identity is None or identity.role is not ProductRole.ADMIN:
+                return None
+            return self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
+
+    def ensure_personal_key(self) -> RegisteredKey:
+        """This person's active key, created on this machine and registered on first need."""
+        with self.db.transaction() as conn:
+            identity = TenancyStore(conn).identity()
+            if identity is None:
+                raise AuthorizationError("this profile's person is not an active member")
+            store = KeyStore(conn)
+            active = store.active(identity.user)
+            if active is not None and self.local.load(
+                person_key_name(identity.user), active.key_id
+            ):
+                return active
+            return self._register_key(conn, "person", identity.user, "key.register")
+
+    def rotate_key(self, *, orchestrator: bool = False) -> RegisteredKey:
+        """A new active key; the old public key stays registered for old evidence."""
+        with self.db.transaction() as conn:
+            identity = TenancyStore(conn).identity()
+            if identity is None:
+                raise AuthorizationError("this profile's person is not an active member")
+            if not orchestrator:
+                return self._register_key(conn, "person", identity.user, "key.rotate")
+            if identity.role is not ProductRole.ADMIN:
+                raise AuthorizationError(
+                    f"{identity.user} is {identity.role.value}; rotating the orchestrator key "
+                    "needs admin"
+                )
+            return self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.rotate")
+
+    def _register_key(self, conn: Connection, kind: str, owner: str, action: str) -> RegisteredKey:
+        """A new key pair on this machine; its public part registered (and audited)."""
+        name = ORCHESTRATOR if kind == "orchestrator" else person_key_name(owner)
+        key = self.local.create(name)
+        store = KeyStore(conn)
+        store.register(self.tenant_id, kind, owner, key.public_key())
+        TenancyStore(conn).append_audit(self.tenant_id, action, "key", key.key_id, {"owner": owner})
+        found = store.active(owner)
+        assert found is not None
+        return found
+
+    def orchestrator_signer(self, conn: Connection) -> SigningKey:
+        active = KeyStore(conn).active(ORCHESTRATOR)
+        if active is None:
+            raise NoSigningKeyError(
+                "no orchestrator key is registered for this tenant; an admin registers one "
+                "with 'stella keys rotate --orchestrator'"
+            )
+        key = self.local.load(ORCHESTRATOR, active.key_id)
+        if key is None:
+            raise NoSigningKeyError(
+                f"this machine does not hold the orchestrator key {active.key_id[:16]}…; "
+                "system decisions are signed where 'stella serve' runs with that key"
+            )
+        return key
+
+    def personal_signer(self, conn: Connection) -> SigningKey:
+        identity = TenancyStore(conn).identity()
+        if identity is None:
+            raise AuthorizationError("this profile's person is not an active member")
+        active = KeyStore(conn).active(identity.user)
+        key = self.local.load(person_key_name(identity.user), active.key_id) if active else None
+        if key is None:
+            raise NoSigningKeyError(
+                f"{identity.user} has no personal signing key on this machine; "
+                "'stella keys rotate' creates one"
+            )
+        return key
+
+    # emitting ---------------------------------------------------------------------------
+    def emit(
+        self,
+        conn: Connection,
+        *,
+        predicate_type: str,
+        subjects: Iterable[tuple[str, str]],
+        predicate: Mapping[str, Any],
+        signer: SigningKey,
+        inputs: Sequence[Input] = (),
+        refs: Refs | None = None,
+    ) -> PacketRow:
+        """Sign and append one packet inside the caller's transaction."""
+        return self.emit_many(
+            conn, [(predicate_type, subjects, predicate, inputs, refs or Refs())], signer=signer
+        )[0]
+
+    def emit_many(
+        self,
+        conn: Connection,
+        items: Sequence[
+            tuple[str, Iterable[tuple[str, str]], Mapping[str, Any], Sequence[Input], Refs]
+        ],
+        *,
+        signer: SigningKey,
+    ) -> list[PacketRow]:
+        rows = []
+        inputs: list[Input] = []
+        for predicate_type, subjects, predicate, item_inputs, refs in items:
+            kind = PREDICATE_NAMES.get(predicate_type)
+            if kind is None:
+                raise DefinitionError(f"unknown predicate type {predicate_type!r}")
+            signed = statement(subjects, predicate_type, predicate)
+            bundle = bundle_bytes(sign_statement(signed, signer))
+            digests = ["sha256:" + s["digest"]["sha256"] for s in signed["subject"]]
+            rows.append((kind, predicate_type, digests, signer.key_id, bundle, refs))
+            inputs.extend(item_inputs)
+        store = LedgerStore(conn)
+        store.put_inputs(self.tenant_id, inputs)
+        return store.append(self.tenant_id, rows)
+
+    def emit_run(self, conn: Connection, run_id: UUID, status: str) -> PacketRow:
+        """The `run` packet of a run that just ended (the engine calls this in that
+        transaction)."""
+        from stella_core.workflows.store import WorkflowStore
+
+        store = WorkflowStore(conn)
+        run = store.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"no run {run_id}")
+        body, template_digest = self._template_input(store, run.template_version_id)
+        steps = [
+            StepOutcome(
+                id=s.id,
+                status=s.status,
+                attempts=s.attempts,
+                type=s.type,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                outputs_digest=json_digest(s.outputs) if s.outputs else None,
+            )
+            for s in run.steps
+        ]
+        release = run.release or {}
+        components = {str(c["name"]): str(c["digest"]) for c in release.get("components") or []}
+        predicate = run_predicate(
+            run_id=run.id,
+            template_name=run.template,
+            template_version=run.template_version,
+            template_digest=template_digest,
+            status=status,
+            steps=steps,
+            started_at=run.started_at or run.created_at,
+            finished_at=run.finished_at or run.created_at,
+            actor=run.created_by,
+            release_name=release.get("name"),
+            release_components=components or None,
+        )
+        subjects = list(components.items()) or [(f"template:{run.template}", template_digest)]
+        return self.emit(
+            conn,
+            predicate_type=RUN_V1,
+            subjects=subjects,
+            predicate=predicate,
+            signer=self.orchestrator_signer(conn),
+            inputs=[Input(TEMPLATE_MEDIA_TYPE, body)],
+            refs=Refs(release=release.get("name"), run_id=run.id),
+        )
+
+    def emit_decision(
+        self,
+        conn: Connection,
+        *,
+        policy: Mapping[str, Any],
+        inputs: Mapping[str, Any],
+        decision: Any,
+        subjects: Iterable[tuple[str, str]],
+        resource_uri: str,
+        refs: Refs | None = None,
+    ) -> PacketRow:
+        """A decision's VSA packet, signed by the orchestrator. The policy, each input part and
+        the full decision record (everything replay needs) are stored as inputs by digest."""
+        from stella_core.promotions.decision import decision_record, policy_digest
+
+        record = decision_record(policy, inputs, decision)
+        record_input = Input(DECISION_RECORD_MEDIA_TYPE, canonical_json(record))
+        policy_input = Input(JSON_MEDIA_TYPE, canonical_json(policy))
+        assert policy_input.digest == policy_digest(policy)
+        parts = {
+            name: Input(JSON_MEDIA_TYPE, canonical_json(part)) for name, part in inputs.items()
+        }
+        verdict = str(decision.verdict)
+        environment = str(policy.get("environment", "-"))
+        predicate = vsa_predicate(
+            ORCHESTRATOR_VERIFIER,
+            decision.evaluated_at,
+            resource_uri,
+            f"stella://policies/{environment}",
+            policy_input.digest,
+            [(f"stella://inputs/{name}", i.digest) for name, i in sorted(parts.items())],
+            "PASSED" if verdict == "allow" else "FAILED",
+            [f"STELLA_DECISION_{verdict.upper()}"],
+            record_input.digest,
+        )
+        return self.emit(
+            conn,
+            predicate_type=SLSA_VSA_V1,
+            subjects=subjects,
+            predicate=predicate,
+            signer=self.orchestrator_signer(conn),
+            inputs=[record_input, policy_input, *parts.values()],
+            refs=refs,
+        )
+
+    def _template_input(self, store: Any, version_id: UUID) -> tuple[bytes, str]:
+        """The template version's canonical bytes (its digest is the template digest)."""
+        cached = self._templates.get(version_id)
+        if cached is not None:
+            return cached
+        from stella_core.workflows.template import canonical_json as template_json
+        from stella_core.workflows.template import load_document
+
+        document = store.document(version_id)
+        if document is None:
+            raise NotFoundError(f"no template version {version_id}")
+        body = template_json(load_document(document), version=False)
+        found = (body, "sha256:" + hashlib.sha256(body).hexdigest())
+        self._templates[version_id] = found
+        return found
+
+    # reading ----------------------------------------------------------------------------
+    def find(self, where: Filter | None = None) -> list[PacketRow]:
+        where = where or Filter()
+        if where.type is not None and where.type not in PREDICATE_TYPES:
+            known = ", ".join(sorted(PREDICATE_TYPES))
+            raise DefinitionError(f"unknown packet type {where.type!r}; one of: {known}")
+        with self.db.transaction() as conn:
+            return LedgerStore(conn).select(where)
+
+    def get(self, packet_id: UUID | str) -> dict[str, Any]:
+        """One packet decoded: statement, signer, chain position, and whether it verifies."""
+        ident = _uuid(packet_id, "packet id")
+        with self.db.transaction() as conn:
+            store = LedgerStore(conn)
+            row = store.get(ident)
+            if row is None:
+                raise NotFoundError(f"no evidence packet {packet_id}")
+            keys = KeyStore(conn).registered()
+            checkpoints = store.checkpoints()
+        assert row.bundle is not None
+        detail = row.to_json()
+        signer = next((k for k in keys if k.key_id == row.signer_key_id), None)
+        detail["signer"] = signer.to_json() if signer else None
+        try:
+            verified = verify_bundle(json.loads(row.bundle), {k.key_id: k.public_key for k in keys})
+            detail["verified"] = True
+            detail["problem"] = None
+            detail["statement"] = verified.statement
+        except (PacketError, ValueError) as exc:
+            detail["verified"] = False
+            detail["problem"] = getattr(exc, "message", str(exc))
+            detail["statement"] = None
+        detail["chain_ok"] = chain_hash(row.prev_hash, row.seq, row.bundle_digest) == row.hash
+        covering = next((c for c in checkpoints if c.tree_size >= row.seq), None)
+        detail["checkpoint"] = covering.tree_size if covering else None
+        detail["bundle"] = row.bundle.decode("utf-8")
+        return detail
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        with self.db.transaction() as conn:
+            return LedgerStore(conn).checkpoints()
+
+    # checkpoints ------------------------------------------------------------------------
+    def checkpoint(self) -> CheckpointRow:
+        """Seal the ledger as it is now: a signed checkpoint over every packet. Refuses to seal a
+        ledger whose chain does not recompute or does not extend the last checkpoint."""
+        with self.db.transaction() as conn:
+            return self._checkpoint(conn)
+
+    def _checkpoint(self, conn: Connection) -> CheckpointRow:
+        store = LedgerStore(conn)
+        store.lock(self.tenant_id)
+        chain = store.chain()
+        if not chain:
+            raise NotFoundError("the ledger is empty: there is nothing to seal yet")
+        _check_chain_links(chain)
+        altered = store.altered_bundles()
+        if altered:
+            raise IntegrityError(
+                f"packet #{altered[0]} no longer matches the digest it was appended with: "
+                "refusing to seal the ledger; 'stella evidence verify --ledger' names every problem"
+            )
+        existing = store.checkpoints()
+        if existing and existing[-1].tree_size == len(chain):
+            return existing[-1]
+        tree = MerkleTree.from_leaves(bytes.fromhex(c.hash) for c in chain)
+        for previous in existing:
+            if tree.root(previous.tree_size).hex() != previous.root_hash:
+                raise IntegrityError(
+                    f"the ledger no longer matches checkpoint {previous.tree_size}: "
+                    "packets it sealed were changed or removed; 'stella evidence verify "
+                    "--ledger' names them"
+                )
+        signer = self.orchestrator_signer(conn)
+        head = Checkpoint(origin_of(self.tenant_id), len(chain), tree.root())
+        note = sign_checkpoint(head, signer)
+        store.add_checkpoint(self.tenant_id, len(chain), head.root.hex(), note, signer.key_id)
+        return store.checkpoints()[-1]
+
+    # export -----------------------------------------------------------------------------
+    def capsule_files(
+        self,
+        selection: Selection | None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[dict[str, bytes], int]:
+        """The capsule's files for a selection (None: the whole ledger, as `verify --ledger`
+        checks it), and the number of packets."""
+        if selection is not None:
+            selection.check()
+        with self.db.transaction() as conn:
+            store = LedgerStore(conn)
+            rows = store.select(selection.filter() if selection else Filter())
+            if not rows:
+                raise NotFoundError("no evidence packets match this selection")
+            last = max(r.seq for r in rows)
+            covering = next((c for c in store.checkpoints() if c.tree_size >= last), None)
+        if covering is None:
+            covering = self.checkpoint()
+        with self.db.transaction() as conn:
+            store = LedgerStore(conn)
+            chain = store.chain(covering.tree_size)
+            bundles = store.bundles([r.seq for r in rows])
+            registered = KeyStore(conn).registered()
+            trusted = {k.key_id: k.public_key for k in registered}
+            references: set[str] = set()
+            for done, row in enumerate(rows, 1):
+                try:
+                    verified = verify_bundle(json.loads(bundles[row.seq]), trusted)
+                    references.update(
+                        d for _, d in referenced_inputs(verified.predicate_type, verified.predicate)
+                    )
+                except (PacketError, ValueError):
+                    pass  # exported as stored; the verifier reports it
+                if progress is not None:
+                    progress(done, len(rows) * 2)
+            inputs = store.inputs(references)
+        signers = {r.signer_key_id for r in rows} | {covering.signer_key_id}
+        packets = [
+            capsule.CapsulePacket(
+                seq=r.seq,
+                id=str(r.id),
+                type=r.type,
+                predicate_type=r.predicate_type,
+                bundle=bundles[r.seq],
+                signer_key_id=r.signer_key_id,
+                actor=r.actor,
+                created_at=r.created_at.isoformat(),
+                release=r.release,
+                environment=r.environment,
+                promotion_id=str(r.promotion_id) if r.promotion_id else None,
+                run_id=str(r.run_id) if r.run_id else None,
+            )
+            for r in rows
+        ]
+        keys = [
+            capsule.CapsuleKey(
+                k.key_id, k.owner_kind, k.owner, k.public_key.pem(), k.registered_at.isoformat()
+            )
+            for k in registered
+            if k.key_id in signers
+        ]
+        files = capsule.build(
+            origin=origin_of(self.tenant_id),
+            selection=selection.to_json() if selection else {"ledger": "all"},
+            packets=packets,
+            chain=[(c.seq, c.bundle_digest, c.prev_hash, c.hash) for c in chain],
+            inputs=inputs,
+            keys=keys,
+            checkpoint_note=covering.note,
+            checkpoint_size=covering.tree_size,
+        )
+        return files, len(rows)
+
+    def export(
+        self,
+        selection: Selection,
+        out: Path,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        files, count = self.capsule_files(selection, progress=progress)
+        half = len(files)
+
+        def written(done: int, total: int) -> None:
+            if progress is not None:
+                progress(half + done, half + total)
+
+        digest = capsule.write_tar(files, out, progress=written)
+        return {
+            "out": str(out),
+            "digest": digest,
+            "packets": count,
+            "files": len(files),
+            "selection": selection.to_json(),
+        }
+
+    def verify_ledger(self) -> Report:
+        """The live ledger checked by the same code as an exported capsule: every packet, the
+        whole chain, and the last checkpoint (packets after it have no proof yet)."""
+        with self.db.transaction() as conn:
+            store = LedgerStore(conn)
+            chain = store.chain()
+            registered = KeyStore(conn).registered()
+            checkpoints = store.checkpoints()
+            rows = store.select(Filter())
+            bundles = store.bundles([r.seq for r in rows])
+            inputs = store.all_inputs()
+        last = checkpoints[-1] if checkpoints else None
+        files = capsule.build(
+            origin=origin_of(self.tenant_id),
+            selection={"ledger": "all"},
+            packets=[
+                capsule.CapsulePacket(
+                    seq=r.seq,
+                    id=str(r.id),
+                    type=r.type,
+                    predicate_type=r.predicate_type,
+                    bundle=bundles.get(r.seq, b""),
+                    signer_key_id=r.signer_key_id,
+                    actor=r.actor,
+                    created_at=r.created_at.isoformat(),
+                )
+                for r in rows
+            ],
+            chain=[(c.seq, c.bundle_digest, c.prev_hash, c.hash) for c in chain],
+            inputs=inputs,
+            keys=[],
+            checkpoint_note=last.note if last else "",
+            checkpoint_size=min(last.tree_size, len(chain)) if last else 0,
+            allow_uncovered=True,
+        )
+        report = verify_capsule(files, [k.public_key for k in registered], allow_uncovered=True)
+        report.trust = "keys registered in the database"
+        if last is not None and last.tree_size > len(chain):
+            report.add(
+                None,
+                "checkpoints",
+                f"checkpoint {last.tree_size} seals more packets than the ledger holds "
+                f"({len(chain)}): packets were removed",
+            )
+        return report
+
+    # replay -----------------------------------------------------------------------------
+    def replay(self, packet_id: UUID | str, policy: Any = None) -> dict[str, Any]:
+        ident = _uuid(packet_id, "packet id")
+        with self.db.transaction() as conn:
+            store = LedgerStore(conn)
+            row = store.get(ident)
+            if row is None:
+                raise NotFoundError(f"no evidence packet {packet_id}")
+            trusted = KeyStore(conn).public_keys()
+            assert row.bundle is not None
+            verified = verify_bundle(json.loads(row.bundle), trusted)
+            digests = [d for _, d in referenced_inputs(verified.predicate_type, verified.predicate)]
+            inputs = {d: body for d, (_, body) in store.inputs(digests).items()}
+        outcome = replay_packet(str(row.id), verified, inputs, policy)
+        return {
+            "same": outcome.same,
+            "differences": outcome.differences,
+            "packets": [outcome.to_json()],
+        }
+
+
+def replay_capsule(
+    files: Mapping[str, bytes], trusted: Sequence[PublicKey] | None, policy: Any = None
+) -> dict[str, Any]:
+    """Replay every packet of a capsule that verifies (with no database)."""
+    report = verify_capsule(files, trusted)
+    inputs = {
+        "sha256:" + name.rsplit("/", 1)[-1]: body
+        for name, body in files.items()
+        if name.startswith("inputs/sha256/")
+    }
+    outcomes = [
+        replay_packet(label, packet, inputs, policy) for label, packet in report.verified.items()
+    ]
+    differences = [d for o in outcomes for d in o.differences]
+    unverified = [p.to_json() for p in report.problems if p.check == "signatures"]
+    return {
+        "same": bool(outcomes) and not differences and not unverified,
+        "differences": differences,
+        "packets": [o.to_json() for o in outcomes],
+        "unverified": unverified,
+    }
+
+
+def _check_chain_links(chain: Sequence[Any]) -> None:
+    prev = GENESIS
+    for index, link in enumerate(chain, 1):
+        if link.seq != index:
+            raise IntegrityError(f"the ledger is missing packet #{index}: refusing to seal it")
+        if (
+            link.prev_hash != prev
+            or chain_hash(link.prev_hash, link.seq, link.bundle_digest) != link.hash
+        ):
+            raise IntegrityError(
+                f"the ledger's chain is broken at packet #{link.seq}: refusing to seal it; "
+                "'stella evidence verify --ledger' names every problem"
+            )
+        prev = link.hash
+
+
+def _uuid(value: UUID | str, what: str) -> UUID:
+    try:
+        return value if isinstance(value, UUID) else UUID(str(value))
+    except ValueError as exc:
+        raise DefinitionError(f"{what} {value!r} is not a UUID") from exc

@@ -1,0 +1,360 @@
+"""Offline verification of a decision capsule: no database, no network, every problem reported.
+
+Four checks, each counted in `checked`:
+- `signatures`: each packet's bundle verifies against the trusted keys (the auditor's
+  `--trusted-key` files, or else the keys the capsule carries, which the report says);
+- `digests`: every file against SHA256SUMS, and every input a signed predicate names by digest
+  is present with that digest;
+- `chain`: every link recomputes, links follow each other from seq 1 without a gap, and each
+  packet's bundle is the one its link names;
+- `checkpoints`: the checkpoint is signed by a trusted key, its root is the Merkle root of the
+  chain, and each packet's inclusion proof leads to that root.
+
+The manifest is not trusted: it is only a table of contents, checked against what is signed.
+The ledger's own verification (`stella evidence verify --ledger`) builds a capsule in memory and
+runs this same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stella_core.crypto.keys import PublicKey
+from stella_core.errors import StellaError
+from stella_core.evidence.capsule import FORMAT, input_file, packet_file, proof_file
+from stella_core.evidence.ledger import GENESIS, chain_hash
+from stella_core.evidence.merkle import MerkleTree, leaf_hash, verify_checkpoint
+from stella_core.evidence.merkle import verify_inclusion_hash as inclusion_ok
+from stella_core.evidence.packets import PacketError, VerifiedPacket, verify_bundle
+from stella_core.evidence.predicates import PREDICATE_NAMES, referenced_inputs
+
+CHECKS = ("signatures", "digests", "chain", "checkpoints")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    packet: str | None
+    check: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"packet": self.packet, "check": self.check, "message": self.message}
+
+
+@dataclass
+class Report:
+    checked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHECKS, 0))
+    problems: list[Problem] = field(default_factory=list)
+    trust: str = "trusted keys given"
+    packets: int = 0
+    verified: dict[str, VerifiedPacket] = field(default_factory=dict)  # packet id -> packet
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, packet: str | None, check: str, message: str) -> None:
+        self.problems.append(Problem(packet, check, message))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": dict(self.checked),
+            "problems": [p.to_json() for p in self.problems],
+            "packets": self.packets,
+            "trust": self.trust,
+        }
+
+
+def _load_json(files: Mapping[str, bytes], name: str) -> Any:
+    body = files.get(name)
+    if body is None:
+        return None
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def verify_capsule(
+    files: Mapping[str, bytes],
+    trusted: Sequence[PublicKey] | None = None,
+    *,
+    allow_uncovered: bool = False,
+) -> Report:
+    report = Report()
+    _check_sums(files, report)
+    manifest = _load_json(files, "manifest.json")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        report.add(None, "digests", f"manifest.json is missing or not a {FORMAT} manifest")
+        return report
+    keys = _keys(files, report)
+    if trusted:
+        trust = {k.key_id: k for k in trusted}
+    else:
+        trust = keys
+        report.trust = (
+            "keys carried in the archive (pass --trusted-key to check them against your own)"
+        )
+    entries = manifest.get("packets")
+    if not isinstance(entries, list):
+        report.add(None, "digests", "manifest.json lists no packets")
+        return report
+    chain = _chain(files, report)
+    packets: list[tuple[str, int, bytes]] = []
+    for entry in entries:
+        seq = entry.get("seq") if isinstance(entry, dict) else None
+        packet_id = str(entry.get("id")) if isinstance(entry, dict) else None
+        if not isinstance(seq, int) or seq < 1:
+            report.add(packet_id, "digests", "manifest entry without a valid seq")
+            continue
+        label = packet_id or f"seq {seq}"
+        bundle_bytes = files.get(packet_file(seq))
+        if bundle_bytes is None:
+            report.add(
+                label, "digests", f"packet #{seq} is listed but {packet_file(seq)} is missing"
+            )
+            continue
+        report.packets += 1
+        packets.append((label, seq, bundle_bytes))
+        verified = _check_signature(label, seq, bundle_bytes, entry, trust, report)
+        if verified is not None:
+            report.verified[label] = verified
+            _check_inputs(label, verified, files, report)
+        _check_link(label, seq, bundle_bytes, chain, report)
+    _check_chain(chain, report)
+    _check_checkpoint(files, manifest, chain, packets, trust, report, allow_uncovered)
+    return report
+
+
+def _check_sums(files: Mapping[str, bytes], report: Report) -> None:
+    sums = files.get("SHA256SUMS")
+    if sums is None:
+        report.add(None, "digests", "SHA256SUMS is missing")
+        return
+    listed: dict[str, str] = {}
+    for number, line in enumerate(sums.decode("utf-8", "replace").splitlines(), 1):
+        match = _SUM_LINE.fullmatch(line)
+        if not match:
+            report.add(None, "digests", f"SHA256SUMS line {number} is malformed")
+            continue
+        listed[match[2]] = match[1]
+    for name, expected in sorted(listed.items()):
+        body = files.get(name)
+        report.checked["digests"] += 1
+        if body is None:
+            report.add(_packet_of(name), "digests", f"{name} is listed in SHA256SUMS but missing")
+        elif hashlib.sha256(body).hexdigest() != expected:
+            report.add(_packet_of(name), "digests", f"{name} does not match its SHA256SUMS digest")
+    for name in sorted(set(files) - set(listed) - {"SHA256SUMS"}):
+        report.add(_packet_of(name), "digests", f"{name} is not listed in SHA256SUMS")
+
+
+def _packet_of(name: str) -> str | None:
+    # SHA256SUMS problems name the packet file's seq; the per-packet checks name the id.
+    match = re.fullmatch(r"packets/0*([0-9]+)\.sigstore\.json", name)
+    return f"seq {match[1]}" if match else None
+
+
+def _keys(files: Mapping[str, bytes], report: Report) -> dict[str, PublicKey]:
+    keys: dict[str, PublicKey] = {}
+    for name in sorted(files):
+        if not (name.startswith("keys/") and name.endswith(".pem")):
+            continue
+        try:
+            key = PublicKey.from_pem(files[name])
+        except StellaError as exc:
+            report.add(None, "signatures", f"{name} is not a P-256 public key: {exc}")
+            continue
+        if name != f"keys/{key.key_id}.pem":
+            report.add(None, "signatures", f"{name} holds key {key.key_id}, not the one it names")
+            continue
+        keys[key.key_id] = key
+    return keys
+
+
+def _check_signature(
+    label: str,
+    seq: int,
+    bundle_bytes: bytes,
+    entry: Mapping[str, Any],
+    trust: Mapping[str, PublicKey],
+    report: Report,
+) -> VerifiedPacket | None:
+    report.checked["signatures"] += 1
+    try:
+        bundle = json.loads(bundle_bytes)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        report.add(label, "signatures", f"packet #{seq} is not JSON: {exc}")
+        return None
+    if not trust:
+        report.add(label, "signatures", f"packet #{seq}: no trusted public key to check it with")
+        return None
+    try:
+        verified = verify_bundle(bundle, trust)
+    except PacketError as exc:
+        report.add(label, "signatures", f"packet #{seq}: {exc.message}")
+        return None
+    listed = entry.get("predicateType")
+    if listed is not None and listed != verified.predicate_type:
+        report.add(
+            label,
+            "signatures",
+            f"packet #{seq} is listed as {listed!r} but its signed type is "
+            f"{verified.predicate_type!r}",
+        )
+    if verified.predicate_type not in PREDICATE_NAMES:
+        report.add(label, "signatures", f"packet #{seq} has unknown type {verified.predicate_type}")
+    return verified
+
+
+def _check_inputs(
+    label: str, verified: VerifiedPacket, files: Mapping[str, bytes], report: Report
+) -> None:
+    for name, digest in referenced_inputs(verified.predicate_type, verified.predicate):
+        report.checked["digests"] += 1
+        body = files.get(input_file(digest))
+        if body is None:
+            report.add(label, "digests", f"input {name} ({digest}) is not in the capsule")
+        elif "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            report.add(label, "digests", f"input {name} does not match its digest {digest}")
+
+
+def _chain(files: Mapping[str, bytes], report: Report) -> list[dict[str, Any]]:
+    chain = _load_json(files, "ledger/chain.json")
+    if not isinstance(chain, list) or not all(isinstance(c, dict) for c in chain):
+        report.add(None, "chain", "ledger/chain.json is missing or malformed")
+        return []
+    return chain
+
+
+def _check_link(
+    label: str, seq: int, bundle_bytes: bytes, chain: Sequence[dict[str, Any]], report: Report
+) -> None:
+    link = chain[seq - 1] if 0 < seq <= len(chain) else None
+    if link is None or link.get("seq") != seq:
+        report.add(label, "chain", f"packet #{seq} has no link in the ledger chain")
+        return
+    digest = "sha256:" + hashlib.sha256(bundle_bytes).hexdigest()
+    if link.get("bundleDigest") != digest:
+        report.add(
+            label,
+            "chain",
+            f"packet #{seq}'s bundle is not the one the chain recorded "
+            f"({digest[:19]}… against {str(link.get('bundleDigest'))[:19]}…)",
+        )
+
+
+def _check_chain(chain: Sequence[dict[str, Any]], report: Report) -> None:
+    prev = GENESIS
+    for index, link in enumerate(chain):
+        report.checked["chain"] += 1
+        seq, digest, link_prev, link_hash = (
+            link.get("seq"),
+            link.get("bundleDigest"),
+            link.get("prevHash"),
+            link.get("hash"),
+        )
+        where = f"seq {seq}"
+        if seq != index + 1:
+            report.add(
+                where, "chain", f"chain link {index + 1} is numbered {seq}: a packet is missing"
+            )
+            prev = str(link_hash)
+            continue
+        if link_prev != prev:
+            report.add(
+                where,
+                "chain",
+                f"packet #{seq} does not follow packet #{seq - 1}: its previous hash differs "
+                "(a packet before it was changed or removed)",
+            )
+        if not (
+            isinstance(link_hash, str) and isinstance(digest, str) and _HEX64.fullmatch(link_hash)
+        ):
+            report.add(where, "chain", f"chain link {seq} is malformed")
+        elif chain_hash(str(link_prev), seq, digest) != link_hash:
+            report.add(where, "chain", f"chain link {seq} does not recompute: it was altered")
+        prev = str(link_hash)
+
+
+def _check_checkpoint(
+    files: Mapping[str, bytes],
+    manifest: Mapping[str, Any],
+    chain: Sequence[dict[str, Any]],
+    packets: Sequence[tuple[str, int, bytes]],
+    trust: Mapping[str, PublicKey],
+    report: Report,
+    allow_uncovered: bool,
+) -> None:
+    note = files.get("ledger/checkpoint.txt")
+    if note is None and allow_uncovered:
+        return
+    report.checked["checkpoints"] += 1
+    if note is None:
+        report.add(None, "checkpoints", "ledger/checkpoint.txt is missing")
+        return
+    try:
+        checkpoint = verify_checkpoint(
+            note, list(trust.values()), key_name=str(manifest.get("origin"))
+        )
+    except StellaError as exc:
+        report.add(None, "checkpoints", f"checkpoint: {exc}")
+        return
+    size = checkpoint.size
+    if size > len(chain):
+        report.add(
+            None, "checkpoints", f"the checkpoint covers {size} packets, the chain {len(chain)}"
+        )
+        return
+    leaves = []
+    for link in chain[:size]:
+        value = link.get("hash")
+        leaves.append(
+            bytes.fromhex(value) if isinstance(value, str) and _HEX64.fullmatch(value) else b""
+        )
+    intact = all(len(leaf) == 32 for leaf in leaves)
+    if intact and MerkleTree.from_leaves(leaves).root(size) != checkpoint.root:
+        report.add(
+            None,
+            "checkpoints",
+            f"the chain's Merkle root differs from the signed checkpoint of size {size}: "
+            "the ledger was altered after it was sealed",
+        )
+    for label, seq, _ in packets:
+        if seq > size and allow_uncovered:
+            continue
+        report.checked["checkpoints"] += 1
+        proof = _load_json(files, proof_file(seq))
+        if seq > size:
+            report.add(label, "checkpoints", f"packet #{seq} is not covered by the checkpoint")
+            continue
+        link_hash = chain[seq - 1].get("hash") if seq <= len(chain) else None
+        hashes = proof.get("hashes") if isinstance(proof, dict) else None
+        if not (
+            isinstance(hashes, list)
+            and all(isinstance(h, str) and _HEX64.fullmatch(h) for h in hashes)
+        ):
+            report.add(
+                label, "checkpoints", f"packet #{seq}'s inclusion proof is missing or malformed"
+            )
+            continue
+        if not (isinstance(link_hash, str) and _HEX64.fullmatch(link_hash)) or not inclusion_ok(
+            leaf_hash(bytes.fromhex(link_hash)),
+            seq - 1,
+            size,
+            [bytes.fromhex(h) for h in hashes],
+            checkpoint.root,
+        ):
+            report.add(
+                label,
+                "checkpoints",
+                f"packet #{seq}'s inclusion proof does not lead to the checkpoint's root",
+            )

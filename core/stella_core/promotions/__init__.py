@@ -1,0 +1,1 @@
+"""Promotions: the pure decision engine that says whether a release may enter an environment."""
