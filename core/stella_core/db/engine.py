@@ -49,6 +49,8 @@ class Database:
                 yield conn
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate(exc) from exc
+        except psycopg.Error as exc:  # from statements sent on the driver connection
+            raise translate_driver(exc) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -56,7 +58,10 @@ class Database:
 
 def translate(exc: sqlalchemy.exc.DBAPIError) -> StellaError:
     """Map database refusals to the error families the CLI and desktop understand."""
-    orig = exc.orig
+    return translate_driver(exc.orig)
+
+
+def translate_driver(orig: BaseException | None) -> StellaError:
     message = _primary_message(orig)
     if isinstance(orig, psycopg.errors.InsufficientPrivilege):
         return AuthorizationError(message)

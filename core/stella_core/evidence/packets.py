@@ -460,7 +460,10 @@ _DECODER = json.JSONDecoder(
 
 
 def verify_bundle(
-    bundle: Mapping[str, Any], keys: Mapping[str, PublicKey] | Sequence[PublicKey]
+    bundle: Mapping[str, Any],
+    keys: Mapping[str, PublicKey] | Sequence[PublicKey],
+    *,
+    raw_digest: str | None = None,
 ) -> VerifiedPacket:
     """Verify a Sigstore bundle v0.3 against trusted public keys; raise PacketError (an
     IntegrityError) naming what failed.
@@ -530,7 +533,8 @@ def verify_bundle(
         statement=statement,
         payload=payload,
         signer_key_id=signer,
-        bundle_digest=bundle_digest(bundle),
+        # A caller that read the bundle from bytes already hashed them (a capsule's verifier).
+        bundle_digest=raw_digest or bundle_digest(bundle),
     )
 
 

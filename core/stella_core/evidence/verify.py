@@ -90,7 +90,8 @@ def verify_capsule(
     allow_uncovered: bool = False,
 ) -> Report:
     report = Report()
-    _check_sums(files, report)
+    digests = _digests(files)
+    _check_sums(files, digests, report)
     manifest = _load_json(files, "manifest.json")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         report.add(None, "digests", f"manifest.json is missing or not a {FORMAT} manifest")
@@ -124,17 +125,23 @@ def verify_capsule(
             continue
         report.packets += 1
         packets.append((label, seq, bundle_bytes))
-        verified = _check_signature(label, seq, bundle_bytes, entry, trust, report)
+        digest = "sha256:" + digests[packet_file(seq)]
+        verified = _check_signature(label, seq, bundle_bytes, digest, entry, trust, report)
         if verified is not None:
             report.verified[label] = verified
-            _check_inputs(label, verified, files, report)
-        _check_link(label, seq, bundle_bytes, chain, report)
+            _check_inputs(label, verified, files, digests, report)
+        _check_link(label, seq, digest, chain, report)
     _check_chain(chain, report)
     _check_checkpoint(files, manifest, chain, packets, trust, report, allow_uncovered)
     return report
 
 
-def _check_sums(files: Mapping[str, bytes], report: Report) -> None:
+def _digests(files: Mapping[str, bytes]) -> dict[str, str]:
+    """Every file's SHA-256 hex, computed once: SHA256SUMS, chain links and inputs reuse it."""
+    return {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}
+
+
+def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: Report) -> None:
     sums = files.get("SHA256SUMS")
     if sums is None:
         report.add(None, "digests", "SHA256SUMS is missing")
@@ -147,11 +154,10 @@ def _check_sums(files: Mapping[str, bytes], report: Report) -> None:
             continue
         listed[match[2]] = match[1]
     for name, expected in sorted(listed.items()):
-        body = files.get(name)
         report.checked["digests"] += 1
-        if body is None:
+        if name not in files:
             report.add(_packet_of(name), "digests", f"{name} is listed in SHA256SUMS but missing")
-        elif hashlib.sha256(body).hexdigest() != expected:
+        elif digests[name] != expected:
             report.add(_packet_of(name), "digests", f"{name} does not match its SHA256SUMS digest")
     for name in sorted(set(files) - set(listed) - {"SHA256SUMS"}):
         report.add(_packet_of(name), "digests", f"{name} is not listed in SHA256SUMS")
@@ -184,6 +190,7 @@ def _check_signature(
     label: str,
     seq: int,
     bundle_bytes: bytes,
+    digest: str,
     entry: Mapping[str, Any],
     trust: Mapping[str, PublicKey],
     report: Report,
@@ -198,7 +205,7 @@ def _check_signature(
         report.add(label, "signatures", f"packet #{seq}: no trusted public key to check it with")
         return None
     try:
-        verified = verify_bundle(bundle, trust)
+        verified = verify_bundle(bundle, trust, raw_digest=digest)
     except PacketError as exc:
         report.add(label, "signatures", f"packet #{seq}: {exc.message}")
         return None
@@ -216,14 +223,18 @@ def _check_signature(
 
 
 def _check_inputs(
-    label: str, verified: VerifiedPacket, files: Mapping[str, bytes], report: Report
+    label: str,
+    verified: VerifiedPacket,
+    files: Mapping[str, bytes],
+    digests: Mapping[str, str],
+    report: Report,
 ) -> None:
     for name, digest in referenced_inputs(verified.predicate_type, verified.predicate):
         report.checked["digests"] += 1
-        body = files.get(input_file(digest))
-        if body is None:
+        path = input_file(digest)
+        if path not in files:
             report.add(label, "digests", f"input {name} ({digest}) is not in the capsule")
-        elif "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+        elif "sha256:" + digests[path] != digest:
             report.add(label, "digests", f"input {name} does not match its digest {digest}")
 
 
@@ -236,13 +247,12 @@ def _chain(files: Mapping[str, bytes], report: Report) -> list[dict[str, Any]]:
 
 
 def _check_link(
-    label: str, seq: int, bundle_bytes: bytes, chain: Sequence[dict[str, Any]], report: Report
+    label: str, seq: int, digest: str, chain: Sequence[dict[str, Any]], report: Report
 ) -> None:
     link = chain[seq - 1] if 0 < seq <= len(chain) else None
     if link is None or link.get("seq") != seq:
         report.add(label, "chain", f"packet #{seq} has no link in the ledger chain")
         return
-    digest = "sha256:" + hashlib.sha256(bundle_bytes).hexdigest()
     if link.get("bundleDigest") != digest:
         report.add(
             label,
