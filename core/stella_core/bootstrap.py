@@ -12,9 +12,10 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import UUID
 
 import sqlalchemy.exc
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from stella_core.crypto.secretbox import SecretBox
@@ -24,6 +25,7 @@ from stella_core.environments.service import EnvironmentService
 from stella_core.errors import DatabaseError, NotFoundError
 from stella_core.evidence.service import EvidenceService
 from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
+from stella_core.promotions.service import PromotionService
 from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.keys import LocalKeys
 from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
@@ -169,7 +171,13 @@ class Stella:
         self.environments = EnvironmentService(self.db, self.tenancy)
         self.local_keys = LocalKeys(backend.home, backend.target, self.secrets)
         self.evidence = EvidenceService(self.db, self.tenancy, self.local_keys)
-        self.workflows = WorkflowService(self.db, self.tenancy, run_end=self.evidence.emit_run)
+        self.workflows = WorkflowService(self.db, self.tenancy, run_end=self._run_ended)
+        self.promotions = PromotionService(self.db, self.tenancy, self.evidence, self.workflows)
+
+    def _run_ended(self, conn: Connection, run_id: UUID, status: str) -> None:
+        """In the transaction that ends a run: its evidence, and its promotion's outcome."""
+        self.evidence.emit_run(conn, run_id, status)
+        self.promotions.run_ended(conn, run_id, status)
 
     @classmethod
     def open(

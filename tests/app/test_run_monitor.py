@@ -268,9 +268,10 @@ def test_start_a_run_from_the_window_watch_it_live_and_approve(
     assert page.start_button.isEnabled()
 
     dialog = page.open_start_dialog()
-    run(until(lambda: dialog.template.count() == 3))  # two here + the demo template
+    run(until(lambda: dialog.template.count() == 4))  # two here + the two demo templates
     dialog.choose("gated")
-    run(until(lambda: "environment" in dialog.rows))
+    # The demo's "deliver" also asks for an environment: wait until gated's inputs are read.
+    run(until(lambda: "environment" in dialog.rows and dialog.start_button.isEnabled()))
     assert dialog.release.currentText() == "shop-2026.11.3"  # the newest release
     # A required input left empty is named next to its field; nothing starts.
     assert run(dialog.submit()) is None

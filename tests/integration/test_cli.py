@@ -170,7 +170,7 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     ok_json(env, "db", "upgrade", "--output", "json")
     seeded = ok_json(env, "demo", "seed", "--output", "json")
     assert set(seeded["people"]) == {"alice", "bob", "carol", "dave"}
-    assert seeded["templates"] == ["promote-web"]
+    assert seeded["templates"] == ["promote-web", "deliver"]
     releases = ok_json(env, "--profile", "alice", "release", "list", "--output", "json")
     assert len(releases) == 3
     assert all(c["digest"].startswith("sha256:") for r in releases for c in r["components"])

@@ -129,7 +129,10 @@ def prepare_demo_runs(stella: Stella, timeout: float = 60.0) -> list[UUID]:
     database (seeded releases, no template but the seeded one and no run yet) and where steps
     may run here: a person's real database is never written to."""
     service = stella.workflows
-    foreign = [t for t in service.list_templates() if t.name != demo_template()["name"]]
+    from stella_core.demo.seed import DEMO_WORKFLOW
+
+    seeded = {demo_template()["name"], DEMO_WORKFLOW}
+    foreign = [t for t in service.list_templates() if t.name not in seeded]
     if service.list_runs(1) or foreign or not _may_run(stella):
         return []
     releases = sorted(stella.releases.list_releases(), key=lambda r: r.created_at)

@@ -518,8 +518,11 @@ class WorkflowEditor(QWidget):
         first = not self._library_loaded
         self._library_loaded = True
         if first and stored and not self.document.modified and self.document.origin is None:
+            # The bundled example when it is stored (the demo's richest graph), else the first.
+            sample = library.sample_template().name
+            chosen = next((t for t in stored if t.name == sample), stored[0])
             with contextlib.suppress(OpFailed):  # presented; the list is there to pick another
-                await self.open_template(stored[0].name, stored[0].latest)
+                await self.open_template(chosen.name, chosen.latest)
 
     def _on_changes(self, changes: OpChanges) -> None:
         if changes.touches(Change.PERSON) and self.session.ready:

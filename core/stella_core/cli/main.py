@@ -239,11 +239,19 @@ def cmd_release_list(args: argparse.Namespace) -> None:
 
 def cmd_env_add(args: argparse.Namespace) -> None:
     with _acting(args) as stella:
+        from stella_core.cli.promotion_cmds import parse_quorum, parse_window
+
         env = stella.environments.add(
             args.name,
             order=args.order,
             required_approvals=args.required_approvals,
             separation_of_duties=args.separation_of_duties,
+            workflow=args.workflow,
+            approver_roles=args.approver_role or None,
+            approver_persons=args.approver,
+            quorum=parse_quorum(args.quorum),
+            schedule=[parse_window(w) for w in args.window] if args.window else None,
+            auto_promote_from=args.auto_promote_from,
         )
     _out(args, env.to_json(), lambda: [f"added environment {env.name} (order {env.order})"])
 
@@ -659,6 +667,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", type=int, required=True)
     p.add_argument("--required-approvals", type=int, default=0)
     p.add_argument("--separation-of-duties", action="store_true")
+    p.add_argument("--workflow", default=None, help="workflow template a promotion runs")
+    p.add_argument(
+        "--approver-role",
+        action="append",
+        default=[],
+        choices=ROLES,
+        help="a role whose people may approve (default: approver and admin)",
+    )
+    p.add_argument("--approver", action="append", default=[], metavar="PERSON")
+    p.add_argument("--quorum", action="append", default=[], metavar="ROLE=N")
+    p.add_argument(
+        "--window",
+        action="append",
+        default=[],
+        metavar="DAYS@HH:MM-HH:MM",
+        help="allowed deployment window in UTC, e.g. mon-fri@08:00-18:00 (repeatable)",
+    )
+    p.add_argument("--auto-promote-from", default=None, metavar="ENV")
     leaf(env, "list", cmd_env_list, "list environments in promotion order")
 
     demo = groups.add_parser("demo", help="demo data").add_subparsers(dest="cmd", required=True)
@@ -733,9 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
 
-    from stella_core.cli import evidence_cmds
+    from stella_core.cli import evidence_cmds, promotion_cmds
 
     evidence_cmds.register(groups, leaf)
+    promotion_cmds.register(groups, leaf, env)
 
     p = leaf(groups, "serve", cmd_serve, "run workflow workers until SIGTERM/SIGINT")
     p.add_argument("--workers", type=int, default=2)

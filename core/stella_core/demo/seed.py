@@ -36,7 +36,9 @@ RELEASES = [
     ("shop-2026.11.3", {"web": "1.2.0", "api": "2.4.0", "worker": "0.9.1"}),
 ]
 DEMO_REGISTRY = "demo"
-TEMPLATES = ["promote-web.json"]
+TEMPLATES = ["promote-web.json", "deliver.json"]
+# The workflow every demo environment promotes with: it runs on any machine.
+DEMO_WORKFLOW = "deliver"
 
 
 def build_layout(stella: Stella) -> str:
@@ -70,14 +72,6 @@ def seed(stella: Stella) -> dict[str, Any]:
         stella.save_profile_for(user.name, password)
         summary["people"].append(name)
 
-    known_envs = {e.name for e in stella.environments.list()}
-    for name, order, approvals, sod in ENVIRONMENTS:
-        if name not in known_envs:
-            stella.environments.add(
-                name, order=order, required_approvals=approvals, separation_of_duties=sod
-            )
-            summary["environments"].append(name)
-
     layout = build_layout(stella)
     # Releases are made by the release manager, so the demo shows who did what.
     alice = stella.as_person("alice")
@@ -96,6 +90,17 @@ def seed(stella: Stella) -> dict[str, Any]:
             if document["name"] not in known_templates:
                 alice.workflows.import_template(document)
                 summary["templates"].append(document["name"])
+        known_envs = {e.name for e in stella.environments.list()}
+        for name, order, approvals, sod in ENVIRONMENTS:
+            if name not in known_envs:
+                stella.environments.add(
+                    name,
+                    order=order,
+                    required_approvals=approvals,
+                    separation_of_duties=sod,
+                    workflow=DEMO_WORKFLOW,
+                )
+                summary["environments"].append(name)
         known_releases = {r.name for r in alice.releases.list_releases()}
         for rel_name, tags in RELEASES:
             if rel_name in known_releases:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_APPROVER_ROLES = ("approver", "admin")
 
 
 class Environment(BaseModel):
@@ -18,6 +21,12 @@ class Environment(BaseModel):
     separation_of_duties: bool
     created_at: datetime
     created_by: str
+    workflow: str | None = None
+    approver_roles: tuple[str, ...] = DEFAULT_APPROVER_ROLES
+    approver_persons: tuple[str, ...] = ()
+    quorum: dict[str, int] = Field(default_factory=dict)
+    schedule: list[dict[str, Any]] | None = None
+    auto_promote_from: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -26,6 +35,43 @@ class Environment(BaseModel):
             "order": self.order,
             "required_approvals": self.required_approvals,
             "separation_of_duties": self.separation_of_duties,
+            "workflow": self.workflow,
+            "approver_roles": list(self.approver_roles),
+            "approver_persons": list(self.approver_persons),
+            "quorum": dict(self.quorum),
+            "schedule": self.schedule,
+            "auto_promote_from": self.auto_promote_from,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+        }
+
+
+class Freeze(BaseModel):
+    """A freeze window: no promotion into the environment between start and end, except by the
+    people it allows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: UUID
+    environment: str
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    allow: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+
+    def active(self, at: datetime) -> bool:
+        return self.starts_at <= at < self.ends_at
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": str(self.id),
+            "environment": self.environment,
+            "start": self.starts_at.isoformat(),
+            "end": self.ends_at.isoformat(),
+            "reason": self.reason,
+            "allow": list(self.allow),
             "created_at": self.created_at.isoformat(),
             "created_by": self.created_by,
         }

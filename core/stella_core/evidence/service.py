@@ -328,7 +328,11 @@ class EvidenceService:
             predicate=predicate,
             signer=self.orchestrator_signer(conn),
             inputs=[Input(TEMPLATE_MEDIA_TYPE, body)],
-            refs=Refs(release=release.get("name"), run_id=run.id),
+            refs=Refs(
+                release=release.get("name"),
+                run_id=run.id,
+                promotion_id=store.promotion_of(run.id),
+            ),
         )
 
     def emit_decision(

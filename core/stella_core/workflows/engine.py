@@ -726,6 +726,7 @@ class Worker:
             timeout_seconds=node.timeout_seconds,
             executors=self.executors,
             local_executor_enabled=self._local_executor_enabled,
+            approved_by=run.approved_by,
         )
         if claimed.resume:
             elapsed = claimed.db_now - claimed.started_at

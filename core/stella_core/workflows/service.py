@@ -278,30 +278,61 @@ class WorkflowService:
         identity = self.tenancy.require(*WRITERS)
 
         def work(conn: Connection) -> UUID:
-            store = WorkflowStore(conn)
-            found = self._version(store, template, version)
-            plan = self.plans.get(store, found.id)
-            values = coerce_inputs(plan.template.inputs, inputs or {})
-            release_id, snapshot = (
-                release_snapshot(conn, release) if release is not None else (None, None)
+            return self.start_in(
+                conn, identity.tenant_id, template, version=version, release=release, inputs=inputs
             )
-            run_id = store.insert_run(identity.tenant_id, found, release_id, snapshot, values)
-            run = store.lock_run(run_id)
-            assert run is not None
-            ch = Changes(store, run)
-            self.coordinator.start(ch, plan)
-            self.coordinator.flush(conn, ch, plan)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id,
-                "workflow.run.start",
-                "run",
-                str(run_id),
-                {"template": found.name, "version": found.version, "release": release},
-            )
-            return run_id
 
         run_id = run_tx(self.db, work, self.hooks)
         return self.get_run(run_id)
+
+    def start_in(
+        self,
+        conn: Connection,
+        tenant_id: UUID,
+        template: str,
+        *,
+        version: int | None = None,
+        release: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        promotion_id: UUID | None = None,
+        approved_by: list[str] | None = None,
+    ) -> UUID:
+        """Start a run inside the caller's transaction (a promotion starts its run with the
+        state change that approved it)."""
+        store = WorkflowStore(conn)
+        found = self._version(store, template, version)
+        plan = self.plans.get(store, found.id)
+        values = coerce_inputs(plan.template.inputs, inputs or {})
+        release_id, snapshot = (
+            release_snapshot(conn, release) if release is not None else (None, None)
+        )
+        run_id = store.insert_run(
+            tenant_id,
+            found,
+            release_id,
+            snapshot,
+            values,
+            promotion_id=promotion_id,
+            approved_by=approved_by,
+        )
+        run = store.lock_run(run_id)
+        assert run is not None
+        ch = Changes(store, run)
+        self.coordinator.start(ch, plan)
+        self.coordinator.flush(conn, ch, plan)
+        TenancyStore(conn).append_audit(
+            tenant_id,
+            "workflow.run.start",
+            "run",
+            str(run_id),
+            {
+                "template": found.name,
+                "version": found.version,
+                "release": release,
+                "promotion": str(promotion_id) if promotion_id else None,
+            },
+        )
+        return run_id
 
     def get_run(self, run_id: UUID | str, *, steps: bool = True) -> RunInfo:
         key = _run_uuid(run_id)
@@ -343,6 +374,22 @@ class WorkflowService:
 
         run_tx(self.db, work, self.hooks)
         return self.get_run(key)
+
+    def cancel_in(self, conn: Connection, run_id: UUID, reason: str) -> bool:
+        """Cancel a run inside the caller's transaction; False when it had ended already."""
+        store = WorkflowStore(conn)
+        run = store.lock_run(run_id)
+        if run is None or run.terminal:
+            return False
+        ch = Changes(store, run)
+        self.coordinator.end_run(ch, "cancelled", reason)
+        self.coordinator.flush(conn, ch)
+        return True
+
+    def declared_inputs_in(self, conn: Connection, template: str) -> set[str]:
+        store = WorkflowStore(conn)
+        found = self._version(store, template, None)
+        return set(self.plans.get(store, found.id).template.inputs)
 
     def retry_step(self, run_id: UUID | str, step_id: str) -> RunInfo:
         """Resume a failed run from a failed step: it and what the failure cut short run again;

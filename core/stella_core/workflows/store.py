@@ -164,6 +164,8 @@ class RunRow:
     status: str
     phase: str
     cancel_requested: bool
+    # The run of an approved promotion: its approval steps are satisfied by these people.
+    approved_by: tuple[str, ...] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -234,12 +236,12 @@ WITH picked AS MATERIALIZED (
     picked.lease_owner AS previous_owner, s.attempts, s.lost_leases, s.resume, s.rollback,
     s.idempotency_key, s.inputs, s.started_at
 ), run AS MATERIALIZED (
-  SELECT r.id, r.template_version_id, r.status, r.phase, r.cancel_requested
+  SELECT r.id, r.template_version_id, r.status, r.phase, r.cancel_requested, r.approved_by
     FROM workflow.runs r WHERE r.id = (SELECT run_id FROM picked)
     FOR NO KEY UPDATE
 )
 SELECT claimed.*, run.template_version_id, run.status AS run_status, run.phase,
-       run.cancel_requested, now() AS db_now
+       run.cancel_requested, run.approved_by, now() AS db_now
   FROM claimed CROSS JOIN run
 """
 
@@ -339,7 +341,7 @@ SELECT
 """
 
 _LOCK_RUN = text("""
-SELECT id, tenant_id, template_version_id, status, phase, cancel_requested
+SELECT id, tenant_id, template_version_id, status, phase, cancel_requested, approved_by
   FROM workflow.runs WHERE id = :run FOR NO KEY UPDATE
 """)
 
@@ -576,14 +578,20 @@ class WorkflowStore:
         release_id: UUID | None,
         release: dict[str, Any] | None,
         inputs: dict[str, Any],
+        *,
+        promotion_id: UUID | None = None,
+        approved_by: list[str] | None = None,
     ) -> UUID:
         value = self.conn.execute(
             text(
                 "INSERT INTO workflow.runs (tenant_id, template_version_id, template_name, "
-                "template_version, release_id, release, inputs) VALUES (:t, :v, :n, :vn, :rid, "
-                "CAST(:rel AS jsonb), CAST(:inp AS jsonb)) RETURNING id"
+                "template_version, release_id, release, inputs, promotion_id, approved_by) "
+                "VALUES (:t, :v, :n, :vn, :rid, CAST(:rel AS jsonb), CAST(:inp AS jsonb), "
+                ":promotion, :approved) RETURNING id"
             ),
             {
+                "promotion": promotion_id,
+                "approved": approved_by,
                 "t": tenant_id,
                 "v": version.id,
                 "n": version.name,
@@ -683,6 +691,12 @@ class WorkflowStore:
             finished_at=row.finished_at,
             steps=tuple(steps),
         )
+
+    def promotion_of(self, run_id: UUID) -> UUID | None:
+        value = self.conn.execute(
+            text("SELECT promotion_id FROM workflow.runs WHERE id = :id"), {"id": run_id}
+        ).scalar()
+        return UUID(str(value)) if value else None
 
     def step_infos(self, run_id: UUID) -> list[StepRunInfo]:
         rows = self.conn.execute(
@@ -794,6 +808,7 @@ class WorkflowStore:
             status=row.run_status,
             phase=row.phase,
             cancel_requested=row.cancel_requested,
+            approved_by=tuple(row.approved_by) if row.approved_by is not None else None,
         )
         return claimed, run
 
@@ -893,6 +908,7 @@ class WorkflowStore:
             status=row.status,
             phase=row.phase,
             cancel_requested=row.cancel_requested,
+            approved_by=tuple(row.approved_by) if row.approved_by is not None else None,
         )
 
     def lock_step(self, run_id: UUID, node_id: str) -> Any | None:

@@ -69,6 +69,8 @@ class StepContext:
     timeout_seconds: int | None
     executors: Executors
     local_executor_enabled: Callable[[], bool]
+    # Set for the run of an approved promotion: who approved it.
+    approved_by: tuple[str, ...] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -106,6 +108,10 @@ class ApprovalStep(_NoResume):
             return Failed("input 'approvers' must be a non-empty list", retryable=False)
         if not isinstance(required, int) or isinstance(required, bool) or required < 1:
             return Failed("input 'required' must be a whole number of at least 1", retryable=False)
+        if ctx.approved_by is not None:
+            # A promotion's approval steps are its approvals, already given and counted under
+            # the environment's policy before this run could start.
+            return Succeeded({"approved_by": list(ctx.approved_by), "via": "promotion"})
         return Waiting(None)
 
     def resume(self, ctx: StepContext) -> StepResult:

@@ -158,6 +158,8 @@ GRANT SELECT, INSERT ON evidence.packets TO {APP_ROLE};
     )
 }
 
+-- Any member may seal (an auditor exporting needs a checkpoint); only the orchestrator's key
+-- signs one.
 CREATE TABLE evidence.checkpoints (
   tenant_id uuid NOT NULL REFERENCES tenancy.tenants(id),
   tree_size bigint NOT NULL CHECK (tree_size > 0),
@@ -176,7 +178,7 @@ GRANT SELECT, INSERT ON evidence.checkpoints TO {APP_ROLE};
 {
     tenant_rls(
         "evidence.checkpoints",
-        write_check=f"{MEMBERS} AND evidence.signer_allowed(tenant_id, signer_key_id, true)",
+        write_check="evidence.signer_allowed(tenant_id, signer_key_id, true)",
     )
 }
 """

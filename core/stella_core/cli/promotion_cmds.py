@@ -1,0 +1,284 @@
+"""`stella env freeze`, `stella promote`, `stella promotion …`, `stella approve|reject`.
+
+A refused decision (self-approval under separation of duties, not eligible, already decided)
+exits 3 with the reason, so a script can tell a refusal from a failure (1) or bad input (2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from stella_core.errors import DefinitionError
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:
+    if args.output == "json":
+        json.dump(value, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)
+
+
+def _acting(args: argparse.Namespace) -> Any:
+    from stella_core.cli.main import _acting as acting
+
+    return acting(args)
+
+
+def _time(text: str, flag: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DefinitionError(f"{flag} {text!r} is not an ISO 8601 time") from exc
+    if value.tzinfo is None:
+        raise DefinitionError(f"{flag} {text!r} needs a timezone (for example Z)")
+    return value
+
+
+def parse_quorum(items: list[str]) -> dict[str, int]:
+    quorum: dict[str, int] = {}
+    for item in items:
+        role, _, count = item.partition("=")
+        if not role or not count.isdigit() or int(count) < 1:
+            raise DefinitionError(f"--quorum {item!r} must be ROLE=N with N at least 1")
+        quorum[role] = int(count)
+    return quorum
+
+
+def parse_window(text: str) -> dict[str, Any]:
+    """`mon,tue,wed,thu,fri@08:00-18:00` (UTC; `mon-fri` also works)."""
+    days_text, _, hours = text.partition("@")
+    start, _, end = hours.partition("-")
+    days: list[str] = []
+    for part in days_text.lower().split(","):
+        first, _, last = part.partition("-")
+        if first not in DAYS or (last and last not in DAYS):
+            raise DefinitionError(
+                f"--window {text!r}: days are {','.join(DAYS)} or a range such as mon-fri"
+            )
+        if last:
+            i, j = DAYS.index(first), DAYS.index(last)
+            days.extend(DAYS[i : j + 1] if i <= j else DAYS[i:] + DAYS[: j + 1])
+        else:
+            days.append(first)
+    if not start or not end:
+        raise DefinitionError(f"--window {text!r} must look like mon-fri@08:00-18:00 (UTC)")
+    return {"days": sorted(set(days), key=DAYS.index), "start": start, "end": end}
+
+
+# ------------------------------------------------------------------------------- commands
+def cmd_env_freeze(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        freeze = stella.environments.freeze(
+            args.name,
+            start=_time(args.start, "--start"),
+            end=_time(args.end, "--end"),
+            reason=args.reason,
+            allow=args.allow,
+        )
+    value = freeze.to_json()
+    _out(
+        args,
+        value,
+        [f"{args.name} frozen from {value['start']} to {value['end']}: {freeze.reason}"],
+    )
+
+
+def cmd_env_freezes(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        freezes = stella.environments.freezes(args.name)
+    value = [f.to_json() for f in freezes]
+    _out(
+        args,
+        value,
+        [
+            f"{f.environment:12} {f.starts_at:%Y-%m-%d %H:%M} → {f.ends_at:%Y-%m-%d %H:%M}"
+            f"  {f.reason}"
+            for f in freezes
+        ]
+        or ["no freeze windows"],
+    )
+
+
+def _promotion_lines(p: dict[str, Any]) -> list[str]:
+    lines = [
+        f"promotion {p['promotion_id']}: {p['release']} → {p['environment']}  [{p['status']}]",
+        f"  requested by {p['requested_by']}; approvals {p['approval_progress']}",
+    ]
+    if p.get("status_reason"):
+        lines.append(f"  {p['status_reason']}")
+    for a in p["approvals"]:
+        ok = "signature ok" if a["signature_ok"] else "SIGNATURE NOT VALID"
+        lines.append(f"  {a['decision']:8} {a['by']:12} {a['at']}  {ok}  {a['comment']}")
+    for g in p["gates"]:
+        lines.append(f"  gate {g['gate']:14} {g['status']:8} {'; '.join(g['reasons'])}")
+    return lines
+
+
+def _settled(stella: Any, promotion: Any, args: argparse.Namespace) -> Any:
+    """An approved promotion's workflow runs here (as `stella run wait` does) unless a
+    `stella serve` is alive or --no-wait was given; the promotion as it ends up."""
+    if args.no_wait or promotion.run_id is None or promotion.status.value != "deploying":
+        return promotion
+    stella.workflows.wait_run(promotion.run_id, timeout=args.timeout)
+    return stella.promotions.get(promotion.id)
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        promotion = stella.promotions.request(args.release, args.to, args.reason or "")
+        promotion = _settled(stella, promotion, args)
+    value = promotion.to_json()
+    _out(args, value, _promotion_lines(value))
+
+
+def cmd_promotion_show(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        value = stella.promotions.get(args.promotion_id).to_json()
+    _out(args, value, _promotion_lines(value))
+
+
+def cmd_promotion_list(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        found = stella.promotions.find(
+            statuses=args.status or None,
+            environment=args.environment,
+            release=args.release,
+            limit=args.limit,
+        )
+    value = [p.to_json() for p in found]
+    _out(
+        args,
+        value,
+        [
+            f"{p.id}  {p.release:20} → {p.environment:10} {p.status.value:18} "
+            f"{p.progress()} approvals  by {p.requested_by}"
+            for p in found
+        ]
+        or ["no promotions"],
+    )
+
+
+def cmd_promotion_why(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        value = stella.promotions.why(args.promotion_id)
+    lines = [
+        f"promotion {value['promotion_id']} ({value['status']}): verdict {value['verdict']} "
+        f"at {value['evaluated_at']}"
+    ]
+    for g in value["gates"]:
+        mark = {"pass": "ok  ", "pending": "wait", "fail": "FAIL"}.get(g["status"], g["status"])
+        lines.append(f"  [{mark}] {g['gate']}: {'; '.join(g['reasons'])}")
+        lines += [f"         to unblock: {u}" for u in g["unblock"] if g["status"] != "pass"]
+    eligible = ", ".join(value["eligible_approvers"]) or "nobody"
+    lines.append(f"  approvals {value['approval_progress']}; may still approve: {eligible}")
+    _out(args, value, lines)
+
+
+def cmd_promotion_cancel(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        value = stella.promotions.cancel(args.promotion_id, args.reason or "").to_json()
+    _out(args, value, _promotion_lines(value))
+
+
+def cmd_promotion_evaluate(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        promotion = stella.promotions.evaluate(args.promotion_id)
+        value = _settled(stella, promotion, args).to_json()
+    _out(args, value, _promotion_lines(value))
+
+
+def cmd_promotion_inbox(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        found = stella.promotions.inbox()
+    value = [p.to_json() for p in found]
+    _out(
+        args,
+        value,
+        [
+            f"{p.id}  {p.release} → {p.environment}  {p.progress()}  by {p.requested_by}"
+            for p in found
+        ]
+        or ["nothing waits for your decision"],
+    )
+
+
+def cmd_approve(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        promotion = stella.promotions.approve(args.promotion_id, args.comment or "")
+        value = _settled(stella, promotion, args).to_json()
+    _out(args, value, _promotion_lines(value))
+
+
+def cmd_reject(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        value = stella.promotions.reject(args.promotion_id, args.reason).to_json()
+    _out(args, value, _promotion_lines(value))
+
+
+def _waiting(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="once approved, leave the workflow run to 'stella serve' instead of running it here",
+    )
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the run")
+
+
+def register(groups: Any, leaf: Any, env: Any) -> None:
+    p = leaf(env, "freeze", cmd_env_freeze, "add a freeze window to an environment")
+    p.add_argument("name")
+    p.add_argument("--start", required=True, help="ISO 8601 time with a timezone")
+    p.add_argument("--end", required=True, help="ISO 8601 time with a timezone")
+    p.add_argument("--reason", required=True)
+    p.add_argument(
+        "--allow",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PERSON",
+        help="people who may still promote into it",
+    )
+    p = leaf(env, "freezes", cmd_env_freezes, "list freeze windows")
+    p.add_argument("name", nargs="?", default=None)
+
+    p = leaf(groups, "promote", cmd_promote, "request a promotion of a release")
+    p.add_argument("release")
+    p.add_argument("--to", required=True, help="target environment")
+    p.add_argument("--reason", default="")
+    _waiting(p)
+
+    promo = groups.add_parser("promotion", help="promotions").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = leaf(promo, "show", cmd_promotion_show, "a promotion, its approvals and gates")
+    p.add_argument("promotion_id")
+    p = leaf(promo, "why", cmd_promotion_why, "why a promotion is blocked, gate by gate")
+    p.add_argument("promotion_id")
+    p = leaf(promo, "list", cmd_promotion_list, "promotions, newest first")
+    p.add_argument("--status", action="append", default=[])
+    p.add_argument("--environment", default=None)
+    p.add_argument("--release", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p = leaf(promo, "cancel", cmd_promotion_cancel, "cancel an open or running promotion")
+    p.add_argument("promotion_id")
+    p.add_argument("--reason", default="")
+    p = leaf(promo, "evaluate", cmd_promotion_evaluate, "decide an open promotion again now")
+    p.add_argument("promotion_id")
+    _waiting(p)
+    leaf(promo, "inbox", cmd_promotion_inbox, "promotions waiting for your decision")
+
+    p = leaf(groups, "approve", cmd_approve, "approve a promotion (signed with your key)")
+    p.add_argument("promotion_id")
+    p.add_argument("--comment", default="")
+    _waiting(p)
+    p = leaf(groups, "reject", cmd_reject, "reject a promotion (signed with your key)")
+    p.add_argument("promotion_id")
+    p.add_argument("--reason", required=True)

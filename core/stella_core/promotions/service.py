@@ -1,0 +1,645 @@
+"""Promotion use cases: request, approve, reject, cancel, evaluate, why, the inbox, the pipeline.
+
+Every decision the engine takes is recorded as a VSA evidence packet in the transaction that
+changes the promotion's status, and every approval or rejection as an `approval` packet signed
+with the approver's personal key over the promotion id, the environment and the exact digests.
+Separation of duties is checked here first (for a clear refusal) and again by the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection
+
+from stella_core.clock import Clock, SystemClock
+from stella_core.db.engine import Database
+from stella_core.environments.model import Environment
+from stella_core.environments.store import EnvironmentStore
+from stella_core.errors import AlreadyExistsError, DefinitionError, NotFoundError
+from stella_core.evidence.ledger import Refs
+from stella_core.evidence.packets import PacketError, verify_bundle
+from stella_core.evidence.predicates import APPROVAL_V1, rfc3339
+from stella_core.evidence.service import EvidenceService
+from stella_core.promotions.decision import Decision, decide, why
+from stella_core.promotions.model import (
+    OPEN,
+    RUN_OUTCOME,
+    Approval,
+    ApprovalRefusedError,
+    Promotion,
+    PromotionStatus,
+    check_transition,
+    environment_policy,
+    status_for,
+)
+from stella_core.promotions.store import PromotionStore
+from stella_core.releases.store import ReleaseStore
+from stella_core.tenancy.keys import KeyStore
+from stella_core.tenancy.model import Identity, ProductRole
+from stella_core.tenancy.service import TenancyService
+from stella_core.tenancy.store import TenancyStore
+from stella_core.workflows.service import WorkflowService
+
+REQUESTERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+
+
+def _uuid(value: UUID | str) -> UUID:
+    try:
+        return value if isinstance(value, UUID) else UUID(str(value))
+    except ValueError as exc:
+        raise DefinitionError(f"promotion id {value!r} is not a UUID") from exc
+
+
+def _release_json(name: str, components: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "components": [
+            {"name": c, "digest": {"sha256": d.removeprefix("sha256:")}}
+            for c, d in sorted(components.items())
+        ],
+    }
+
+
+class PromotionService:
+    def __init__(
+        self,
+        db: Database,
+        tenancy: TenancyService,
+        evidence: EvidenceService,
+        workflows: WorkflowService,
+        clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.tenancy = tenancy
+        self.evidence = evidence
+        self.workflows = workflows
+        self.clock = clock or SystemClock()
+
+    # requesting -------------------------------------------------------------------------
+    def request(self, release: str, environment: str, reason: str = "") -> Promotion:
+        identity = self.tenancy.require(*REQUESTERS)
+        with self.db.transaction() as conn:
+            env, policy = self._policy(conn, environment)
+            found = ReleaseStore(conn).get_releases(release)
+            if not found:
+                raise NotFoundError(f"no release named {release!r}")
+            rel = found[0]
+            store = PromotionStore(conn)
+            for open_one in store.rows(
+                statuses=[s.value for s in OPEN], environment=environment, release=release
+            ):
+                raise AlreadyExistsError(
+                    f"release {release} already has an open promotion to {environment}: "
+                    f"{open_one.id} ({open_one.status})"
+                )
+            components = {c.name: c.digest for c in rel.components}
+            promotion_id = store.insert(
+                identity.tenant_id,
+                rel.id,
+                rel.name,
+                components,
+                env.name,
+                reason,
+                env.required_approvals,
+                env.separation_of_duties,
+                policy,
+            )
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "promotion.request",
+                "promotion",
+                str(promotion_id),
+                {"release": release, "environment": environment, "reason": reason},
+            )
+            self._decide(conn, promotion_id)
+        return self.get(promotion_id)
+
+    def _policy(self, conn: Connection, environment: str) -> tuple[Environment, dict[str, Any]]:
+        envs = EnvironmentStore(conn).list()
+        env = next((e for e in envs if e.name == environment), None)
+        if env is None:
+            raise NotFoundError(f"no environment named {environment!r}")
+        earlier = [e for e in envs if e.order < env.order]
+        previous = max(earlier, key=lambda e: e.order).name if earlier else None
+        policy = environment_policy(
+            env.name,
+            previous=previous,
+            required_approvals=env.required_approvals,
+            separation_of_duties=env.separation_of_duties,
+            approver_roles=env.approver_roles,
+            approver_persons=env.approver_persons,
+            quorum=env.quorum,
+            schedule=env.schedule,
+        )
+        return env, policy
+
+    def preview(self, release: str, environment: str, reason: str = "") -> dict[str, Any]:
+        """The decision a request would get now, without recording anything (the wizard's gate
+        preview)."""
+        me = self.tenancy.whoami()
+        with self.db.transaction() as conn:
+            _, policy = self._policy(conn, environment)
+            found = ReleaseStore(conn).get_releases(release)
+            if not found:
+                raise NotFoundError(f"no release named {release!r}")
+            components = {c.name: c.digest for c in found[0].components}
+            inputs = self._inputs_for(
+                conn,
+                promotion_id=UUID(int=0),
+                release=release,
+                components=components,
+                environment=environment,
+                requested_by=me.user,
+                reason=reason,
+                approvals=[],
+            )
+        decision = decide(policy, inputs, self._now())
+        return {
+            "release": release,
+            "environment": environment,
+            **decision.to_json(),
+            "blocking": why(decision),
+        }
+
+    # deciding ---------------------------------------------------------------------------
+    def approve(self, promotion_id: UUID | str, comment: str = "") -> Promotion:
+        return self._record(_uuid(promotion_id), "approve", comment)
+
+    def reject(self, promotion_id: UUID | str, reason: str) -> Promotion:
+        if not reason.strip():
+            raise DefinitionError("a rejection needs a reason (--reason)")
+        return self._record(_uuid(promotion_id), "reject", reason)
+
+    def _record(self, promotion_id: UUID, decision: str, comment: str) -> Promotion:
+        me = self.tenancy.whoami()
+        with self.db.transaction() as conn:
+            self._refusal(conn, promotion_id, me)  # before a key is made for nothing
+        self.evidence.ensure_personal_key()
+        with self.db.transaction() as conn:
+            row = self._refusal(conn, promotion_id, me)
+            components = dict(row.components)
+            packet = self.evidence.emit(
+                conn,
+                predicate_type=APPROVAL_V1,
+                subjects=list(components.items()),
+                predicate={
+                    "promotionId": str(promotion_id),
+                    "decision": "approved" if decision == "approve" else "rejected",
+                    "approver": {
+                        "name": me.user,
+                        "keyId": self.evidence.personal_signer(conn).key_id,
+                    },
+                    "environment": row.environment,
+                    "release": _release_json(row.release_name, components),
+                    "comment": comment,
+                    "decidedAt": self._now(),
+                },
+                signer=self.evidence.personal_signer(conn),
+                refs=Refs(
+                    release=row.release_name,
+                    environment=row.environment,
+                    promotion_id=promotion_id,
+                ),
+            )
+            PromotionStore(conn).insert_approval(
+                me.tenant_id, promotion_id, decision, comment, packet.id
+            )
+            TenancyStore(conn).append_audit(
+                me.tenant_id,
+                f"promotion.{decision}",
+                "promotion",
+                str(promotion_id),
+                {"comment": comment, "packet": str(packet.id)},
+            )
+            self._decide(conn, promotion_id)
+        return self.get(promotion_id)
+
+    def _refusal(self, conn: Connection, promotion_id: UUID, me: Identity) -> Any:
+        """The locked promotion row, or ApprovalRefusedError saying why this person may not
+        decide it."""
+        store = PromotionStore(conn)
+        row = store.row(promotion_id, lock=True)
+        if row is None:
+            raise NotFoundError(f"no promotion {promotion_id}")
+        if PromotionStatus(row.status) not in OPEN:
+            raise ApprovalRefusedError(
+                f"promotion {promotion_id} is {row.status} and takes no more decisions"
+            )
+        if row.separation_of_duties and row.requested_by == me.user:
+            raise ApprovalRefusedError(
+                f"separation of duties: {me.user} requested this promotion to "
+                f"{row.environment} and cannot approve or reject it"
+            )
+        gate = next(g for g in row.policy["gates"] if g["type"] == "approval")
+        roles = gate["config"].get("eligibleRoles") or []
+        persons = gate["config"].get("eligiblePersons") or []
+        if (roles or persons) and me.role.value not in roles and me.user not in persons:
+            who = ", ".join([*(f"role {r}" for r in roles), *persons])
+            raise ApprovalRefusedError(
+                f"{me.user} ({me.role.value}) is not eligible to decide promotions to "
+                f"{row.environment}; eligible: {who}"
+            )
+        if any(a.approver == me.user for a in store.approvals([promotion_id])):
+            raise ApprovalRefusedError(f"{me.user} has already decided promotion {promotion_id}")
+        return row
+
+    def cancel(self, promotion_id: UUID | str, reason: str = "") -> Promotion:
+        key = _uuid(promotion_id)
+        identity = self.tenancy.require(*REQUESTERS)
+        why_text = reason or f"cancelled by {identity.user}"
+        with self.db.transaction() as conn:
+            store = PromotionStore(conn)
+            row = store.row(key)
+            if row is None:
+                raise NotFoundError(f"no promotion {promotion_id}")
+            check_transition(PromotionStatus(row.status), PromotionStatus.CANCELLED)
+            if row.run_id is not None:
+                # The run first (the engine's lock order: run, then promotion); its ending
+                # cancels the promotion in this same transaction.
+                self.workflows.cancel_in(conn, row.run_id, why_text)
+            row = store.row(key, lock=True)
+            assert row is not None
+            if PromotionStatus(row.status) is not PromotionStatus.CANCELLED:
+                check_transition(PromotionStatus(row.status), PromotionStatus.CANCELLED)
+                store.update(key, PromotionStatus.CANCELLED, status_reason=why_text)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id, "promotion.cancel", "promotion", str(key), {"reason": reason}
+            )
+        return self.get(key)
+
+    def evaluate(self, promotion_id: UUID | str) -> Promotion:
+        """Decide an open promotion again now (a freeze may have ended), recording the decision."""
+        key = _uuid(promotion_id)
+        self.tenancy.whoami()
+        with self.db.transaction() as conn:
+            row = PromotionStore(conn).row(key, lock=True)
+            if row is None:
+                raise NotFoundError(f"no promotion {promotion_id}")
+            if PromotionStatus(row.status) not in OPEN:
+                raise DefinitionError(f"promotion {promotion_id} is {row.status}, not open")
+            self._decide(conn, key)
+        return self.get(key)
+
+    def _decide(self, conn: Connection, promotion_id: UUID) -> Decision:
+        """Evaluate the gates, record the decision (VSA packet) and move the promotion; on
+        approval, start the environment's workflow with the same transaction."""
+        store = PromotionStore(conn)
+        row = store.row(promotion_id, lock=True)
+        assert row is not None
+        approvals = self._approvals(conn, store, [row])[promotion_id]
+        inputs = self._inputs_for(
+            conn,
+            promotion_id=promotion_id,
+            release=row.release_name,
+            components=dict(row.components),
+            environment=row.environment,
+            requested_by=row.requested_by,
+            reason=row.reason,
+            approvals=approvals,
+        )
+        decision = decide(row.policy, inputs, self._now())
+        record = decision.to_json()
+        self.evidence.emit_decision(
+            conn,
+            policy=row.policy,
+            inputs=inputs,
+            decision=decision,
+            subjects=list(dict(row.components).items()),
+            resource_uri=f"stella://promotions/{promotion_id}",
+            refs=Refs(
+                release=row.release_name, environment=row.environment, promotion_id=promotion_id
+            ),
+        )
+        new = status_for(str(decision.verdict), record["gates"])
+        check_transition(PromotionStatus(row.status), new)
+        blocking = why(decision)
+        reason = "; ".join(
+            r["message"] for g in blocking for r in g.get("reasons", []) if "message" in r
+        )
+        store.update(promotion_id, new, decision=record, status_reason=reason or None)
+        if new is PromotionStatus.APPROVED:
+            self._start(conn, row, approvals)
+        return decision
+
+    def _start(self, conn: Connection, row: Any, approvals: list[Approval]) -> None:
+        """The approved promotion runs its environment's workflow; without one, the release is
+        in the environment at once."""
+        env = EnvironmentStore(conn).get(row.environment)
+        assert env is not None
+        store = PromotionStore(conn)
+        if env.workflow is None:
+            store.update(row.id, PromotionStatus.DEPLOYED, status_reason="no workflow to run")
+            return
+        declared = self.workflows.declared_inputs_in(conn, env.workflow)
+        offered = {"environment": row.environment, "promotion": str(row.id)}
+        counted = [a.by for a in approvals if a.decision == "approve" and a.signature_ok]
+        run_id = self.workflows.start_in(
+            conn,
+            self.tenant_id,
+            env.workflow,
+            release=row.release_name,
+            inputs={k: v for k, v in offered.items() if k in declared},
+            promotion_id=row.id,
+            approved_by=counted,
+        )
+        store.update(
+            row.id,
+            PromotionStatus.DEPLOYING,
+            status_reason=f"running {env.workflow}",
+            run_id=run_id,
+        )
+
+    def run_ended(self, conn: Connection, run_id: UUID, status: str) -> None:
+        """A promotion's run ended: so does its deployment (called in the run's last
+        transaction)."""
+        store = PromotionStore(conn)
+        row = store.by_run(run_id)
+        if row is None or PromotionStatus(row.status) is not PromotionStatus.DEPLOYING:
+            return
+        outcome = RUN_OUTCOME.get(status, PromotionStatus.FAILED)
+        store.update(row.id, outcome, status_reason=f"workflow run {status}")
+
+    # inputs -----------------------------------------------------------------------------
+    def _inputs_for(
+        self,
+        conn: Connection,
+        *,
+        promotion_id: UUID,
+        release: str,
+        components: dict[str, str],
+        environment: str,
+        requested_by: str,
+        reason: str,
+        approvals: list[Approval],
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        freezes = EnvironmentStore(conn).freezes(environment, ending_after=now)
+        people = TenancyStore(conn).list_users()
+        return {
+            "request": {
+                "promotionId": str(promotion_id),
+                "release": release,
+                "environment": environment,
+                "requestedBy": requested_by,
+                "reason": reason,
+            },
+            "release": {"name": release, "components": dict(sorted(components.items()))},
+            "approvals": [
+                {
+                    "by": a.by,
+                    "role": a.role or "",
+                    "decision": a.decision,
+                    "at": rfc3339(a.at),
+                    "signatureOk": a.signature_ok,
+                    "comment": a.comment,
+                }
+                for a in approvals
+            ],
+            "freezes": [
+                {
+                    "id": str(f.id),
+                    "start": rfc3339(f.starts_at),
+                    "end": rfc3339(f.ends_at),
+                    "reason": f.reason,
+                    "allow": list(f.allow),
+                }
+                for f in freezes
+            ],
+            "history": {"reached": PromotionStore(conn).reached(release)},
+            "exceptions": [],
+            "people": [{"name": u.name, "role": u.role.value} for u in people if not u.disabled],
+        }
+
+    def _approvals(
+        self, conn: Connection, store: PromotionStore, rows: list[Any]
+    ) -> dict[UUID, list[Approval]]:
+        """Each promotion's approvals, with whether its signature verifies: by a key registered
+        to the approver, over this promotion, environment and exact digest set."""
+        keys = KeyStore(conn).registered()
+        by_owner: dict[str, dict[str, Any]] = {}
+        for k in keys:
+            by_owner.setdefault(k.owner, {})[k.key_id] = k.public_key
+        rows_by_id = {r.id: r for r in rows}
+        found: dict[UUID, list[Approval]] = {r.id: [] for r in rows}
+        for a in store.approvals(list(rows_by_id)):
+            row = rows_by_id[a.promotion_id]
+            found[a.promotion_id].append(
+                Approval(
+                    by=a.approver,
+                    role=a.role,
+                    decision=a.decision,
+                    comment=a.comment,
+                    at=a.at,
+                    packet_id=a.packet_id,
+                    signature_ok=_signature_ok(a, row, by_owner.get(a.approver, {})),
+                )
+            )
+        return found
+
+    # reading ----------------------------------------------------------------------------
+    def get(self, promotion_id: UUID | str) -> Promotion:
+        key = _uuid(promotion_id)
+        with self.db.transaction() as conn:
+            store = PromotionStore(conn)
+            row = store.row(key)
+            if row is None:
+                raise NotFoundError(f"no promotion {promotion_id}")
+            approvals = self._approvals(conn, store, [row])
+        return _promotion(row, approvals[key])
+
+    def find(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        environment: str | None = None,
+        release: str | None = None,
+        limit: int | None = None,
+    ) -> list[Promotion]:
+        with self.db.transaction() as conn:
+            store = PromotionStore(conn)
+            rows = store.rows(
+                statuses=statuses, environment=environment, release=release, limit=limit
+            )
+            approvals = self._approvals(conn, store, rows) if rows else {}
+        return [_promotion(r, approvals[r.id]) for r in rows]
+
+    def why(self, promotion_id: UUID | str) -> dict[str, Any]:
+        """Gate by gate, now: what passes, what blocks and what would unblock it, and who may
+        still approve. Nothing is recorded."""
+        promotion = self.get(promotion_id)
+        with self.db.transaction() as conn:
+            inputs = self._inputs_for(
+                conn,
+                promotion_id=promotion.id,
+                release=promotion.release,
+                components=promotion.components,
+                environment=promotion.environment,
+                requested_by=promotion.requested_by,
+                reason=promotion.reason,
+                approvals=list(promotion.approvals),
+            )
+        decision = decide(promotion.policy, inputs, self._now())
+        gates = decision.to_json()["gates"]
+        return {
+            "promotion_id": str(promotion.id),
+            "release": promotion.release,
+            "environment": promotion.environment,
+            "status": promotion.status.value,
+            "verdict": str(decision.verdict),
+            "evaluated_at": decision.evaluated_at,
+            "blocked": decision.verdict != "allow" and promotion.open,
+            "gates": [
+                {
+                    "gate": g["gate"],
+                    "type": g["type"],
+                    "status": g["status"],
+                    "reasons": [f"{r['code']}: {r['message']}" for r in g["reasons"]],
+                    "reason_codes": [r["code"] for r in g["reasons"]],
+                    "unblock": g["unblock"],
+                }
+                for g in gates
+            ],
+            "blocking": why(decision),
+            "eligible_approvers": self._eligible(promotion, inputs["people"]),
+            "approval_progress": promotion.progress(),
+        }
+
+    @staticmethod
+    def _eligible(promotion: Promotion, people: list[dict[str, str]]) -> list[str]:
+        gate = next(g for g in promotion.policy["gates"] if g["type"] == "approval")
+        roles = gate["config"].get("eligibleRoles") or []
+        persons = gate["config"].get("eligiblePersons") or []
+        decided = {a.by for a in promotion.approvals}
+        return [
+            p["name"]
+            for p in people
+            if ((not roles and not persons) or p["role"] in roles or p["name"] in persons)
+            and p["name"] not in decided
+            and not (promotion.separation_of_duties and p["name"] == promotion.requested_by)
+        ]
+
+    def inbox(self) -> list[Promotion]:
+        """Open promotions this person may decide, newest first."""
+        me = self.tenancy.whoami()
+        found = []
+        for promotion in self.find(statuses=[s.value for s in OPEN]):
+            if promotion.separation_of_duties and promotion.requested_by == me.user:
+                continue
+            if any(a.by == me.user for a in promotion.approvals):
+                continue
+            gate = next(g for g in promotion.policy["gates"] if g["type"] == "approval")
+            roles = gate["config"].get("eligibleRoles") or []
+            persons = gate["config"].get("eligiblePersons") or []
+            if (roles or persons) and me.role.value not in roles and me.user not in persons:
+                continue
+            found.append(promotion)
+        return found
+
+    def changes(self, promotion_id: UUID | str) -> dict[str, Any]:
+        """What the promotion changes against what runs in its environment now."""
+        promotion = self.get(promotion_id)
+        with self.db.transaction() as conn:
+            current = PromotionStore(conn).current().get(promotion.environment)
+        before: dict[str, str] = dict(current.components) if current is not None else {}
+        after = promotion.components
+        return {
+            "environment": promotion.environment,
+            "current_release": current.release_name if current is not None else None,
+            "added": {c: after[c] for c in sorted(after.keys() - before.keys())},
+            "removed": {c: before[c] for c in sorted(before.keys() - after.keys())},
+            "changed": {
+                c: {"from": before[c], "to": after[c]}
+                for c in sorted(after.keys() & before.keys())
+                if before[c] != after[c]
+            },
+            "unchanged": sorted(c for c in after.keys() & before.keys() if before[c] == after[c]),
+        }
+
+    def pipeline(self) -> list[dict[str, Any]]:
+        """Environments in promotion order: what release is there since when, open promotions
+        with their approval progress, and active freeze windows."""
+        now = self.clock.now()
+        with self.db.transaction() as conn:
+            envs = EnvironmentStore(conn).list()
+            current = PromotionStore(conn).current()
+            freezes = EnvironmentStore(conn).freezes(ending_after=now)
+        pending = self.find(statuses=[s.value for s in OPEN] + ["approved", "deploying"])
+        columns = []
+        for env in envs:
+            here = current.get(env.name)
+            columns.append(
+                {
+                    "environment": env.to_json(),
+                    "current": {
+                        "release": here.release_name,
+                        "since": here.updated_at.isoformat(),
+                        "promotion_id": str(here.id),
+                    }
+                    if here is not None
+                    else None,
+                    "pending": [p.to_json() for p in pending if p.environment == env.name],
+                    "freezes": [
+                        f.to_json() for f in freezes if f.environment == env.name and f.active(now)
+                    ],
+                    "upcoming_freezes": [
+                        f.to_json()
+                        for f in freezes
+                        if f.environment == env.name and not f.active(now)
+                    ],
+                }
+            )
+        return columns
+
+    def _now(self) -> str:
+        return rfc3339(self.clock.now())
+
+    @property
+    def tenant_id(self) -> UUID:
+        assert self.db.tenant_id is not None, "a person's session always has a tenant"
+        return self.db.tenant_id
+
+
+def _signature_ok(approval: Any, row: Any, keys: Mapping[str, Any]) -> bool:
+    if approval.bundle is None or not keys:
+        return False
+    try:
+        packet = verify_bundle(json.loads(bytes(approval.bundle)), keys)
+    except (PacketError, ValueError):
+        return False
+    predicate = packet.predicate
+    expected = {"approve": "approved", "reject": "rejected"}[approval.decision]
+    return (
+        packet.predicate_type == APPROVAL_V1
+        and predicate.get("promotionId") == str(row.id)
+        and predicate.get("environment") == row.environment
+        and predicate.get("decision") == expected
+        and (predicate.get("approver") or {}).get("name") == approval.approver
+        and (predicate.get("approver") or {}).get("keyId") == packet.signer_key_id
+        and sorted(packet.subject_digests()) == sorted(dict(row.components).values())
+    )
+
+
+def _promotion(row: Any, approvals: list[Approval]) -> Promotion:
+    return Promotion(
+        id=row.id,
+        release=row.release_name,
+        release_id=row.release_id,
+        components=dict(row.components),
+        environment=row.environment,
+        status=PromotionStatus(row.status),
+        reason=row.reason,
+        requested_by=row.requested_by,
+        requested_at=row.requested_at,
+        updated_at=row.updated_at,
+        required_approvals=row.required_approvals,
+        separation_of_duties=row.separation_of_duties,
+        policy=dict(row.policy),
+        last_decision=row.last_decision,
+        status_reason=row.status_reason,
+        run_id=row.run_id,
+        approvals=tuple(approvals),
+    )

@@ -1,0 +1,398 @@
+"""Promotions against real PostgreSQL: the demo's path to prod, separation of duties in the
+service, the CLI and raw SQL, double counting, role quorums, freeze windows, rejection, every
+state transition, signed approvals, and decisions replayed from their capsule."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from itertools import product
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from stella_core.demo.seed import seed
+from stella_core.errors import StellaError
+from stella_core.evidence.capsule import read_tar
+from stella_core.evidence.ledger import Filter
+from stella_core.evidence.service import Selection, replay_capsule
+from stella_core.evidence.verify import verify_capsule
+from stella_core.promotions.model import (
+    TRANSITIONS,
+    ApprovalRefusedError,
+    IllegalTransitionError,
+    PromotionStatus,
+    check_transition,
+)
+from stella_core.tenancy.model import ProductRole
+from tests.integration.test_cli import ok_json, stella
+
+R1 = "shop-2026.11.1"
+
+
+class Demo:
+    def __init__(self, world) -> None:
+        self.world = world
+        self.admin = world.open()
+        seed(self.admin)
+        self.alice = world.open("alice")
+        self.bob = world.open("bob")
+        self.carol = world.open("carol")
+        self.dave = world.open("dave")
+
+    def deploy(self, release: str, env: str, *approvers) -> object:
+        promotion = self.alice.promotions.request(release, env)
+        for person in approvers:
+            promotion = person.promotions.approve(promotion.id)
+        if promotion.run_id is not None:
+            self.alice.workflows.wait_run(promotion.run_id, timeout=30)
+        found = self.alice.promotions.get(promotion.id)
+        assert found.status is PromotionStatus.DEPLOYED, found.to_json()
+        return found
+
+
+@pytest.fixture
+def demo(world) -> Demo:
+    return Demo(world)
+
+
+def gate(promotion, name: str) -> dict:
+    return next(g for g in promotion.to_json()["gates"] if g["gate"] == name)
+
+
+def role_conn(world, name: str) -> psycopg.Connection:
+    """A raw connection as a person's own login role (what a modified client could do)."""
+    from stella_core.profiles import ProfileStore
+
+    profile = ProfileStore(world.home).get(world.open(name).backend.target, name)
+    url = world.admin_url.replace("postgresql+psycopg://", "postgresql://")
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url).set(username=profile.user, password=profile.password)
+    conn = psycopg.connect(parsed.render_as_string(hide_password=False), autocommit=False)
+    conn.execute("SELECT set_config('app.tenant_id', %s, false)", (profile.tenant_id,))
+    return conn
+
+
+# ------------------------------------------------------------------------------- the path
+def test_the_demo_path_to_prod_with_separation_of_duties(demo: Demo) -> None:
+    demo.deploy(R1, "dev")
+    demo.deploy(R1, "stage", demo.bob)
+    prod = demo.alice.promotions.request(R1, "prod", "weekly release")
+    assert prod.status is PromotionStatus.AWAITING_APPROVAL
+    assert prod.progress() == "0 of 2"
+    with pytest.raises(ApprovalRefusedError, match="separation of duties") as refused:
+        demo.alice.promotions.approve(prod.id)
+    assert refused.value.exit_code == 3
+    prod = demo.bob.promotions.approve(prod.id, "looks good")
+    assert prod.progress() == "1 of 2"
+    with pytest.raises(ApprovalRefusedError, match="already decided"):
+        demo.bob.promotions.approve(prod.id)
+    prod = demo.carol.promotions.approve(prod.id)
+    assert prod.status is PromotionStatus.DEPLOYING
+    demo.alice.workflows.wait_run(prod.run_id, timeout=30)
+    prod = demo.alice.promotions.get(prod.id)
+    assert prod.status is PromotionStatus.DEPLOYED
+    assert [(a.by, a.decision, a.signature_ok) for a in prod.approvals] == [
+        ("bob", "approve", True),
+        ("carol", "approve", True),
+    ]
+    # The workflow's approval step was satisfied by the promotion's approvals.
+    run = demo.alice.workflows.get_run(prod.run_id)
+    approve_step = next(s for s in run.steps if s.id == "approve")
+    assert approve_step.outputs == {"approved_by": ["bob", "carol"], "via": "promotion"}
+    # Evidence: each approval signed by its approver's own key, every decision a VSA.
+    packets = demo.alice.evidence.find(Filter(promotion_id=prod.id))
+    kinds = [p.type for p in packets]
+    assert kinds.count("approval") == 2
+    assert kinds.count("vsa") == 3  # at the request and after each approval
+    assert "run" in kinds
+    keys = {k.key_id: k.owner for k in demo.alice.evidence.signing_keys()}
+    assert sorted(keys[p.signer_key_id] for p in packets if p.type == "approval") == [
+        "bob",
+        "carol",
+    ]
+
+
+def test_a_release_cannot_skip_an_environment(demo: Demo) -> None:
+    prod = demo.alice.promotions.request(R1, "prod")
+    assert prod.status is PromotionStatus.BLOCKED
+    assert gate(prod, "predecessor")["reason_codes"] == ["PREDECESSOR_NOT_REACHED"]
+    # Approvals never make a failing gate pass.
+    demo.bob.promotions.approve(prod.id)
+    prod = demo.carol.promotions.approve(prod.id)
+    assert prod.status is PromotionStatus.BLOCKED
+    assert prod.progress() == "2 of 2"
+
+
+def test_a_rejection_ends_the_promotion(demo: Demo) -> None:
+    demo.deploy(R1, "dev")
+    stage = demo.alice.promotions.request(R1, "stage")
+    rejected = demo.carol.promotions.reject(stage.id, "api 2.3.0 has a known bug")
+    assert rejected.status is PromotionStatus.REJECTED
+    assert gate(rejected, "approval")["reason_codes"][0] == "REJECTED"
+    with pytest.raises(ApprovalRefusedError, match="takes no more decisions"):
+        demo.bob.promotions.approve(stage.id)
+
+
+def test_people_who_are_not_eligible_are_refused(demo: Demo) -> None:
+    demo.deploy(R1, "dev")
+    stage = demo.alice.promotions.request(R1, "stage")
+    with pytest.raises(ApprovalRefusedError, match="not eligible"):
+        demo.dave.promotions.approve(stage.id)
+    assert [p.id for p in demo.bob.promotions.inbox()] == [stage.id]
+    assert demo.dave.promotions.inbox() == []
+    assert demo.alice.promotions.inbox() == []  # stage has no SoD, but alice is not eligible
+
+
+def test_quorum_by_role(demo: Demo) -> None:
+    _, password = demo.admin.tenancy.add_user("erin", ProductRole.ADMIN)
+    demo.admin.save_profile_for("erin", password)
+    erin = demo.world.open("erin")
+    demo.admin.environments.add(
+        "dr",
+        order=5,
+        required_approvals=2,
+        separation_of_duties=True,
+        approver_roles=["approver", "admin"],
+        quorum={"admin": 1},
+    )
+    demo.deploy(R1, "dev")
+    demo.deploy(R1, "stage", demo.bob)
+    demo.deploy(R1, "prod", demo.bob, demo.carol)
+    dr = demo.alice.promotions.request(R1, "dr")
+    demo.bob.promotions.approve(dr.id)
+    dr = demo.carol.promotions.approve(dr.id)
+    # Two approvals, but no admin among them: the role quorum is not met.
+    assert dr.status is PromotionStatus.AWAITING_APPROVAL
+    assert "QUORUM_PENDING" in gate(dr, "approval")["reason_codes"]
+    dr = erin.promotions.approve(dr.id)
+    assert dr.status is PromotionStatus.DEPLOYED
+
+
+def test_freeze_windows_block_and_allowed_people_override(demo: Demo) -> None:
+    demo.deploy(R1, "dev")
+    now = datetime.now(UTC)
+    demo.alice.environments.freeze(
+        "stage", start=now - timedelta(minutes=1), end=now + timedelta(hours=2), reason="year-end"
+    )
+    stage = demo.alice.promotions.request(R1, "stage")
+    assert stage.status is PromotionStatus.BLOCKED
+    why = demo.alice.promotions.why(stage.id)
+    freeze = next(g for g in why["gates"] if g["gate"] == "freeze-window")
+    assert freeze["status"] == "fail"
+    assert freeze["reason_codes"] == ["FREEZE_ACTIVE"]
+    assert "year-end" in freeze["reasons"][0]
+    assert freeze["unblock"]
+    assert why["blocked"] is True
+    assert "bob" in why["eligible_approvers"]
+    # The same window with alice allowed: her promotion passes the freeze gate.
+    demo.alice.promotions.cancel(stage.id)
+    demo.alice.environments.freeze(
+        "dev",
+        start=now - timedelta(minutes=1),
+        end=now + timedelta(hours=2),
+        reason="audit",
+        allow=["alice"],
+    )
+    again = demo.alice.promotions.request("shop-2026.11.2", "dev")
+    assert gate(again, "freeze-window")["reason_codes"] == ["FREEZE_OVERRIDDEN"]
+
+
+# ------------------------------------------------------------------------------- the database
+def test_raw_sql_cannot_self_approve_or_count_twice(demo: Demo) -> None:
+    demo.deploy(R1, "dev")
+    demo.deploy(R1, "stage", demo.bob)
+    prod = demo.alice.promotions.request(R1, "prod")
+    with (
+        role_conn(demo.world, "alice") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="separation of duties"),
+    ):
+        conn.execute(
+            "INSERT INTO promotion.approvals (tenant_id, promotion_id, decision)"
+            " VALUES (%s, %s, 'approve')",
+            (demo.alice.db.tenant_id, prod.id),
+        )
+    # A client claiming to be someone else is stamped as who it is.
+    with (
+        role_conn(demo.world, "alice") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(
+            "INSERT INTO promotion.approvals (tenant_id, promotion_id, approver, decision)"
+            " VALUES (%s, %s, 'bob', 'approve')",
+            (demo.alice.db.tenant_id, prod.id),
+        )
+    demo.bob.promotions.approve(prod.id)
+    with role_conn(demo.world, "bob") as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(
+            "INSERT INTO promotion.approvals (tenant_id, promotion_id, decision)"
+            " VALUES (%s, %s, 'approve')",
+            (demo.alice.db.tenant_id, prod.id),
+        )
+    # Nor can anyone push the status past the approvals.
+    with (
+        role_conn(demo.world, "bob") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="approvals it needs"),
+    ):
+        conn.execute(
+            "UPDATE promotion.promotions SET status = 'approved' WHERE id = %s", (prod.id,)
+        )
+    with role_conn(demo.world, "bob") as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(
+            "UPDATE promotion.promotions SET status = 'deployed' WHERE id = %s", (prod.id,)
+        )
+
+
+def test_an_unsigned_approval_does_not_count(demo: Demo) -> None:
+    demo.deploy(R1, "dev")
+    stage = demo.alice.promotions.request(R1, "stage")
+    with role_conn(demo.world, "bob") as conn:
+        conn.execute(
+            "INSERT INTO promotion.approvals (tenant_id, promotion_id, decision)"
+            " VALUES (%s, %s, 'approve')",
+            (demo.alice.db.tenant_id, stage.id),
+        )
+        conn.commit()
+    stage = demo.alice.promotions.evaluate(stage.id)
+    assert [(a.by, a.signature_ok) for a in stage.approvals] == [("bob", False)]
+    assert stage.status is PromotionStatus.AWAITING_APPROVAL
+    assert "SIGNATURE_INVALID" in gate(stage, "approval")["reason_codes"]
+
+
+def test_every_transition_of_the_state_machine(demo: Demo) -> None:
+    for old, new in product(PromotionStatus, PromotionStatus):
+        if new in TRANSITIONS.get(old, frozenset()):
+            check_transition(old, new)
+        else:
+            with pytest.raises(IllegalTransitionError):
+                check_transition(old, new)
+    # The database keeps the same machine: a deployed promotion cannot be reopened.
+    done = demo.deploy(R1, "dev")
+    with (
+        pytest.raises(StellaError, match="cannot go from deployed to awaiting_approval"),
+        demo.alice.db.transaction() as conn,
+    ):
+        conn.execute(
+            text("UPDATE promotion.promotions SET status = 'awaiting_approval' WHERE id = :i"),
+            {"i": done.id},
+        )
+    with pytest.raises(IllegalTransitionError):
+        demo.alice.promotions.cancel(done.id)
+
+
+# ------------------------------------------------------------------------------- evidence
+def test_the_decision_replays_from_its_capsule(demo: Demo, tmp_path: Path) -> None:
+    demo.deploy(R1, "dev")
+    demo.deploy(R1, "stage", demo.bob)
+    prod = demo.deploy(R1, "prod", demo.bob, demo.carol)
+    out = tmp_path / "prod.tar"
+    demo.dave.evidence.export(Selection(promotion_id=prod.id), out)
+    files = read_tar(out)
+    report = verify_capsule(files)
+    assert report.ok, report.to_json()
+    result = replay_capsule(files, None)
+    assert result["same"] is True
+    types = sorted({p["type"] for p in result["packets"]})
+    assert types == ["approval", "run", "vsa"]
+    # What if prod had needed three approvals: the last decision would not have allowed it.
+    policy = json.loads(json.dumps(prod.policy))
+    next(g for g in policy["gates"] if g["type"] == "approval")["config"]["required"] = 3
+    what_if = replay_capsule(files, None, policy)
+    assert what_if["same"] is False
+    assert any(d["name"] == "approval" for d in what_if["differences"])
+
+
+# ------------------------------------------------------------------------------- the CLI
+def test_cli_contract(demo: Demo, world) -> None:
+    env = world.env()
+    ok_json(env, "--profile", "alice", "promote", R1, "--to", "dev", "-o", "json")
+    stage = ok_json(env, "--profile", "alice", "promote", R1, "--to", "stage", "-o", "json")
+    assert {"promotion_id", "status"} <= set(stage)
+    assert stage["status"] == "awaiting_approval"
+    approved = ok_json(env, "--profile", "bob", "approve", stage["promotion_id"], "-o", "json")
+    assert approved["status"] == "deployed"
+    prod = ok_json(
+        env, "--profile", "alice", "promote", R1, "--to", "prod", "--reason", "weekly", "-o", "json"
+    )
+    pid = prod["promotion_id"]
+    refused = stella(env, "--profile", "alice", "approve", pid)
+    assert refused.returncode == 3
+    assert "separation of duties" in refused.stderr
+    ok_json(env, "--profile", "bob", "approve", pid, "--comment", "ok", "-o", "json")
+    shown = ok_json(env, "--profile", "dave", "promotion", "show", pid, "-o", "json")
+    assert {
+        "promotion_id",
+        "release",
+        "environment",
+        "status",
+        "requested_by",
+        "approvals",
+        "gates",
+    } <= set(shown)
+    assert shown["requested_by"] == "alice"
+    assert shown["approvals"][0]["by"] == "bob"
+    assert shown["approvals"][0]["decision"] == "approve"
+    assert shown["approvals"][0]["signature_ok"] is True
+    assert {"gate", "status", "reasons"} <= set(shown["gates"][0])
+    why = ok_json(env, "--profile", "alice", "promotion", "why", pid, "-o", "json")
+    assert why["eligible_approvers"] == ["carol", "root"] or "carol" in why["eligible_approvers"]
+    rejected = stella(
+        env, "--profile", "carol", "reject", pid, "--reason", "not today", "-o", "json"
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    assert json.loads(rejected.stdout)["status"] == "rejected"
+    frozen = stella(
+        env,
+        "--profile",
+        "alice",
+        "env",
+        "freeze",
+        "stage",
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--end",
+        "2099-01-01T00:00:00Z",
+        "--reason",
+        "change freeze",
+        "--allow",
+        "bob",
+        "-o",
+        "json",
+    )
+    assert frozen.returncode == 0, frozen.stderr
+    assert json.loads(frozen.stdout)["allow"] == ["bob"]
+    bad = stella(
+        env,
+        "--profile",
+        "alice",
+        "env",
+        "freeze",
+        "stage",
+        "--start",
+        "2026-01-02T00:00:00Z",
+        "--end",
+        "2026-01-01T00:00:00Z",
+        "--reason",
+        "x",
+    )
+    assert bad.returncode == 2
+    added = ok_json(
+        env,
+        "env",
+        "add",
+        "qa",
+        "--order",
+        "7",
+        "--required-approvals",
+        "1",
+        "--separation-of-duties",
+        "--workflow",
+        "deliver",
+        "-o",
+        "json",
+    )
+    assert added["workflow"] == "deliver"
+    assert stella(env, "env", "add", "qa2", "--order", "8", "--workflow", "nope").returncode == 2
