@@ -64,6 +64,21 @@ async def show_run_monitor(window: MainWindow) -> bool:
     return True
 
 
+async def show_evidence(window: MainWindow) -> None:
+    """The ledger with a packet selected and its detail loaded: the newest packet about a
+    release (its subjects are the release's components), else the newest packet."""
+    page = window.evidence
+    await window.ops.idle()
+    await page.refresh()
+    packets = list(page.model.packets())  # newest first
+    if not packets:
+        return
+    chosen = next((p for p in packets if p.release), packets[0])
+    page.select_packet(chosen.id)
+    page.view.setFocus()
+    await window.ops.idle()
+
+
 async def prepare_demo_runs(window: MainWindow) -> None:
     """A first start's runs page is empty: run the sample workflow a few times for real."""
     from stella_desk.runs.demo import prepare_demo_runs as prepare
@@ -94,6 +109,8 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
             await show_workflow_editor(window)
         elif key == "runs":
             await show_runs_list(window)
+        elif key == "evidence":
+            await show_evidence(window)
         # One turn of the loop: Qt handles the pending layout and paint events of the page.
         await asyncio.sleep(0)
         saved.append(save(window, out_dir / f"{key}.png"))

@@ -26,6 +26,7 @@ from stella_core.workflows.steps.registry import default_registry
 from stella_desk import theme
 from stella_desk.chrome import Banner, RoleBadge, label
 from stella_desk.dashboard import Dashboard
+from stella_desk.evidence.page import EvidencePage
 from stella_desk.ops import Change, OpFailed, OpProgress, Ops
 from stella_desk.placeholder import ComingLater
 from stella_desk.releases.browser import ReleaseBrowser
@@ -61,11 +62,6 @@ COMING: dict[str, tuple[str, str]] = {
         "Promotions waiting for your sign-off.",
         "An inbox of promotions waiting for your approval, with separation of duties enforced "
         "so a requester can never approve their own promotion.",
-    ),
-    "evidence": (
-        "Signed records of every decision.",
-        "Browse the signed evidence behind every promotion, approval and deployment, export it, "
-        "and verify or replay it offline.",
     ),
     "targets": (
         "Hosts, agents and what runs on them.",
@@ -199,11 +195,13 @@ class MainWindow(QMainWindow):
         registry = default_registry()
         self.workflows = WorkflowEditor(ops, session, registry)
         self.runs = RunsPage(ops, session, registry, worker=worker)
+        self.evidence = EvidencePage(ops, session)
         self.pages: dict[str, QWidget] = {
             "dashboard": self.dashboard,
             "releases": self.releases,
             "workflows": self.workflows,
             "runs": self.runs,
+            "evidence": self.evidence,
         }
         for key, title in PAGES:
             if key not in self.pages:
@@ -227,6 +225,7 @@ class MainWindow(QMainWindow):
         )
         self.workflows.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.runs.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.evidence.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
 
@@ -308,6 +307,7 @@ class MainWindow(QMainWindow):
             self.releases.refresh(),
             self.workflows.refresh(),
             self.runs.refresh(),
+            self.evidence.refresh(),
         )
 
     async def switch_person(self, name: str) -> None:

@@ -1,0 +1,1 @@
+"""The Evidence page: the signed ledger, one packet's detail, export, offline verify, replay."""
