@@ -171,13 +171,20 @@ class Stella:
         self.environments = EnvironmentService(self.db, self.tenancy)
         self.local_keys = LocalKeys(backend.home, backend.target, self.secrets)
         self.evidence = EvidenceService(self.db, self.tenancy, self.local_keys)
-        self.workflows = WorkflowService(self.db, self.tenancy, run_end=self._run_ended)
+        self.workflows = WorkflowService(
+            self.db, self.tenancy, run_end=self._run_ended, hooks=[self._after_run]
+        )
         self.promotions = PromotionService(self.db, self.tenancy, self.evidence, self.workflows)
 
     def _run_ended(self, conn: Connection, run_id: UUID, status: str) -> None:
         """In the transaction that ends a run: its evidence, and its promotion's outcome."""
         self.evidence.emit_run(conn, run_id, status)
         self.promotions.run_ended(conn, run_id, status)
+
+    def _after_run(self, run_id: UUID, status: str) -> None:
+        """After a run's ending committed: environments that auto-promote from where a
+        release just landed get their promotion requested."""
+        self.promotions.auto_promote(run_id, status)
 
     @classmethod
     def open(

@@ -396,3 +396,36 @@ def test_cli_contract(demo: Demo, world) -> None:
     )
     assert added["workflow"] == "deliver"
     assert stella(env, "env", "add", "qa2", "--order", "8", "--workflow", "nope").returncode == 2
+
+
+def test_a_signed_expiring_exception_lets_a_release_skip_an_environment(demo: Demo) -> None:
+    from stella_core.errors import AuthorizationError
+
+    demo.deploy(R1, "dev")
+    blocked = demo.alice.promotions.request(R1, "prod")
+    assert blocked.status is PromotionStatus.BLOCKED
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    with pytest.raises(AuthorizationError):
+        demo.alice.promotions.grant_exception(R1, "prod", reason="hotfix", expires_at=expires)
+    granted = demo.admin.promotions.grant_exception(
+        R1, "prod", reason="hotfix for the payment outage", expires_at=expires
+    )
+    assert granted["granted_by"] == demo.admin.tenancy.whoami().user
+    # Open promotions it concerns are decided again at once.
+    now = demo.alice.promotions.get(blocked.id)
+    assert now.status is PromotionStatus.AWAITING_APPROVAL
+    assert gate(now, "predecessor")["reason_codes"] == ["EXCEPTION_APPLIED"]
+    packets = demo.dave.evidence.find(Filter(type="exception"))
+    assert [p.release for p in packets] == [R1]
+    assert demo.dave.evidence.replay(packets[0].id)["same"] is True
+
+
+def test_an_environment_can_auto_promote_from_its_predecessor(demo: Demo) -> None:
+    demo.admin.environments.add("mirror", order=3, auto_promote_from="prod")
+    demo.deploy(R1, "dev")
+    demo.deploy(R1, "stage", demo.bob)
+    demo.deploy(R1, "prod", demo.bob, demo.carol)
+    [mirror] = demo.alice.promotions.find(environment="mirror")
+    assert mirror.reason == "auto-promoted from prod"
+    assert mirror.requested_by == "alice"  # whose process finished the prod run
+    assert mirror.status is PromotionStatus.DEPLOYED  # no approvals, no workflow

@@ -210,6 +210,25 @@ def cmd_promotion_inbox(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_promotion_exception(args: argparse.Namespace) -> None:
+    with _acting(args) as stella:
+        value = stella.promotions.grant_exception(
+            args.release,
+            args.env,
+            reason=args.reason,
+            expires_at=_time(args.expires, "--expires"),
+            gate=args.gate,
+        )
+    _out(
+        args,
+        value,
+        [
+            f"{value['release']} may pass the {value['gate']} gate of {value['environment']} "
+            f"until {value['expires_at']} (signed by {value['granted_by']})"
+        ],
+    )
+
+
 def cmd_approve(args: argparse.Namespace) -> None:
     with _acting(args) as stella:
         promotion = stella.promotions.approve(args.promotion_id, args.comment or "")
@@ -274,6 +293,17 @@ def register(groups: Any, leaf: Any, env: Any) -> None:
     p.add_argument("promotion_id")
     _waiting(p)
     leaf(promo, "inbox", cmd_promotion_inbox, "promotions waiting for your decision")
+    p = leaf(
+        promo,
+        "exception",
+        cmd_promotion_exception,
+        "admins: let a release skip the predecessor gate of an environment until a time",
+    )
+    p.add_argument("release")
+    p.add_argument("--env", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--expires", required=True, help="ISO 8601 time with a timezone")
+    p.add_argument("--gate", default="predecessor", choices=["predecessor"])
 
     p = leaf(groups, "approve", cmd_approve, "approve a promotion (signed with your key)")
     p.add_argument("promotion_id")

@@ -29,6 +29,7 @@ from stella_core.evidence.predicates import (
     DECISION_RECORD_FIELD,
     DEPLOYMENT_V1,
     DRIFT_V1,
+    EXCEPTION_V1,
     PREDICATE_NAMES,
     ROLLBACK_V1,
     RUN_V1,
@@ -209,7 +210,23 @@ def _replay_drift(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: 
         out.differ("verdict", "drifted", predicate.get("drifted"), bool(findings))
 
 
+def _replay_exception(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: Any) -> None:
+    """An exception authorizes only if its granter signed it over exactly the release's digests,
+    and only until it expires (the gate compares `expiresAt` with each decision's time)."""
+    predicate = packet.predicate
+    granter = predicate.get("grantedBy") or {}
+    if granter.get("keyId") != packet.signer_key_id:
+        out.differ("signer", "grantedBy", granter.get("keyId"), packet.signer_key_id)
+    components = (predicate.get("release") or {}).get("components") or []
+    expected = sorted("sha256:" + c["digest"]["sha256"] for c in components)
+    if sorted(packet.subject_digests()) != expected:
+        out.differ("input", "digests", expected, sorted(packet.subject_digests()))
+    if str(predicate.get("expiresAt")) <= str(predicate.get("grantedAt")):
+        out.differ("input", "expiresAt", predicate.get("expiresAt"), "not after grantedAt")
+
+
 REPLAYERS: dict[str, Replayer] = {
+    EXCEPTION_V1: _replay_exception,
     SLSA_VSA_V1: _replay_decision,
     RUN_V1: _replay_run,
     APPROVAL_V1: _replay_approval,

@@ -217,6 +217,11 @@ class EvidenceService:
     def orchestrator_signer(self, conn: Connection) -> SigningKey:
         active = KeyStore(conn).active(ORCHESTRATOR)
         if active is None:
+            identity = TenancyStore(conn).identity()
+            if identity is not None and identity.role is ProductRole.ADMIN:
+                # A database migrated from before evidence existed: its admin makes the key.
+                active = self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
+        if active is None:
             raise NoSigningKeyError(
                 "no orchestrator key is registered for this tenant; an admin registers one "
                 "with 'stella keys rotate --orchestrator'"

@@ -9,9 +9,11 @@ Separation of duties is checked here first (for a clear refusal) and again by th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from sqlalchemy import Connection
 
@@ -19,10 +21,10 @@ from stella_core.clock import Clock, SystemClock
 from stella_core.db.engine import Database
 from stella_core.environments.model import Environment
 from stella_core.environments.store import EnvironmentStore
-from stella_core.errors import AlreadyExistsError, DefinitionError, NotFoundError
+from stella_core.errors import AlreadyExistsError, DefinitionError, NotFoundError, StellaError
 from stella_core.evidence.ledger import Refs
 from stella_core.evidence.packets import PacketError, verify_bundle
-from stella_core.evidence.predicates import APPROVAL_V1, rfc3339
+from stella_core.evidence.predicates import APPROVAL_V1, EXCEPTION_V1, rfc3339
 from stella_core.evidence.service import EvidenceService
 from stella_core.promotions.decision import Decision, decide, why
 from stella_core.promotions.model import (
@@ -45,6 +47,7 @@ from stella_core.tenancy.store import TenancyStore
 from stella_core.workflows.service import WorkflowService
 
 REQUESTERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+log = logging.getLogger(__name__)
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -247,6 +250,86 @@ class PromotionService:
             raise ApprovalRefusedError(f"{me.user} has already decided promotion {promotion_id}")
         return row
 
+    def grant_exception(
+        self,
+        release: str,
+        environment: str,
+        *,
+        reason: str,
+        expires_at: datetime,
+        gate: str = "predecessor",
+    ) -> dict[str, Any]:
+        """An admin's signed, expiring exception: `release` may pass `gate` of `environment`
+        until `expires_at`. Open promotions it concerns are decided again at once."""
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        if gate != "predecessor":
+            raise DefinitionError("exceptions apply to the predecessor gate only")
+        if not reason.strip():
+            raise DefinitionError("an exception needs a reason")
+        if expires_at.tzinfo is None:
+            raise DefinitionError("the expiry needs a timezone (for example Z)")
+        if expires_at <= self.clock.now():
+            raise DefinitionError("the expiry must be in the future")
+        self.evidence.ensure_personal_key()
+        exception_id = uuid4()
+        with self.db.transaction() as conn:
+            if EnvironmentStore(conn).get(environment) is None:
+                raise NotFoundError(f"no environment named {environment!r}")
+            found = ReleaseStore(conn).get_releases(release)
+            if not found:
+                raise NotFoundError(f"no release named {release!r}")
+            components = {c.name: c.digest for c in found[0].components}
+            signer = self.evidence.personal_signer(conn)
+            packet = self.evidence.emit(
+                conn,
+                predicate_type=EXCEPTION_V1,
+                subjects=list(components.items()),
+                predicate={
+                    "exceptionId": str(exception_id),
+                    "gate": gate,
+                    "environment": environment,
+                    "release": _release_json(release, components),
+                    "reason": reason,
+                    "grantedBy": {"name": identity.user, "keyId": signer.key_id},
+                    "grantedAt": self._now(),
+                    "expiresAt": rfc3339(expires_at),
+                },
+                signer=signer,
+                refs=Refs(release=release, environment=environment),
+            )
+            store = PromotionStore(conn)
+            store.insert_exception(
+                identity.tenant_id,
+                exception_id,
+                environment,
+                release,
+                gate,
+                reason,
+                expires_at,
+                packet.id,
+            )
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "promotion.exception",
+                "release",
+                release,
+                {"environment": environment, "gate": gate, "expires": rfc3339(expires_at)},
+            )
+            for row in store.rows(
+                statuses=[s.value for s in OPEN], environment=environment, release=release
+            ):
+                self._decide(conn, row.id)
+        return {
+            "exception_id": str(exception_id),
+            "release": release,
+            "environment": environment,
+            "gate": gate,
+            "reason": reason,
+            "expires_at": rfc3339(expires_at),
+            "granted_by": identity.user,
+            "packet_id": str(packet.id),
+        }
+
     def cancel(self, promotion_id: UUID | str, reason: str = "") -> Promotion:
         key = _uuid(promotion_id)
         identity = self.tenancy.require(*REQUESTERS)
@@ -363,6 +446,43 @@ class PromotionService:
         outcome = RUN_OUTCOME.get(status, PromotionStatus.FAILED)
         store.update(row.id, outcome, status_reason=f"workflow run {status}")
 
+    def auto_promote(self, run_id: UUID, status: str) -> list[Promotion]:
+        """After a promotion's run succeeded (and committed): request the promotions into the
+        environments that auto-promote from where the release just landed. Requested as the
+        person whose process ended the run; skipped (and logged) when they may not request."""
+        if status != "succeeded":
+            return []
+        with self.db.transaction() as conn:
+            row = PromotionStore(conn).row_of_run(run_id)
+            if row is None or PromotionStatus(row.status) is not PromotionStatus.DEPLOYED:
+                return []
+            targets = [
+                e.name
+                for e in EnvironmentStore(conn).list()
+                if e.auto_promote_from == row.environment
+            ]
+            identity = TenancyStore(conn).identity()
+        if not targets:
+            return []
+        if identity is None or identity.role not in REQUESTERS:
+            log.warning(
+                "%s deployed to %s, but %s may not request its auto-promotion to %s",
+                row.release_name,
+                row.environment,
+                identity.user if identity else "nobody",
+                ", ".join(targets),
+            )
+            return []
+        requested = []
+        for target in targets:
+            try:
+                requested.append(
+                    self.request(row.release_name, target, f"auto-promoted from {row.environment}")
+                )
+            except StellaError as exc:
+                log.warning("auto-promotion of %s to %s: %s", row.release_name, target, exc)
+        return requested
+
     # inputs -----------------------------------------------------------------------------
     def _inputs_for(
         self,
@@ -410,9 +530,45 @@ class PromotionService:
                 for f in freezes
             ],
             "history": {"reached": PromotionStore(conn).reached(release)},
-            "exceptions": [],
+            "exceptions": self._exceptions(conn, release, environment, components),
             "people": [{"name": u.name, "role": u.role.value} for u in people if not u.disabled],
         }
+
+    def _exceptions(
+        self, conn: Connection, release: str, environment: str, components: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """Exceptions for this release and environment, with whether each is signed by an
+        admin's registered key over exactly these digests (an unsigned one authorizes nothing)."""
+        keys = KeyStore(conn).registered()
+        admins = {u.name for u in TenancyStore(conn).list_users() if u.role is ProductRole.ADMIN}
+        found = []
+        for e in PromotionStore(conn).exceptions(release, environment):
+            trusted = {k.key_id: k.public_key for k in keys if k.owner == e.granted_by}
+            ok = False
+            if e.granted_by in admins and trusted:
+                try:
+                    packet = verify_bundle(json.loads(bytes(e.bundle)), trusted)
+                    predicate = packet.predicate
+                    ok = (
+                        packet.predicate_type == EXCEPTION_V1
+                        and predicate.get("exceptionId") == str(e.id)
+                        and predicate.get("environment") == environment
+                        and predicate.get("expiresAt") == rfc3339(e.expires_at)
+                        and sorted(packet.subject_digests()) == sorted(components.values())
+                    )
+                except (PacketError, ValueError):
+                    ok = False
+            found.append(
+                {
+                    "id": str(e.id),
+                    "gate": e.gate,
+                    "environment": e.environment,
+                    "expiresAt": rfc3339(e.expires_at),
+                    "by": e.granted_by,
+                    "signatureOk": ok,
+                }
+            )
+        return found
 
     def _approvals(
         self, conn: Connection, store: PromotionStore, rows: list[Any]

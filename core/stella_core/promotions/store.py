@@ -141,6 +141,49 @@ class PromotionStore:
             )
         )
 
+    def insert_exception(
+        self,
+        tenant_id: UUID,
+        exception_id: UUID,
+        environment: str,
+        release_name: str,
+        gate: str,
+        reason: str,
+        expires_at: Any,
+        packet_id: UUID,
+    ) -> None:
+        self.conn.execute(
+            text(
+                "INSERT INTO promotion.exceptions (id, tenant_id, environment, release_name, gate,"
+                " reason, expires_at, packet_id) VALUES (:id, :t, :env, :rel, :gate, :reason,"
+                " :expires, :packet)"
+            ),
+            {
+                "id": exception_id,
+                "t": tenant_id,
+                "env": environment,
+                "rel": release_name,
+                "gate": gate,
+                "reason": reason,
+                "expires": expires_at,
+                "packet": packet_id,
+            },
+        )
+
+    def exceptions(self, release_name: str, environment: str) -> list[Any]:
+        return list(
+            self.conn.execute(
+                text(
+                    "SELECT e.id, e.environment, e.release_name, e.gate, e.reason, e.expires_at,"
+                    " e.granted_by, e.granted_at, e.packet_id, p.bundle"
+                    " FROM promotion.exceptions e JOIN evidence.packets p ON p.id = e.packet_id"
+                    " WHERE e.release_name = :r AND e.environment = :env"
+                    " ORDER BY e.granted_at, e.id"
+                ),
+                {"r": release_name, "env": environment},
+            )
+        )
+
     def reached(self, release_name: str) -> list[str]:
         """Environments this release has been deployed to."""
         rows = self.conn.execute(
@@ -161,6 +204,11 @@ class PromotionStore:
             )
         )
         return {str(r.environment): r for r in rows}
+
+    def row_of_run(self, run_id: UUID) -> Any | None:
+        return self.conn.execute(
+            text(f"SELECT {_COLUMNS} FROM promotion.promotions WHERE run_id = :r"), {"r": run_id}
+        ).first()
 
     def by_run(self, run_id: UUID) -> Any | None:
         return self.conn.execute(

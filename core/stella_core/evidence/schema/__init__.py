@@ -17,6 +17,7 @@ SCHEMA_FILES = {
     "rollback": "rollback-v1.schema.json",
     "drift": "drift-v1.schema.json",
     "run": "run-v1.schema.json",
+    "exception": "exception-v1.schema.json",
     "vsa": "vsa-v1-profile.schema.json",
 }
 

@@ -155,6 +155,33 @@ GRANT SELECT, INSERT ON promotion.approvals TO {APP_ROLE};
 {append_only("promotion.approvals")}
 {tenant_rls("promotion.approvals", write_check=MEMBERS)}
 
+-- An admin's signed, expiring exception: one release past one gate of one environment.
+CREATE TABLE promotion.exceptions (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  tenant_id uuid NOT NULL REFERENCES tenancy.tenants(id),
+  environment text NOT NULL,
+  release_name text NOT NULL,
+  gate text NOT NULL CHECK (gate IN ('predecessor')),
+  reason text NOT NULL CHECK (length(reason) > 0),
+  expires_at timestamptz NOT NULL,
+  packet_id uuid NOT NULL REFERENCES evidence.packets (id),
+  granted_by text NOT NULL DEFAULT session_user,
+  granted_at timestamptz NOT NULL DEFAULT now(),
+  CHECK (expires_at > granted_at),
+  FOREIGN KEY (tenant_id, environment) REFERENCES env.environments (tenant_id, name)
+);
+CREATE FUNCTION promotion.stamp_granter() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.granted_by := session_user;
+  NEW.granted_at := clock_timestamp();
+  RETURN NEW;
+END $$;
+CREATE TRIGGER exceptions_stamp BEFORE INSERT ON promotion.exceptions
+  FOR EACH ROW EXECUTE FUNCTION promotion.stamp_granter();
+GRANT SELECT, INSERT ON promotion.exceptions TO {APP_ROLE};
+{append_only("promotion.exceptions")}
+{tenant_rls("promotion.exceptions", write_check="(SELECT tenancy.has_role('admin'))")}
+
 -- Counted approvals as the database can see them: distinct approvers who approved, without the
 -- requester where separation of duties applies, and no rejection.
 CREATE FUNCTION promotion.enough_approvals(promotion uuid) RETURNS boolean
