@@ -198,12 +198,11 @@ class Stella:
         backend = Backend.open(home, database_url, durable=durable)
         try:
             profiles = ProfileStore(backend.home)
-            changed = backend.ensure_ready(profiles)
+            backend.ensure_ready(profiles)
             stella = cls(backend, profiles.get(backend.target, profile))
-            if changed:
-                # A new or upgraded database gets its orchestrator key from its admin (no-op
-                # for anyone else, or when one is registered).
-                stella.evidence.ensure_orchestrator_key()
+            # A database without an orchestrator key gets one from its admin, whichever
+            # command the admin runs first (one query when it exists; nothing for others).
+            stella.evidence.ensure_orchestrator_key()
             return stella
         except BaseException:
             backend.close()

@@ -50,14 +50,21 @@ def _acting(args: argparse.Namespace) -> Iterator[Any]:
 
 # ------------------------------------------------------------------------------- handlers
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
-    from stella_core.bootstrap import Backend
+    from stella_core.bootstrap import Backend, Stella
     from stella_core.db import migrate
     from stella_core.profiles import ProfileStore
 
     backend = Backend.open()
     try:
         before, after = backend.upgrade()
-        backend.ensure_ready(ProfileStore(backend.home))
+        profiles = ProfileStore(backend.home)
+        backend.ensure_ready(profiles)
+        # The admin's first command also gives the database its orchestrator key.
+        stella = Stella(backend, profiles.get(backend.target, None))
+        try:
+            stella.evidence.ensure_orchestrator_key()
+        finally:
+            stella.close(keep_backend=True)
         value = {
             "target": backend.target,
             "before": before,
