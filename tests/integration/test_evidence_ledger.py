@@ -271,12 +271,12 @@ def test_every_packet_type_replays_the_same(admin, tmp_path: Path) -> None:
     emit_decision(admin)
     emit_other_types(admin)
     files, count = admin.evidence.capsule_files(Selection(since=_epoch(), until=_far()))
-    assert count == 6
+    assert count == 7  # with the orchestrator's endorsement of the approver's key
     report = verify_capsule(files)
     assert report.ok, report.to_json()
     result = replay_capsule(files, None)
     assert sorted(p["type"] for p in result["packets"]) == sorted(
-        ["run", "vsa", "approval", "deployment", "rollback", "drift"]
+        ["run", "vsa", "approval", "deployment", "rollback", "drift", "key"]
     )
     assert result["same"], result
 

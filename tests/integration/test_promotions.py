@@ -296,7 +296,7 @@ def test_the_decision_replays_from_its_capsule(demo: Demo, tmp_path: Path) -> No
     result = replay_capsule(files, None)
     assert result["same"] is True
     types = sorted({p["type"] for p in result["packets"]})
-    assert types == ["approval", "run", "vsa"]
+    assert types == ["approval", "key", "run", "vsa"]
     # What if prod had needed three approvals: the last decision would not have allowed it.
     policy = json.loads(json.dumps(prod.policy))
     next(g for g in policy["gates"] if g["type"] == "approval")["config"]["required"] = 3
@@ -429,3 +429,29 @@ def test_an_environment_can_auto_promote_from_its_predecessor(demo: Demo) -> Non
     assert mirror.reason == "auto-promoted from prod"
     assert mirror.requested_by == "alice"  # whose process finished the prod run
     assert mirror.status is PromotionStatus.DEPLOYED  # no approvals, no workflow
+
+
+def test_the_orchestrator_key_alone_verifies_a_promotion_capsule(demo: Demo, tmp_path) -> None:
+    """Approvals are signed by personal keys; the orchestrator's key packets vouch for them, so
+    an auditor handed one public key verifies everything."""
+    demo.deploy(R1, "dev")
+    demo.deploy(R1, "stage", demo.bob)
+    prod = demo.deploy(R1, "prod", demo.bob, demo.carol)
+    files, _ = demo.dave.evidence.capsule_files(Selection(promotion_id=prod.id))
+    orchestrator = [
+        k.public_key for k in demo.dave.evidence.signing_keys() if k.owner == "orchestrator"
+    ]
+    report = verify_capsule(files, orchestrator)
+    assert report.ok, report.to_json()
+    endorsed = [v for v in report.verified.values() if v.predicate_type.endswith("/key/v1")]
+    assert sorted(v.predicate["owner"] for v in endorsed) == ["bob", "carol"]
+    # Without the endorsements, the approvals are signed by keys nobody vouched for.
+    manifest = json.loads(files["manifest.json"])
+    endorsements = {p["file"] for p in manifest["packets"] if p["type"] == "key"}
+    assert len(endorsements) == 2
+    stripped = {name: body for name, body in files.items() if name not in endorsements}
+    from stella_core.evidence import capsule
+
+    stripped["SHA256SUMS"] = capsule.sha256sums(stripped)
+    bad = verify_capsule(stripped, orchestrator)
+    assert any(p.check == "signatures" and "unknown signer" in p.message for p in bad.problems)

@@ -36,6 +36,7 @@ ROLLBACK_V1 = f"{PREDICATE_BASE}/rollback/v1"
 DRIFT_V1 = f"{PREDICATE_BASE}/drift/v1"
 RUN_V1 = f"{PREDICATE_BASE}/run/v1"
 EXCEPTION_V1 = f"{PREDICATE_BASE}/exception/v1"
+KEY_V1 = f"{PREDICATE_BASE}/key/v1"
 # VSA extension field (in-toto: extension names are URIs) holding the decision record's
 # ResourceDescriptor.
 DECISION_RECORD_FIELD = f"{PREDICATE_BASE}/decision-record/v1"
@@ -49,6 +50,7 @@ PREDICATE_NAMES: dict[str, str] = {
     DRIFT_V1: "drift",
     RUN_V1: "run",
     EXCEPTION_V1: "exception",
+    KEY_V1: "key",
 }
 PREDICATE_TYPES: dict[str, str] = {name: uri for uri, name in PREDICATE_NAMES.items()}
 

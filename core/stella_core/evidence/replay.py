@@ -30,6 +30,7 @@ from stella_core.evidence.predicates import (
     DEPLOYMENT_V1,
     DRIFT_V1,
     EXCEPTION_V1,
+    KEY_V1,
     PREDICATE_NAMES,
     ROLLBACK_V1,
     RUN_V1,
@@ -225,7 +226,18 @@ def _replay_exception(out: Outcome, packet: VerifiedPacket, inputs: Inputs, poli
         out.differ("input", "expiresAt", predicate.get("expiresAt"), "not after grantedAt")
 
 
+def _replay_key(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: Any) -> None:
+    """A key endorsement holds if the key it carries is the key its subject names."""
+    from stella_core.crypto.keys import PublicKey
+
+    predicate = packet.predicate
+    key = PublicKey.from_pem(str(predicate.get("publicKey", "")).encode("ascii"))
+    if packet.subject_digests() != [f"sha256:{key.key_id}"] or predicate.get("keyId") != key.key_id:
+        out.differ("input", "publicKey", predicate.get("keyId"), key.key_id)
+
+
 REPLAYERS: dict[str, Replayer] = {
+    KEY_V1: _replay_key,
     EXCEPTION_V1: _replay_exception,
     SLSA_VSA_V1: _replay_decision,
     RUN_V1: _replay_run,

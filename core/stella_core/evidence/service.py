@@ -47,12 +47,14 @@ from stella_core.evidence.packets import (
     verify_bundle,
 )
 from stella_core.evidence.predicates import (
+    KEY_V1,
     PREDICATE_NAMES,
     PREDICATE_TYPES,
     RUN_V1,
     SLSA_VSA_V1,
     StepOutcome,
     referenced_inputs,
+    rfc3339,
     run_predicate,
     vsa_predicate,
 )
@@ -212,7 +214,48 @@ class EvidenceService:
         TenancyStore(conn).append_audit(self.tenant_id, action, "key", key.key_id, {"owner": owner})
         found = store.active(owner)
         assert found is not None
+        if kind == "person":
+            self.endorse_keys(conn)
         return found
+
+    def endorse_keys(self, conn: Connection) -> list[PacketRow]:
+        """Key packets: the orchestrator vouches for each registered personal key that has none
+        yet, so an auditor who trusts the orchestrator key alone can verify approvals. Nothing
+        when this machine does not hold the orchestrator key (exports try again)."""
+        keys = [k for k in KeyStore(conn).registered() if k.owner_kind == "person"]
+        if not keys:
+            return []
+        endorsed = {
+            d for r in LedgerStore(conn).select(Filter(type="key")) for d in r.subject_digests
+        }
+        missing = [k for k in keys if f"sha256:{k.key_id}" not in endorsed]
+        if not missing:
+            return []
+        try:
+            signer = self.orchestrator_signer(conn)
+        except NoSigningKeyError:
+            return []
+        return self.emit_many(
+            conn,
+            [
+                (
+                    KEY_V1,
+                    [(f"key:{k.owner}", k.key_id)],
+                    {
+                        "keyId": k.key_id,
+                        "owner": k.owner,
+                        "ownerKind": "person",
+                        "publicKey": k.public_key.pem().decode("ascii"),
+                        "registeredAt": rfc3339(k.registered_at),
+                        "registeredBy": k.registered_by,
+                    },
+                    (),
+                    Refs(),
+                )
+                for k in missing
+            ],
+            signer=signer,
+        )
 
     def orchestrator_signer(self, conn: Connection) -> SigningKey:
         active = KeyStore(conn).active(ORCHESTRATOR)
@@ -492,10 +535,22 @@ class EvidenceService:
         if selection is not None:
             selection.check()
         with self.db.transaction() as conn:
+            self.endorse_keys(conn)
+        with self.db.transaction() as conn:
             store = LedgerStore(conn)
             rows = store.select(selection.filter() if selection else Filter())
             if not rows:
                 raise NotFoundError("no evidence packets match this selection")
+            # The orchestrator's endorsements of the personal keys that signed these packets
+            # travel with them, so one trusted key verifies the whole capsule.
+            signed_by = {f"sha256:{r.signer_key_id}" for r in rows}
+            chosen = {r.seq for r in rows}
+            rows += [
+                r
+                for r in store.select(Filter(type="key"))
+                if r.seq not in chosen and signed_by & set(r.subject_digests)
+            ]
+            rows.sort(key=lambda r: r.seq)
             last = max(r.seq for r in rows)
             covering = next((c for c in store.checkpoints() if c.tree_size >= last), None)
         if covering is None:

@@ -31,7 +31,7 @@ from stella_core.evidence.ledger import GENESIS, chain_hash
 from stella_core.evidence.merkle import MerkleTree, leaf_hash, verify_checkpoint
 from stella_core.evidence.merkle import verify_inclusion_hash as inclusion_ok
 from stella_core.evidence.packets import PacketError, VerifiedPacket, verify_bundle
-from stella_core.evidence.predicates import PREDICATE_NAMES, referenced_inputs
+from stella_core.evidence.predicates import KEY_V1, PREDICATE_NAMES, referenced_inputs
 
 CHECKS = ("signatures", "digests", "chain", "checkpoints")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -110,6 +110,17 @@ def verify_capsule(
         return report
     chain = _chain(files, report)
     packets: list[tuple[str, int, bytes]] = []
+    roots = dict(trust)
+    trust = dict(trust)
+    # Key endorsements first (by the manifest's word, which only orders the work: a mislabelled
+    # entry can only make a packet fail, never pass).
+    entries = sorted(
+        (e for e in entries if isinstance(e, dict)),
+        key=lambda e: (
+            e.get("type") != "key",
+            e.get("seq") if isinstance(e.get("seq"), int) else 0,
+        ),
+    )
     for entry in entries:
         seq = entry.get("seq") if isinstance(entry, dict) else None
         packet_id = str(entry.get("id")) if isinstance(entry, dict) else None
@@ -130,6 +141,9 @@ def verify_capsule(
         if verified is not None:
             report.verified[label] = verified
             _check_inputs(label, verified, files, digests, report)
+            endorsed = _endorsed_key(label, verified, roots, report)
+            if endorsed is not None:
+                trust[endorsed.key_id] = endorsed
         _check_link(label, seq, digest, chain, report)
     _check_chain(chain, report)
     _check_checkpoint(files, manifest, chain, packets, trust, report, allow_uncovered)
@@ -220,6 +234,29 @@ def _check_signature(
     if verified.predicate_type not in PREDICATE_NAMES:
         report.add(label, "signatures", f"packet #{seq} has unknown type {verified.predicate_type}")
     return verified
+
+
+def _endorsed_key(
+    label: str, verified: VerifiedPacket, roots: Mapping[str, PublicKey], report: Report
+) -> PublicKey | None:
+    """The personal key a key packet vouches for, when a root-trusted key signed it."""
+    if verified.predicate_type != KEY_V1:
+        return None
+    if verified.signer_key_id not in roots:
+        report.add(label, "signatures", "a key endorsement not signed by a trusted key is ignored")
+        return None
+    predicate = verified.predicate
+    try:
+        key = PublicKey.from_pem(str(predicate.get("publicKey", "")).encode("ascii"))
+    except (StellaError, UnicodeEncodeError):
+        report.add(label, "signatures", "the endorsed public key cannot be read")
+        return None
+    if key.key_id != predicate.get("keyId") or verified.subject_digests() != [
+        f"sha256:{key.key_id}"
+    ]:
+        report.add(label, "signatures", "the endorsement names another key than it holds")
+        return None
+    return key
 
 
 def _check_inputs(

@@ -18,6 +18,7 @@ SCHEMA_FILES = {
     "drift": "drift-v1.schema.json",
     "run": "run-v1.schema.json",
     "exception": "exception-v1.schema.json",
+    "key": "key-v1.schema.json",
     "vsa": "vsa-v1-profile.schema.json",
 }
 
