@@ -157,3 +157,26 @@ def test_sigterm_hands_a_running_step_back(world, admin, servers, tmp_path: Path
     assert kinds[-1] == "step.released"
     assert admin.workflows.live_workers() == 0
     admin.workflows.cancel_run(run.id)
+
+
+def test_serve_runs_a_promotion_and_seals_the_ledger_at_intervals(world, servers) -> None:
+    """The approved promotion's workflow runs in `stella serve`, which also seals the ledger."""
+    from stella_core.demo.seed import seed
+    from stella_core.promotions.model import PromotionStatus
+
+    admin = world.open()
+    seed(admin)
+    servers.append(serve(world, "--workers", "1", "--checkpoint-every", "0.5"))
+    alice = world.open("alice")
+    wait_until(lambda: alice.workflows.live_workers() >= 1, what="a live worker")
+    promotion = alice.promotions.request("shop-2026.11.1", "dev")
+    assert promotion.status is PromotionStatus.DEPLOYING
+    wait_until(
+        lambda: alice.promotions.get(promotion.id).status is PromotionStatus.DEPLOYED,
+        what="the promotion deployed by the serving worker",
+    )
+    size = len(alice.evidence.find())
+    wait_until(
+        lambda: any(c.tree_size == size for c in alice.evidence.checkpoints()),
+        what="a checkpoint over the whole ledger",
+    )

@@ -547,11 +547,25 @@ def cmd_run_events(args: argparse.Namespace) -> None:
     )
 
 
+def _seal(stella: Any) -> None:
+    """The ledger sealed at intervals: a checkpoint when packets came since the last one."""
+    from stella_core.errors import NotFoundError
+
+    try:
+        row = stella.evidence.checkpoint()
+        logging.getLogger("stella.serve").info("ledger sealed at %s packets", row.tree_size)
+    except NotFoundError:
+        pass  # nothing to seal yet
+    except StellaError as exc:
+        logging.getLogger("stella.serve").warning("could not seal the ledger: %s", exc.message)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run workers until SIGTERM or SIGINT; a step in flight gets a grace period, then it is
     stopped and handed back (its lease released) so another worker takes it at once."""
     import signal
     import threading
+    import time
 
     from stella_core.db.engine import Database, make_engine
     from stella_core.tenancy.model import ProductRole
@@ -590,9 +604,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+            sealed_at = time.monotonic()
             while not stop.wait(0.5):
                 if not any(t.is_alive() for t in threads):
                     break
+                if args.checkpoint_every and time.monotonic() - sealed_at >= args.checkpoint_every:
+                    sealed_at = time.monotonic()
+                    _seal(stella)
             stop.set()
             for thread in threads:
                 thread.join()
@@ -786,6 +804,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="on SIGTERM/SIGINT, seconds a running step may take to finish before it is "
         "stopped and handed back to be run again",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seal the evidence ledger with a signed checkpoint this often (0: never)",
     )
     return parser
 
