@@ -62,7 +62,7 @@ def _seed_if_empty(stella: Stella) -> bool:
         return False
     if stella.tenancy.whoami().role is not ProductRole.ADMIN:
         return False  # only an admin can add the demo people
-    seed(stella)
+    seed(stella, history=True)
     return True
 
 

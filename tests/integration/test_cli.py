@@ -171,6 +171,13 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     seeded = ok_json(env, "demo", "seed", "--output", "json")
     assert set(seeded["people"]) == {"alice", "bob", "carol", "dave"}
     assert seeded["templates"] == ["promote-web", "deliver"]
+    # The demo's past: every release reached dev and stage, prod runs the first one.
+    assert len(seeded["promotions"]) == 7
+    deployed = ok_json(env, "promotion", "list", "--status", "deployed", "-o", "json")
+    assert {(p["release"], p["environment"]) for p in deployed} >= {
+        ("shop-2026.11.1", "prod"),
+        ("shop-2026.11.3", "stage"),
+    }
     releases = ok_json(env, "--profile", "alice", "release", "list", "--output", "json")
     assert len(releases) == 3
     assert all(c["digest"].startswith("sha256:") for r in releases for c in r["components"])

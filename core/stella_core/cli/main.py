@@ -281,7 +281,7 @@ def cmd_demo_seed(args: argparse.Namespace) -> None:
     from stella_core.demo.seed import seed
 
     with _acting(args) as stella:
-        summary = seed(stella)
+        summary = seed(stella, history=not args.no_history)
     _out(args, summary, lambda: [f"{k}: {v}" for k, v in summary.items()])
 
 
@@ -713,7 +713,12 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(env, "list", cmd_env_list, "list environments in promotion order")
 
     demo = groups.add_parser("demo", help="demo data").add_subparsers(dest="cmd", required=True)
-    leaf(demo, "seed", cmd_demo_seed, "create the demo people, environments and releases")
+    p = leaf(demo, "seed", cmd_demo_seed, "create the demo people, environments and releases")
+    p.add_argument(
+        "--no-history",
+        action="store_true",
+        help="skip playing the demo's past promotions (dev and stage for every release)",
+    )
 
     audit = groups.add_parser("audit", help="the audit log").add_subparsers(
         dest="cmd", required=True

@@ -35,6 +35,18 @@ RELEASES = [
     ("shop-2026.11.2", {"web": "1.1.0", "api": "2.4.0", "worker": "0.9.0"}),
     ("shop-2026.11.3", {"web": "1.2.0", "api": "2.4.0", "worker": "0.9.1"}),
 ]
+# What already went through the pipeline: every release reached dev and stage, prod runs the
+# first. So any release can be requested into prod, and the pipeline has something to show.
+# (release, environment, approvers) in order.
+HISTORY = [
+    ("shop-2026.11.1", "dev", ()),
+    ("shop-2026.11.1", "stage", ("bob",)),
+    ("shop-2026.11.1", "prod", ("bob", "carol")),
+    ("shop-2026.11.2", "dev", ()),
+    ("shop-2026.11.2", "stage", ("carol",)),
+    ("shop-2026.11.3", "dev", ()),
+    ("shop-2026.11.3", "stage", ("bob",)),
+]
 DEMO_REGISTRY = "demo"
 TEMPLATES = ["promote-web.json", "deliver.json"]
 # The workflow every demo environment promotes with: it runs on any machine.
@@ -62,8 +74,16 @@ def build_layout(stella: Stella) -> str:
     return str(root)
 
 
-def seed(stella: Stella) -> dict[str, Any]:
-    summary: dict[str, Any] = {"people": [], "environments": [], "templates": [], "releases": []}
+def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
+    """With `history`, the demo's past promotions are played through the real path (requests,
+    signed approvals, workflow runs driven here), once."""
+    summary: dict[str, Any] = {
+        "people": [],
+        "environments": [],
+        "templates": [],
+        "releases": [],
+        "promotions": [],
+    }
     existing = {u.name for u in stella.tenancy.list_users()}
     for name, role in PEOPLE:
         if name in existing:
@@ -111,7 +131,26 @@ def seed(stella: Stella) -> dict[str, Any]:
             except AlreadyExistsError:
                 continue
             summary["releases"].append(rel_name)
+        if history and not alice.promotions.find(limit=1):
+            summary["promotions"] = _play_history(stella, alice)
     finally:
         alice.close(keep_backend=True)
     summary["layout"] = layout
     return summary
+
+
+def _play_history(stella: Stella, alice: Stella) -> list[str]:
+    approvers = {name: stella.as_person(name) for name in ("bob", "carol")}
+    done = []
+    try:
+        for release, environment, people in HISTORY:
+            promotion = alice.promotions.request(release, environment, "demo history")
+            for name in people:
+                promotion = approvers[name].promotions.approve(promotion.id, "demo history")
+            if promotion.run_id is not None:
+                alice.workflows.wait_run(promotion.run_id, timeout=120)
+            done.append(f"{release} → {environment}")
+    finally:
+        for person in approvers.values():
+            person.close(keep_backend=True)
+    return done
