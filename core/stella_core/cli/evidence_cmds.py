@@ -9,41 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from stella_core.cli.common import acting, out, time_flag
 from stella_core.errors import DefinitionError, IntegrityError, StellaError
 
 
 class VerificationFailed(IntegrityError):
     """Verification or replay found problems (already printed)."""
-
-
-def _out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:
-    if args.output == "json":
-        json.dump(value, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-    else:
-        for line in lines:
-            print(line)
-
-
-def _acting(args: argparse.Namespace) -> Any:
-    from stella_core.cli.main import _acting as acting
-
-    return acting(args)
-
-
-def _time(text: str, flag: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise DefinitionError(f"{flag} {text!r} is not an ISO 8601 time") from exc
-    if value.tzinfo is None:
-        raise DefinitionError(f"{flag} {text!r} needs a timezone (for example Z)")
-    return value
 
 
 def _uuid(text: str | None, flag: str) -> UUID | None:
@@ -98,11 +73,11 @@ def cmd_evidence_list(args: argparse.Namespace) -> None:
         person=args.person,
         run_id=_uuid(args.run, "--run"),
         promotion_id=_uuid(args.promotion, "--promotion"),
-        since=_time(args.since, "--since") if args.since else None,
-        until=_time(args.until, "--until") if args.until else None,
+        since=time_flag(args.since, "--since") if args.since else None,
+        until=time_flag(args.until, "--until") if args.until else None,
         limit=args.limit,
     )
-    with _acting(args) as stella:
+    with acting(args) as stella:
         rows = stella.evidence.find(where)
     value = [r.to_json() for r in rows]
     lines = [
@@ -110,11 +85,11 @@ def cmd_evidence_list(args: argparse.Namespace) -> None:
         f"{r.release or '-'}  by {r.actor}"
         for r in rows
     ]
-    _out(args, value, lines or ["no evidence packets"])
+    out(args, value, lines or ["no evidence packets"])
 
 
 def cmd_evidence_show(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         detail = stella.evidence.get(args.packet_id)
     if not args.bundle:
         detail.pop("bundle", None)
@@ -128,7 +103,7 @@ def cmd_evidence_show(args: argparse.Namespace) -> None:
         f"  subjects:  {', '.join(detail['subject_digests'])}",
         json.dumps(statement.get("predicate"), indent=2),
     ]
-    _out(args, detail, lines)
+    out(args, detail, lines)
 
 
 def cmd_evidence_export(args: argparse.Namespace) -> None:
@@ -138,16 +113,16 @@ def cmd_evidence_export(args: argparse.Namespace) -> None:
         promotion_id=_uuid(args.promotion, "--promotion"),
         release=args.release,
         run_id=_uuid(args.run, "--run"),
-        since=_time(args.since, "--since") if args.since else None,
-        until=_time(args.until, "--until") if args.until else None,
+        since=time_flag(args.since, "--since") if args.since else None,
+        until=time_flag(args.until, "--until") if args.until else None,
     )
     selection.check()
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise DefinitionError(f"--out {args.out}: directory {out.parent} does not exist")
-    with _acting(args) as stella:
-        summary = stella.evidence.export(selection, out)
-    _out(
+    target = Path(args.out)
+    if not target.parent.is_dir():
+        raise DefinitionError(f"--out {args.out}: directory {target.parent} does not exist")
+    with acting(args) as stella:
+        summary = stella.evidence.export(selection, target)
+    out(
         args,
         summary,
         [f"exported {summary['packets']} packets to {summary['out']} ({summary['digest']})"],
@@ -170,7 +145,7 @@ def cmd_evidence_verify(args: argparse.Namespace) -> None:
     if args.ledger == (args.archive is not None):
         raise DefinitionError("give an ARCHIVE to verify, or --ledger for the live ledger")
     if args.ledger:
-        with _acting(args) as stella:
+        with acting(args) as stella:
             report = stella.evidence.verify_ledger()
     else:
         path = Path(args.archive)
@@ -178,7 +153,7 @@ def cmd_evidence_verify(args: argparse.Namespace) -> None:
             raise DefinitionError(f"no archive at {path}")
         report = verify_capsule(read_tar(path), _trusted_keys(args.trusted_key))
     value = report.to_json()
-    _out(args, value, _verify_lines(value))
+    out(args, value, _verify_lines(value))
     if not report.ok:
         raise VerificationFailed(f"verification found {len(report.problems)} problem(s)")
 
@@ -195,7 +170,7 @@ def cmd_evidence_replay(args: argparse.Namespace) -> None:
         packet_id = _uuid(args.target, "packet id")
         if packet_id is None or "/" in args.target:
             raise DefinitionError(f"{args.target} is neither an archive nor a packet id")
-        with _acting(args) as stella:
+        with acting(args) as stella:
             value = stella.evidence.replay(packet_id, policy)
     lines = ["same" if value["same"] else "DIFFERENT"]
     lines += [
@@ -204,22 +179,22 @@ def cmd_evidence_replay(args: argparse.Namespace) -> None:
         for d in value["differences"]
     ]
     lines += [f"  not verified: {u['packet']}: {u['message']}" for u in value.get("unverified", [])]
-    _out(args, value, lines)
+    out(args, value, lines)
     # A what-if policy is expected to differ; without one, a difference is a failure.
     if policy is None and not value["same"]:
         raise VerificationFailed("replay differs from what was recorded")
 
 
 def cmd_evidence_checkpoint(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         row = stella.evidence.checkpoint()
     value = row.to_json()
-    _out(args, value, [value["note"].rstrip("\n")])
+    out(args, value, [value["note"].rstrip("\n")])
 
 
 # ------------------------------------------------------------------------------- keys
 def cmd_keys_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         keys = stella.evidence.signing_keys()
     active: dict[str, str] = {}
     for k in keys:
@@ -230,17 +205,17 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
         f"  registered {k.registered_at:%Y-%m-%d %H:%M} by {k.registered_by}"
         for k in keys
     ]
-    _out(args, value, lines or ["no keys registered"])
+    out(args, value, lines or ["no keys registered"])
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         key = stella.evidence.rotate_key(orchestrator=args.orchestrator)
-    _out(args, key.to_json(), [f"{key.owner}: new active key {key.key_id}"])
+    out(args, key.to_json(), [f"{key.owner}: new active key {key.key_id}"])
 
 
 def cmd_keys_export(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         keys = stella.evidence.signing_keys()
     if args.key_id:
         found = [k for k in keys if k.key_id.startswith(args.key_id)]

@@ -6,11 +6,11 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from stella_core import __version__
+from stella_core.cli.common import acting
 from stella_core.errors import DefinitionError, StellaError
 
 Handler = Callable[[argparse.Namespace], Any]
@@ -34,18 +34,6 @@ def _out(args: argparse.Namespace, value: Any, text_lines: Callable[[], list[str
     else:
         for line in text_lines():
             print(line)
-
-
-@contextmanager
-def _acting(args: argparse.Namespace) -> Iterator[Any]:
-    """The core, acting as the profile's person, closed (and the embedded server released) after."""
-    from stella_core.bootstrap import Stella
-
-    stella = Stella.open(args.profile)
-    try:
-        yield stella
-    finally:
-        stella.close()
 
 
 # ------------------------------------------------------------------------------- handlers
@@ -77,7 +65,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 
 
 def cmd_whoami(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         me = stella.tenancy.whoami()
     value = {
         "user": me.user,
@@ -92,7 +80,7 @@ def cmd_whoami(args: argparse.Namespace) -> None:
 def cmd_user_add(args: argparse.Namespace) -> None:
     from stella_core.tenancy.model import ProductRole
 
-    with _acting(args) as stella:
+    with acting(args) as stella:
         user, password = stella.tenancy.add_user(args.name, ProductRole(args.role))
         stella.save_profile_for(user.name, password)
     value = {
@@ -107,7 +95,7 @@ def cmd_user_add(args: argparse.Namespace) -> None:
 
 
 def cmd_user_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         users = stella.tenancy.list_users()
     value = [
         {
@@ -159,7 +147,7 @@ def cmd_registry_add(args: argparse.Namespace) -> None:
             raise UsageError("no password on standard input")
     elif args.username:
         raise UsageError("--username needs --password-stdin (passwords are never taken as flags)")
-    with _acting(args) as stella:
+    with acting(args) as stella:
         reg = stella.releases.add_registry(
             args.name, args.url, username=args.username, password=password, insecure=args.insecure
         )
@@ -167,7 +155,7 @@ def cmd_registry_add(args: argparse.Namespace) -> None:
 
 
 def cmd_registry_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         regs = stella.releases.list_registries()
     _out(args, [_registry_json(r) for r in regs], lambda: [f"{r.name:20} {r.url}" for r in regs])
 
@@ -183,7 +171,7 @@ def _component_json(c: Any) -> dict[str, Any]:
 
 
 def cmd_component_add(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         comp = stella.releases.add_component(args.name, args.image)
     _out(
         args,
@@ -193,7 +181,7 @@ def cmd_component_add(args: argparse.Namespace) -> None:
 
 
 def cmd_component_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         comps = stella.releases.list_components()
     _out(
         args,
@@ -219,19 +207,19 @@ def cmd_release_create(args: argparse.Namespace) -> None:
     for raw in args.component:
         name, tag, digest = parse_component_pin(raw)
         pins.append(ComponentPin(component=name, tag=tag, digest=digest))
-    with _acting(args) as stella:
+    with acting(args) as stella:
         rel = stella.releases.create_release(args.name, pins)
     _out(args, rel.to_json(), lambda: _release_lines(rel))
 
 
 def cmd_release_show(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         rel = stella.releases.get_release(args.name)
     _out(args, rel.to_json(), lambda: _release_lines(rel))
 
 
 def cmd_release_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         rels = stella.releases.list_releases()
     _out(
         args,
@@ -245,7 +233,7 @@ def cmd_release_list(args: argparse.Namespace) -> None:
 
 
 def cmd_env_add(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         from stella_core.cli.promotion_cmds import parse_quorum, parse_window
 
         env = stella.environments.add(
@@ -264,7 +252,7 @@ def cmd_env_add(args: argparse.Namespace) -> None:
 
 
 def cmd_env_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         envs = stella.environments.list()
     _out(
         args,
@@ -280,13 +268,13 @@ def cmd_env_list(args: argparse.Namespace) -> None:
 def cmd_demo_seed(args: argparse.Namespace) -> None:
     from stella_core.demo.seed import seed
 
-    with _acting(args) as stella:
+    with acting(args) as stella:
         summary = seed(stella, history=not args.no_history)
     _out(args, summary, lambda: [f"{k}: {v}" for k, v in summary.items()])
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         count, problems = stella.tenancy.verify_audit()
     value = {"ok": not problems, "entries": count, "problems": problems}
     _out(args, value, lambda: [f"{count} entries, {'ok' if not problems else 'BROKEN'}", *problems])
@@ -295,7 +283,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         entries = stella.tenancy.audit_entries(args.limit)
     value = [e.model_dump(mode="json") for e in entries]
     _out(
@@ -344,21 +332,21 @@ def cmd_workflow_validate(args: argparse.Namespace) -> None:
 
 def cmd_workflow_import(args: argparse.Namespace) -> None:
     raw = _read_document(args.file)
-    with _acting(args) as stella:
+    with acting(args) as stella:
         imported = stella.workflows.import_template(raw)
     value = {"name": imported.name, "version": imported.version, "id": str(imported.id)}
     _out(args, value, lambda: [f"{imported.name} version {imported.version}"])
 
 
 def cmd_workflow_export(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         document = stella.workflows.export_template(args.name, args.version)
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
 def cmd_workflow_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         templates = stella.workflows.list_templates()
     value = [
         {
@@ -379,7 +367,7 @@ def cmd_workflow_list(args: argparse.Namespace) -> None:
 
 
 def cmd_workflow_versions(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         versions = stella.workflows.template_versions(args.name)
     value = [
         {
@@ -403,7 +391,7 @@ def cmd_workflow_versions(args: argparse.Namespace) -> None:
 
 
 def cmd_workflow_settings(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         if args.local_executor is None:
             value = stella.workflows.settings()
         else:
@@ -455,7 +443,7 @@ def _run_lines(run: Any) -> list[str]:
 
 def cmd_run_start(args: argparse.Namespace) -> None:
     inputs = _inputs(args.input)
-    with _acting(args) as stella:
+    with acting(args) as stella:
         run = stella.workflows.start_run(
             args.template, version=args.version, release=args.release, inputs=inputs
         )
@@ -467,13 +455,13 @@ def cmd_run_start(args: argparse.Namespace) -> None:
 
 
 def cmd_run_show(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         run = stella.workflows.get_run(args.run_id)
     _out(args, run.to_json() if args.full else _run_json(run), lambda: _run_lines(run))
 
 
 def cmd_run_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         runs = stella.workflows.list_runs(args.limit)
     value = [
         {
@@ -498,7 +486,7 @@ def cmd_run_list(args: argparse.Namespace) -> None:
 
 
 def cmd_run_wait(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         run = stella.workflows.wait_run(args.run_id, args.timeout, drive=not args.no_drive)
     _out(args, _run_json(run), lambda: _run_lines(run))
     if run.status != "succeeded":
@@ -506,13 +494,13 @@ def cmd_run_wait(args: argparse.Namespace) -> None:
 
 
 def cmd_run_cancel(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         run = stella.workflows.cancel_run(args.run_id)
     _out(args, _run_json(run), lambda: _run_lines(run))
 
 
 def _decide(args: argparse.Namespace, decision: str) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         service = stella.workflows
         decide = service.approve if decision == "approve" else service.reject
         run = decide(args.run_id, args.step, args.comment)
@@ -528,13 +516,13 @@ def cmd_run_reject(args: argparse.Namespace) -> None:
 
 
 def cmd_run_retry(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         run = stella.workflows.retry_step(args.run_id, args.step)
     _out(args, _run_json(run), lambda: _run_lines(run))
 
 
 def cmd_run_events(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         events = stella.workflows.run_events(args.run_id, args.after)
     _out(
         args,
@@ -574,7 +562,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise UsageError("--workers must be at least 1")
     stop = threading.Event()
     db = None
-    with _acting(args) as stella:
+    with acting(args) as stella:
         try:
             identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
             # Each worker holds a connection while working and one for its lease heartbeats.

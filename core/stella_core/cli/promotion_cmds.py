@@ -7,39 +7,12 @@ exits 3 with the reason, so a script can tell a refusal from a failure (1) or ba
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from datetime import datetime
 from typing import Any
 
+from stella_core.cli.common import acting, out, time_flag
 from stella_core.errors import DefinitionError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:
-    if args.output == "json":
-        json.dump(value, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-    else:
-        for line in lines:
-            print(line)
-
-
-def _acting(args: argparse.Namespace) -> Any:
-    from stella_core.cli.main import _acting as acting
-
-    return acting(args)
-
-
-def _time(text: str, flag: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise DefinitionError(f"{flag} {text!r} is not an ISO 8601 time") from exc
-    if value.tzinfo is None:
-        raise DefinitionError(f"{flag} {text!r} needs a timezone (for example Z)")
-    return value
 
 
 def parse_quorum(items: list[str]) -> dict[str, int]:
@@ -75,16 +48,16 @@ def parse_window(text: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------- commands
 def cmd_env_freeze(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         freeze = stella.environments.freeze(
             args.name,
-            start=_time(args.start, "--start"),
-            end=_time(args.end, "--end"),
+            start=time_flag(args.start, "--start"),
+            end=time_flag(args.end, "--end"),
             reason=args.reason,
             allow=args.allow,
         )
     value = freeze.to_json()
-    _out(
+    out(
         args,
         value,
         [f"{args.name} frozen from {value['start']} to {value['end']}: {freeze.reason}"],
@@ -92,10 +65,10 @@ def cmd_env_freeze(args: argparse.Namespace) -> None:
 
 
 def cmd_env_freezes(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         freezes = stella.environments.freezes(args.name)
     value = [f.to_json() for f in freezes]
-    _out(
+    out(
         args,
         value,
         [
@@ -132,21 +105,21 @@ def _settled(stella: Any, promotion: Any, args: argparse.Namespace) -> Any:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         promotion = stella.promotions.request(args.release, args.to, args.reason or "")
         promotion = _settled(stella, promotion, args)
     value = promotion.to_json()
-    _out(args, value, _promotion_lines(value))
+    out(args, value, _promotion_lines(value))
 
 
 def cmd_promotion_show(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         value = stella.promotions.get(args.promotion_id).to_json()
-    _out(args, value, _promotion_lines(value))
+    out(args, value, _promotion_lines(value))
 
 
 def cmd_promotion_list(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         found = stella.promotions.find(
             statuses=args.status or None,
             environment=args.environment,
@@ -154,7 +127,7 @@ def cmd_promotion_list(args: argparse.Namespace) -> None:
             limit=args.limit,
         )
     value = [p.to_json() for p in found]
-    _out(
+    out(
         args,
         value,
         [
@@ -167,7 +140,7 @@ def cmd_promotion_list(args: argparse.Namespace) -> None:
 
 
 def cmd_promotion_why(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         value = stella.promotions.why(args.promotion_id)
     lines = [
         f"promotion {value['promotion_id']} ({value['status']}): verdict {value['verdict']} "
@@ -179,27 +152,27 @@ def cmd_promotion_why(args: argparse.Namespace) -> None:
         lines += [f"         to unblock: {u}" for u in g["unblock"] if g["status"] != "pass"]
     eligible = ", ".join(value["eligible_approvers"]) or "nobody"
     lines.append(f"  approvals {value['approval_progress']}; may still approve: {eligible}")
-    _out(args, value, lines)
+    out(args, value, lines)
 
 
 def cmd_promotion_cancel(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         value = stella.promotions.cancel(args.promotion_id, args.reason or "").to_json()
-    _out(args, value, _promotion_lines(value))
+    out(args, value, _promotion_lines(value))
 
 
 def cmd_promotion_evaluate(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         promotion = stella.promotions.evaluate(args.promotion_id)
         value = _settled(stella, promotion, args).to_json()
-    _out(args, value, _promotion_lines(value))
+    out(args, value, _promotion_lines(value))
 
 
 def cmd_promotion_inbox(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         found = stella.promotions.inbox()
     value = [p.to_json() for p in found]
-    _out(
+    out(
         args,
         value,
         [
@@ -211,15 +184,15 @@ def cmd_promotion_inbox(args: argparse.Namespace) -> None:
 
 
 def cmd_promotion_exception(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         value = stella.promotions.grant_exception(
             args.release,
             args.env,
             reason=args.reason,
-            expires_at=_time(args.expires, "--expires"),
+            expires_at=time_flag(args.expires, "--expires"),
             gate=args.gate,
         )
-    _out(
+    out(
         args,
         value,
         [
@@ -230,16 +203,16 @@ def cmd_promotion_exception(args: argparse.Namespace) -> None:
 
 
 def cmd_approve(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         promotion = stella.promotions.approve(args.promotion_id, args.comment or "")
         value = _settled(stella, promotion, args).to_json()
-    _out(args, value, _promotion_lines(value))
+    out(args, value, _promotion_lines(value))
 
 
 def cmd_reject(args: argparse.Namespace) -> None:
-    with _acting(args) as stella:
+    with acting(args) as stella:
         value = stella.promotions.reject(args.promotion_id, args.reason).to_json()
-    _out(args, value, _promotion_lines(value))
+    out(args, value, _promotion_lines(value))
 
 
 def _waiting(p: argparse.ArgumentParser) -> None:

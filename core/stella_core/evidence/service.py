@@ -455,12 +455,9 @@ class EvidenceService:
 
     def get(self, packet_id: UUID | str) -> dict[str, Any]:
         """One packet decoded: statement, signer, chain position, and whether it verifies."""
-        ident = _uuid(packet_id, "packet id")
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
-            row = store.get(ident)
-            if row is None:
-                raise NotFoundError(f"no evidence packet {packet_id}")
+            row = _stored_packet(store, packet_id)
             keys = KeyStore(conn).registered()
             checkpoints = store.checkpoints()
         assert row.bundle is not None
@@ -574,23 +571,7 @@ class EvidenceService:
                     progress(done, len(rows) * 2)
             inputs = store.inputs(references)
         signers = {r.signer_key_id for r in rows} | {covering.signer_key_id}
-        packets = [
-            capsule.CapsulePacket(
-                seq=r.seq,
-                id=str(r.id),
-                type=r.type,
-                predicate_type=r.predicate_type,
-                bundle=bundles[r.seq],
-                signer_key_id=r.signer_key_id,
-                actor=r.actor,
-                created_at=r.created_at.isoformat(),
-                release=r.release,
-                environment=r.environment,
-                promotion_id=str(r.promotion_id) if r.promotion_id else None,
-                run_id=str(r.run_id) if r.run_id else None,
-            )
-            for r in rows
-        ]
+        packets = [_capsule_packet(r, bundles[r.seq]) for r in rows]
         keys = [
             capsule.CapsuleKey(
                 k.key_id, k.owner_kind, k.owner, k.public_key.pem(), k.registered_at.isoformat()
@@ -648,19 +629,7 @@ class EvidenceService:
         files = capsule.build(
             origin=origin_of(self.tenant_id),
             selection={"ledger": "all"},
-            packets=[
-                capsule.CapsulePacket(
-                    seq=r.seq,
-                    id=str(r.id),
-                    type=r.type,
-                    predicate_type=r.predicate_type,
-                    bundle=bundles.get(r.seq, b""),
-                    signer_key_id=r.signer_key_id,
-                    actor=r.actor,
-                    created_at=r.created_at.isoformat(),
-                )
-                for r in rows
-            ],
+            packets=[_capsule_packet(r, bundles.get(r.seq, b"")) for r in rows],
             chain=[(c.seq, c.bundle_digest, c.prev_hash, c.hash) for c in chain],
             inputs=inputs,
             keys=[],
@@ -681,12 +650,9 @@ class EvidenceService:
 
     # replay -----------------------------------------------------------------------------
     def replay(self, packet_id: UUID | str, policy: Any = None) -> dict[str, Any]:
-        ident = _uuid(packet_id, "packet id")
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
-            row = store.get(ident)
-            if row is None:
-                raise NotFoundError(f"no evidence packet {packet_id}")
+            row = _stored_packet(store, packet_id)
             trusted = KeyStore(conn).public_keys()
             assert row.bundle is not None
             verified = verify_bundle(json.loads(row.bundle), trusted)
@@ -737,6 +703,30 @@ def _check_chain_links(chain: Sequence[Any]) -> None:
                 "'stella evidence verify --ledger' names every problem"
             )
         prev = link.hash
+
+
+def _stored_packet(store: LedgerStore, packet_id: UUID | str) -> PacketRow:
+    row = store.get(_uuid(packet_id, "packet id"))
+    if row is None:
+        raise NotFoundError(f"no evidence packet {packet_id}")
+    return row
+
+
+def _capsule_packet(row: PacketRow, bundle: bytes) -> capsule.CapsulePacket:
+    return capsule.CapsulePacket(
+        seq=row.seq,
+        id=str(row.id),
+        type=row.type,
+        predicate_type=row.predicate_type,
+        bundle=bundle,
+        signer_key_id=row.signer_key_id,
+        actor=row.actor,
+        created_at=row.created_at.isoformat(),
+        release=row.release,
+        environment=row.environment,
+        promotion_id=str(row.promotion_id) if row.promotion_id else None,
+        run_id=str(row.run_id) if row.run_id else None,
+    )
 
 
 def _uuid(value: UUID | str, what: str) -> UUID:
