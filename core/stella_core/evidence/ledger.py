@@ -169,18 +169,23 @@ class LedgerStore:
         self.conn = conn
 
     def put_inputs(self, tenant_id: UUID, inputs: Iterable[Input]) -> None:
-        rows = [
-            {"t": tenant_id, "d": i.digest, "m": i.media_type, "b": i.body}
-            for i in {i.digest: i for i in inputs}.values()
-        ]
-        if rows:
-            self.conn.execute(
-                text(
-                    "INSERT INTO evidence.inputs (tenant_id, digest, media_type, body)"
-                    " VALUES (:t, :d, :m, :b) ON CONFLICT DO NOTHING"
-                ),
-                rows,
-            )
+        unique = list({i.digest: i for i in inputs}.values())
+        if not unique:
+            return
+        # One statement over arrays: documents are small and many (a decision has several).
+        self.conn.execute(
+            text(
+                "INSERT INTO evidence.inputs (tenant_id, digest, media_type, body)"
+                " SELECT :t, x.d, x.m, x.b FROM unnest(CAST(:d AS text[]), CAST(:m AS text[]),"
+                " CAST(:b AS bytea[])) AS x(d, m, b) ON CONFLICT DO NOTHING"
+            ),
+            {
+                "t": tenant_id,
+                "d": [i.digest for i in unique],
+                "m": [i.media_type for i in unique],
+                "b": [i.body for i in unique],
+            },
+        )
 
     def append(
         self,
