@@ -1,4 +1,5 @@
-"""Small building blocks every page shares: page header, card, role badge, error banner."""
+"""Small building blocks every page shares: page header, card, role badge, error banner,
+empty state."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -115,6 +117,42 @@ class InlineError(QFrame):
         self.hide()
 
 
+class EmptyState(QWidget):
+    """What shows instead of an empty table: why it is empty and what to do about it."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        column = QVBoxLayout(self)
+        column.addStretch(1)
+        card = Card()
+        card.setFixedWidth(540)  # a fixed width lets the wrapped text get its height
+        card.body.setContentsMargins(28, 22, 28, 22)
+        card.body.setSpacing(8)
+        self.title = label("")
+        self.title.setStyleSheet("font-size: 16px; font-weight: 600;")
+        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.text = label("", "muted")
+        self.text.setWordWrap(True)
+        self.text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.action = QPushButton()
+        card.body.addWidget(self.title)
+        card.body.addWidget(self.text)
+        card.body.addWidget(self.action, 0, Qt.AlignmentFlag.AlignHCenter)
+        # Centred by stretches: an aligned item loses height-for-width and would clip the text.
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(card)
+        row.addStretch(1)
+        column.addLayout(row)
+        column.addStretch(2)
+
+    def say(self, title: str, text: str, action: str | None = None) -> None:
+        self.title.setText(title)
+        self.text.setText(text)
+        self.action.setText(action or "")
+        self.action.setVisible(action is not None)
+
+
 def dialog_buttons(primary_text: str) -> tuple[QHBoxLayout, QPushButton, QPushButton]:
     """Right-aligned Cancel + primary action (disabled until the form is valid)."""
     row = QHBoxLayout()
@@ -127,6 +165,20 @@ def dialog_buttons(primary_text: str) -> tuple[QHBoxLayout, QPushButton, QPushBu
     row.addWidget(cancel)
     row.addWidget(primary)
     return row, cancel, primary
+
+
+def fit_height(window: QWidget, layout: QLayout) -> None:
+    """Grow a dialog to the height its content needs at its current width. Content that arrives
+    after the dialog opened (gates, errors) would be squeezed otherwise: a window's size ignores
+    the height that wrapped text takes at a given width."""
+    layout.activate()
+    width = window.width()
+    if layout.hasHeightForWidth():
+        wanted = layout.totalHeightForWidth(width)
+    else:
+        wanted = window.sizeHint().height()
+    if window.height() < wanted:
+        window.resize(width, wanted)
 
 
 def _escape(text: str) -> str:

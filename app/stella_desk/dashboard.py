@@ -86,8 +86,8 @@ class Dashboard(QWidget):
         page.addLayout(grid)
 
         later = label(
-            "Pipeline status (what runs where), drift and pending approvals will appear here "
-            "once promotions and targets arrive.",
+            "What runs where is on the Promotions page and what waits for your decision on "
+            "Approvals; drift will appear here once targets arrive.",
             "muted",
         )
         later.setWordWrap(True)

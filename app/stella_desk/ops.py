@@ -30,6 +30,7 @@ from stella_core.errors import (
     RegistryUnreachableError,
     StellaError,
 )
+from stella_core.promotions.model import ApprovalRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Change(StrEnum):
 
     RELEASES = "releases"
     ENVIRONMENTS = "environments"
+    PROMOTIONS = "promotions"  # requested, decided, cancelled or re-evaluated
     PEOPLE = "people"
     PERSON = "person"  # the acting person switched: everything shown may differ
 
@@ -116,6 +118,8 @@ def describe_error(exc: BaseException) -> str:
         return f"The registry could not be reached (trying again may help): {text}"
     if isinstance(exc, ConnectorError):
         return f"{text} (trying again may help)" if exc.retryable else text
+    if isinstance(exc, ApprovalRefusedError):
+        return f"Refused: {text}"  # says who may not decide and why, in the core's words
     if isinstance(exc, AuthorizationError):
         return f"Not allowed: {text}"
     if isinstance(exc, DatabaseError):

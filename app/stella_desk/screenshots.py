@@ -11,6 +11,9 @@ from PySide6.QtWidgets import QWidget
 from stella_desk.ops import OpFailed
 from stella_desk.window import PAGES, WINDOW_SIZE, MainWindow
 
+# Whose inbox the approvals picture shows: the first of these who is not the one at the desk.
+INBOX_PEOPLE = ("carol", "bob")
+
 
 def save(widget: QWidget, path: Path) -> Path:
     if not widget.grab().save(str(path)):
@@ -79,6 +82,36 @@ async def show_evidence(window: MainWindow) -> None:
     await window.ops.idle()
 
 
+async def show_promotions(window: MainWindow) -> None:
+    """The pipeline board as just read."""
+    await window.ops.idle()
+    await window.promotions.refresh()
+
+
+async def show_approvals(window: MainWindow) -> str | None:
+    """An approver's inbox (carol's in the demo: bob has decided already) with the promotion into
+    the last environment selected and its case loaded. Returns the person to switch back to."""
+    original = window.session.require().profile.name
+    person = next(
+        (n for n in INBOX_PEOPLE if n != original and window.person.findText(n) >= 0), None
+    )
+    if person is not None:
+        await window.switch_person(person)
+    page = window.approvals
+    await window.ops.idle()
+    await page.refresh()
+    promotions = list(page.model.promotions())
+    if promotions:
+        last = promotions[0]
+        for promotion in promotions:
+            if promotion.environment == "prod":
+                last = promotion
+        page.select_promotion(last.id)
+        page.view.setFocus()
+    await window.ops.idle()
+    return original if person is not None else None
+
+
 async def prepare_demo_runs(window: MainWindow) -> None:
     """A first start's runs page is empty: run the sample workflow a few times for real."""
     from stella_desk.runs.demo import prepare_demo_runs as prepare
@@ -93,6 +126,22 @@ async def prepare_demo_runs(window: MainWindow) -> None:
             await asyncio.gather(window.runs.refresh(), window.workflows.refresh())
 
 
+async def prepare_demo_promotions(window: MainWindow) -> None:
+    """A first start has no promotion: take the demo release to dev, stage and half-way to
+    prod, for real (only on the demo's own database)."""
+    from stella_desk.promotions.demo import prepare_demo_promotions as prepare
+
+    stella = window.session.require()
+    with contextlib.suppress(OpFailed):  # presented; the pictures are taken anyway
+        made = await window.ops.run(
+            lambda _report: prepare(stella), label="Promoting the demo release"
+        )
+        if made:
+            await asyncio.gather(
+                window.promotions.refresh(), window.approvals.refresh(), window.runs.refresh()
+            )
+
+
 async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
     """Call after `window.attach(...)` returned: by then every page has its data."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,15 +154,23 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
     saved = []
     for key, _title in PAGES:
         window.show_page(key)
+        switch_back = None
         if key == "workflows":
             await show_workflow_editor(window)
         elif key == "runs":
             await show_runs_list(window)
+        elif key == "promotions":
+            await show_promotions(window)
+        elif key == "approvals":
+            switch_back = await show_approvals(window)
         elif key == "evidence":
             await show_evidence(window)
         # One turn of the loop: Qt handles the pending layout and paint events of the page.
         await asyncio.sleep(0)
         saved.append(save(window, out_dir / f"{key}.png"))
+        if switch_back is not None:
+            await window.switch_person(switch_back)
+            await window.ops.idle()
 
     # The release dialog, filled in as a person would, to review its layout too.
     window.show_page("releases")
@@ -129,9 +186,10 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
 
 
 async def render_all(window: MainWindow, out_dir: Path) -> list[Path]:
-    """`stella-desk --screenshot`: demo runs first (on a fresh database), every screen, then
-    the run monitor on one of those runs."""
+    """`stella-desk --screenshot`: demo runs and promotions first (on a fresh database), every
+    screen, then the run monitor on one of those runs."""
     await prepare_demo_runs(window)
+    await prepare_demo_promotions(window)  # after the runs: their demo wants a run-free start
     saved = await render_screens(window, out_dir)
     if await show_run_monitor(window):
         saved.append(save(window, out_dir / "run-monitor.png"))

@@ -24,11 +24,13 @@ from PySide6.QtWidgets import (
 
 from stella_core.workflows.steps.registry import default_registry
 from stella_desk import theme
+from stella_desk.approvals.page import ApprovalsPage
 from stella_desk.chrome import Banner, RoleBadge, label
 from stella_desk.dashboard import Dashboard
 from stella_desk.evidence.page import EvidencePage
 from stella_desk.ops import Change, OpFailed, OpProgress, Ops
 from stella_desk.placeholder import ComingLater
+from stella_desk.promotions.board import PromotionsPage
 from stella_desk.releases.browser import ReleaseBrowser
 from stella_desk.runs.page import RunsPage
 from stella_desk.runs.worker import DeskWorker
@@ -36,6 +38,8 @@ from stella_desk.session import Session
 from stella_desk.workflows.editor import WorkflowEditor
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from stella_core.bootstrap import Stella
     from stella_core.tenancy.model import Identity
 
@@ -53,16 +57,6 @@ PAGES: list[tuple[str, str]] = [
 ]
 
 COMING: dict[str, tuple[str, str]] = {
-    "promotions": (
-        "Move a release from one environment to the next.",
-        "Promote a release to the next environment with a gate preview that explains, before "
-        "you start, exactly why a promotion would be blocked.",
-    ),
-    "approvals": (
-        "Promotions waiting for your sign-off.",
-        "An inbox of promotions waiting for your approval, with separation of duties enforced "
-        "so a requester can never approve their own promotion.",
-    ),
     "targets": (
         "Hosts, agents and what runs on them.",
         "Enrol agents and agentless hosts (SSH, WinRM), watch their health, and detect drift "
@@ -195,12 +189,16 @@ class MainWindow(QMainWindow):
         registry = default_registry()
         self.workflows = WorkflowEditor(ops, session, registry)
         self.runs = RunsPage(ops, session, registry, worker=worker)
+        self.promotions = PromotionsPage(ops, session)
+        self.approvals = ApprovalsPage(ops, session)
         self.evidence = EvidencePage(ops, session)
         self.pages: dict[str, QWidget] = {
             "dashboard": self.dashboard,
             "releases": self.releases,
             "workflows": self.workflows,
             "runs": self.runs,
+            "promotions": self.promotions,
+            "approvals": self.approvals,
             "evidence": self.evidence,
         }
         for key, title in PAGES:
@@ -226,6 +224,11 @@ class MainWindow(QMainWindow):
         self.workflows.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.runs.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.evidence.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.promotions.status_message.connect(
+            lambda text: self.statusBar().showMessage(text, 6000)
+        )
+        self.approvals.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.promotions.run_requested.connect(lambda run_id: self.ops.spawn(self.open_run(run_id)))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
 
@@ -307,6 +310,8 @@ class MainWindow(QMainWindow):
             self.releases.refresh(),
             self.workflows.refresh(),
             self.runs.refresh(),
+            self.promotions.refresh(),
+            self.approvals.refresh(),
             self.evidence.refresh(),
         )
 
@@ -333,6 +338,11 @@ class MainWindow(QMainWindow):
                 lambda _report: old.close(keep_backend=True),
                 label="Closing the previous person's connection",
             )
+
+    async def open_run(self, run_id: UUID) -> bool:
+        """A promotion's deployment run, in the run monitor."""
+        self.show_page("runs")
+        return await self.runs.open_run(run_id)
 
     def show_page(self, key: str) -> QWidget:
         self.nav.setCurrentRow([k for k, _ in PAGES].index(key))

@@ -99,12 +99,12 @@ def test_the_table_lists_the_packets_runs_left_newest_first(desk: MainWindow, ru
     first, second = ledger["runs"]
     page = open_page(desk, run)
     rows = shown(page)
-    assert [seq for seq, _ in rows] == [7, 6, 5, 4, 3, 2, 1]
+    assert [seq for seq, _ in rows] == [8, 7, 6, 5, 4, 3, 2, 1]
     assert [kind for _, kind in rows][-2:] == ["run", "run"]
-    assert {page.proxy.packet_at(r).run_id for r in (5, 6)} == {first.id, second.id}
-    assert page.count.text().startswith("7 packets · Not sealed yet")
+    assert {page.proxy.packet_at(r).run_id for r in (6, 7)} == {first.id, second.id}
+    assert page.count.text().startswith("8 packets · Not sealed yet")
 
-    oldest = cells(page, 6)
+    oldest = cells(page, 7)
     assert oldest[0] == "1"  # seq
     assert oldest[1] == "run"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", oldest[2])  # local time
@@ -138,25 +138,25 @@ def test_filters_ask_the_ledger_and_the_search_narrows(desk: MainWindow, run, le
     assert page.empty.action.text() == "Clear filters"
     page.empty.action.click()
     run(next_emission(page.loaded))
-    assert len(shown(page)) == 7
+    assert len(shown(page)) == 8  # with the orchestrator's endorsement of the approver's key
 
     page.filters.choose_time("Last 24 hours")
     run(next_emission(page.loaded))
-    assert len(shown(page)) == 7
+    assert len(shown(page)) == 8
     page.filters.choose_time("Between dates")
     run(next_emission(page.loaded))
-    assert len(shown(page)) == 7  # the default range ends today
+    assert len(shown(page)) == 8  # the default range ends today
     assert page.filters.since.isVisible()
 
     # The search box narrows what was fetched, by any word of a row.
     page.search.setText("approval")
     assert [kind for _, kind in shown(page)] == ["approval"]
-    assert page.count.text().startswith("1 of 7 packets match")
+    assert page.count.text().startswith("1 of 8 packets match")
     page.search.setText("nothing-like-this")
     assert page.empty.title.text() == "No packet matches the search"
     page.empty.action.click()
     assert page.search.text() == ""
-    assert len(shown(page)) == 7
+    assert len(shown(page)) == 8
 
 
 # --- one packet ------------------------------------------------------------------------------
@@ -211,13 +211,13 @@ def test_replay_says_same_and_seal_now_covers_the_packet(
     page.seal_button.click()
     run(page.ops.idle())
     assert page.checkpoint is not None
-    assert page.checkpoint.tree_size == 7
-    assert desk.statusBar().currentMessage() == "Sealed: checkpoint 7 covers packets #1 to #7"
-    assert "Sealed up to #7" in page.count.text()
+    assert page.checkpoint.tree_size == 8
+    assert desk.statusBar().currentMessage() == "Sealed: checkpoint 8 covers packets #1 to #8"
+    assert "Sealed up to #8" in page.count.text()
     shown_now = page.detail.detail
     assert shown_now is not None
     assert shown_now["id"] == detail["id"]
-    assert page.detail.chain_text(shown_now) == "#1 · link ok · sealed by checkpoint 7"
+    assert page.detail.chain_text(shown_now) == "#1 · link ok · sealed by checkpoint 8"
 
 
 # --- export and verify -----------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_a_tampered_archive_fails_its_checks_and_names_the_packet(
     dialog.path.setText(str(out))
     result = run(dialog.submit())
     assert result is not None
-    assert result["packets"] == 7
+    assert result["packets"] == 8
     dialog.reject()
 
     files = read_tar(out)
@@ -406,7 +406,7 @@ def test_screenshot_shows_a_packet_and_its_detail(
     page = desk.evidence
     selected = page.selected_packet()
     assert selected is not None
-    assert selected.seq == 7  # the newest packet about a release (the drift check's)
+    assert selected.seq == 8  # the newest packet about a release (the drift check's)
     assert page.detail.badge.text() == "verified"
     path = save(desk, tmp_path / "evidence.png")
     image = QImage(str(path))

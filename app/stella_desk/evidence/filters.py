@@ -30,6 +30,8 @@ TYPE_CHOICES: list[tuple[str, str | None]] = [
     ("Rollbacks", "rollback"),
     ("Drift checks", "drift"),
     ("Runs", "run"),
+    ("Exceptions", "exception"),
+    ("Key endorsements", "key"),
 ]
 
 BETWEEN = "between"

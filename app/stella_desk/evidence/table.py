@@ -39,6 +39,8 @@ TYPES: dict[str, tuple[str, str, str]] = {
     "rollback": ("rollback", "#9a3412", "#fdeadb"),
     "drift": ("drift", "#a15c04", "#fdf1dc"),
     "run": ("run", "#374151", "#eceef3"),
+    "exception": ("exception", "#b91c1c", "#fde4e4"),
+    "key": ("key", "#4338ca", "#e6e7fd"),
 }
 
 

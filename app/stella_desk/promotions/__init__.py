@@ -1,0 +1,1 @@
+"""Promotions: the pipeline board, the promotion wizard, a promotion\x27s detail."""
