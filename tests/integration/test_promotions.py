@@ -455,3 +455,23 @@ def test_the_orchestrator_key_alone_verifies_a_promotion_capsule(demo: Demo, tmp
     stripped["SHA256SUMS"] = capsule.sha256sums(stripped)
     bad = verify_capsule(stripped, orchestrator)
     assert any(p.check == "signatures" and "unknown signer" in p.message for p in bad.problems)
+
+
+def test_a_blocked_promotion_moves_on_once_its_freeze_ends(demo: Demo) -> None:
+    import time
+
+    demo.deploy(R1, "dev")
+    now = datetime.now(UTC)
+    demo.alice.environments.freeze(
+        "stage", start=now - timedelta(minutes=1), end=now + timedelta(seconds=3), reason="short"
+    )
+    stage = demo.alice.promotions.request(R1, "stage")
+    assert stage.status is PromotionStatus.BLOCKED
+    packets = len(demo.alice.evidence.find())
+    assert demo.alice.promotions.recheck_blocked() == []
+    assert len(demo.alice.evidence.find()) == packets  # a dry run records nothing
+    time.sleep(max(0.0, (now + timedelta(seconds=3.2) - datetime.now(UTC)).total_seconds()))
+    [moved] = demo.alice.promotions.recheck_blocked()
+    assert moved.id == stage.id
+    assert moved.status is PromotionStatus.AWAITING_APPROVAL
+    assert gate(moved, "freeze-window")["reason_codes"] == ["NO_ACTIVE_FREEZE"]

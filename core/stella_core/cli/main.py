@@ -548,6 +548,17 @@ def _seal(stella: Any) -> None:
         logging.getLogger("stella.serve").warning("could not seal the ledger: %s", exc.message)
 
 
+def _recheck(stella: Any) -> None:
+    """Blocked promotions whose gates cleared (a freeze ended) move on by themselves."""
+    try:
+        for promotion in stella.promotions.recheck_blocked():
+            logging.getLogger("stella.serve").info(
+                "promotion %s is %s after its gates cleared", promotion.id, promotion.status.value
+            )
+    except StellaError as exc:
+        logging.getLogger("stella.serve").warning("could not recheck promotions: %s", exc.message)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run workers until SIGTERM or SIGINT; a step in flight gets a grace period, then it is
     stopped and handed back (its lease released) so another worker takes it at once."""
@@ -592,13 +603,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            sealed_at = time.monotonic()
+            sealed_at = rechecked_at = time.monotonic()
             while not stop.wait(0.5):
                 if not any(t.is_alive() for t in threads):
                     break
                 if args.checkpoint_every and time.monotonic() - sealed_at >= args.checkpoint_every:
                     sealed_at = time.monotonic()
                     _seal(stella)
+                if args.recheck_every and time.monotonic() - rechecked_at >= args.recheck_every:
+                    rechecked_at = time.monotonic()
+                    _recheck(stella)
             stop.set()
             for thread in threads:
                 thread.join()
@@ -804,6 +818,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="seal the evidence ledger with a signed checkpoint this often (0: never)",
+    )
+    p.add_argument(
+        "--recheck-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="decide blocked promotions again this often, once their gates clear (0: never)",
     )
     return parser
 

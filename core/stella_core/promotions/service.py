@@ -367,6 +367,20 @@ class PromotionService:
             self._decide(conn, key)
         return self.get(key)
 
+    def recheck_blocked(self) -> list[Promotion]:
+        """Decide again the blocked promotions whose gates have cleared (a freeze ended, the
+        release reached the previous environment). A dry run first, so a promotion that is
+        still blocked adds nothing to the ledger. `stella serve` calls this on a timer."""
+        moved = []
+        for promotion in self.find(statuses=[PromotionStatus.BLOCKED.value]):
+            if self.why(promotion.id)["verdict"] == "deny":
+                continue
+            try:
+                moved.append(self.evaluate(promotion.id))
+            except StellaError as exc:
+                log.warning("re-deciding promotion %s: %s", promotion.id, exc.message)
+        return moved
+
     def _decide(self, conn: Connection, promotion_id: UUID) -> Decision:
         """Evaluate the gates, record the decision (VSA packet) and move the promotion; on
         approval, start the environment's workflow with the same transaction."""
