@@ -85,7 +85,9 @@ def test_rls_hides_other_tenants_rows_in_every_repository_method(world) -> None:
     assert [e.name for e in b.environments.list()] == ["dev"]
     assert len(a.releases.list_releases()) == 1
     # every audit entry b sees is its own
-    assert {e.entity_id for e in b.tenancy.audit_entries()} <= {"zed", "dev"}
+    own_keys = {k.key_id for k in b.evidence.signing_keys()}  # zed's orchestrator key
+    assert {e.entity_id for e in b.tenancy.audit_entries()} <= {"zed", "dev"} | own_keys
+    assert own_keys.isdisjoint(k.key_id for k in a.evidence.signing_keys())
 
 
 def test_rls_fails_closed_without_or_with_a_foreign_tenant(world) -> None:
