@@ -63,6 +63,10 @@ case "${1:-}" in
     shift
     apt_install "${QT_PKGS[@]}" "${X_PKGS[@]}" "${TEST_PKGS[@]}"
     build_venv dev
+    # sigstore-js, an independent verifier of our evidence bundles (tests/interop).
+    command -v npm >/dev/null || apt_install nodejs npm
+    log "npm ci (tests/interop)"
+    (cd tests/interop && npm ci --silent --no-audit --no-fund --loglevel=error)
     export QT_QPA_PLATFORM=offscreen STELLA_REQUIRE_SERVICES=1
     rc=0
     log "ruff";        "$VENV/bin/ruff" check core app tests || rc=1
