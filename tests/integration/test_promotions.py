@@ -256,6 +256,14 @@ def test_an_unsigned_approval_does_not_count(demo: Demo) -> None:
             (demo.alice.db.tenant_id, stage.id),
         )
         conn.commit()
+    # Nor does the database count it: the status cannot be pushed past it by hand.
+    with (
+        role_conn(demo.world, "bob") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="approvals it needs"),
+    ):
+        conn.execute(
+            "UPDATE promotion.promotions SET status = 'approved' WHERE id = %s", (stage.id,)
+        )
     stage = demo.alice.promotions.evaluate(stage.id)
     assert [(a.by, a.signature_ok) for a in stage.approvals] == [("bob", False)]
     assert stage.status is PromotionStatus.AWAITING_APPROVAL

@@ -196,9 +196,18 @@ BEGIN
               WHERE a.promotion_id = promotion AND a.decision = 'reject') THEN
     RETURN false;
   END IF;
+  -- An approval counts only with its evidence: an approval packet about this promotion,
+  -- signed (by key id) with a key registered to the approver. Only the approver's own session
+  -- can append such a packet, so nobody can count for someone else even with raw SQL; the
+  -- signature itself is checked by the service and by every verifier.
   SELECT count(DISTINCT a.approver) INTO counted FROM promotion.approvals a
    WHERE a.promotion_id = promotion AND a.decision = 'approve'
-     AND NOT (p.separation_of_duties AND a.approver = p.requested_by);
+     AND NOT (p.separation_of_duties AND a.approver = p.requested_by)
+     AND EXISTS (SELECT 1 FROM evidence.packets e
+                   JOIN tenancy.signing_keys k
+                     ON k.tenant_id = e.tenant_id AND k.key_id = e.signer_key_id
+                  WHERE e.id = a.packet_id AND e.type = 'approval'
+                    AND e.promotion_id = a.promotion_id AND k.owner = a.approver);
   RETURN counted >= p.required_approvals;
 END $$;
 
