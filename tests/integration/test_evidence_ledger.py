@@ -473,3 +473,19 @@ def test_the_readme_openssl_recipe_verifies_and_catches_a_forgery(exported, tmp_
     )
     assert failed.returncode != 0
     assert "Verification failure" in failed.stdout + failed.stderr
+
+
+def test_checking_in_processes_finds_the_same_as_in_one(exported) -> None:
+    """`stella evidence verify` checks large capsules in forked processes: same counts, same
+    problems, in the same order."""
+    files, packet_id, seq = exported
+    sequential = verify_capsule(files)
+    assert sequential.ok
+    assert verify_capsule(files, jobs=2, parallel_from=1).to_json() == sequential.to_json()
+    name = capsule.packet_file(seq)
+    tampered = rewrite(files, name, flip_base64_field(files[name], "sig"), fix_sums=False)
+    one = verify_capsule(tampered)
+    many = verify_capsule(tampered, jobs=2, parallel_from=1, keep_verified=False)
+    assert not many.ok
+    assert many.to_json() == one.to_json()
+    assert (packet_id, "signatures") in problems(many)
