@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from PySide6.QtCore import (
     QAbstractItemModel,
@@ -17,6 +17,27 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 ColumnT = TypeVar("ColumnT", bound=int)  # each list's IntEnum of columns
+
+
+def sort_permutation(
+    items: Sequence[Any], key: Callable[[Any], Any], order: Qt.SortOrder
+) -> list[int]:
+    """The new order of `items` sorted by `key`, as old row numbers (stable)."""
+    return sorted(
+        range(len(items)),
+        key=lambda i: key(items[i]),
+        reverse=order == Qt.SortOrder.DescendingOrder,
+    )
+
+
+def follow_permutation(model: QAbstractItemModel, permutation: Sequence[int]) -> None:
+    """Selections and proxies hold persistent indexes: move them with their rows after a sort
+    (call between layoutAboutToBeChanged and layoutChanged)."""
+    before = model.persistentIndexList()
+    if before:
+        new_row = {old: new for new, old in enumerate(permutation)}
+        after = [model.index(new_row[i.row()], i.column()) for i in before]
+        model.changePersistentIndexList(before, after)
 
 
 class SearchableModel(Protocol):

@@ -24,7 +24,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from stella_core.evidence.ledger import PacketRow
-from stella_desk.tables import TextFilterProxy
+from stella_desk.tables import TextFilterProxy, follow_permutation, sort_permutation
 from stella_desk.theme import mono_font
 
 PacketRole = Qt.ItemDataRole.UserRole + 1
@@ -235,21 +235,13 @@ class PacketTableModel(QAbstractTableModel):
         self.layoutAboutToBeChanged.emit()
         key = SORT_KEYS[Column(column)]
         packets = self._packets
-        permutation = sorted(
-            range(len(packets)),
-            key=lambda i: key(packets[i]),
-            reverse=order == Qt.SortOrder.DescendingOrder,
-        )
+        permutation = sort_permutation(packets, key, order)
         self._packets = [packets[i] for i in permutation]
         search = self._search
         self._reindex()
         if search is not None:
             self._search = [search[i] for i in permutation]
-        before = self.persistentIndexList()
-        if before:
-            new_row = {old: new for new, old in enumerate(permutation)}
-            after = [self.index(new_row[i.row()], i.column()) for i in before]
-            self.changePersistentIndexList(before, after)
+        follow_permutation(self, permutation)
         self.layoutChanged.emit()
 
 

@@ -20,7 +20,7 @@ from PySide6.QtCore import (
 )
 
 from stella_core.releases.model import Release
-from stella_desk.tables import TextFilterProxy
+from stella_desk.tables import TextFilterProxy, follow_permutation, sort_permutation
 from stella_desk.theme import mono_font
 
 ReleaseRole = Qt.ItemDataRole.UserRole + 1
@@ -198,22 +198,13 @@ class ReleaseTableModel(QAbstractTableModel):
         self.layoutAboutToBeChanged.emit()
         key = SORT_KEYS[Column(column)]
         releases = self._releases
-        permutation = sorted(
-            range(len(releases)),
-            key=lambda i: key(releases[i]),
-            reverse=order == Qt.SortOrder.DescendingOrder,
-        )
+        permutation = sort_permutation(releases, key, order)
         self._releases = [releases[i] for i in permutation]
         if self._search is not None:
             self._search = [self._search[i] for i in permutation]
         if self._matches is not None:
             self._matches = [self._matches[i] for i in permutation]
-        # Selections and the proxy hold persistent indexes: move them with their rows.
-        before = self.persistentIndexList()
-        if before:
-            new_row = {old: new for new, old in enumerate(permutation)}
-            after = [self.index(new_row[i.row()], i.column()) for i in before]
-            self.changePersistentIndexList(before, after)
+        follow_permutation(self, permutation)
         self.layoutChanged.emit()
 
 

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem,
 
 from stella_core.workflows.store import RunInfo
 from stella_desk.runs.status import run_badge, status_text, when_text
-from stella_desk.tables import TextFilterProxy
+from stella_desk.tables import TextFilterProxy, follow_permutation, sort_permutation
 
 RunRole = Qt.ItemDataRole.UserRole + 1
 AnyIndex = QModelIndex | QPersistentModelIndex
@@ -182,21 +182,13 @@ class RunTableModel(QAbstractTableModel):
         self.layoutAboutToBeChanged.emit()
         key = SORT_KEYS[Column(column)]
         runs = self._runs
-        permutation = sorted(
-            range(len(runs)),
-            key=lambda i: key(runs[i]),
-            reverse=order == Qt.SortOrder.DescendingOrder,
-        )
+        permutation = sort_permutation(runs, key, order)
         self._runs = [runs[i] for i in permutation]
         search = self._search
         self._reindex()
         if search is not None:
             self._search = [search[i] for i in permutation]
-        before = self.persistentIndexList()
-        if before:
-            new_row = {old: new for new, old in enumerate(permutation)}
-            after = [self.index(new_row[i.row()], i.column()) for i in before]
-            self.changePersistentIndexList(before, after)
+        follow_permutation(self, permutation)
         self.layoutChanged.emit()
 
 
