@@ -153,6 +153,21 @@ class EmptyState(QWidget):
         self.action.setVisible(action is not None)
 
 
+def dialog_layout(
+    dialog: QWidget, title: str, intro: str, *, gap_after_intro: int = 4
+) -> QVBoxLayout:
+    """A dialog's outer layout with its title and the sentence saying what it does."""
+    outer = QVBoxLayout(dialog)
+    outer.setContentsMargins(24, 20, 24, 18)
+    outer.setSpacing(10)
+    outer.addWidget(label(title, "title"))
+    sentence = label(intro, "subtitle")
+    sentence.setWordWrap(True)
+    outer.addWidget(sentence)
+    outer.addSpacing(gap_after_intro)
+    return outer
+
+
 def dialog_buttons(primary_text: str) -> tuple[QHBoxLayout, QPushButton, QPushButton]:
     """Right-aligned Cancel + primary action (disabled until the form is valid)."""
     row = QHBoxLayout()

@@ -30,12 +30,11 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from stella_core.evidence.service import Selection
-from stella_desk.chrome import Card, InlineError, dialog_buttons, label
+from stella_desk.chrome import Card, InlineError, dialog_buttons, dialog_layout, label
 from stella_desk.ops import CancelToken, OperationCancelled, OpFailed, OpProgress, Ops, Report
 from stella_desk.session import Session
 from stella_desk.theme import mono_font, repolish
@@ -106,19 +105,15 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export capsule")
         self.setMinimumWidth(640)
 
-        outer = self._outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 20, 24, 18)
-        outer.setSpacing(10)
-        outer.addWidget(label("Export capsule", "title"))
-        intro = label(
-            "One archive with the signed packets, every input they reference, the public keys, "
-            "the ledger's chain and a signed checkpoint with inclusion proofs. An auditor "
-            "verifies it offline, with Verify archive, 'stella evidence verify' or openssl.",
-            "subtitle",
+        outer = self._outer = dialog_layout(
+            self,
+            "Export capsule",
+            (
+                "One archive with the signed packets, every input they reference, the public keys, "
+                "the ledger's chain and a signed checkpoint with inclusion proofs. An auditor "
+                "verifies it offline, with Verify archive, 'stella evidence verify' or openssl."
+            ),
         )
-        intro.setWordWrap(True)
-        outer.addWidget(intro)
-        outer.addSpacing(4)
 
         outer.addWidget(label("WHAT TO EXPORT", "section"))
         grid = QGridLayout()

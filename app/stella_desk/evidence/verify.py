@@ -35,7 +35,7 @@ from stella_core.errors import DefinitionError
 from stella_core.evidence.capsule import read_tar
 from stella_core.evidence.service import replay_capsule
 from stella_core.evidence.verify import CHECKS, Report, verify_capsule
-from stella_desk.chrome import InlineError, dialog_buttons, label
+from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, label
 from stella_desk.evidence.detail import BAD, GOOD, pill, set_pill, short_value
 from stella_desk.ops import OpFailed, Ops
 from stella_desk.theme import mono_font
@@ -119,18 +119,14 @@ class VerifyDialog(QDialog):
         self.setWindowTitle("Verify archive")
         self.setMinimumWidth(760)
 
-        outer = self._outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 20, 24, 18)
-        outer.setSpacing(10)
-        outer.addWidget(label("Verify archive", "title"))
-        intro = label(
-            "Check a decision capsule offline: every signature, every file and input digest, "
-            "the ledger's chain and the signed checkpoint. Nothing is read from the database.",
-            "subtitle",
+        outer = self._outer = dialog_layout(
+            self,
+            "Verify archive",
+            (
+                "Check a decision capsule offline: every signature, every file and input digest, "
+                "the ledger's chain and the signed checkpoint. Nothing is read from the database."
+            ),
         )
-        intro.setWordWrap(True)
-        outer.addWidget(intro)
-        outer.addSpacing(4)
 
         outer.addWidget(label("ARCHIVE", "section"))
         row = QHBoxLayout()

@@ -18,11 +18,10 @@ from PySide6.QtWidgets import (
     QDialog,
     QFormLayout,
     QLineEdit,
-    QVBoxLayout,
     QWidget,
 )
 
-from stella_desk.chrome import InlineError, dialog_buttons, fit_height, label
+from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, fit_height, label
 from stella_desk.ops import Change, OpFailed, Ops
 from stella_desk.promotions.gates import GateList
 from stella_desk.promotions.status import VERDICT_WORDS, may_request, status_text
@@ -95,18 +94,14 @@ class PromoteDialog(QDialog):
         self.setWindowTitle("Promote a release")
         self.setMinimumWidth(640)
 
-        outer = self._outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 20, 24, 18)
-        outer.setSpacing(10)
-        outer.addWidget(label("Promote a release", "title"))
-        intro = label(
-            "Choose a release and where it goes. The gates are checked as you choose; nothing "
-            "is recorded until you request the promotion.",
-            "subtitle",
+        outer = self._outer = dialog_layout(
+            self,
+            "Promote a release",
+            (
+                "Choose a release and where it goes. The gates are checked as you choose; nothing "
+                "is recorded until you request the promotion."
+            ),
         )
-        intro.setWordWrap(True)
-        outer.addWidget(intro)
-        outer.addSpacing(4)
 
         form = QFormLayout()
         form.setHorizontalSpacing(14)

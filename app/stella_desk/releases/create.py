@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from stella_core.errors import StellaError
 from stella_core.releases.model import Component, ComponentPin, Release
 from stella_core.releases.reference import check_release_name, parse_tag_or_digest
-from stella_desk.chrome import InlineError, dialog_buttons, label
+from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, label
 from stella_desk.ops import (
     CancelToken,
     Change,
@@ -113,17 +113,12 @@ class CreateReleaseDialog(QDialog):
         self.setWindowTitle("New release")
         self.setMinimumWidth(640)
 
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 20, 24, 18)
-        outer.setSpacing(10)
-        outer.addWidget(label("New release", "title"))
-        intro = label(
+        outer = dialog_layout(
+            self,
+            "New release",
             "Tags are resolved to digests once, now; the release pins those digests for good.",
-            "subtitle",
+            gap_after_intro=6,
         )
-        intro.setWordWrap(True)
-        outer.addWidget(intro)
-        outer.addSpacing(6)
 
         outer.addWidget(label("NAME", "section"))
         self.name = QLineEdit()

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from stella_core.workflows.model import InputSpec
-from stella_desk.chrome import InlineError, dialog_buttons, label
+from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, label
 from stella_desk.ops import OpFailed, Ops
 from stella_desk.session import Session
 from stella_desk.theme import repolish
@@ -122,18 +122,14 @@ class StartRunDialog(QDialog):
         self.setWindowTitle("Start run")
         self.setMinimumWidth(560)
 
-        outer = self._outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 20, 24, 18)
-        outer.setSpacing(10)
-        outer.addWidget(label("Start run", "title"))
-        intro = label(
-            "Run a stored workflow template, on a release if it uses one. The steps run on the "
-            "workers (this window has one on the embedded default).",
-            "subtitle",
+        outer = self._outer = dialog_layout(
+            self,
+            "Start run",
+            (
+                "Run a stored workflow template, on a release if it uses one. The steps run on the "
+                "workers (this window has one on the embedded default)."
+            ),
         )
-        intro.setWordWrap(True)
-        outer.addWidget(intro)
-        outer.addSpacing(4)
 
         form = QFormLayout()
         form.setHorizontalSpacing(14)
