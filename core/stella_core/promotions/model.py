@@ -106,6 +106,18 @@ def environment_policy(
     return check_policy({"environment": environment, "gates": gates})
 
 
+def approvers_of(policy: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The roles and the people the policy's approval gate lets decide (both empty: anyone)."""
+    gate = next(g for g in policy["gates"] if g["type"] == "approval")
+    config = gate.get("config") or {}
+    return list(config.get("eligibleRoles") or []), list(config.get("eligiblePersons") or [])
+
+
+def eligible(policy: Mapping[str, Any], person: str, role: str) -> bool:
+    roles, persons = approvers_of(policy)
+    return (not roles and not persons) or role in roles or person in persons
+
+
 def status_for(verdict: str, gates: Sequence[Mapping[str, Any]]) -> PromotionStatus:
     """Where a decision puts an open promotion."""
     if verdict == "allow":

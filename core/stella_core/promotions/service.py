@@ -34,7 +34,9 @@ from stella_core.promotions.model import (
     ApprovalRefusedError,
     Promotion,
     PromotionStatus,
+    approvers_of,
     check_transition,
+    eligible,
     environment_policy,
     status_for,
 )
@@ -237,10 +239,8 @@ class PromotionService:
                 f"separation of duties: {me.user} requested this promotion to "
                 f"{row.environment} and cannot approve or reject it"
             )
-        gate = next(g for g in row.policy["gates"] if g["type"] == "approval")
-        roles = gate["config"].get("eligibleRoles") or []
-        persons = gate["config"].get("eligiblePersons") or []
-        if (roles or persons) and me.role.value not in roles and me.user not in persons:
+        if not eligible(row.policy, me.user, me.role.value):
+            roles, persons = approvers_of(row.policy)
             who = ", ".join([*(f"role {r}" for r in roles), *persons])
             raise ApprovalRefusedError(
                 f"{me.user} ({me.role.value}) is not eligible to decide promotions to "
@@ -680,14 +680,11 @@ class PromotionService:
 
     @staticmethod
     def _eligible(promotion: Promotion, people: list[dict[str, str]]) -> list[str]:
-        gate = next(g for g in promotion.policy["gates"] if g["type"] == "approval")
-        roles = gate["config"].get("eligibleRoles") or []
-        persons = gate["config"].get("eligiblePersons") or []
         decided = {a.by for a in promotion.approvals}
         return [
             p["name"]
             for p in people
-            if ((not roles and not persons) or p["role"] in roles or p["name"] in persons)
+            if eligible(promotion.policy, p["name"], p["role"])
             and p["name"] not in decided
             and not (promotion.separation_of_duties and p["name"] == promotion.requested_by)
         ]
@@ -701,12 +698,8 @@ class PromotionService:
                 continue
             if any(a.by == me.user for a in promotion.approvals):
                 continue
-            gate = next(g for g in promotion.policy["gates"] if g["type"] == "approval")
-            roles = gate["config"].get("eligibleRoles") or []
-            persons = gate["config"].get("eligiblePersons") or []
-            if (roles or persons) and me.role.value not in roles and me.user not in persons:
-                continue
-            found.append(promotion)
+            if eligible(promotion.policy, me.user, me.role.value):
+                found.append(promotion)
         return found
 
     def changes(self, promotion_id: UUID | str) -> dict[str, Any]:
