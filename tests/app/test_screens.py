@@ -64,6 +64,8 @@ def test_placeholder_pages_say_what_they_will_do(desk: MainWindow) -> None:
 def test_start_up_seeds_a_fresh_database_and_closes_the_core_on_exit(
     world,
     monkeypatch,
+    request,
+    qapp,
     qtbot,
     run,
     ops,
@@ -73,6 +75,9 @@ def test_start_up_seeds_a_fresh_database_and_closes_the_core_on_exit(
     # test database the way an external server is configured.
     monkeypatch.setenv("STELLA_HOME", str(world.home))
     monkeypatch.setenv("STELLA_DATABASE_URL", world.admin_url)
+    # As main() sets it: closing the window must not quit the application under the loop.
+    qapp.setQuitOnLastWindowClosed(False)
+    request.addfinalizer(lambda: qapp.setQuitOnLastWindowClosed(True))
     window = MainWindow(ops, Session())
     qtbot.addWidget(window)
     window.show()
@@ -88,7 +93,12 @@ def test_start_up_seeds_a_fresh_database_and_closes_the_core_on_exit(
     assert window.session.identity is not None
     assert window.session.identity.role.value == "admin"
 
-    window.close()
-    assert run(desk) == 0
+    async def close_and_finish() -> int:
+        # Closed while the loop runs: qasync steps a task from Qt's event processing, and a step
+        # taken outside run_until_complete would find no running loop.
+        window.close()
+        return await desk
+
+    assert run(close_and_finish()) == 0
     assert window.session.stella is None  # closed by the shutdown path
     assert not window.isVisible()
