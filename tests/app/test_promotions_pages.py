@@ -17,10 +17,13 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
+from stella_core.evidence.ledger import Filter
 from stella_core.promotions.model import PromotionStatus
 from stella_desk.approvals.page import ApprovalsPage
+from stella_desk.promotions import board as board_module
 from stella_desk.promotions.board import PromotionsPage
 from stella_desk.promotions.decide import NEEDS_REASON
+from stella_desk.promotions.status import status_text
 from stella_desk.window import MainWindow
 
 R1 = "shop-2026.11.1"
@@ -318,6 +321,29 @@ def test_why_blocked_explains_an_active_freeze(desk, run, people, qtbot) -> None
     assert why.gates.statuses()["approval"] == "pending"
     assert "May still approve: bob, carol" in why.approvers.text()
     why.reject()
+
+
+def test_the_board_moves_a_promotion_on_when_its_freeze_ends(
+    desk, run, people, monkeypatch
+) -> None:
+    people.deploy(R1, "dev")
+    now = datetime.now(UTC)
+    people.alice.environments.freeze(
+        "stage", start=now - timedelta(minutes=1), end=now + timedelta(seconds=3), reason="audit"
+    )
+    blocked = people.alice.promotions.request(R1, "stage", "after the audit")
+    assert blocked.status is PromotionStatus.BLOCKED
+
+    monkeypatch.setattr(board_module, "RECHECK_SECONDS", 0.0)
+    page = board(desk, run)
+    assert page.card(blocked.id).blocked
+    # No click: the board's own polls decide it again once the freeze has ended.
+    run(until(lambda: (c := page.card(blocked.id)) is not None and not c.blocked))
+    moved = people.alice.promotions.get(blocked.id)
+    assert moved.status is PromotionStatus.AWAITING_APPROVAL
+    assert page.card(blocked.id).pill.text() == status_text(moved.status.value)
+    decisions = people.alice.evidence.find(Filter(type="vsa", promotion_id=blocked.id))
+    assert len(decisions) == 2  # blocked, then decided again: each decision is evidence
 
 
 def test_a_deployment_is_followed_to_its_end(desk, run, people, qtbot) -> None:

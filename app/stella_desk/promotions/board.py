@@ -5,11 +5,15 @@ The board reads `promotions.pipeline()` every `POLL_MS` while it is on screen (f
 promotion deploys, so "deploying" becomes "deployed" without a click) and rebuilds its columns
 only when what it read differs. A promotion card opens the promotion; a blocked one says why
 in one line and opens the gate-by-gate panel from "Why?". "Promote…" opens the wizard.
+While a promotion is blocked, a poll every `RECHECK_SECONDS` first decides it again if its gates
+have cleared (the recheck `stella serve` does), so a freeze that ends lets it go on by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +31,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stella_core.errors import StellaError
+from stella_core.promotions.model import PromotionStatus
 from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, Card, EmptyState, PageHeader, label
 from stella_desk.ops import Change, OpChanges, OpFailed, Ops
@@ -49,11 +55,14 @@ from stella_desk.session import Session
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
 
+log = logging.getLogger(__name__)
+
 RECENT_READ = 30  # ended promotions read per refresh, newest first
 RECENT_SHOWN = 3  # of those, shown per environment
 POLL_MS = 2000
 MOVING_POLL_MS = 700  # while a promotion is approved or deploying
 RETRY_MS = 5000  # after a failed read
+RECHECK_SECONDS = 30.0  # how often a poll first decides blocked promotions again (as serve does)
 
 BOARD_STYLE = f"""
 QLabel[kind="env"] {{ font-size: 18px; font-weight: 600; }}
@@ -95,7 +104,15 @@ class Board:
 
 
 # --- worker-thread functions (called inside `ops.run`) ---------------------------------------
-def read_board(stella: Stella) -> Board:
+def read_board(stella: Stella, *, recheck: bool = False) -> Board:
+    """The board; with `recheck`, blocked promotions whose gates have cleared (a freeze ended)
+    are decided again first, as `stella serve` does, so the desk alone moves them on."""
+    if recheck:
+        try:
+            for promotion in stella.promotions.recheck_blocked():
+                log.info("promotion %s decided again: %s", promotion.id, promotion.status.value)
+        except StellaError as exc:  # the read below still shows the board as it is
+            log.warning("could not recheck blocked promotions: %s", exc.message)
     columns = stella.promotions.pipeline()
     ended = stella.promotions.find(statuses=sorted(ENDED_STATUSES), limit=RECENT_READ)
     recent: dict[str, list[dict[str, Any]]] = {}
@@ -354,6 +371,7 @@ class PromotionsPage(QWidget):
         self._generation = 0
         self._loading = False
         self._failing = False
+        self._rechecked_at = time.monotonic()
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._tick)
@@ -403,9 +421,10 @@ class PromotionsPage(QWidget):
         generation = self._generation
         stella = self.session.require()
         self._loading = True
+        recheck = poll and self._recheck_due()
         try:
             board = await self.ops.run(
-                lambda _report: read_board(stella),
+                lambda _report: read_board(stella, recheck=recheck),
                 label="Reading the pipeline",
                 # A poll that fails says so on the page, not as a banner every two seconds.
                 present_errors=not poll,
@@ -465,6 +484,18 @@ class PromotionsPage(QWidget):
             for column in (self.data.columns if self.data else [])
             for p in column.get("pending") or []
         )
+
+    def _recheck_due(self) -> bool:
+        blocked = any(
+            p.get("status") == PromotionStatus.BLOCKED.value
+            for column in (self.data.columns if self.data else [])
+            for p in column.get("pending") or []
+        )
+        now = time.monotonic()
+        if not blocked or now - self._rechecked_at < RECHECK_SECONDS:
+            return False
+        self._rechecked_at = now
+        return True
 
     def _schedule(self) -> None:
         if not (self.isVisible() and self.session.ready):
