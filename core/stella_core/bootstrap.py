@@ -27,7 +27,8 @@ from stella_core.evidence.service import EvidenceService
 from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
 from stella_core.promotions.service import PromotionService
 from stella_core.releases.service import ReleaseService
-from stella_core.tenancy.keys import LocalKeys
+from stella_core.tenancy.keys import LocalKeys, RegisteredKey
+from stella_core.tenancy.model import ProductRole, User
 from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
 from stella_core.workflows.service import WorkflowService
 
@@ -211,6 +212,22 @@ class Stella:
     def as_person(self, name: str) -> Stella:
         """Another person's view over the same backend (the desktop's switch-person control)."""
         return Stella(self.backend, self.profiles.get(self.backend.target, name))
+
+    def add_person(self, name: str, role: ProductRole) -> tuple[User, RegisteredKey | None]:
+        """A new person: their login role and user, their profile on this machine, and their
+        personal signing key, made and registered by their own session (the database lets a
+        person register only their own key), so their first approval needs no extra step.
+        Auditors get no key: they read evidence and never sign any."""
+        user, password = self.tenancy.add_user(name, role)
+        self.save_profile_for(user.name, password)
+        if role is ProductRole.AUDITOR:
+            return user, None
+        person = self.as_person(user.name)
+        try:
+            key = person.evidence.ensure_personal_key()
+        finally:
+            person.close(keep_backend=True)
+        return user, key
 
     def save_profile_for(self, user: str, password: str) -> Profile:
         profile = Profile(user, self.backend.target, user, password, str(self.profile.tenant))

@@ -23,6 +23,7 @@ from stella_desk.evidence import export as export_module
 from stella_desk.evidence.export import RANGE, RELEASE, RUN
 from stella_desk.evidence.page import EvidencePage
 from stella_desk.screenshots import save, show_evidence
+from stella_desk.session import Session
 from stella_desk.window import MainWindow
 from tests.support.evidence_helpers import emit_decision, emit_other_types, flip_base64_field
 from tests.support.evidence_helpers import run_once as run_to_end
@@ -32,6 +33,10 @@ from .test_screens import distinct_colours
 
 RELEASE_NAME = "shop-2026.11.1"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The seed's people (alice, bob, carol) get their signing keys with their profiles: the
+# orchestrator's endorsements of those keys are the ledger's first packets.
+KEYS = 3
+TOTAL = KEYS + 8  # and the `ledger` fixture's eight
 ALL_PASSED = [("Signatures", True), ("Digests", True), ("Chain", True), ("Checkpoints", True)]
 
 
@@ -86,7 +91,12 @@ def select_run_packet(qtbot, run, page: EvidencePage, run_id) -> dict:
 
 
 # --- the list --------------------------------------------------------------------------------
-def test_an_empty_ledger_says_how_evidence_gets_there(desk: MainWindow, run) -> None:
+def test_an_empty_ledger_says_how_evidence_gets_there(qtbot, run, ops, world) -> None:
+    # No people yet, no run: nothing has been signed.
+    desk = MainWindow(ops, Session())
+    qtbot.addWidget(desk)
+    desk.show()
+    run(desk.attach(world.open()))
     page = open_page(desk, run)
     assert page.model.rowCount() == 0
     assert page.list_stack.currentWidget() is page.empty
@@ -99,13 +109,13 @@ def test_the_table_lists_the_packets_runs_left_newest_first(desk: MainWindow, ru
     first, second = ledger["runs"]
     page = open_page(desk, run)
     rows = shown(page)
-    assert [seq for seq, _ in rows] == [8, 7, 6, 5, 4, 3, 2, 1]
-    assert [kind for _, kind in rows][-2:] == ["run", "run"]
+    assert [seq for seq, _ in rows] == list(range(TOTAL, 0, -1))
+    assert [kind for _, kind in rows][-KEYS - 2 :] == ["run", "run"] + ["key"] * KEYS
     assert {page.proxy.packet_at(r).run_id for r in (6, 7)} == {first.id, second.id}
-    assert page.count.text().startswith("8 packets · Not sealed yet")
+    assert page.count.text().startswith(f"{TOTAL} packets · Not sealed yet")
 
-    oldest = cells(page, 7)
-    assert oldest[0] == "1"  # seq
+    oldest = cells(page, 7)  # the oldest run
+    assert oldest[0] == str(KEYS + 1)  # seq
     assert oldest[1] == "run"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", oldest[2])  # local time
     assert oldest[3] == RELEASE_NAME
@@ -121,7 +131,7 @@ def test_filters_ask_the_ledger_and_the_search_narrows(desk: MainWindow, run, le
     page = open_page(desk, run)
     page.filters.choose_type("run")
     run(next_emission(page.loaded))
-    assert shown(page) == [(2, "run"), (1, "run")]
+    assert shown(page) == [(KEYS + 2, "run"), (KEYS + 1, "run")]
     assert page.count.text().startswith("2 packets match the filters")
 
     page.filters.choose_type(None)
@@ -138,25 +148,25 @@ def test_filters_ask_the_ledger_and_the_search_narrows(desk: MainWindow, run, le
     assert page.empty.action.text() == "Clear filters"
     page.empty.action.click()
     run(next_emission(page.loaded))
-    assert len(shown(page)) == 8  # with the orchestrator's endorsement of the approver's key
+    assert len(shown(page)) == TOTAL  # with the orchestrator's endorsement of the approver's key
 
     page.filters.choose_time("Last 24 hours")
     run(next_emission(page.loaded))
-    assert len(shown(page)) == 8
+    assert len(shown(page)) == TOTAL
     page.filters.choose_time("Between dates")
     run(next_emission(page.loaded))
-    assert len(shown(page)) == 8  # the default range ends today
+    assert len(shown(page)) == TOTAL  # the default range ends today
     assert page.filters.since.isVisible()
 
     # The search box narrows what was fetched, by any word of a row.
     page.search.setText("approval")
     assert [kind for _, kind in shown(page)] == ["approval"]
-    assert page.count.text().startswith("1 of 8 packets match")
+    assert page.count.text().startswith(f"1 of {TOTAL} packets match")
     page.search.setText("nothing-like-this")
     assert page.empty.title.text() == "No packet matches the search"
     page.empty.action.click()
     assert page.search.text() == ""
-    assert len(shown(page)) == 8
+    assert len(shown(page)) == TOTAL
 
 
 # --- one packet ------------------------------------------------------------------------------
@@ -172,7 +182,7 @@ def test_selecting_a_packet_shows_it_verified_with_signer_chain_and_subjects(
     assert view.signer_owner.text() == "orchestrator"
     assert view.signer_key.text() == detail["signer_key_id"]
     assert len(view.signer_key.text()) == 64
-    assert view.chain_text(detail) == "#1 · link ok · not yet sealed"
+    assert view.chain_text(detail) == f"#{KEYS + 1} · link ok · not yet sealed"
 
     # Subjects: the release's components, every digest whole and on screen.
     release = admin.releases.get_release(RELEASE_NAME)
@@ -211,13 +221,18 @@ def test_replay_says_same_and_seal_now_covers_the_packet(
     page.seal_button.click()
     run(page.ops.idle())
     assert page.checkpoint is not None
-    assert page.checkpoint.tree_size == 8
-    assert desk.statusBar().currentMessage() == "Sealed: checkpoint 8 covers packets #1 to #8"
-    assert "Sealed up to #8" in page.count.text()
+    assert page.checkpoint.tree_size == TOTAL
+    assert (
+        desk.statusBar().currentMessage()
+        == f"Sealed: checkpoint {TOTAL} covers packets #1 to #{TOTAL}"
+    )
+    assert f"Sealed up to #{TOTAL}" in page.count.text()
     shown_now = page.detail.detail
     assert shown_now is not None
     assert shown_now["id"] == detail["id"]
-    assert page.detail.chain_text(shown_now) == "#1 · link ok · sealed by checkpoint 8"
+    assert (
+        page.detail.chain_text(shown_now) == f"#{KEYS + 1} · link ok · sealed by checkpoint {TOTAL}"
+    )
 
 
 # --- export and verify -----------------------------------------------------------------------
@@ -295,7 +310,7 @@ def test_a_tampered_archive_fails_its_checks_and_names_the_packet(
     dialog.path.setText(str(out))
     result = run(dialog.submit())
     assert result is not None
-    assert result["packets"] == 8
+    assert result["packets"] == TOTAL
     dialog.reject()
 
     files = read_tar(out)
@@ -406,7 +421,7 @@ def test_screenshot_shows_a_packet_and_its_detail(
     page = desk.evidence
     selected = page.selected_packet()
     assert selected is not None
-    assert selected.seq == 8  # the newest packet about a release (the drift check's)
+    assert selected.seq == TOTAL  # the newest packet about a release (the drift check's)
     assert page.detail.badge.text() == "verified"
     path = save(desk, tmp_path / "evidence.png")
     image = QImage(str(path))

@@ -43,8 +43,14 @@ def test_contract_against_an_external_database(world, registry_basic) -> None:
     assert ok_json(env, "db", "upgrade", "--output", "json")["before"] == upgrade["head"]
 
     ok_json(env, "user", "add", "alice", "--role", "release-manager", "--output", "json")
-    ok_json(env, "user", "add", "bob", "--role", "approver", "--output", "json")
+    bob = ok_json(env, "user", "add", "bob", "--role", "approver", "--output", "json")
     assert ok_json(env, "--profile", "alice", "whoami", "--output", "json")["user"] == "alice"
+    # A person's signing key comes with their profile, registered by their own session.
+    keys = ok_json(env, "keys", "list", "--output", "json")
+    (bobs,) = [k for k in keys if k["owner"] == "bob"]
+    assert bobs["key_id"] == bob["signing_key_id"]
+    assert bobs["registered_by"] == "bob"
+    assert bobs["active"]
 
     ok_json(
         env,

@@ -81,8 +81,7 @@ def cmd_user_add(args: argparse.Namespace) -> None:
     from stella_core.tenancy.model import ProductRole
 
     with acting(args) as stella:
-        user, password = stella.tenancy.add_user(args.name, ProductRole(args.role))
-        stella.save_profile_for(user.name, password)
+        user, key = stella.add_person(args.name, ProductRole(args.role))
     value = {
         "id": str(user.id),
         "name": user.name,
@@ -90,8 +89,14 @@ def cmd_user_add(args: argparse.Namespace) -> None:
         "created_at": user.created_at.isoformat(),
         "created_by": user.created_by,
         "profile": user.name,
+        "signing_key_id": key.key_id if key else None,
     }
-    _out(args, value, lambda: [f"added {user.name} ({user.role.value}); profile {user.name}"])
+    signs = f"; signing key {key.key_id[:16]}…" if key else ""
+    _out(
+        args,
+        value,
+        lambda: [f"added {user.name} ({user.role.value}); profile {user.name}{signs}"],
+    )
 
 
 def cmd_user_list(args: argparse.Namespace) -> None:

@@ -88,8 +88,7 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
     for name, role in PEOPLE:
         if name in existing:
             continue
-        user, password = stella.tenancy.add_user(name, role)
-        stella.save_profile_for(user.name, password)
+        stella.add_person(name, role)
         summary["people"].append(name)
 
     layout = build_layout(stella)
