@@ -433,7 +433,12 @@ def test_expired_exception_fails() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [exception(signatureOk=False), exception(environment="stage"), exception(gate="approval")],
+    [
+        exception(signatureOk=False),
+        exception(environment="stage"),
+        exception(gate="approval"),
+        exception(gate="schedule"),
+    ],
 )
 def test_unsigned_or_foreign_exception_does_not_apply(bad: dict[str, Any]) -> None:
     inputs = good_inputs() | {"history": {"reached": ["dev"]}, "exceptions": [bad]}
@@ -540,7 +545,34 @@ def test_inside_and_outside_office_hours() -> None:
     outside = one_gate("schedule", OFFICE_HOURS, {}, "2026-03-06T18:00:00Z")
     assert (outside.status, codes(outside)) == ("fail", ["OUTSIDE_WINDOW"])
     assert "opens at 2026-03-09T08:00:00Z" in outside.reasons[0].message
-    assert outside.unblock == ("wait until 2026-03-09T08:00:00Z",)
+    assert outside.unblock == (
+        "wait until 2026-03-09T08:00:00Z, or get a signed exception to the schedule gate for "
+        "this environment",
+    )
+
+
+FRIDAY_EVENING = "2026-03-06T18:30:00Z"
+
+
+def test_a_signed_exception_allows_an_emergency_change_outside_the_windows() -> None:
+    waiver = exception(gate="schedule", expiresAt="2026-03-06T20:00:00Z")
+    inputs = good_inputs() | {"exceptions": [waiver]}
+    result = one_gate("schedule", OFFICE_HOURS, inputs, FRIDAY_EVENING)
+    assert (result.status, codes(result)) == ("pass", ["EXCEPTION_APPLIED"])
+    assert "exception x1 by root applies until 2026-03-06T20:00:00Z" in result.reasons[0].message
+    # Expired, unsigned, for another gate or another environment: still outside the windows.
+    for bad, code in [
+        (waiver | {"expiresAt": "2026-03-06T18:30:00Z"}, "EXCEPTION_EXPIRED"),
+        (waiver | {"signatureOk": False}, "SIGNATURE_INVALID"),
+        (waiver | {"gate": "predecessor"}, None),
+        (waiver | {"environment": "stage"}, None),
+    ]:
+        refused = one_gate(
+            "schedule", OFFICE_HOURS, good_inputs() | {"exceptions": [bad]}, FRIDAY_EVENING
+        )
+        assert refused.status == "fail"
+        assert codes(refused) == ["OUTSIDE_WINDOW", *([code] if code else [])]
+        assert "signed exception to the schedule gate for prod" in refused.unblock[0]
 
 
 def test_window_wrapping_midnight() -> None:
@@ -584,7 +616,7 @@ def test_the_announced_next_opening_is_inside_the_window(
     at = f"2026-03-{day_of_month:02d}T{hour:02d}:{minute:02d}:{seconds:02d}Z"
     result = one_gate("schedule", {"windows": [window]}, {}, at)
     if result.status == "fail":
-        opens = result.unblock[0].removeprefix("wait until ")
+        opens = result.unblock[0].removeprefix("wait until ").split(",")[0]
         assert opens > at
         assert one_gate("schedule", {"windows": [window]}, {}, opens).status == "pass"
 

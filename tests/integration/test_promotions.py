@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from itertools import product
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -426,6 +427,55 @@ def test_a_signed_expiring_exception_lets_a_release_skip_an_environment(demo: De
     packets = demo.dave.evidence.find(Filter(type="exception"))
     assert [p.release for p in packets] == [R1]
     assert demo.dave.evidence.replay(packets[0].id)["same"] is True
+
+
+def test_an_emergency_change_outside_the_windows_needs_a_schedule_exception(
+    demo: Demo, world
+) -> None:
+    env = world.env()
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    other_day = days[(datetime.now(UTC).weekday() + 3) % 7]
+    ok_json(
+        env,
+        "env",
+        "add",
+        "edge",
+        "--order",
+        "3",
+        "--window",
+        f"{other_day}@10:00-11:00",
+        "-o",
+        "json",
+    )
+    asked = ok_json(env, "--profile", "alice", "promote", R1, "--to", "edge", "-o", "json")
+    assert asked["status"] == "blocked"
+    pid = asked["promotion_id"]
+    why = ok_json(env, "--profile", "alice", "promotion", "why", pid, "-o", "json")
+    schedule = next(g for g in why["gates"] if g["gate"] == "schedule")
+    assert schedule["status"] == "fail"
+    assert any("exception to the schedule gate for edge" in u for u in schedule["unblock"])
+
+    expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    grant = ["promotion", "exception", R1, "--env", "edge", "--expires", expires, "-o", "json"]
+    # Only an admin may waive a gate.
+    refused = stella(env, "--profile", "alice", *grant, "--gate", "schedule", "--reason", "p1")
+    assert refused.returncode == 1
+    assert "needs admin" in refused.stderr
+    assert stella(env, *grant, "--gate", "approval", "--reason", "no").returncode == 2
+    ok_json(env, *grant, "--gate", "schedule", "--reason", "payment outage, incident 4711")
+    still = ok_json(env, "promotion", "show", pid, "-o", "json")
+    assert still["status"] == "blocked"  # the predecessor gate still fails
+    schedule = next(g for g in still["gates"] if g["gate"] == "schedule")
+    assert schedule["status"] == "pass"
+    assert schedule["reason_codes"] == ["EXCEPTION_APPLIED"]
+    ok_json(env, *grant, "--reason", "prod is this release's twin")
+    done = ok_json(env, "promotion", "show", pid, "-o", "json")
+    assert done["status"] == "deployed"  # no approvals and no workflow in edge
+    # Each waiver is signed evidence, and each decision replays.
+    waivers = demo.dave.evidence.find(Filter(type="exception"))
+    assert len(waivers) == 2
+    for packet in demo.dave.evidence.find(Filter(type="vsa", promotion_id=UUID(pid))):
+        assert demo.dave.evidence.replay(packet.id)["same"] is True
 
 
 def test_an_environment_can_auto_promote_from_its_predecessor(demo: Demo) -> None:

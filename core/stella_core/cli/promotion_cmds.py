@@ -11,6 +11,7 @@ from typing import Any
 
 from stella_core.cli.common import acting, out, time_flag
 from stella_core.errors import DefinitionError
+from stella_core.promotions.model import EXCEPTION_GATES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -270,13 +271,14 @@ def register(groups: Any, leaf: Any, env: Any) -> None:
         promo,
         "exception",
         cmd_promotion_exception,
-        "admins: let a release skip the predecessor gate of an environment until a time",
+        "admins: let a release pass the predecessor or schedule gate of an environment "
+        "until a time (signed, expiring)",
     )
     p.add_argument("release")
     p.add_argument("--env", required=True)
     p.add_argument("--reason", required=True)
     p.add_argument("--expires", required=True, help="ISO 8601 time with a timezone")
-    p.add_argument("--gate", default="predecessor", choices=["predecessor"])
+    p.add_argument("--gate", default="predecessor", choices=list(EXCEPTION_GATES))
 
     p = leaf(groups, "approve", cmd_approve, "approve a promotion (signed with your key)")
     p.add_argument("promotion_id")

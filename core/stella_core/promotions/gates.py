@@ -500,6 +500,56 @@ def _freeze_clears(blocking: list[Freeze], freezes: Sequence[Freeze], requester:
     return last.end_text
 
 
+def _waiver(
+    gate_type: str, inputs: Mapping[str, Any], evaluated_at: str, reasons: list[Reason]
+) -> str | None:
+    """How a signed, unexpired exception to `gate_type` for the requested environment applies
+    ("exception X by Y applies until T"), or None; unusable ones add their reason to `reasons`.
+
+    An absent exceptions part can only keep a gate failing, so it needs no fail-closed
+    treatment of its own."""
+    exemptions = _read(inputs, "exceptions", parse_exceptions) if "exceptions" in inputs else ()
+    if not exemptions:
+        return None
+    now = _now(evaluated_at)
+    # Exceptions name the environment; the engine checks the request is for the policy's.
+    environment = _read(inputs, "request", parse_request).environment
+    usable: list[Exemption] = []
+    for exemption in exemptions:
+        if exemption.gate != gate_type or exemption.environment != environment:
+            continue
+        if not exemption.signature_ok:
+            reasons.append(
+                Reason(
+                    Code.SIGNATURE_INVALID,
+                    f"exception {exemption.id} by {exemption.by} has no valid signature",
+                )
+            )
+        elif exemption.expires_at <= now:
+            reasons.append(
+                Reason(
+                    Code.EXCEPTION_EXPIRED,
+                    f"exception {exemption.id} by {exemption.by} expired at "
+                    f"{exemption.expires_text}",
+                )
+            )
+        else:
+            usable.append(exemption)
+    if not usable:
+        return None
+    best = max(usable, key=lambda exemption: exemption.expires_at)
+    return f"exception {best.id} by {best.by} applies until {best.expires_text}"
+
+
+def _waived_where(inputs: Mapping[str, Any]) -> str:
+    """The environment an exception would have to name, for an unblock hint. A missing or
+    malformed request is not this gate's concern (the hint then says "this environment")."""
+    try:
+        return parse_request(inputs["request"]).environment
+    except (KeyError, DefinitionError):
+        return "this environment"
+
+
 @dataclass(frozen=True, slots=True)
 class _PredecessorConfig:
     previous: str | None
@@ -533,56 +583,21 @@ class PredecessorGate(_BuiltinGate[_PredecessorConfig]):
                 GateStatus.PASS,
                 [Reason(Code.PREDECESSOR_REACHED, f"the release has reached {previous}")],
             )
-        now = _now(evaluated_at)
-        # An absent exceptions part can only keep the gate failing, so it needs no fail-closed
-        # treatment of its own.
-        exemptions = _read(inputs, "exceptions", parse_exceptions) if "exceptions" in inputs else ()
         reasons = [
             Reason(Code.PREDECESSOR_NOT_REACHED, f"the release has not reached {previous} yet")
         ]
-        environment = "this environment"
-        if exemptions:
-            # Exceptions name the environment; the engine checks the request is for the policy's.
-            environment = _read(inputs, "request", parse_request).environment
-        usable: list[Exemption] = []
-        for exemption in exemptions:
-            if exemption.gate != self.type or exemption.environment != environment:
-                continue
-            if not exemption.signature_ok:
-                reasons.append(
-                    Reason(
-                        Code.SIGNATURE_INVALID,
-                        f"exception {exemption.id} by {exemption.by} has no valid signature",
-                    )
-                )
-            elif exemption.expires_at <= now:
-                reasons.append(
-                    Reason(
-                        Code.EXCEPTION_EXPIRED,
-                        f"exception {exemption.id} by {exemption.by} expired at "
-                        f"{exemption.expires_text}",
-                    )
-                )
-            else:
-                usable.append(exemption)
-        if usable:
-            best = max(usable, key=lambda exemption: exemption.expires_at)
+        waiver = _waiver(self.type, inputs, evaluated_at, reasons)
+        if waiver is not None:
             return self._result(
                 GateStatus.PASS,
-                [
-                    Reason(
-                        Code.EXCEPTION_APPLIED,
-                        f"{previous} not reached, but exception {best.id} by {best.by} applies "
-                        f"until {best.expires_text}",
-                    )
-                ],
+                [Reason(Code.EXCEPTION_APPLIED, f"{previous} not reached, but {waiver}")],
             )
         return self._result(
             GateStatus.FAIL,
             reasons,
             [
                 f"promote the release to {previous} first, or get a signed exception to the "
-                f"predecessor gate for {environment}"
+                f"predecessor gate for {_waived_where(inputs)}"
             ],
         )
 
@@ -845,16 +860,22 @@ class ScheduleGate(_BuiltinGate[tuple[_Window, ...]]):
             )
         window = min(config, key=lambda w: (w.start - into_week) % _WEEK)
         opens = rfc3339(moment + timedelta(seconds=(window.start - into_week) % _WEEK))
+        outside = f"{evaluated_at} is outside the deployment windows; the next one "
+        reasons = [Reason(Code.OUTSIDE_WINDOW, f"{outside}({window.label}) opens at {opens}")]
+        # An emergency change outside the windows needs an admin's signed, expiring exception.
+        waiver = _waiver(self.type, inputs, evaluated_at, reasons)
+        if waiver is not None:
+            return self._result(
+                GateStatus.PASS,
+                [Reason(Code.EXCEPTION_APPLIED, f"outside the deployment windows, but {waiver}")],
+            )
         return self._result(
             GateStatus.FAIL,
+            reasons,
             [
-                Reason(
-                    Code.OUTSIDE_WINDOW,
-                    f"{evaluated_at} is outside the deployment windows; the next one "
-                    f"({window.label}) opens at {opens}",
-                )
+                f"wait until {opens}, or get a signed exception to the schedule gate for "
+                f"{_waived_where(inputs)}"
             ],
-            [f"wait until {opens}"],
         )
 
 

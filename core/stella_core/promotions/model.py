@@ -24,6 +24,10 @@ from uuid import UUID
 from stella_core.errors import AuthorizationError, DefinitionError
 from stella_core.promotions.decision import check_policy
 
+# Gates an admin's signed exception may waive (a freeze has its own `allow` list; approvals are
+# never waived).
+EXCEPTION_GATES = ("predecessor", "schedule")
+
 
 class PromotionStatus(StrEnum):
     REQUESTED = "requested"

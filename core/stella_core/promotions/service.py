@@ -28,6 +28,7 @@ from stella_core.evidence.predicates import APPROVAL_V1, EXCEPTION_V1, rfc3339
 from stella_core.evidence.service import EvidenceService
 from stella_core.promotions.decision import Decision, decide, why
 from stella_core.promotions.model import (
+    EXCEPTION_GATES,
     OPEN,
     RUN_OUTCOME,
     Approval,
@@ -259,11 +260,14 @@ class PromotionService:
         expires_at: datetime,
         gate: str = "predecessor",
     ) -> dict[str, Any]:
-        """An admin's signed, expiring exception: `release` may pass `gate` of `environment`
-        until `expires_at`. Open promotions it concerns are decided again at once."""
+        """An admin's signed, expiring exception: `release` may pass `gate` (predecessor or
+        schedule) of `environment` until `expires_at`. Open promotions it concerns are decided
+        again at once."""
         identity = self.tenancy.require(ProductRole.ADMIN)
-        if gate != "predecessor":
-            raise DefinitionError("exceptions apply to the predecessor gate only")
+        if gate not in EXCEPTION_GATES:
+            raise DefinitionError(
+                f"exceptions apply to the {' and '.join(EXCEPTION_GATES)} gates, not {gate!r}"
+            )
         if not reason.strip():
             raise DefinitionError("an exception needs a reason")
         if expires_at.tzinfo is None:
@@ -566,6 +570,7 @@ class PromotionService:
                     ok = (
                         packet.predicate_type == EXCEPTION_V1
                         and predicate.get("exceptionId") == str(e.id)
+                        and predicate.get("gate") == e.gate
                         and predicate.get("environment") == environment
                         and predicate.get("expiresAt") == rfc3339(e.expires_at)
                         and sorted(packet.subject_digests()) == sorted(components.values())
