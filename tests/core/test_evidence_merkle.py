@@ -17,10 +17,12 @@ from stella_core.evidence.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    level_path,
     node_hash,
     parse_checkpoint,
     root,
     sign_checkpoint,
+    tree_levels,
     verify_checkpoint,
     verify_consistency,
     verify_inclusion,
@@ -199,6 +201,19 @@ def test_every_inclusion_proof_for_every_size() -> None:
             if n > 1:
                 assert not verify_inclusion(LEAVES[i], (i + 1) % n, n, proof, head)
                 assert not verify_inclusion(LEAVES[(i + 1) % n], i, n, proof, head)
+
+
+def test_levels_give_the_reference_root_and_every_proof() -> None:
+    for n in range(1, MAX + 1):
+        levels = tree_levels([leaf_hash(leaf) for leaf in LEAVES[:n]])
+        assert levels[-1] == [ref_mth(LEAVES[:n])], n
+        for i in range(n):
+            assert level_path(levels, i) == ref_path(i, LEAVES[:n]), (i, n)
+    for index, size, proof in CT_INCLUSION:
+        levels = tree_levels([leaf_hash(leaf) for leaf in CT_LEAVES[:size]])
+        assert [p.hex() for p in level_path(levels, index)] == proof
+    with pytest.raises(DefinitionError):
+        tree_levels([])
 
 
 def test_every_consistency_proof_for_every_pair_of_sizes() -> None:

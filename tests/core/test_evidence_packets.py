@@ -501,6 +501,11 @@ def test_not_an_object(key: SigningKey) -> None:
         b'{"a":1E2}',  # exponent
         b'{"a":NaN}',
         b'{"a":9007199254740993}',  # beyond 2**53
+        b'{"a":-9007199254740992}',  # beyond -(2**53 - 1)
+        b'{"a":[0,-2.5]}',  # a float in an array
+        b'{"a":[1.0]}',  # a float first in an array
+        b'{"a":-0}',  # JCS writes zero as 0
+        '{"\uffff":1,"\U0001f600":2}'.encode(),  # code point order, not UTF-16 order
         b'{"a":"\\u0041"}',  # needless escape
         b"\xff\xfe",  # not UTF-8
         b"not json",
@@ -537,6 +542,20 @@ def test_payload_must_be_canonical_json(payload: bytes, key: SigningKey) -> None
 )
 def test_statement_shape_is_checked(value: Any, key: SigningKey) -> None:
     assert check_of(signed_raw(canonical_json(value), key), [key.public_key()]) == "statement"
+
+
+def test_canonical_payloads_that_look_odd_are_accepted(key: SigningKey) -> None:
+    # Number-like text inside strings, and JCS's UTF-16 key order beyond U+FFFF.
+    value = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": "a:1.5,[2e3", "digest": {"sha256": sha("a")}}],
+        "predicateType": "x:y",
+        "predicate": {"\U0001f600": 2, "\uffff": 1, "n": -9007199254740991, "z": [0, -1]},
+    }
+    payload = canonical_json(value)
+    assert payload.index("\U0001f600".encode()) < payload.index("\uffff".encode())
+    verified = verify_bundle(signed_raw(payload, key), [key.public_key()])
+    assert verified.statement == value
 
 
 def test_cosign_style_noncanonical_but_signed_payload_is_refused(

@@ -167,6 +167,37 @@ class MerkleTree:
         return proof
 
 
+def tree_levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the tree over `leaf_hashes`, leaves first, root last (non-empty input).
+
+    A level's unpaired last node is carried up unchanged: that builds exactly RFC 9162's tree
+    (which splits at the largest power of two), and every inclusion proof can then be read off
+    the levels with `level_path` instead of being recomputed leaf by leaf."""
+    if not leaf_hashes:
+        raise DefinitionError("a tree needs at least one leaf")
+    level = list(leaf_hashes)
+    levels = [level]
+    while len(level) > 1:
+        parents = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) & 1:
+            parents.append(level[-1])
+        level = parents
+        levels.append(level)
+    return levels
+
+
+def level_path(levels: Sequence[Sequence[object]], index: int) -> list[object]:
+    """The inclusion proof of leaf `index` (RFC 9162 PATH, leaf-side first) from `tree_levels`
+    (or the same levels in any other encoding, such as hex)."""
+    path = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        index >>= 1
+    return path
+
+
 def root(leaves: Sequence[bytes]) -> bytes:
     """MTH over leaf data."""
     return MerkleTree.from_leaves(leaves).root()
