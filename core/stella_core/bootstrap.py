@@ -22,7 +22,7 @@ from stella_core.crypto.secretbox import SecretBox
 from stella_core.db import migrate
 from stella_core.db.engine import Database, make_engine, translate
 from stella_core.environments.service import EnvironmentService
-from stella_core.errors import DatabaseError, NotFoundError
+from stella_core.errors import DatabaseError, NotFoundError, StellaError
 from stella_core.evidence.service import EvidenceService
 from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
 from stella_core.promotions.service import PromotionService
@@ -217,17 +217,20 @@ class Stella:
         """A new person: their login role and user, their profile on this machine, and their
         personal signing key, made and registered by their own session (the database lets a
         person register only their own key), so their first approval needs no extra step.
-        Auditors get no key: they read evidence and never sign any."""
+        Auditors get no key: they read evidence and never sign any. The person exists once
+        the user is committed: should the key fail here, it is made at their first signature."""
         user, password = self.tenancy.add_user(name, role)
         self.save_profile_for(user.name, password)
         if role is ProductRole.AUDITOR:
             return user, None
         person = self.as_person(user.name)
         try:
-            key = person.evidence.ensure_personal_key()
+            return user, person.evidence.ensure_personal_key()
+        except StellaError as exc:
+            log.warning("no signing key made for %s yet: %s", user.name, exc.message)
+            return user, None
         finally:
             person.close(keep_backend=True)
-        return user, key
 
     def save_profile_for(self, user: str, password: str) -> Profile:
         profile = Profile(user, self.backend.target, user, password, str(self.profile.tenant))

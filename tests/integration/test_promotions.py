@@ -478,6 +478,28 @@ def test_an_emergency_change_outside_the_windows_needs_a_schedule_exception(
         assert demo.dave.evidence.replay(packet.id)["same"] is True
 
 
+def test_a_key_that_could_not_be_made_with_the_profile_is_made_at_the_first_signature(
+    demo: Demo, monkeypatch
+) -> None:
+    from stella_core.evidence.service import EvidenceService
+
+    def disk_full(self) -> None:
+        raise StellaError("no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EvidenceService, "ensure_personal_key", disk_full)
+        user, key = demo.admin.add_person("erin", ProductRole.APPROVER)
+    assert key is None
+    assert user.name in {u.name for u in demo.admin.tenancy.list_users()}  # nothing lost
+    assert "erin" not in {k.owner for k in demo.admin.evidence.signing_keys()}
+
+    demo.deploy(R1, "dev")
+    asked = demo.alice.promotions.request(R1, "stage")
+    approved = demo.world.open("erin").promotions.approve(asked.id, "fine")
+    assert [a.signature_ok for a in approved.approvals] == [True]
+    assert "erin" in {k.owner for k in demo.admin.evidence.signing_keys()}
+
+
 def test_an_environment_can_auto_promote_from_its_predecessor(demo: Demo) -> None:
     demo.admin.environments.add("mirror", order=3, auto_promote_from="prod")
     demo.deploy(R1, "dev")
