@@ -34,10 +34,23 @@ def _bool_refcount_guard() -> None:
     protect_none_refcount()
 
 
+class _AlwaysRunningLoop(qasync.QEventLoop):  # type: ignore[misc]
+    """The desk's loop as main() has it: running for the whole life of the window.
+
+    A test runs the loop in several `run_until_complete` calls, and Qt events are processed
+    between them too (qasync's last pass after each call, pytest-qt's clicks); a task stepped
+    there would find no running loop, which never happens in the desk. So the loop stays the
+    running one after each call (qasync 0.28's `_after_run_forever` hook)."""
+
+    def _after_run_forever(self) -> None:
+        super()._after_run_forever()
+        asyncio.events._set_running_loop(self)
+
+
 @pytest.fixture
 def aloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
     theme.apply(qapp)
-    loop = qasync.QEventLoop(qapp)
+    loop = _AlwaysRunningLoop(qapp)
     asyncio.set_event_loop(loop)
     yield loop
     leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -45,6 +58,7 @@ def aloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
         task.cancel()
     if leftovers:
         loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+    asyncio.events._set_running_loop(None)
     loop.close()
     asyncio.set_event_loop(None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from array import array
 from pathlib import Path
 
@@ -82,23 +83,24 @@ def test_start_up_seeds_a_fresh_database_and_closes_the_core_on_exit(
     qtbot.addWidget(window)
     window.show()
     args = parse_args([])
-    desk = aloop.create_task(run_desk(args, window, ops))
-    assert window.starting.isVisible()
-    assert window.starting.message.text() in ("Starting the database…", "Preparing the demo data…")
 
-    run(next_emission(window.releases.loaded))
-    stella = window.session.stella
-    assert stella is not None
-    assert window.releases.model.rowCount() == 3  # seeded on first start
-    assert window.session.identity is not None
-    assert window.session.identity.role.value == "admin"
-
-    async def close_and_finish() -> int:
-        # Closed while the loop runs: qasync steps a task from Qt's event processing, and a step
-        # taken outside run_until_complete would find no running loop.
+    async def start_use_and_close() -> int:
+        # One run of the loop from start to exit, as main() has: qasync steps pending tasks when
+        # a run_until_complete ends, and a step taken then would find no running loop.
+        desk = asyncio.ensure_future(run_desk(args, window, ops))
+        assert window.starting.isVisible()
+        assert window.starting.message.text() in (
+            "Starting the database…",
+            "Preparing the demo data…",
+        )
+        await next_emission(window.releases.loaded)
+        assert window.session.stella is not None
+        assert window.releases.model.rowCount() == 3  # seeded on first start
+        assert window.session.identity is not None
+        assert window.session.identity.role.value == "admin"
         window.close()
         return await desk
 
-    assert run(close_and_finish()) == 0
+    assert run(start_use_and_close()) == 0
     assert window.session.stella is None  # closed by the shutdown path
     assert not window.isVisible()
