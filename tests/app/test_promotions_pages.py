@@ -397,3 +397,69 @@ def test_the_inbox_follows_the_person_switch(desk, run, people) -> None:
     run(desk.switch_person("bob"))
     run(until(lambda: page.model.rowCount() == 0))
     assert "once you have decided, it leaves your inbox" in page.empty_message()
+
+
+def test_an_admin_grants_exceptions_from_why_blocked(
+    desk, run, people, qtbot, seeded, tmp_path
+) -> None:
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    other_day = days[(datetime.now(UTC).weekday() + 3) % 7]
+    window = {"days": [other_day], "start": "10:00", "end": "11:00"}
+    seeded.environments.add("edge", order=3, schedule=[window])
+    blocked = people.alice.promotions.request(R1, "edge", "incident 4711")
+    assert blocked.status is PromotionStatus.BLOCKED
+
+    page = board(desk, run)
+    qtbot.mouseClick(page.card(blocked.id).why_button, Qt.MouseButton.LeftButton)
+    why = page.why_dialog
+    run(until(lambda: why.why is not None))
+    assert why.exception_button.isVisible()  # the desk's person is an admin
+    assert why.exception_hint.isHidden()
+    assert why.approvers.isHidden()  # edge asks for no approval
+    qtbot.mouseClick(why.exception_button, Qt.MouseButton.LeftButton)
+    form = why.exception_form
+    assert form.isVisible()
+    assert [form.gate.itemText(i) for i in range(form.gate.count())] == ["predecessor", "schedule"]
+    assert not form.grant_button.isEnabled()  # a reason is required
+    assert form.expires_at() > datetime.now(UTC) + timedelta(hours=23)
+    form.gate.setCurrentText("schedule")
+    qtbot.keyClicks(form.reason, "payments are down, incident 4711")
+    assert form.grant_button.isEnabled()
+    path = tmp_path / "why-exception.png"
+    assert why.grab().save(str(path))
+
+    qtbot.mouseClick(form.grant_button, Qt.MouseButton.LeftButton)
+    run(until(lambda: why.gates.statuses().get("schedule") == "pass"))
+    assert form.isHidden()
+    assert why.gates.statuses()["predecessor"] == "fail"  # the other gate still holds it
+    assert why.exception_button.isVisible()
+
+    # The predecessor too: nothing holds it any more, and edge needs no approval.
+    qtbot.mouseClick(why.exception_button, Qt.MouseButton.LeftButton)
+    assert [form.gate.itemText(i) for i in range(form.gate.count())] == ["predecessor"]
+    qtbot.keyClicks(form.reason, "prod runs the same digests")
+    qtbot.mouseClick(form.grant_button, Qt.MouseButton.LeftButton)
+    run(
+        until(lambda: people.alice.promotions.get(blocked.id).status is not PromotionStatus.BLOCKED)
+    )
+    run(until(lambda: why.why is not None and why.why["status"] == "deployed"))
+    assert why.exception_button.isHidden()
+    exceptions = people.alice.evidence.find(Filter(type="exception"))
+    assert len(exceptions) == 2
+    admin = seeded.tenancy.whoami().user
+    assert {p.actor for p in exceptions} == {admin}
+
+
+def test_people_who_are_not_admins_are_told_an_admin_may_grant_an_exception(
+    desk, run, people, seeded
+) -> None:
+    blocked = people.alice.promotions.request(R1, "prod", "skipping ahead")
+    assert blocked.status is PromotionStatus.BLOCKED  # not in stage yet
+    run(desk.switch_person("alice"))
+    page = board(desk, run)
+    why = page.open_why(blocked.id)
+    run(until(lambda: why.why is not None))
+    assert why.exception_button.isHidden()
+    assert why.exception_hint.isVisible()
+    assert "An admin may grant a signed, expiring exception" in why.text()
+    why.reject()
