@@ -12,7 +12,6 @@ have cleared (the recheck `stella serve` does), so a freeze that ends lets it go
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +30,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stella_core.errors import StellaError
 from stella_core.promotions.model import PromotionStatus
 from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, Card, EmptyState, PageHeader, label
@@ -54,8 +52,6 @@ from stella_desk.session import Session
 
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
-
-log = logging.getLogger(__name__)
 
 RECENT_READ = 30  # ended promotions read per refresh, newest first
 RECENT_SHOWN = 3  # of those, shown per environment
@@ -108,11 +104,7 @@ def read_board(stella: Stella, *, recheck: bool = False) -> Board:
     """The board; with `recheck`, blocked promotions whose gates have cleared (a freeze ended)
     are decided again first, as `stella serve` does, so the desk alone moves them on."""
     if recheck:
-        try:
-            for promotion in stella.promotions.recheck_blocked():
-                log.info("promotion %s decided again: %s", promotion.id, promotion.status.value)
-        except StellaError as exc:  # the read below still shows the board as it is
-            log.warning("could not recheck blocked promotions: %s", exc.message)
+        stella.promotions.recheck_blocked()
     columns = stella.promotions.pipeline()
     ended = stella.promotions.find(statuses=sorted(ENDED_STATUSES), limit=RECENT_READ)
     recent: dict[str, list[dict[str, Any]]] = {}
@@ -478,19 +470,15 @@ class PromotionsPage(QWidget):
         self.live.setProperty("kind", "error" if error else "muted")
         theme.repolish(self.live)
 
+    def _pending_statuses(self) -> set[str]:
+        columns = self.data.columns if self.data else []
+        return {str(p.get("status")) for column in columns for p in column.get("pending") or []}
+
     def _moving(self) -> bool:
-        return any(
-            p.get("status") in MOVING_STATUSES
-            for column in (self.data.columns if self.data else [])
-            for p in column.get("pending") or []
-        )
+        return not MOVING_STATUSES.isdisjoint(self._pending_statuses())
 
     def _recheck_due(self) -> bool:
-        blocked = any(
-            p.get("status") == PromotionStatus.BLOCKED.value
-            for column in (self.data.columns if self.data else [])
-            for p in column.get("pending") or []
-        )
+        blocked = PromotionStatus.BLOCKED.value in self._pending_statuses()
         now = time.monotonic()
         if not blocked or now - self._rechecked_at < RECHECK_SECONDS:
             return False

@@ -121,7 +121,7 @@ class ExceptionForm(QFrame):
         row.addWidget(self.cancel_button)
         row.addWidget(self.grant_button)
         outer.addLayout(row)
-        self.reason.textChanged.connect(self._update)
+        self.reason.textChanged.connect(self.update_grant_button)
 
     def reset(self, gates: list[str]) -> None:
         self.gate.clear()
@@ -130,12 +130,12 @@ class ExceptionForm(QFrame):
         later = datetime.now(UTC) + timedelta(hours=DEFAULT_EXCEPTION_HOURS)
         self.expires.setDateTime(QDateTime.fromSecsSinceEpoch(int(later.timestamp())))
         self.expires.setMinimumDateTime(QDateTime.currentDateTime())
-        self._update()
+        self.update_grant_button()
 
     def expires_at(self) -> datetime:
         return datetime.fromtimestamp(self.expires.dateTime().toSecsSinceEpoch(), UTC)
 
-    def _update(self) -> None:
+    def update_grant_button(self) -> None:
         self.grant_button.setEnabled(bool(self.reason.text().strip()) and self.gate.count() > 0)
 
 
@@ -284,7 +284,7 @@ class WhyDialog(QDialog):
             )
         except OpFailed as exc:
             self._show_error(exc.message)
-            form._update()
+            form.update_grant_button()
             return None
         self._close_exception_form()
         await self.load()

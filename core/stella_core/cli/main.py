@@ -553,17 +553,6 @@ def _seal(stella: Any) -> None:
         logging.getLogger("stella.serve").warning("could not seal the ledger: %s", exc.message)
 
 
-def _recheck(stella: Any) -> None:
-    """Blocked promotions whose gates cleared (a freeze ended) move on by themselves."""
-    try:
-        for promotion in stella.promotions.recheck_blocked():
-            logging.getLogger("stella.serve").info(
-                "promotion %s is %s after its gates cleared", promotion.id, promotion.status.value
-            )
-    except StellaError as exc:
-        logging.getLogger("stella.serve").warning("could not recheck promotions: %s", exc.message)
-
-
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run workers until SIGTERM or SIGINT; a step in flight gets a grace period, then it is
     stopped and handed back (its lease released) so another worker takes it at once."""
@@ -617,7 +606,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                     _seal(stella)
                 if args.recheck_every and time.monotonic() - rechecked_at >= args.recheck_every:
                     rechecked_at = time.monotonic()
-                    _recheck(stella)
+                    stella.promotions.recheck_blocked()
             stop.set()
             for thread in threads:
                 thread.join()

@@ -374,15 +374,23 @@ class PromotionService:
     def recheck_blocked(self) -> list[Promotion]:
         """Decide again the blocked promotions whose gates have cleared (a freeze ended, the
         release reached the previous environment). A dry run first, so a promotion that is
-        still blocked adds nothing to the ledger. `stella serve` calls this on a timer."""
-        moved = []
-        for promotion in self.find(statuses=[PromotionStatus.BLOCKED.value]):
-            if self.why(promotion.id)["verdict"] == "deny":
-                continue
+        still blocked adds nothing to the ledger. `stella serve` and the desk's board call this
+        on a timer, so it never raises: what it could not do is logged and tried next time."""
+        moved: list[Promotion] = []
+        try:
+            blocked = self.find(statuses=[PromotionStatus.BLOCKED.value])
+        except StellaError as exc:
+            log.warning("could not recheck blocked promotions: %s", exc.message)
+            return moved
+        for promotion in blocked:
             try:
+                if self.why(promotion.id)["verdict"] == "deny":
+                    continue
                 moved.append(self.evaluate(promotion.id))
             except StellaError as exc:
                 log.warning("re-deciding promotion %s: %s", promotion.id, exc.message)
+                continue
+            log.info("promotion %s is %s after its gates cleared", promotion.id, moved[-1].status)
         return moved
 
     def _decide(self, conn: Connection, promotion_id: UUID) -> Decision:
