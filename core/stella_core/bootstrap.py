@@ -24,7 +24,15 @@ from stella_core.db.engine import Database, make_engine, translate
 from stella_core.environments.service import EnvironmentService
 from stella_core.errors import DatabaseError, NotFoundError, StellaError
 from stella_core.evidence.service import EvidenceService
-from stella_core.profiles import EMBEDDED, Profile, ProfileStore, stella_home, target_of
+from stella_core.profiles import (
+    EMBEDDED,
+    OrchestratorLogin,
+    OrchestratorLogins,
+    Profile,
+    ProfileStore,
+    stella_home,
+    target_of,
+)
 from stella_core.promotions.service import PromotionService
 from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.keys import LocalKeys, RegisteredKey
@@ -80,9 +88,12 @@ class Backend:
         return self._admin_engine
 
     def person_url(self, profile: Profile) -> str:
+        return self.login_url(profile.user, profile.password)
+
+    def login_url(self, user: str, password: str) -> str:
         return (
             make_url(self.admin_url)
-            .set(username=profile.user, password=profile.password)
+            .set(username=user, password=password)
             .render_as_string(hide_password=False)
         )
 
@@ -90,10 +101,10 @@ class Backend:
         self.check_server()
         return migrate.upgrade(self.admin_engine)
 
-    def check_server(self) -> None:
+    def check_server(self, engine: Engine | None = None) -> None:
         """Refuse servers older than PostgreSQL 16 and say why, before touching anything."""
         try:
-            with self.admin_engine.connect() as conn:
+            with (engine or self.admin_engine).connect() as conn:
                 version = int(conn.execute(text("SHOW server_version_num")).scalar_one())
         except sqlalchemy.exc.DBAPIError as exc:
             raise translate(exc) from exc
@@ -103,23 +114,45 @@ class Backend:
                 "Stella Release Desk needs PostgreSQL 16 or newer"
             )
 
-    def ensure_ready(self, profiles: ProfileStore) -> bool:
-        """Migrate if behind; on a database nobody has initialised, create the first admin.
-        True when something changed (a migration or the first admin)."""
+    def ensure_ready(self, profiles: ProfileStore, profile: str | None = None) -> bool:
+        """Migrate if behind; on a database nobody has initialised, create the first admin; give
+        the tenant its orchestrator login where none is known here. True when something changed.
+
+        The administrative (superuser) connection is opened only for those three: an ordinary
+        command checks the server and the schema through the person's own login."""
         # Two processes starting together on a fresh home must not both initialise.
         with open(self.home / "init.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._ensure_ready(profiles)
+            return self._ensure_ready(profiles, profile)
 
-    def _ensure_ready(self, profiles: ProfileStore) -> bool:
-        self.check_server()
+    def _ensure_ready(self, profiles: ProfileStore, profile_name: str | None) -> bool:
         changed = False
-        if migrate.needs_upgrade(self.admin_engine):
+        if not profiles.has_any(self.target):
+            self.check_server()
+            if migrate.needs_upgrade(self.admin_engine):
+                self.upgrade()
+                changed = True
+            self._initialise(profiles)
+            changed = True
+        profile = profiles.get(self.target, profile_name)
+        person = make_engine(self.person_url(profile), pool_size=1)
+        try:
+            self.check_server(person)
+            try:
+                behind = migrate.needs_upgrade(person)
+            except sqlalchemy.exc.ProgrammingError:
+                behind = True  # schemas before 0008 let only the admin read their revision
+        finally:
+            person.dispose()
+        if behind:
             self.upgrade()
             self._embedded_defaults()
             changed = True
-        if profiles.has_any(self.target):
-            return changed
+        if self._ensure_orchestrator(profile.tenant):
+            changed = True
+        return changed
+
+    def _initialise(self, profiles: ProfileStore) -> None:
         with self.admin_engine.connect() as conn:
             initialised = conn.execute(text("SELECT count(*) FROM tenancy.tenants")).scalar_one()
         if initialised:
@@ -135,6 +168,22 @@ class Backend:
         )
         self._embedded_defaults()
         log.info("initialised %s: %s is the first admin", self.target, admin)
+
+    def orchestrator_login(self, tenant_id: UUID) -> OrchestratorLogin | None:
+        return OrchestratorLogins(self.home).get(self.target, tenant_id)
+
+    def _ensure_orchestrator(self, tenant_id: UUID) -> bool:
+        """A tenant's orchestrator login is made once, by whoever initialises or migrates. On
+        the embedded default (one machine) a missing one is made again here; on a server, an
+        existing orchestrator keeps its password and runs where its login is."""
+        logins = OrchestratorLogins(self.home)
+        if logins.get(self.target, tenant_id) is not None:
+            return False
+        provisioner = Provisioner(self.admin_engine)
+        if self.target != EMBEDDED and provisioner.orchestrator_exists(tenant_id):
+            return False
+        user, password = provisioner.provision_orchestrator(tenant_id)
+        logins.save(OrchestratorLogin(self.target, str(tenant_id), user, password))
         return True
 
     def _embedded_defaults(self) -> None:
@@ -156,26 +205,31 @@ class Backend:
             self.embedded = None
 
 
-class Stella:
-    """Every core service, acting as one person (a profile)."""
+class Orchestrator:
+    """The orchestrator principal: its own database login and the orchestrator key. It alone
+    decides promotions, writes runs and steps, signs system evidence and seals the ledger."""
 
-    def __init__(self, backend: Backend, profile: Profile) -> None:
+    def __init__(self, backend: Backend, login: OrchestratorLogin, local_keys: LocalKeys) -> None:
+        self.login = login
         self.backend = backend
-        self.home = backend.home
-        self.profile = profile
-        self.profiles = ProfileStore(backend.home)
-        self.db = Database(make_engine(backend.person_url(profile)), profile.tenant)
-        self.provisioner = Provisioner(backend.admin_engine)
-        self.secrets = SecretBox.from_home(backend.home)
-        self.tenancy = TenancyService(self.db, self.provisioner)
-        self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
-        self.environments = EnvironmentService(self.db, self.tenancy)
-        self.local_keys = LocalKeys(backend.home, backend.target, self.secrets)
-        self.evidence = EvidenceService(self.db, self.tenancy, self.local_keys)
+        self.db = self.database()
+        self.tenancy = TenancyService(self.db, None)
+        self.evidence = EvidenceService(self.db, self.tenancy, local_keys, orchestrator=True)
         self.workflows = WorkflowService(
-            self.db, self.tenancy, run_end=self._run_ended, hooks=[self._after_run]
+            self.db,
+            self.tenancy,
+            run_end=self._run_ended,
+            hooks=[self._after_run],
+            orchestrator=True,
         )
-        self.promotions = PromotionService(self.db, self.tenancy, self.evidence, self.workflows)
+        self.promotions = PromotionService(
+            self.db, self.tenancy, self.evidence, self.workflows, orchestrator=True
+        )
+
+    def database(self, pool_size: int = 5) -> Database:
+        """A connection pool acting as the orchestrator (stella serve sizes its own)."""
+        url = self.backend.login_url(self.login.user, self.login.password)
+        return Database(make_engine(url, pool_size=pool_size), UUID(self.login.tenant_id))
 
     def _run_ended(self, conn: Connection, run_id: UUID, status: str) -> None:
         """In the transaction that ends a run: its evidence, and its promotion's outcome."""
@@ -186,6 +240,49 @@ class Stella:
         """After a run's ending committed: environments that auto-promote from where a
         release just landed get their promotion requested."""
         self.promotions.auto_promote(run_id, status)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+class Stella:
+    """Every core service, acting as one person (a profile). Where this machine holds the
+    orchestrator's login (the embedded default, the host of stella serve) the person's requests
+    are decided here at once by the orchestrator; elsewhere stella serve decides them."""
+
+    def __init__(
+        self, backend: Backend, profile: Profile, orchestrator: Orchestrator | None = None
+    ) -> None:
+        self.backend = backend
+        self.home = backend.home
+        self.profile = profile
+        self.profiles = ProfileStore(backend.home)
+        self.db = Database(make_engine(backend.person_url(profile)), profile.tenant)
+        self.provisioner = Provisioner(backend.admin_engine)
+        self.secrets = SecretBox.from_home(backend.home)
+        self.local_keys = LocalKeys(backend.home, backend.target, self.secrets)
+        self._owns_orchestrator = orchestrator is None
+        if orchestrator is None:
+            login = backend.orchestrator_login(profile.tenant)
+            orchestrator = Orchestrator(backend, login, self.local_keys) if login else None
+        self.orchestrator = orchestrator
+        system = orchestrator
+        self.tenancy = TenancyService(self.db, self.provisioner)
+        self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
+        self.evidence = EvidenceService(
+            self.db, self.tenancy, self.local_keys, system=system.evidence if system else None
+        )
+        self.environments = EnvironmentService(self.db, self.tenancy, self.evidence)
+        self.workflows = WorkflowService(
+            self.db, self.tenancy, system=system.workflows if system else None
+        )
+        self.promotions = PromotionService(
+            self.db,
+            self.tenancy,
+            self.evidence,
+            self.workflows,
+            system=system.promotions if system else None,
+        )
 
     @classmethod
     def open(
@@ -199,10 +296,9 @@ class Stella:
         backend = Backend.open(home, database_url, durable=durable)
         try:
             profiles = ProfileStore(backend.home)
-            backend.ensure_ready(profiles)
+            backend.ensure_ready(profiles, profile)
             stella = cls(backend, profiles.get(backend.target, profile))
-            # A database without an orchestrator key gets one from its admin, whichever
-            # command the admin runs first (one query when it exists; nothing for others).
+            # The orchestrator makes its key on first need (one query when it exists).
             stella.evidence.ensure_orchestrator_key()
             return stella
         except BaseException:
@@ -211,7 +307,7 @@ class Stella:
 
     def as_person(self, name: str) -> Stella:
         """Another person's view over the same backend (the desktop's switch-person control)."""
-        return Stella(self.backend, self.profiles.get(self.backend.target, name))
+        return Stella(self.backend, self.profiles.get(self.backend.target, name), self.orchestrator)
 
     def add_person(self, name: str, role: ProductRole) -> tuple[User, RegisteredKey | None]:
         """A new person: their login role and user, their profile on this machine, and their
@@ -239,5 +335,7 @@ class Stella:
 
     def close(self, *, keep_backend: bool = False) -> None:
         self.db.dispose()
+        if self.orchestrator is not None and self._owns_orchestrator:
+            self.orchestrator.close()
         if not keep_backend:
             self.backend.close()

@@ -88,3 +88,8 @@ class QuotaError(StellaError):
 
 class DatabaseError(StellaError):
     """The database could not be reached, started or migrated."""
+
+
+class OrchestratorUnavailableError(StellaError):
+    """What was asked is the orchestrator's to do, and this machine does not run it (it holds
+    no orchestrator login): stella serve does it where it runs."""

@@ -110,3 +110,53 @@ class ProfileStore:
 
     def has_any(self, target: str) -> bool:
         return bool(self.names(target))
+
+
+@dataclass(frozen=True)
+class OrchestratorLogin:
+    """The orchestrator's database login for one tenant: kept only on the machines that run
+    the orchestrator (stella serve, or the desk and CLI on the embedded default)."""
+
+    target: str
+    tenant_id: str
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"OrchestratorLogin(target={self.target!r}, user={self.user!r})"
+
+
+class OrchestratorLogins:
+    """STELLA_HOME/orchestrator.json (mode 0600), by target and tenant."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "orchestrator.json"
+
+    def _load(self) -> dict[str, dict[str, dict[str, str]]]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DefinitionError(f"cannot read {self.path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DefinitionError(f"{self.path} is not an orchestrator credentials file")
+        return data
+
+    def get(self, target: str, tenant_id: UUID) -> OrchestratorLogin | None:
+        raw = (self._load().get(target) or {}).get(str(tenant_id))
+        if not isinstance(raw, dict):
+            return None
+        return OrchestratorLogin(target, str(tenant_id), str(raw["user"]), str(raw["password"]))
+
+    def save(self, login: OrchestratorLogin) -> None:
+        data = self._load()
+        data.setdefault(login.target, {})[login.tenant_id] = {
+            "user": login.user,
+            "password": login.password,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)

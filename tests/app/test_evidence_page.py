@@ -33,10 +33,12 @@ from .test_screens import distinct_colours
 
 RELEASE_NAME = "shop-2026.11.1"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-# The seed's people (alice, bob, carol) get their signing keys with their profiles: the
-# orchestrator's endorsements of those keys are the ledger's first packets.
-KEYS = 3
-TOTAL = KEYS + 8  # and the `ledger` fixture's eight
+# The seed's people (alice, bob, carol) get their signing keys with their profiles, and the
+# admin gets one to sign the three environments' policies: the orchestrator's endorsements of
+# those keys and the signed policies are the ledger's first packets, oldest first.
+SEEDED = ["key"] * 4 + ["policy"] * 3
+KEYS = len(SEEDED)
+TOTAL = KEYS + 7  # and the `ledger` fixture's seven (the admin's key is endorsed already)
 ALL_PASSED = [("Signatures", True), ("Digests", True), ("Chain", True), ("Checkpoints", True)]
 
 
@@ -105,16 +107,16 @@ def test_an_empty_ledger_says_how_evidence_gets_there(qtbot, run, ops, world) ->
     assert page.empty.action.isHidden()
 
 
-def test_the_table_lists_the_packets_runs_left_newest_first(desk: MainWindow, run, ledger):
+def test_the_table_lists_the_packets_runs_left_newest_first(desk: MainWindow, run, ledger, admin):
     first, second = ledger["runs"]
     page = open_page(desk, run)
     rows = shown(page)
     assert [seq for seq, _ in rows] == list(range(TOTAL, 0, -1))
-    assert [kind for _, kind in rows][-KEYS - 2 :] == ["run", "run"] + ["key"] * KEYS
-    assert {page.proxy.packet_at(r).run_id for r in (6, 7)} == {first.id, second.id}
+    assert [kind for _, kind in rows][-KEYS - 2 :] == ["run", "run", *reversed(SEEDED)]
+    assert {page.proxy.packet_at(r).run_id for r in (5, 6)} == {first.id, second.id}
     assert page.count.text().startswith(f"{TOTAL} packets · Not sealed yet")
 
-    oldest = cells(page, 7)  # the oldest run
+    oldest = cells(page, 6)  # the oldest run
     assert oldest[0] == str(KEYS + 1)  # seq
     assert oldest[1] == "run"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", oldest[2])  # local time
@@ -124,7 +126,7 @@ def test_the_table_lists_the_packets_runs_left_newest_first(desk: MainWindow, ru
     assert re.fullmatch(r"[0-9a-f]{12}… orchestrator", oldest[6])  # key id prefix and owner
     assert oldest[7] == "3"  # the release's three components
     approval = next(r for r, (_, kind) in enumerate(rows) if kind == "approval")
-    assert cells(page, approval)[6].endswith(f"… {first.created_by}")  # a personal key
+    assert cells(page, approval)[6].endswith(f"… {admin.profile.name}")  # a personal key
 
 
 def test_filters_ask_the_ledger_and_the_search_narrows(desk: MainWindow, run, ledger) -> None:
@@ -138,7 +140,7 @@ def test_filters_ask_the_ledger_and_the_search_narrows(desk: MainWindow, run, le
     page.filters.environment.setText("prod")  # asked after a pause in typing
     run(next_emission(page.loaded))
     kinds = [kind for _, kind in shown(page)]
-    assert kinds == ["drift", "rollback", "deployment", "approval", "vsa"]
+    assert kinds == ["drift", "rollback", "deployment", "approval", "vsa", "policy"]
 
     page.filters.release.setText("no-such-release")
     run(next_emission(page.loaded))

@@ -196,13 +196,14 @@ def test_actor_is_the_session_user_whatever_the_client_claims(world) -> None:
     with _person_psycopg(stella) as conn:
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(stella.profile.tenant),))
         conn.execute(
-            "INSERT INTO env.environments (tenant_id, name, promotion_order, created_by) "
-            "VALUES (%s, 'qa', 5, 'someone-else')",
+            "INSERT INTO env.freezes (tenant_id, environment, starts_at, ends_at, reason,"
+            " created_by) VALUES (%s, 'dev', now(), now() + interval '1 hour', 'x',"
+            " 'someone-else')",
             (stella.profile.tenant,),
         )
         conn.commit()
-    qa = stella.environments.get("qa")
-    assert qa.created_by == stella.profile.user
+    (freeze,) = stella.environments.freezes("dev")
+    assert freeze.created_by == stella.profile.user
 
 
 def test_product_roles_are_enforced_by_service_and_database(world) -> None:

@@ -227,46 +227,65 @@ def test_raw_sql_cannot_self_approve_or_count_twice(demo: Demo) -> None:
             (demo.alice.db.tenant_id, prod.id),
         )
     demo.bob.promotions.approve(prod.id)
+    bob_packet = demo.bob.promotions.get(prod.id).approvals[0].packet_id
     with role_conn(demo.world, "bob") as conn, pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute(
-            "INSERT INTO promotion.approvals (tenant_id, promotion_id, decision)"
-            " VALUES (%s, %s, 'approve')",
-            (demo.alice.db.tenant_id, prod.id),
+            "INSERT INTO promotion.approvals (tenant_id, promotion_id, decision, packet_id)"
+            " VALUES (%s, %s, 'approve', %s)",
+            (demo.alice.db.tenant_id, prod.id, bob_packet),
         )
-    # Nor can anyone push the status past the approvals.
-    with (
-        role_conn(demo.world, "bob") as conn,
-        pytest.raises(psycopg.errors.InsufficientPrivilege, match="approvals it needs"),
-    ):
-        conn.execute(
-            "UPDATE promotion.promotions SET status = 'approved' WHERE id = %s", (prod.id,)
-        )
-    with role_conn(demo.world, "bob") as conn, pytest.raises(psycopg.errors.CheckViolation):
-        conn.execute(
-            "UPDATE promotion.promotions SET status = 'deployed' WHERE id = %s", (prod.id,)
-        )
+    # Nor can anyone push the status: only the orchestrator decides.
+    for status in ("approved", "deployed"):
+        with (
+            role_conn(demo.world, "bob") as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="only the orchestrator"),
+        ):
+            conn.execute(
+                "UPDATE promotion.promotions SET status = %s WHERE id = %s", (status, prod.id)
+            )
 
 
 def test_an_unsigned_approval_does_not_count(demo: Demo) -> None:
     demo.deploy(R1, "dev")
     stage = demo.alice.promotions.request(R1, "stage")
-    with role_conn(demo.world, "bob") as conn:
+    # Without a packet of bob's the database takes no decision of his at all.
+    with (
+        role_conn(demo.world, "bob") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="needs an approval packet"),
+    ):
         conn.execute(
             "INSERT INTO promotion.approvals (tenant_id, promotion_id, decision)"
             " VALUES (%s, %s, 'approve')",
             (demo.alice.db.tenant_id, stage.id),
         )
+    # With a packet of his own whose signature does not verify, the orchestrator counts nothing.
+    demo.bob.evidence.ensure_personal_key()
+    with role_conn(demo.world, "bob") as conn:
+        key = conn.execute(
+            "SELECT key_id FROM tenancy.signing_keys WHERE owner = 'bob'"
+        ).fetchone()[0]
+        packet = conn.execute(
+            "INSERT INTO evidence.packets (tenant_id, seq, type, predicate_type, subject_digests,"
+            " promotion_id, actor, signer_key_id, created_at, bundle, bundle_digest, prev_hash,"
+            " hash) VALUES (%s, 0, 'approval', 'x', '{}', %s, '', %s, now(), '{}', '', '', '')"
+            " RETURNING id",
+            (demo.alice.db.tenant_id, stage.id, key),
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO promotion.approvals (tenant_id, promotion_id, decision, packet_id)"
+            " VALUES (%s, %s, 'approve', %s)",
+            (demo.alice.db.tenant_id, stage.id, packet),
+        )
         conn.commit()
-    # Nor does the database count it: the status cannot be pushed past it by hand.
     with (
         role_conn(demo.world, "bob") as conn,
-        pytest.raises(psycopg.errors.InsufficientPrivilege, match="approvals it needs"),
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="only the orchestrator"),
     ):
         conn.execute(
             "UPDATE promotion.promotions SET status = 'approved' WHERE id = %s", (stage.id,)
         )
     stage = demo.alice.promotions.evaluate(stage.id)
-    assert [(a.by, a.signature_ok) for a in stage.approvals] == [("bob", False)]
+    assert [(a.by, a.signature_ok, a.counted) for a in stage.approvals] == [("bob", False, False)]
     assert stage.status is PromotionStatus.AWAITING_APPROVAL
     assert "SIGNATURE_INVALID" in gate(stage, "approval")["reason_codes"]
 
@@ -278,11 +297,12 @@ def test_every_transition_of_the_state_machine(demo: Demo) -> None:
         else:
             with pytest.raises(IllegalTransitionError):
                 check_transition(old, new)
-    # The database keeps the same machine: a deployed promotion cannot be reopened.
+    # The database keeps the same machine: a deployed promotion cannot be reopened, not even
+    # by the orchestrator.
     done = demo.deploy(R1, "dev")
     with (
         pytest.raises(StellaError, match="cannot go from deployed to awaiting_approval"),
-        demo.alice.db.transaction() as conn,
+        demo.alice.orchestrator.db.transaction() as conn,
     ):
         conn.execute(
             text("UPDATE promotion.promotions SET status = 'awaiting_approval' WHERE id = :i"),
@@ -507,7 +527,7 @@ def test_an_environment_can_auto_promote_from_its_predecessor(demo: Demo) -> Non
     demo.deploy(R1, "prod", demo.bob, demo.carol)
     [mirror] = demo.alice.promotions.find(environment="mirror")
     assert mirror.reason == "auto-promoted from prod"
-    assert mirror.requested_by == "alice"  # whose process finished the prod run
+    assert mirror.requested_by == "orchestrator"  # it requests auto-promotions, nothing else
     assert mirror.status is PromotionStatus.DEPLOYED  # no approvals, no workflow
 
 

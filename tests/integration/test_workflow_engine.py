@@ -234,9 +234,13 @@ def test_approval_waits_without_a_worker_then_counts_distinct_eligible_people(wo
     run = admin.workflows.get_run(run.id)
     assert run.status == "succeeded"
     decided = [
-        (e.kind, e.actor) for e in admin.workflows.run_events(run.id) if e.kind == "step.approved"
+        (e.kind, e.actor, e.details["person"])
+        for e in admin.workflows.run_events(run.id)
+        if e.kind == "step.approved"
     ]
-    assert decided == [("step.approved", "bob"), ("step.approved", "carol")]
+    # The orchestrator writes the log; a decision's entry names who decided, as their own
+    # decision row (stamped in their session) says.
+    assert decided == [("step.approved", "bob", "bob"), ("step.approved", "carol", "carol")]
     actions = [e.action for e in admin.tenancy.audit_entries()]
     assert actions.count("workflow.step.approve") == 2
 

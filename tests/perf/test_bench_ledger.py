@@ -52,7 +52,8 @@ def _swap(args: tuple) -> tuple:
 
 
 def test_sign_and_append_then_verify_a_10k_capsule(world) -> None:
-    admin = world.open()
+    # The orchestrator signs and appends system evidence, in its own session.
+    admin = world.open().orchestrator
     with admin.db.transaction() as conn:
         key = admin.evidence.orchestrator_signer(conn)
     raw = key._key  # the bare baseline needs the same key object

@@ -57,8 +57,9 @@ def decision_inputs(approvers: tuple[str, ...] = ("bob", "carol")) -> dict[str, 
 def emit_decision(stella: Any, approvers: tuple[str, ...] = ("bob", "carol")) -> Any:
     inputs = decision_inputs(approvers)
     decision = decide(POLICY, inputs, NOW)
-    with stella.db.transaction() as conn:
-        return stella.evidence.emit_decision(
+    system = stella.orchestrator  # decisions are the orchestrator's to sign
+    with system.db.transaction() as conn:
+        return system.evidence.emit_decision(
             conn,
             policy=POLICY,
             inputs=inputs,
@@ -100,8 +101,10 @@ def emit_other_types(stella: Any) -> dict[str, Any]:
             signer=stella.evidence.personal_signer(conn),
             refs=Refs(release="shop-1", environment="prod", promotion_id=uuid.UUID(int=7)),
         )
-        orchestrator = stella.evidence.orchestrator_signer(conn)
-        rows["deployment"] = stella.evidence.emit(
+    system = stella.orchestrator  # the rest is the orchestrator's to sign, in its own session
+    with system.db.transaction() as conn:
+        orchestrator = system.evidence.orchestrator_signer(conn)
+        rows["deployment"] = system.evidence.emit(
             conn,
             predicate_type=DEPLOYMENT_V1,
             subjects=[("web", WEB), ("api", API)],
@@ -122,7 +125,7 @@ def emit_other_types(stella: Any) -> dict[str, Any]:
             signer=orchestrator,
             refs=Refs(release="shop-1", environment="prod"),
         )
-        rows["rollback"] = stella.evidence.emit(
+        rows["rollback"] = system.evidence.emit(
             conn,
             predicate_type=ROLLBACK_V1,
             subjects=[("web", WEB), ("api", API)],
@@ -141,7 +144,7 @@ def emit_other_types(stella: Any) -> dict[str, Any]:
             signer=orchestrator,
             refs=Refs(release="shop-1", environment="prod"),
         )
-        rows["drift"] = stella.evidence.emit(
+        rows["drift"] = system.evidence.emit(
             conn,
             predicate_type=DRIFT_V1,
             subjects=[("web", WEB)],

@@ -39,6 +39,8 @@ def reason_not_to_serve(stella: Stella, identity: Identity | None) -> str | None
         return "steps run on the server's workers (stella serve)"
     if identity is not None and identity.role is ProductRole.AUDITOR:
         return "an auditor does not move runs along"
+    if stella.orchestrator is None:
+        return "this machine holds no orchestrator login; stella serve moves runs"
     return None
 
 
@@ -58,15 +60,14 @@ class DeskWorker:
         return self._worker.worker_id if self._worker is not None else None
 
     def start(self, stella: Stella) -> None:
-        """Start serving as `stella`'s person (UI thread; no I/O: engines connect lazily)."""
+        """Start serving as the orchestrator this desk runs (UI thread; no I/O: engines
+        connect lazily)."""
         if self.running:
             return
-        from stella_core.db.engine import Database, make_engine
-
-        db = Database(
-            make_engine(stella.backend.person_url(stella.profile), pool_size=POOL_SIZE),
-            stella.profile.tenant,
-        )
+        if stella.orchestrator is None:
+            self.error = "this machine does not run the orchestrator; stella serve moves runs"
+            return
+        db = stella.orchestrator.database(pool_size=POOL_SIZE)
         self._stop.clear()
         self.error = None
         self._worker = stella.workflows.worker(db=db, shutdown_grace_seconds=STEP_GRACE)

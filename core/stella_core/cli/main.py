@@ -46,9 +46,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
     try:
         before, after = backend.upgrade()
         profiles = ProfileStore(backend.home)
-        backend.ensure_ready(profiles)
-        # The admin's first command also gives the database its orchestrator key.
-        stella = Stella(backend, profiles.get(backend.target, None))
+        backend.ensure_ready(profiles, args.profile)
+        # The orchestrator gets its login and its key with the schema.
+        stella = Stella(backend, profiles.get(backend.target, args.profile))
         try:
             stella.evidence.ensure_orchestrator_key()
         finally:
@@ -252,8 +252,65 @@ def cmd_env_add(args: argparse.Namespace) -> None:
             quorum=parse_quorum(args.quorum),
             schedule=[parse_window(w) for w in args.window] if args.window else None,
             auto_promote_from=args.auto_promote_from,
+            reason=args.reason,
         )
     _out(args, env.to_json(), lambda: [f"added environment {env.name} (order {env.order})"])
+
+
+def cmd_env_set(args: argparse.Namespace) -> None:
+    """An admin changes an environment's policy: a new version, signed and audited."""
+    from stella_core.cli.promotion_cmds import parse_quorum, parse_window
+
+    changes: dict[str, Any] = {}
+    if args.order is not None:
+        changes["order"] = args.order
+    if args.required_approvals is not None:
+        changes["required_approvals"] = args.required_approvals
+    if args.separation_of_duties is not None:
+        changes["separation_of_duties"] = args.separation_of_duties
+    if args.no_workflow:
+        changes["workflow"] = None
+    elif args.workflow is not None:
+        changes["workflow"] = args.workflow
+    if args.approver_role:
+        changes["approver_roles"] = args.approver_role
+    if args.no_approvers:
+        changes["approver_persons"] = []
+    elif args.approver:
+        changes["approver_persons"] = args.approver
+    if args.no_quorum:
+        changes["quorum"] = {}
+    elif args.quorum:
+        changes["quorum"] = parse_quorum(args.quorum)
+    if args.no_windows:
+        changes["schedule"] = None
+    elif args.window:
+        changes["schedule"] = [parse_window(w) for w in args.window]
+    if args.no_auto_promote:
+        changes["auto_promote_from"] = None
+    elif args.auto_promote_from is not None:
+        changes["auto_promote_from"] = args.auto_promote_from
+    with acting(args) as stella:
+        env = stella.environments.set(args.name, reason=args.reason, **changes)
+    _out(
+        args,
+        env.to_json(),
+        lambda: [f"environment {env.name}: policy version {env.policy_version}"],
+    )
+
+
+def cmd_env_policies(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        versions = stella.environments.policy_versions(args.name)
+    _out(
+        args,
+        versions,
+        lambda: [
+            f"v{v['version']:<3} {v['changed_at']}  by {v['changed_by']}  "
+            f"{v['packet'] or 'unsigned (from before signed policies)'}"
+            for v in versions
+        ],
+    )
 
 
 def cmd_env_list(args: argparse.Namespace) -> None:
@@ -560,7 +617,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import threading
     import time
 
-    from stella_core.db.engine import Database, make_engine
+    from stella_core.errors import OrchestratorUnavailableError
     from stella_core.tenancy.model import ProductRole
 
     if args.workers < 1:
@@ -570,13 +627,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         try:
             identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
-            # Each worker holds a connection while working and one for its lease heartbeats.
-            db = Database(
-                make_engine(
-                    stella.backend.person_url(stella.profile), pool_size=2 * args.workers + 2
-                ),
-                stella.profile.tenant,
-            )
+            if stella.orchestrator is None:
+                raise OrchestratorUnavailableError(
+                    "stella serve runs the orchestrator, and this machine holds no orchestrator "
+                    "login for this tenant (STELLA_HOME/orchestrator.json is made where the "
+                    "database is initialised or migrated)"
+                )
+            # Workers act as the orchestrator; each holds a connection while working and one
+            # for its lease heartbeats.
+            db = stella.orchestrator.database(pool_size=2 * args.workers + 2)
             workers = [
                 stella.workflows.worker(
                     db=db, lease_seconds=args.lease_seconds, shutdown_grace_seconds=args.grace
@@ -592,8 +651,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             for thread in threads:
                 thread.start()
             print(
-                f"stella: serving tenant {identity.tenant_name} as {identity.user} with "
-                f"{args.workers} worker(s)",
+                f"stella: serving tenant {identity.tenant_name} as the orchestrator (started "
+                f"by {identity.user}) with {args.workers} worker(s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -706,6 +765,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="allowed deployment window in UTC, e.g. mon-fri@08:00-18:00 (repeatable)",
     )
     p.add_argument("--auto-promote-from", default=None, metavar="ENV")
+    p.add_argument("--reason", default="", help="why (kept in the signed policy packet)")
+    p = leaf(env, "set", cmd_env_set, "admins: change an environment's policy (signed, audited)")
+    p.add_argument("name")
+    p.add_argument("--reason", required=True, help="why the policy changes")
+    p.add_argument("--order", type=int, default=None)
+    p.add_argument("--required-approvals", type=int, default=None)
+    p.add_argument(
+        "--separation-of-duties",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bar the requester from approving (or --no-separation-of-duties)",
+    )
+    p.add_argument("--workflow", default=None)
+    p.add_argument("--no-workflow", action="store_true", help="promotions run no workflow")
+    p.add_argument("--approver-role", action="append", default=[], choices=ROLES)
+    p.add_argument("--approver", action="append", default=[], metavar="PERSON")
+    p.add_argument("--no-approvers", action="store_true", help="clear the named approvers")
+    p.add_argument("--quorum", action="append", default=[], metavar="ROLE=N")
+    p.add_argument("--no-quorum", action="store_true")
+    p.add_argument("--window", action="append", default=[], metavar="DAYS@HH:MM-HH:MM")
+    p.add_argument("--no-windows", action="store_true", help="deploy at any time")
+    p.add_argument("--auto-promote-from", default=None, metavar="ENV")
+    p.add_argument("--no-auto-promote", action="store_true")
+    p = leaf(env, "policies", cmd_env_policies, "every version of an environment's policy")
+    p.add_argument("name")
     leaf(env, "list", cmd_env_list, "list environments in promotion order")
 
     demo = groups.add_parser("demo", help="demo data").add_subparsers(dest="cmd", required=True)

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
-from stella_core.db.schema_sql import APP_ROLE, META_SCHEMA, OWNER_ROLE
+from stella_core.db.schema_sql import APP_ROLE, META_SCHEMA, ORCHESTRATOR_ROLE, OWNER_ROLE
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -23,6 +23,9 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
     CREATE ROLE {APP_ROLE} NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ORCHESTRATOR_ROLE}') THEN
+    CREATE ROLE {ORCHESTRATOR_ROLE} NOLOGIN IN ROLE {APP_ROLE};
   END IF;
   IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     EXECUTE format('GRANT {OWNER_ROLE} TO %I', current_user);

@@ -4,12 +4,15 @@ Roles (created by the first migration):
 - `stella_owner` (NOLOGIN) owns every schema, table and function; migrations act as it.
 - `stella_app` (NOLOGIN) holds the runtime privileges; each person is a LOGIN role that is a
   member of it, so `session_user` is always the person, never a shared account.
+- `stella_orchestrator` (NOLOGIN, member of `stella_app`) holds what only the orchestrator may
+  do: decide promotions, write runs and steps. Each tenant's orchestrator login role is a member.
 """
 
 from __future__ import annotations
 
 OWNER_ROLE = "stella_owner"
 APP_ROLE = "stella_app"
+ORCHESTRATOR_ROLE = "stella_orchestrator"
 META_SCHEMA = "stella"
 
 

@@ -27,6 +27,7 @@ class Environment(BaseModel):
     quorum: dict[str, int] = Field(default_factory=dict)
     schedule: list[dict[str, Any]] | None = None
     auto_promote_from: str | None = None
+    policy_version: int = Field(default=1, ge=1)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -41,6 +42,7 @@ class Environment(BaseModel):
             "quorum": dict(self.quorum),
             "schedule": self.schedule,
             "auto_promote_from": self.auto_promote_from,
+            "policy_version": self.policy_version,
             "created_at": self.created_at.isoformat(),
             "created_by": self.created_by,
         }

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection
 
 from stella_core.db.engine import Database
 from stella_core.environments.model import DEFAULT_APPROVER_ROLES, Environment, Freeze
 from stella_core.environments.store import EnvironmentStore
-from stella_core.errors import AlreadyExistsError, DefinitionError, NotFoundError
+from stella_core.errors import AlreadyExistsError, DefinitionError, IntegrityError, NotFoundError
+from stella_core.evidence.ledger import Refs
+from stella_core.evidence.predicates import POLICY_V1, rfc3339
+from stella_core.evidence.service import EvidenceService
 from stella_core.releases.reference import check_name
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
 from stella_core.tenancy.store import TenancyStore
 
+_UNSET: Any = object()
+
 
 class EnvironmentService:
-    def __init__(self, db: Database, tenancy: TenancyService) -> None:
+    """Environments and their policy. A policy is set by an admin only (`add`, `set`), and every
+    version is a `policy` evidence packet the admin signs; the database refuses a change that
+    names none, and records and audits every version itself."""
+
+    def __init__(self, db: Database, tenancy: TenancyService, evidence: EvidenceService) -> None:
         self.db = db
         self.tenancy = tenancy
+        self.evidence = evidence
 
     def add(
         self,
@@ -34,64 +47,213 @@ class EnvironmentService:
         quorum: Mapping[str, int] | None = None,
         schedule: list[dict[str, Any]] | None = None,
         auto_promote_from: str | None = None,
+        reason: str = "",
     ) -> Environment:
         check_name("environment", name)
-        if order < 0:
-            raise DefinitionError("--order must be 0 or more")
-        if required_approvals < 0:
-            raise DefinitionError("--required-approvals must be 0 or more")
-        roles = tuple(approver_roles) if approver_roles else DEFAULT_APPROVER_ROLES
-        for role in roles:
-            if role not in {r.value for r in ProductRole}:
-                known = ", ".join(r.value for r in ProductRole)
-                raise DefinitionError(f"approver role {role!r} is not a role ({known})")
-        # The policy this environment will be decided by must be valid now, not at promotion.
-        from stella_core.promotions.model import environment_policy
-
-        environment_policy(
+        settings = _check_settings(
+            {
+                "order": order,
+                "required_approvals": required_approvals,
+                "separation_of_duties": separation_of_duties,
+                "workflow": workflow,
+                "approver_roles": tuple(approver_roles)
+                if approver_roles
+                else DEFAULT_APPROVER_ROLES,
+                "approver_persons": tuple(approver_persons),
+                "quorum": dict(quorum or {}),
+                "schedule": schedule,
+                "auto_promote_from": auto_promote_from,
+            },
             name,
-            previous=None,
-            required_approvals=required_approvals,
-            separation_of_duties=separation_of_duties,
-            approver_roles=roles,
-            approver_persons=tuple(approver_persons),
-            quorum=dict(quorum or {}),
-            schedule=schedule,
         )
-        identity = self.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        self.evidence.ensure_personal_key()
         with self.db.transaction() as conn:
             store = EnvironmentStore(conn)
             if store.get(name) is not None:
                 raise AlreadyExistsError(f"environment {name!r} exists already")
-            taken = store.order_taken(order)
-            if taken:
-                raise AlreadyExistsError(f"promotion order {order} is taken by {taken!r}")
-            if auto_promote_from is not None and store.get(auto_promote_from) is None:
-                raise NotFoundError(f"--auto-promote-from: no environment {auto_promote_from!r}")
-            if workflow is not None:
-                from stella_core.workflows.store import WorkflowStore
-
-                if WorkflowStore(conn).version(workflow, None) is None:
-                    raise NotFoundError(
-                        f"--workflow: no workflow template {workflow!r} (import it first)"
-                    )
+            self._check_references(conn, name, settings)
+            packet_id, signed = self._sign_policy(
+                conn, identity.user, name, 1, settings, reason or "added"
+            )
             env = store.insert(
                 identity.tenant_id,
                 name,
-                order,
-                required_approvals,
-                separation_of_duties,
-                workflow=workflow,
-                approver_roles=list(roles),
-                approver_persons=list(approver_persons),
-                quorum=dict(quorum or {}),
-                schedule=schedule,
-                auto_promote_from=auto_promote_from,
+                settings["order"],
+                settings["required_approvals"],
+                settings["separation_of_duties"],
+                workflow=settings["workflow"],
+                approver_roles=list(settings["approver_roles"]),
+                approver_persons=list(settings["approver_persons"]),
+                quorum=settings["quorum"],
+                schedule=settings["schedule"],
+                auto_promote_from=settings["auto_promote_from"],
+                policy_packet_id=packet_id,
             )
+            self._check_derived(conn, name, signed)
             TenancyStore(conn).append_audit(
                 identity.tenant_id, "environment.add", "environment", name, env.to_json()
             )
             return env
+
+    def set(
+        self,
+        name: str,
+        *,
+        reason: str,
+        order: int = _UNSET,
+        required_approvals: int = _UNSET,
+        separation_of_duties: bool = _UNSET,
+        workflow: str | None = _UNSET,
+        approver_roles: Sequence[str] = _UNSET,
+        approver_persons: Sequence[str] = _UNSET,
+        quorum: Mapping[str, int] = _UNSET,
+        schedule: list[dict[str, Any]] | None = _UNSET,
+        auto_promote_from: str | None = _UNSET,
+    ) -> Environment:
+        """Change an environment's policy (admins only, with a reason): a new policy version,
+        signed by the admin as a `policy` packet that later decisions name."""
+        if not reason.strip():
+            raise DefinitionError("a policy change needs a reason (--reason)")
+        given = {
+            "order": order,
+            "required_approvals": required_approvals,
+            "separation_of_duties": separation_of_duties,
+            "workflow": workflow,
+            "approver_roles": approver_roles,
+            "approver_persons": approver_persons,
+            "quorum": quorum,
+            "schedule": schedule,
+            "auto_promote_from": auto_promote_from,
+        }
+        changes = {k: v for k, v in given.items() if v is not _UNSET}
+        if not changes:
+            raise DefinitionError("nothing to change: name at least one setting")
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        self.evidence.ensure_personal_key()
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            current = store.get(name, lock=True)
+            if current is None:
+                raise NotFoundError(f"no environment named {name!r}")
+            before = _settings_of(current)
+            settings = _check_settings({**before, **_normalised(changes)}, name)
+            if settings == before:
+                raise DefinitionError(f"environment {name} already has these settings")
+            self._check_references(conn, name, settings, moving=settings["order"] != current.order)
+            version = store.policy_version(name) + 1
+            packet_id, signed = self._sign_policy(
+                conn, identity.user, name, version, settings, reason
+            )
+            env = store.update_policy(name, settings, packet_id)
+            self._check_derived(conn, name, signed)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "environment.set",
+                "environment",
+                name,
+                {
+                    "version": version,
+                    "reason": reason,
+                    "changes": {
+                        k: _jsonable(settings[k]) for k in settings if settings[k] != before[k]
+                    },
+                },
+            )
+            return env
+
+    def _check_references(
+        self, conn: Connection, name: str, settings: dict[str, Any], *, moving: bool = True
+    ) -> None:
+        store = EnvironmentStore(conn)
+        if moving:
+            taken = store.order_taken(settings["order"])
+            if taken and taken != name:
+                raise AlreadyExistsError(
+                    f"promotion order {settings['order']} is taken by {taken!r}"
+                )
+        source = settings["auto_promote_from"]
+        if source is not None and (source == name or store.get(source) is None):
+            raise NotFoundError(f"--auto-promote-from: no other environment {source!r}")
+        if settings["workflow"] is not None and not self.workflow_exists(
+            conn, settings["workflow"]
+        ):
+            raise NotFoundError(
+                f"--workflow: no workflow template {settings['workflow']!r} (import it first)"
+            )
+        known = {u.name for u in TenancyStore(conn).list_users()}
+        unknown = sorted(set(settings["approver_persons"]) - known)
+        if unknown:
+            raise NotFoundError(f"--approver: no such person: {', '.join(unknown)}")
+
+    @staticmethod
+    def workflow_exists(conn: Connection, name: str) -> bool:
+        from stella_core.workflows.store import WorkflowStore
+
+        return WorkflowStore(conn).version(name, None) is not None
+
+    def _sign_policy(
+        self,
+        conn: Connection,
+        admin: str,
+        name: str,
+        version: int,
+        settings: dict[str, Any],
+        reason: str,
+    ) -> tuple[UUID, dict[str, Any]]:
+        """The admin's signed `policy` packet for this version; its subject is the policy's
+        digest, so the decisions that name the policy by digest find who set it."""
+        from stella_core.promotions.decision import policy_digest
+
+        store = EnvironmentStore(conn)
+        others = [e for e in store.list() if e.name != name and e.order < settings["order"]]
+        previous = max(others, key=lambda e: e.order).name if others else None
+        policy = _policy(name, previous, settings)
+        signer = self.evidence.personal_signer(conn)
+        packet = self.evidence.emit(
+            conn,
+            predicate_type=POLICY_V1,
+            subjects=[(f"policy:{name}", policy_digest(policy))],
+            predicate={
+                "environment": name,
+                "version": version,
+                "policy": policy,
+                "settings": {k: _jsonable(v) for k, v in settings.items()},
+                "changedBy": {"name": admin, "keyId": signer.key_id},
+                "changedAt": rfc3339(datetime.now(UTC)),
+                "reason": reason,
+            },
+            signer=signer,
+            refs=Refs(environment=name),
+        )
+        return packet.id, policy
+
+    @staticmethod
+    def _check_derived(conn: Connection, name: str, signed: dict[str, Any]) -> None:
+        """The database derives the policy promotions are decided by; it must be exactly the
+        one the admin just signed."""
+        derived = EnvironmentStore(conn).policy_document(name)
+        if derived != signed:
+            raise IntegrityError(
+                f"environment {name}: the database derives another policy than the one signed"
+            )
+
+    def policy_document(self, name: str) -> dict[str, Any]:
+        """The policy a promotion into this environment is decided by now (as the database
+        derives it and copies it into each request)."""
+        with self.db.transaction() as conn:
+            found = EnvironmentStore(conn).policy_document(name)
+        if found is None:
+            raise NotFoundError(f"no environment named {name!r}")
+        return found
+
+    def policy_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of an environment's policy, oldest first, with who set it and the
+        packet that signs it (older databases' first versions have none)."""
+        with self.db.transaction() as conn:
+            if EnvironmentStore(conn).get(name) is None:
+                raise NotFoundError(f"no environment named {name!r}")
+            return EnvironmentStore(conn).policy_versions(name)
 
     def freeze(
         self,
@@ -141,3 +303,62 @@ class EnvironmentService:
         if env is None:
             raise NotFoundError(f"no environment named {name!r}")
         return env
+
+
+def _normalised(changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(changes)
+    for key in ("approver_roles", "approver_persons"):
+        if key in out:
+            out[key] = tuple(out[key])
+    if "quorum" in out:
+        out["quorum"] = dict(out["quorum"])
+    return out
+
+
+def _settings_of(env: Environment) -> dict[str, Any]:
+    return {
+        "order": env.order,
+        "required_approvals": env.required_approvals,
+        "separation_of_duties": env.separation_of_duties,
+        "workflow": env.workflow,
+        "approver_roles": tuple(env.approver_roles),
+        "approver_persons": tuple(env.approver_persons),
+        "quorum": dict(env.quorum),
+        "schedule": env.schedule,
+        "auto_promote_from": env.auto_promote_from,
+    }
+
+
+def _check_settings(settings: dict[str, Any], name: str) -> dict[str, Any]:
+    """Settings that make a valid policy now, not at the first promotion (DefinitionError)."""
+    if settings["order"] < 0:
+        raise DefinitionError("--order must be 0 or more")
+    if settings["required_approvals"] < 0:
+        raise DefinitionError("--required-approvals must be 0 or more")
+    roles = tuple(settings["approver_roles"]) or DEFAULT_APPROVER_ROLES
+    for role in roles:
+        if role not in {r.value for r in ProductRole}:
+            known = ", ".join(r.value for r in ProductRole)
+            raise DefinitionError(f"approver role {role!r} is not a role ({known})")
+    checked = {**settings, "approver_roles": roles}
+    _policy(name, None, checked)
+    return checked
+
+
+def _policy(name: str, previous: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
+    from stella_core.promotions.model import environment_policy
+
+    return environment_policy(
+        name,
+        previous=previous,
+        required_approvals=settings["required_approvals"],
+        separation_of_duties=settings["separation_of_duties"],
+        approver_roles=settings["approver_roles"],
+        approver_persons=tuple(settings["approver_persons"]),
+        quorum=dict(settings["quorum"]),
+        schedule=settings["schedule"],
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

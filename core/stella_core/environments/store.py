@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
@@ -42,6 +44,8 @@ environments = Table(
     Column("quorum", JSONB, server_default=FetchedValue()),
     Column("schedule", JSONB),
     Column("auto_promote_from", Text),
+    Column("policy_version", Integer, server_default=FetchedValue()),
+    Column("policy_packet_id", PgUUID(as_uuid=True)),
 )
 
 freezes = Table(
@@ -74,6 +78,7 @@ def _env(row: Any) -> Environment:
         quorum=dict(row.quorum or {}),
         schedule=row.schedule,
         auto_promote_from=row.auto_promote_from,
+        policy_version=row.policy_version,
     )
 
 
@@ -154,9 +159,79 @@ class EnvironmentStore:
         rows = self.conn.execute(select(environments).order_by(environments.c.promotion_order))
         return [_env(r) for r in rows]
 
-    def get(self, name: str) -> Environment | None:
-        row = self.conn.execute(select(environments).where(environments.c.name == name)).first()
+    def get(self, name: str, *, lock: bool = False) -> Environment | None:
+        query = select(environments).where(environments.c.name == name)
+        if lock:
+            query = query.with_for_update()
+        row = self.conn.execute(query).first()
         return _env(row) if row else None
+
+    def policy_version(self, name: str) -> int:
+        value = self.conn.execute(
+            select(environments.c.policy_version).where(environments.c.name == name)
+        ).scalar_one()
+        return int(value)
+
+    def update_policy(self, name: str, settings: dict[str, Any], packet_id: UUID) -> Environment:
+        row = self.conn.execute(
+            environments.update()
+            .where(environments.c.name == name)
+            .values(
+                promotion_order=settings["order"],
+                required_approvals=settings["required_approvals"],
+                separation_of_duties=settings["separation_of_duties"],
+                workflow=settings["workflow"],
+                approver_roles=list(settings["approver_roles"]),
+                approver_persons=list(settings["approver_persons"]),
+                quorum=dict(settings["quorum"]),
+                schedule=settings["schedule"],
+                auto_promote_from=settings["auto_promote_from"],
+                policy_packet_id=packet_id,
+            )
+            .returning(*environments.c)
+        ).one()
+        return _env(row)
+
+    def policy_document(self, name: str) -> dict[str, Any] | None:
+        """The policy the database derives for this environment (what promotions copy)."""
+        value = self.conn.execute(
+            text("SELECT env.policy_document(tenancy.current_tenant(), :n)"), {"n": name}
+        ).scalar()
+        return dict(value) if value is not None else None
+
+    def policy_versions(self, name: str) -> builtins.list[dict[str, Any]]:
+        rows = self.conn.execute(
+            text(
+                "SELECT v.version, v.policy, v.changed_by, v.changed_at, v.packet_id,"
+                " p.bundle_digest FROM env.policy_versions v"
+                " LEFT JOIN evidence.packets p ON p.id = v.packet_id AND p.tenant_id = v.tenant_id"
+                " WHERE v.environment = :n ORDER BY v.version"
+            ),
+            {"n": name},
+        )
+        return [
+            {
+                "version": r.version,
+                "policy": r.policy,
+                "changed_by": r.changed_by,
+                "changed_at": r.changed_at.isoformat(),
+                "packet_id": str(r.packet_id) if r.packet_id else None,
+                "packet": r.bundle_digest,
+            }
+            for r in rows
+        ]
+
+    def policy_packet(self, name: str, version: int) -> str | None:
+        """The bundle digest of the signed packet of one policy version (None: unsigned)."""
+        value = self.conn.execute(
+            text(
+                "SELECT p.bundle_digest FROM env.policy_versions v"
+                " JOIN evidence.packets p ON p.id = v.packet_id AND p.tenant_id = v.tenant_id"
+                " WHERE v.environment = :n AND v.version = :v"
+            ),
+            {"n": name, "v": version},
+        ).scalar()
+        return str(value) if value is not None else None
 
     def order_taken(self, order: int) -> str | None:
         row = self.conn.execute(

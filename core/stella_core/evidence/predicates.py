@@ -37,6 +37,7 @@ DRIFT_V1 = f"{PREDICATE_BASE}/drift/v1"
 RUN_V1 = f"{PREDICATE_BASE}/run/v1"
 EXCEPTION_V1 = f"{PREDICATE_BASE}/exception/v1"
 KEY_V1 = f"{PREDICATE_BASE}/key/v1"
+POLICY_V1 = f"{PREDICATE_BASE}/policy/v1"
 # VSA extension field (in-toto: extension names are URIs) holding the decision record's
 # ResourceDescriptor.
 DECISION_RECORD_FIELD = f"{PREDICATE_BASE}/decision-record/v1"
@@ -51,6 +52,7 @@ PREDICATE_NAMES: dict[str, str] = {
     RUN_V1: "run",
     EXCEPTION_V1: "exception",
     KEY_V1: "key",
+    POLICY_V1: "policy",
 }
 PREDICATE_TYPES: dict[str, str] = {name: uri for uri, name in PREDICATE_NAMES.items()}
 

@@ -146,11 +146,37 @@ def json_digest(value: Any) -> str:
 
 
 class EvidenceService:
-    def __init__(self, db: Database, tenancy: TenancyService, local: LocalKeys) -> None:
+    """A principal's evidence: a person's (signs with their own key) or the orchestrator's
+    (signs system decisions, endorses personal keys, seals). A person's service hands what only
+    the orchestrator may sign to `system`, the orchestrator's service, where this machine runs
+    one."""
+
+    def __init__(
+        self,
+        db: Database,
+        tenancy: TenancyService,
+        local: LocalKeys,
+        *,
+        system: EvidenceService | None = None,
+        orchestrator: bool = False,
+    ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.local = local
+        self.system = system
+        self.is_orchestrator = orchestrator
         self._templates: dict[UUID, tuple[bytes, str]] = {}
+
+    def _orchestrator(self) -> EvidenceService:
+        """The orchestrator's evidence service, or a clear refusal where none runs here."""
+        if self.is_orchestrator:
+            return self
+        if self.system is None:
+            raise NoSigningKeyError(
+                "this machine does not run the orchestrator: system evidence is signed and "
+                "sealed where 'stella serve' runs"
+            )
+        return self.system
 
     @property
     def tenant_id(self) -> UUID:
@@ -164,16 +190,15 @@ class EvidenceService:
             return KeyStore(conn).registered()
 
     def ensure_orchestrator_key(self) -> RegisteredKey | None:
-        """Register an orchestrator key if the tenant has none and this person is its admin;
-        None when there is none and this person may not create it."""
+        """The tenant's orchestrator key, made and registered by the orchestrator on first
+        need; None where this machine runs no orchestrator."""
+        if not self.is_orchestrator:
+            return self.system.ensure_orchestrator_key() if self.system else None
         with self.db.transaction() as conn:
             store = KeyStore(conn)
             active = store.active(ORCHESTRATOR)
             if active is not None:
                 return active
-            identity = TenancyStore(conn).identity()
-            if identity is None or identity.role is not ProductRole.ADMIN:
-                return None
             return self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
 
     def ensure_personal_key(self) -> RegisteredKey:
@@ -188,7 +213,9 @@ class EvidenceService:
                 person_key_name(identity.user), active.key_id
             ):
                 return active
-            return self._register_key(conn, "person", identity.user, "key.register")
+            found = self._register_key(conn, "person", identity.user, "key.register")
+        self._endorse()
+        return found
 
     def rotate_key(self, *, orchestrator: bool = False) -> RegisteredKey:
         """A new active key; the old public key stays registered for old evidence."""
@@ -196,14 +223,19 @@ class EvidenceService:
             identity = TenancyStore(conn).identity()
             if identity is None:
                 raise AuthorizationError("this profile's person is not an active member")
-            if not orchestrator:
-                return self._register_key(conn, "person", identity.user, "key.rotate")
-            if identity.role is not ProductRole.ADMIN:
+            if orchestrator and identity.role is not ProductRole.ADMIN:
                 raise AuthorizationError(
                     f"{identity.user} is {identity.role.value}; rotating the orchestrator key "
                     "needs admin"
                 )
-            return self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.rotate")
+            if not orchestrator:
+                found = self._register_key(conn, "person", identity.user, "key.rotate")
+        if orchestrator:
+            system = self._orchestrator()
+            with system.db.transaction() as conn:
+                return system._register_key(conn, "orchestrator", ORCHESTRATOR, "key.rotate")
+        self._endorse()
+        return found
 
     def _register_key(self, conn: Connection, kind: str, owner: str, action: str) -> RegisteredKey:
         """A new key pair on this machine; its public part registered (and audited)."""
@@ -214,9 +246,17 @@ class EvidenceService:
         TenancyStore(conn).append_audit(self.tenant_id, action, "key", key.key_id, {"owner": owner})
         found = store.active(owner)
         assert found is not None
-        if kind == "person":
+        if kind == "person" and self.is_orchestrator:
             self.endorse_keys(conn)
         return found
+
+    def _endorse(self) -> None:
+        """The orchestrator vouches for keys registered since (in its own transaction); nothing
+        where no orchestrator runs here (exports try again)."""
+        if self.system is None:
+            return
+        with self.system.db.transaction() as conn:
+            self.system.endorse_keys(conn)
 
     def endorse_keys(self, conn: Connection) -> list[PacketRow]:
         """Key packets: the orchestrator vouches for each registered personal key that has none
@@ -258,17 +298,13 @@ class EvidenceService:
         )
 
     def orchestrator_signer(self, conn: Connection) -> SigningKey:
+        if not self.is_orchestrator:
+            raise NoSigningKeyError(
+                "only the orchestrator's own session signs with the orchestrator key"
+            )
         active = KeyStore(conn).active(ORCHESTRATOR)
         if active is None:
-            identity = TenancyStore(conn).identity()
-            if identity is not None and identity.role is ProductRole.ADMIN:
-                # A database migrated from before evidence existed: its admin makes the key.
-                active = self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
-        if active is None:
-            raise NoSigningKeyError(
-                "no orchestrator key is registered for this tenant; an admin registers one "
-                "with 'stella keys rotate --orchestrator'"
-            )
+            active = self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
         key = self.local.load(ORCHESTRATOR, active.key_id)
         if key is None:
             raise NoSigningKeyError(
@@ -487,6 +523,8 @@ class EvidenceService:
     def checkpoint(self) -> CheckpointRow:
         """Seal the ledger as it is now: a signed checkpoint over every packet. Refuses to seal a
         ledger whose chain does not recompute or does not extend the last checkpoint."""
+        if not self.is_orchestrator:
+            return self._orchestrator().checkpoint()
         with self.db.transaction() as conn:
             return self._checkpoint(conn)
 
@@ -531,6 +569,9 @@ class EvidenceService:
         checks it), and the number of packets."""
         if selection is not None:
             selection.check()
+        if not self.is_orchestrator:
+            # The capsule is sealed by a checkpoint only the orchestrator signs.
+            return self._orchestrator().capsule_files(selection, progress=progress)
         with self.db.transaction() as conn:
             self.endorse_keys(conn)
         with self.db.transaction() as conn:

@@ -143,6 +143,11 @@ class Approval:
     at: datetime
     packet_id: UUID | None
     signature_ok: bool
+    # The approval row and its packet's bundle digest (what a decision names), and whether the
+    # orchestrator counted it after checking the signature and the approver's eligibility.
+    id: UUID | None = None
+    packet: str | None = None
+    counted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +158,8 @@ class Approval:
             "at": self.at.isoformat(),
             "signature_ok": self.signature_ok,
             "packet_id": str(self.packet_id) if self.packet_id else None,
+            "packet": self.packet,
+            "counted": self.counted,
         }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,9 +20,14 @@ from sqlalchemy import Connection
 
 from stella_core.clock import Clock, SystemClock
 from stella_core.db.engine import Database
-from stella_core.environments.model import Environment
 from stella_core.environments.store import EnvironmentStore
-from stella_core.errors import AlreadyExistsError, DefinitionError, NotFoundError, StellaError
+from stella_core.errors import (
+    AlreadyExistsError,
+    DefinitionError,
+    NotFoundError,
+    OrchestratorUnavailableError,
+    StellaError,
+)
 from stella_core.evidence.ledger import Refs
 from stella_core.evidence.packets import PacketError, verify_bundle
 from stella_core.evidence.predicates import APPROVAL_V1, EXCEPTION_V1, rfc3339
@@ -38,7 +44,6 @@ from stella_core.promotions.model import (
     approvers_of,
     check_transition,
     eligible,
-    environment_policy,
     status_for,
 )
 from stella_core.promotions.store import PromotionStore
@@ -71,6 +76,11 @@ def _release_json(name: str, components: Mapping[str, str]) -> dict[str, Any]:
 
 
 class PromotionService:
+    """Promotions as one principal sees them. A person's service requests, approves, rejects
+    and cancels in the person's own session; the decisions (counting verified approvals,
+    approving, starting and ending deployments) are the orchestrator's, taken by `system`, the
+    orchestrator's own service, where this machine runs it, else by stella serve."""
+
     def __init__(
         self,
         db: Database,
@@ -78,77 +88,88 @@ class PromotionService:
         evidence: EvidenceService,
         workflows: WorkflowService,
         clock: Clock | None = None,
+        *,
+        system: PromotionService | None = None,
+        orchestrator: bool = False,
     ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.evidence = evidence
         self.workflows = workflows
         self.clock = clock or SystemClock()
+        self.system = system
+        self.is_orchestrator = orchestrator
+
+    def _orchestrator(self) -> PromotionService:
+        if self.is_orchestrator:
+            return self
+        if self.system is None:
+            raise OrchestratorUnavailableError(
+                "this machine does not run the orchestrator: stella serve decides promotions"
+            )
+        return self.system
+
+    def _decide_now(self, promotion_id: UUID) -> None:
+        """Have the orchestrator decide at once where it runs here; elsewhere stella serve
+        picks the promotion up."""
+        if self.system is not None:
+            self.system.decide(promotion_id)
 
     # requesting -------------------------------------------------------------------------
     def request(self, release: str, environment: str, reason: str = "") -> Promotion:
         identity = self.tenancy.require(*REQUESTERS)
         with self.db.transaction() as conn:
-            env, policy = self._policy(conn, environment)
-            found = ReleaseStore(conn).get_releases(release)
-            if not found:
-                raise NotFoundError(f"no release named {release!r}")
-            rel = found[0]
-            store = PromotionStore(conn)
-            for open_one in store.rows(
-                statuses=[s.value for s in OPEN], environment=environment, release=release
-            ):
-                raise AlreadyExistsError(
-                    f"release {release} already has an open promotion to {environment}: "
-                    f"{open_one.id} ({open_one.status})"
-                )
-            components = {c.name: c.digest for c in rel.components}
-            promotion_id = store.insert(
-                identity.tenant_id,
-                rel.id,
-                rel.name,
-                components,
-                env.name,
-                reason,
-                env.required_approvals,
-                env.separation_of_duties,
-                policy,
-            )
-            TenancyStore(conn).append_audit(
-                identity.tenant_id,
-                "promotion.request",
-                "promotion",
-                str(promotion_id),
-                {"release": release, "environment": environment, "reason": reason},
-            )
-            self._decide(conn, promotion_id)
+            promotion_id = self._request_in(conn, identity.tenant_id, release, environment, reason)
+        self._decide_now(promotion_id)
         return self.get(promotion_id)
 
-    def _policy(self, conn: Connection, environment: str) -> tuple[Environment, dict[str, Any]]:
-        envs = EnvironmentStore(conn).list()
-        env = next((e for e in envs if e.name == environment), None)
-        if env is None:
+    def _request_in(
+        self, conn: Connection, tenant_id: UUID, release: str, environment: str, reason: str
+    ) -> UUID:
+        if EnvironmentStore(conn).get(environment) is None:
             raise NotFoundError(f"no environment named {environment!r}")
-        earlier = [e for e in envs if e.order < env.order]
-        previous = max(earlier, key=lambda e: e.order).name if earlier else None
-        policy = environment_policy(
-            env.name,
-            previous=previous,
-            required_approvals=env.required_approvals,
-            separation_of_duties=env.separation_of_duties,
-            approver_roles=env.approver_roles,
-            approver_persons=env.approver_persons,
-            quorum=env.quorum,
-            schedule=env.schedule,
+        found = ReleaseStore(conn).get_releases(release)
+        if not found:
+            raise NotFoundError(f"no release named {release!r}")
+        store = PromotionStore(conn)
+        for open_one in store.rows(
+            statuses=[s.value for s in OPEN], environment=environment, release=release
+        ):
+            raise AlreadyExistsError(
+                f"release {release} already has an open promotion to {environment}: "
+                f"{open_one.id} ({open_one.status})"
+            )
+        promotion_id = store.insert(tenant_id, found[0].id, environment, reason)
+        TenancyStore(conn).append_audit(
+            tenant_id,
+            "promotion.request",
+            "promotion",
+            str(promotion_id),
+            {"release": release, "environment": environment, "reason": reason},
         )
-        return env, policy
+        return promotion_id
+
+    def decide(self, promotion_id: UUID | str) -> Promotion:
+        """The orchestrator decides an open promotion now (nothing for one already decided)."""
+        key = _uuid(promotion_id)
+        engine = self._orchestrator()
+        with engine.db.transaction() as conn:
+            row = PromotionStore(conn).row(key, lock=True)
+            if row is None:
+                raise NotFoundError(f"no promotion {promotion_id}")
+            if PromotionStatus(row.status) in OPEN:
+                engine._decide(conn, key)
+        return self.get(key)
 
     def preview(self, release: str, environment: str, reason: str = "") -> dict[str, Any]:
         """The decision a request would get now, without recording anything (the wizard's gate
         preview)."""
         me = self.tenancy.whoami()
         with self.db.transaction() as conn:
-            _, policy = self._policy(conn, environment)
+            # The policy the database will copy into the request.
+            policy = EnvironmentStore(conn).policy_document(environment)
+            if policy is None:
+                raise NotFoundError(f"no environment named {environment!r}")
             found = ReleaseStore(conn).get_releases(release)
             if not found:
                 raise NotFoundError(f"no release named {release!r}")
@@ -221,7 +242,7 @@ class PromotionService:
                 str(promotion_id),
                 {"comment": comment, "packet": str(packet.id)},
             )
-            self._decide(conn, promotion_id)
+        self._decide_now(promotion_id)
         return self.get(promotion_id)
 
     def _refusal(self, conn: Connection, promotion_id: UUID, me: Identity) -> Any:
@@ -319,10 +340,14 @@ class PromotionService:
                 release,
                 {"environment": environment, "gate": gate, "expires": rfc3339(expires_at)},
             )
-            for row in store.rows(
-                statuses=[s.value for s in OPEN], environment=environment, release=release
-            ):
-                self._decide(conn, row.id)
+            concerned = [
+                row.id
+                for row in store.rows(
+                    statuses=[s.value for s in OPEN], environment=environment, release=release
+                )
+            ]
+        for promotion_id in concerned:
+            self._decide_now(promotion_id)
         return {
             "exception_id": str(exception_id),
             "release": release,
@@ -335,40 +360,62 @@ class PromotionService:
         }
 
     def cancel(self, promotion_id: UUID | str, reason: str = "") -> Promotion:
+        """A person cancels their own request (an admin any). An open one they cancel
+        themselves; one already approved or deploying is stopped by the orchestrator, run
+        first."""
         key = _uuid(promotion_id)
         identity = self.tenancy.require(*REQUESTERS)
-        why_text = reason or f"cancelled by {identity.user}"
         with self.db.transaction() as conn:
             store = PromotionStore(conn)
-            row = store.row(key)
+            row = store.row(key, lock=True)
             if row is None:
                 raise NotFoundError(f"no promotion {promotion_id}")
             check_transition(PromotionStatus(row.status), PromotionStatus.CANCELLED)
-            if row.run_id is not None:
-                # The run first (the engine's lock order: run, then promotion); its ending
-                # cancels the promotion in this same transaction.
-                self.workflows.cancel_in(conn, row.run_id, why_text)
-            row = store.row(key, lock=True)
-            assert row is not None
-            if PromotionStatus(row.status) is not PromotionStatus.CANCELLED:
-                check_transition(PromotionStatus(row.status), PromotionStatus.CANCELLED)
-                store.update(key, PromotionStatus.CANCELLED, status_reason=why_text)
+            if row.requested_by != identity.user and identity.role is not ProductRole.ADMIN:
+                raise ApprovalRefusedError(
+                    f"{identity.user} did not request promotion {key}: only its requester "
+                    f"({row.requested_by}) or an admin may cancel it"
+                )
+            open_now = PromotionStatus(row.status) in OPEN
+            if open_now:
+                store.cancel(key, reason)
             TenancyStore(conn).append_audit(
                 identity.tenant_id, "promotion.cancel", "promotion", str(key), {"reason": reason}
             )
+        if not open_now:
+            self._orchestrator().stop(key, reason or f"cancelled by {identity.user}")
         return self.get(key)
+
+    def stop(self, promotion_id: UUID, why_text: str) -> None:
+        """The orchestrator cancels an approved or deploying promotion (its run first: the
+        engine's lock order is run, then promotion; the run's ending cancels the promotion in
+        the same transaction)."""
+        with self.db.transaction() as conn:
+            store = PromotionStore(conn)
+            row = store.row(promotion_id)
+            if row is None:
+                raise NotFoundError(f"no promotion {promotion_id}")
+            if row.run_id is not None:
+                self.workflows.cancel_in(conn, row.run_id, why_text)
+            row = store.row(promotion_id, lock=True)
+            assert row is not None
+            if PromotionStatus(row.status) is not PromotionStatus.CANCELLED:
+                check_transition(PromotionStatus(row.status), PromotionStatus.CANCELLED)
+                store.update(promotion_id, PromotionStatus.CANCELLED, status_reason=why_text)
 
     def evaluate(self, promotion_id: UUID | str) -> Promotion:
         """Decide an open promotion again now (a freeze may have ended), recording the decision."""
         key = _uuid(promotion_id)
-        self.tenancy.whoami()
-        with self.db.transaction() as conn:
+        if not self.is_orchestrator:
+            self.tenancy.whoami()
+        engine = self._orchestrator()
+        with engine.db.transaction() as conn:
             row = PromotionStore(conn).row(key, lock=True)
             if row is None:
                 raise NotFoundError(f"no promotion {promotion_id}")
             if PromotionStatus(row.status) not in OPEN:
                 raise DefinitionError(f"promotion {promotion_id} is {row.status}, not open")
-            self._decide(conn, key)
+            engine._decide(conn, key)
         return self.get(key)
 
     def recheck_blocked(self) -> list[Promotion]:
@@ -377,11 +424,20 @@ class PromotionService:
         still blocked adds nothing to the ledger. `stella serve` and the desk's board call this
         on a timer, so it never raises: what it could not do is logged and tried next time."""
         moved: list[Promotion] = []
+        if not self.is_orchestrator:
+            return self.system.recheck_blocked() if self.system is not None else moved
         try:
+            undecided = self._undecided()
             blocked = self.find(statuses=[PromotionStatus.BLOCKED.value])
         except StellaError as exc:
             log.warning("could not recheck blocked promotions: %s", exc.message)
             return moved
+        for promotion_id in undecided:
+            # Requested or approved where no orchestrator ran: decided here, now.
+            try:
+                moved.append(self.decide(promotion_id))
+            except StellaError as exc:
+                log.warning("deciding promotion %s: %s", promotion_id, exc.message)
         for promotion in blocked:
             try:
                 if self.why(promotion.id)["verdict"] == "deny":
@@ -393,13 +449,21 @@ class PromotionService:
             log.info("promotion %s is %s after its gates cleared", promotion.id, moved[-1].status)
         return moved
 
+    def _undecided(self) -> list[UUID]:
+        """Open promotions with a request or a decision of a person newer than the
+        orchestrator's last decision on them."""
+        with self.db.transaction() as conn:
+            return PromotionStore(conn).undecided()
+
     def _decide(self, conn: Connection, promotion_id: UUID) -> Decision:
-        """Evaluate the gates, record the decision (VSA packet) and move the promotion; on
-        approval, start the environment's workflow with the same transaction."""
+        """The orchestrator evaluates the gates, counts the approvals whose signature and
+        eligibility it verified, records the decision (VSA packet) and moves the promotion; on
+        approval, it starts the environment's workflow in the same transaction."""
+        assert self.is_orchestrator, "only the orchestrator decides"
         store = PromotionStore(conn)
         row = store.row(promotion_id, lock=True)
         assert row is not None
-        approvals = self._approvals(conn, store, [row])[promotion_id]
+        approvals = self._count(conn, row, self._approvals(conn, store, [row])[promotion_id])
         inputs = self._inputs_for(
             conn,
             promotion_id=promotion_id,
@@ -410,6 +474,13 @@ class PromotionService:
             reason=row.reason,
             approvals=approvals,
         )
+        inputs["policyVersion"] = {
+            "environment": row.environment,
+            "version": row.policy_version,
+            "packet": EnvironmentStore(conn).policy_packet(row.environment, row.policy_version)
+            if row.policy_version is not None
+            else None,
+        }
         decision = decide(row.policy, inputs, self._now())
         record = decision.to_json()
         self.evidence.emit_decision(
@@ -431,10 +502,36 @@ class PromotionService:
         )
         store.update(promotion_id, new, decision=record, status_reason=reason or None)
         if new is PromotionStatus.APPROVED:
-            self._start(conn, row, approvals)
+            self._start(conn, row)
         return decision
 
-    def _start(self, conn: Connection, row: Any, approvals: list[Approval]) -> None:
+    def _count(self, conn: Connection, row: Any, approvals: list[Approval]) -> list[Approval]:
+        """Count, as the gate does, each approval whose signature verifies by an eligible,
+        active person (never the requester under separation of duties, each person once), and
+        write it down so the database can check the count; the decision records which."""
+        active = {u.name for u in TenancyStore(conn).list_users() if not u.disabled}
+        store = PromotionStore(conn)
+        seen: set[str] = set()
+        out = []
+        for a in sorted(approvals, key=lambda a: a.at):
+            counts = (
+                a.decision == "approve"
+                and a.signature_ok
+                and a.packet is not None
+                and a.id is not None
+                and a.by in active
+                and a.by not in seen
+                and not (row.separation_of_duties and a.by == row.requested_by)
+                and eligible(row.policy, a.by, a.role or "")
+            )
+            if counts and a.id is not None and a.packet is not None:
+                seen.add(a.by)
+                if not a.counted:
+                    store.count_approval(self.tenant_id, row.id, a.id, a.by, a.packet)
+            out.append(replace(a, counted=counts))
+        return out
+
+    def _start(self, conn: Connection, row: Any) -> None:
         """The approved promotion runs its environment's workflow; without one, the release is
         in the environment at once."""
         env = EnvironmentStore(conn).get(row.environment)
@@ -445,7 +542,7 @@ class PromotionService:
             return
         declared = self.workflows.declared_inputs_in(conn, env.workflow)
         offered = {"environment": row.environment, "promotion": str(row.id)}
-        counted = [a.by for a in approvals if a.decision == "approve" and a.signature_ok]
+        # The run's approvers are the ones counted above: the database copies them.
         run_id = self.workflows.start_in(
             conn,
             self.tenant_id,
@@ -453,7 +550,6 @@ class PromotionService:
             release=row.release_name,
             inputs={k: v for k, v in offered.items() if k in declared},
             promotion_id=row.id,
-            approved_by=counted,
         )
         store.update(
             row.id,
@@ -473,10 +569,10 @@ class PromotionService:
         store.update(row.id, outcome, status_reason=f"workflow run {status}")
 
     def auto_promote(self, run_id: UUID, status: str) -> list[Promotion]:
-        """After a promotion's run succeeded (and committed): request the promotions into the
-        environments that auto-promote from where the release just landed. Requested as the
-        person whose process ended the run; skipped (and logged) when they may not request."""
-        if status != "succeeded":
+        """After a promotion's run succeeded (and committed): the orchestrator requests the
+        promotions into the environments that auto-promote from where the release just landed
+        (the database lets it request nothing else)."""
+        if status != "succeeded" or not self.is_orchestrator:
             return []
         with self.db.transaction() as conn:
             row = PromotionStore(conn).row_of_run(run_id)
@@ -487,24 +583,18 @@ class PromotionService:
                 for e in EnvironmentStore(conn).list()
                 if e.auto_promote_from == row.environment
             ]
-            identity = TenancyStore(conn).identity()
-        if not targets:
-            return []
-        if identity is None or identity.role not in REQUESTERS:
-            log.warning(
-                "%s deployed to %s, but %s may not request its auto-promotion to %s",
-                row.release_name,
-                row.environment,
-                identity.user if identity else "nobody",
-                ", ".join(targets),
-            )
-            return []
         requested = []
         for target in targets:
             try:
-                requested.append(
-                    self.request(row.release_name, target, f"auto-promoted from {row.environment}")
-                )
+                with self.db.transaction() as conn:
+                    promotion_id = self._request_in(
+                        conn,
+                        self.tenant_id,
+                        row.release_name,
+                        target,
+                        f"auto-promoted from {row.environment}",
+                    )
+                requested.append(self.decide(promotion_id))
             except StellaError as exc:
                 log.warning("auto-promotion of %s to %s: %s", row.release_name, target, exc)
         return requested
@@ -542,6 +632,8 @@ class PromotionService:
                     "at": rfc3339(a.at),
                     "signatureOk": a.signature_ok,
                     "comment": a.comment,
+                    "packet": a.packet,
+                    "counted": a.counted,
                 }
                 for a in approvals
             ],
@@ -619,6 +711,9 @@ class PromotionService:
                     at=a.at,
                     packet_id=a.packet_id,
                     signature_ok=_signature_ok(a, row, by_owner.get(a.approver, {})),
+                    id=a.id,
+                    packet=a.bundle_digest,
+                    counted=bool(a.counted),
                 )
             )
         return found
@@ -666,7 +761,7 @@ class PromotionService:
                 approvals=list(promotion.approvals),
             )
         decision = decide(promotion.policy, inputs, self._now())
-        gates = decision.to_json()["gates"]
+        gates = decision.to_json().get("gates") or []
         return {
             "promotion_id": str(promotion.id),
             "release": promotion.release,

@@ -13,7 +13,7 @@ from stella_core.promotions.model import PromotionStatus
 _COLUMNS = (
     "id, release_id, release_name, components, environment, status, reason, requested_by, "
     "requested_at, updated_at, required_approvals, separation_of_duties, policy, last_decision, "
-    "status_reason, run_id"
+    "status_reason, run_id, policy_version"
 )
 
 
@@ -21,38 +21,47 @@ class PromotionStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def insert(
-        self,
-        tenant_id: UUID,
-        release_id: UUID,
-        release_name: str,
-        components: dict[str, str],
-        environment: str,
-        reason: str,
-        required_approvals: int,
-        separation_of_duties: bool,
-        policy: dict[str, Any],
-    ) -> UUID:
+    def insert(self, tenant_id: UUID, release_id: UUID, environment: str, reason: str) -> UUID:
+        """A request: the database copies the release's digests and the environment's policy
+        and stamps the requester (whatever else a client would send is overwritten)."""
         value = self.conn.execute(
             text(
-                "INSERT INTO promotion.promotions (tenant_id, release_id, release_name,"
-                " components, environment, reason, required_approvals, separation_of_duties,"
-                " policy) VALUES (:t, :rid, :rn, CAST(:c AS jsonb), :env, :reason, :req, :sod,"
-                " CAST(:policy AS jsonb)) RETURNING id"
+                "INSERT INTO promotion.promotions (tenant_id, release_id, environment, reason)"
+                " VALUES (:t, :rid, :env, :reason) RETURNING id"
+            ),
+            {"t": tenant_id, "rid": release_id, "env": environment, "reason": reason},
+        ).scalar_one()
+        return UUID(str(value))
+
+    def cancel(self, promotion_id: UUID, reason: str) -> None:
+        """A person cancels an open request (the database allows only their own, or an
+        admin's, and writes who did it into the reason)."""
+        self.conn.execute(
+            text(
+                "UPDATE promotion.promotions SET status = 'cancelled', status_reason = :why"
+                " WHERE id = :id"
+            ),
+            {"id": promotion_id, "why": reason},
+        )
+
+    def count_approval(
+        self, tenant_id: UUID, promotion_id: UUID, approval_id: UUID, approver: str, packet: str
+    ) -> None:
+        """The orchestrator counts an approval it verified (written once)."""
+        self.conn.execute(
+            text(
+                "INSERT INTO promotion.counted_approvals (tenant_id, promotion_id, approval_id,"
+                " approver, packet_digest) VALUES (:t, :p, :a, :who, :packet)"
+                " ON CONFLICT DO NOTHING"
             ),
             {
                 "t": tenant_id,
-                "rid": release_id,
-                "rn": release_name,
-                "c": json.dumps(components),
-                "env": environment,
-                "reason": reason,
-                "req": required_approvals,
-                "sod": separation_of_duties,
-                "policy": json.dumps(policy),
+                "p": promotion_id,
+                "a": approval_id,
+                "who": approver,
+                "packet": packet,
             },
-        ).scalar_one()
-        return UUID(str(value))
+        )
 
     def row(self, promotion_id: UUID, *, lock: bool = False) -> Any | None:
         sql = f"SELECT {_COLUMNS} FROM promotion.promotions WHERE id = :id"
@@ -132,9 +141,13 @@ class PromotionStore:
         return list(
             self.conn.execute(
                 text(
-                    "SELECT a.promotion_id, a.approver, a.role, a.decision, a.comment, a.at,"
-                    " a.packet_id, p.bundle FROM promotion.approvals a"
-                    " LEFT JOIN evidence.packets p ON p.id = a.packet_id"
+                    "SELECT a.id, a.promotion_id, a.approver, a.role, a.decision, a.comment, a.at,"
+                    " a.packet_id, p.bundle, p.bundle_digest, c.approval_id IS NOT NULL AS counted"
+                    " FROM promotion.approvals a"
+                    " LEFT JOIN evidence.packets p"
+                    "   ON p.id = a.packet_id AND p.tenant_id = a.tenant_id"
+                    " LEFT JOIN promotion.counted_approvals c"
+                    "   ON c.approval_id = a.id AND c.tenant_id = a.tenant_id"
                     " WHERE a.promotion_id = ANY(:ids) ORDER BY a.at, a.approver"
                 ),
                 {"ids": promotion_ids},
@@ -183,6 +196,22 @@ class PromotionStore:
                 {"r": release_name, "env": environment},
             )
         )
+
+    def undecided(self) -> list[UUID]:
+        """Open promotions that nobody decided since their request or their latest approval
+        or rejection (a person's machine without the orchestrator leaves them to serve)."""
+        rows = self.conn.execute(
+            text(
+                "SELECT p.id FROM promotion.promotions p"
+                " WHERE p.status IN ('requested', 'awaiting_approval')"
+                "   AND (p.last_decision IS NULL OR EXISTS ("
+                "     SELECT 1 FROM promotion.approvals a"
+                "      WHERE a.promotion_id = p.id AND a.tenant_id = p.tenant_id"
+                "        AND a.at > p.updated_at))"
+                " ORDER BY p.requested_at, p.id"
+            )
+        )
+        return [UUID(str(r.id)) for r in rows]
 
     def reached(self, release_name: str) -> list[str]:
         """Environments this release has been deployed to."""

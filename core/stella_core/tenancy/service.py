@@ -11,7 +11,7 @@ from psycopg import sql
 from sqlalchemy import Engine, text
 
 from stella_core.db.engine import Database, translate
-from stella_core.db.schema_sql import APP_ROLE
+from stella_core.db.schema_sql import APP_ROLE, ORCHESTRATOR_ROLE
 from stella_core.errors import (
     AlreadyExistsError,
     AuthorizationError,
@@ -46,6 +46,11 @@ def person_name_from_os(login: str) -> str:
     return name
 
 
+def orchestrator_role_name(tenant_id: UUID) -> str:
+    """The tenant's orchestrator login role (role names are cluster-wide, tenants are not)."""
+    return f"stella_orchestrator_{tenant_id.hex}"
+
+
 class Provisioner:
     """Administrative connection: creates tenants and login roles. Never used for product data."""
 
@@ -72,6 +77,53 @@ class Provisioner:
         finally:
             raw.close()
         return password
+
+    def orchestrator_exists(self, tenant_id: UUID) -> bool:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT 1 FROM tenancy.orchestrators WHERE tenant_id = :t"), {"t": tenant_id}
+            ).first()
+        return found is not None
+
+    def provision_orchestrator(self, tenant_id: UUID) -> tuple[str, str]:
+        """The tenant's orchestrator: a login role of its own (never a person's, never a
+        superuser) with a new password. Returns (role, password); an existing role gets the new
+        password, so whoever held the old one no longer can act as the orchestrator."""
+        role = orchestrator_role_name(tenant_id)
+        password = secrets.token_urlsafe(32)
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            driver = raw.driver_connection
+            assert driver is not None
+            if cur.fetchone():
+                driver.execute(
+                    sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(password)
+                    )
+                )
+            else:
+                driver.execute(
+                    sql.SQL(
+                        "CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                        "NOBYPASSRLS IN ROLE {}, {}"
+                    ).format(
+                        sql.Identifier(role),
+                        sql.Literal(password),
+                        sql.Identifier(APP_ROLE),
+                        sql.Identifier(ORCHESTRATOR_ROLE),
+                    )
+                )
+            driver.execute(
+                "INSERT INTO tenancy.orchestrators (tenant_id, db_role) VALUES (%s, %s)"
+                " ON CONFLICT (tenant_id) DO NOTHING",
+                (tenant_id, role),
+            )
+            raw.commit()
+        finally:
+            raw.close()
+        return role, password
 
     def drop_login_role(self, name: str) -> None:
         raw = self.engine.raw_connection()

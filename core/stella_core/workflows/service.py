@@ -28,6 +28,7 @@ from stella_core.errors import (
     AuthorizationError,
     DefinitionError,
     NotFoundError,
+    OrchestratorUnavailableError,
 )
 from stella_core.releases.store import ReleaseStore
 from stella_core.tenancy.model import ProductRole
@@ -160,9 +161,17 @@ class WorkflowService:
         handlers: Mapping[str, StepHandler] | None = None,
         hooks: Sequence[RunFinishedHook] = (),
         run_end: RunEndWriter | None = None,
+        system: WorkflowService | None = None,
+        orchestrator: bool = False,
     ) -> None:
+        """A principal's workflows. Templates and settings are people's; runs, steps and their
+        log are written by the orchestrator alone, so a person's service hands starting,
+        cancelling, retrying, step decisions and workers to `system`, the orchestrator's
+        service, where this machine runs one."""
         self.db = db
         self.tenancy = tenancy
+        self.system = system
+        self.is_orchestrator = orchestrator
         self.registry = registry or default_registry()
         self.executors = executors or Executors.default()
         self.handlers = dict(handlers) if handlers is not None else builtin_handlers()
@@ -268,6 +277,16 @@ class WorkflowService:
         return {"local_executor": enabled}
 
     # runs -------------------------------------------------------------------------------
+    def _engine(self) -> WorkflowService:
+        if self.is_orchestrator:
+            return self
+        if self.system is None:
+            raise OrchestratorUnavailableError(
+                "this machine does not run the orchestrator: runs are started, driven and "
+                "decided where stella serve runs"
+            )
+        return self.system
+
     def start_run(
         self,
         template: str,
@@ -276,13 +295,20 @@ class WorkflowService:
         inputs: Mapping[str, Any] | None = None,
     ) -> RunInfo:
         identity = self.tenancy.require(*WRITERS)
+        engine = self._engine()
 
         def work(conn: Connection) -> UUID:
-            return self.start_in(
-                conn, identity.tenant_id, template, version=version, release=release, inputs=inputs
+            return engine.start_in(
+                conn,
+                identity.tenant_id,
+                template,
+                version=version,
+                release=release,
+                inputs=inputs,
+                requested_by=identity.user,
             )
 
-        run_id = run_tx(self.db, work, self.hooks)
+        run_id = run_tx(engine.db, work, engine.hooks)
         return self.get_run(run_id)
 
     def start_in(
@@ -295,10 +321,10 @@ class WorkflowService:
         release: str | None = None,
         inputs: Mapping[str, Any] | None = None,
         promotion_id: UUID | None = None,
-        approved_by: list[str] | None = None,
+        requested_by: str | None = None,
     ) -> UUID:
-        """Start a run inside the caller's transaction (a promotion starts its run with the
-        state change that approved it)."""
+        """Start a run inside the orchestrator's transaction (a promotion starts its run with
+        the state change that approved it)."""
         store = WorkflowStore(conn)
         found = self._version(store, template, version)
         plan = self.plans.get(store, found.id)
@@ -313,7 +339,7 @@ class WorkflowService:
             snapshot,
             values,
             promotion_id=promotion_id,
-            approved_by=approved_by,
+            requested_by=requested_by,
         )
         run = store.lock_run(run_id)
         assert run is not None
@@ -330,6 +356,7 @@ class WorkflowService:
                 "version": found.version,
                 "release": release,
                 "promotion": str(promotion_id) if promotion_id else None,
+                "requested_by": requested_by,
             },
         )
         return run_id
@@ -357,6 +384,7 @@ class WorkflowService:
     def cancel_run(self, run_id: UUID | str) -> RunInfo:
         identity = self.tenancy.require(*WRITERS)
         key = _run_uuid(run_id)
+        engine = self._engine()
 
         def work(conn: Connection) -> None:
             store = WorkflowStore(conn)
@@ -366,13 +394,13 @@ class WorkflowService:
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended already ({run.status})")
             ch = Changes(store, run)
-            self.coordinator.end_run(ch, "cancelled", f"cancelled by {identity.user}")
-            self.coordinator.flush(conn, ch)
+            engine.coordinator.end_run(ch, "cancelled", f"cancelled by {identity.user}")
+            engine.coordinator.flush(conn, ch)
             TenancyStore(conn).append_audit(
-                identity.tenant_id, "workflow.run.cancel", "run", str(key), {}
+                identity.tenant_id, "workflow.run.cancel", "run", str(key), {"by": identity.user}
             )
 
-        run_tx(self.db, work, self.hooks)
+        run_tx(engine.db, work, engine.hooks)
         return self.get_run(key)
 
     def cancel_in(self, conn: Connection, run_id: UUID, reason: str) -> bool:
@@ -396,6 +424,7 @@ class WorkflowService:
         what succeeded stays done."""
         identity = self.tenancy.require(*WRITERS)
         key = _run_uuid(run_id)
+        engine = self._engine()
 
         def work(conn: Connection) -> None:
             store = WorkflowStore(conn)
@@ -411,17 +440,21 @@ class WorkflowService:
                 )
             if step.status not in ("failed", "timed_out"):
                 raise DefinitionError(f"step {step_id} did not fail (it is {step.status})")
-            plan = self.plans.get(store, run.template_version_id)
+            plan = engine.plans.get(store, run.template_version_id)
             store.reopen_run(key)
             ch = Changes(store, replace(run, status="running"))
-            ch.event("run.retried", None, step=step_id)
-            self.coordinator.reset_for_retry(ch, plan)
-            self.coordinator.flush(conn, ch, plan)
+            ch.event("run.retried", None, step=step_id, by=identity.user)
+            engine.coordinator.reset_for_retry(ch, plan)
+            engine.coordinator.flush(conn, ch, plan)
             TenancyStore(conn).append_audit(
-                identity.tenant_id, "workflow.run.retry", "run", str(key), {"step": step_id}
+                identity.tenant_id,
+                "workflow.run.retry",
+                "run",
+                str(key),
+                {"step": step_id, "by": identity.user},
             )
 
-        run_tx(self.db, work, self.hooks)
+        run_tx(engine.db, work, engine.hooks)
         return self.get_run(key)
 
     # approvals --------------------------------------------------------------------------
@@ -432,57 +465,40 @@ class WorkflowService:
         return self._decide(run_id, step_id, "reject", comment)
 
     def _decide(self, run_id: UUID | str, step_id: str, decision: str, comment: str) -> RunInfo:
+        """A person records their decision on an approval step in their own session (the
+        database stamps who and when); the orchestrator then counts the step's decisions by
+        people its inputs name and moves the run on."""
         key = _run_uuid(run_id)
         identity = self.tenancy.whoami()
-
-        def work(conn: Connection) -> str | None:
+        engine = self._engine()
+        with self.db.transaction() as conn:
             store = WorkflowStore(conn)
-            # The step row first, then the run (the engine's lock order).
-            step = store.lock_step(key, step_id)
-            run = store.lock_run(key)
+            step = store.lock_step(key, step_id, lock=False)
+            run = store.get_run(key, with_steps=False)
             if run is None:
                 raise NotFoundError(f"no workflow run {run_id}")
             if step is None:
                 raise NotFoundError(f"run {run_id} has no step {step_id!r}")
             if step.step_type != "approval":
                 raise DefinitionError(f"step {step_id} is a {step.step_type} step, not an approval")
-            plan = self.plans.get(store, run.template_version_id)
-            state = StepState(step_id, step.attempts, step.lost_leases, step.rollback)
-            ch = Changes(store, run)
-            if run.terminal and step.status in ("pending", "ready", "waiting"):
-                # A cancel skipped this row while we held it: close it, then refuse.
-                self.coordinator.settle(ch, plan, state, Failed("run ended", cancelled=True))
-                self.coordinator.flush(conn, ch, plan)
-                return f"run {run_id} has ended ({run.status})"
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended ({run.status})")
             if step.status != "waiting":
                 raise DefinitionError(
                     f"step {step_id} is not waiting for a decision (it is {step.status})"
                 )
-            inputs = step.inputs or {}
-            approvers = [str(a) for a in inputs.get("approvers") or []]
-            required = int(inputs.get("required") or 1)
-            person, role = store.session_person()
-            if person not in approvers and (role is None or role not in approvers):
+            approvers = [str(a) for a in (step.inputs or {}).get("approvers") or []]
+            person, role = identity.user, identity.role.value
+            if person not in approvers and role not in approvers:
                 raise AuthorizationError(
                     f"{person} ({role}) may not decide step {step_id}; "
                     f"its approvers are: {', '.join(approvers)}"
                 )
-            earlier = store.approvals(key, step_id, step.attempts)
-            if any(a.person == person for a in earlier):
+            if any(a.person == person for a in store.approvals(key, step_id, step.attempts)):
                 raise AlreadyExistsError(f"{person} has already decided step {step_id}")
-            store.insert_approval(run.tenant_id, key, step_id, step.attempts, decision, comment)
-            kind = "step.approved" if decision == "approve" else "step.rejected"
-            ch.event(kind, step_id, person=person, role=role, comment=comment)
-            if decision == "reject":
-                why = f"rejected by {person}" + (f": {comment}" if comment else "")
-                self.coordinator.settle(ch, plan, state, Failed(why, retryable=False))
-            else:
-                approved = [a.person for a in earlier if a.decision == "approve"] + [person]
-                if len(set(approved)) >= required:
-                    self.coordinator.settle(ch, plan, state, Succeeded({"approved_by": approved}))
-            self.coordinator.flush(conn, ch, plan)
+            store.insert_approval(
+                identity.tenant_id, key, step_id, step.attempts, decision, comment
+            )
             TenancyStore(conn).append_audit(
                 identity.tenant_id,
                 f"workflow.step.{decision}",
@@ -490,12 +506,58 @@ class WorkflowService:
                 str(key),
                 {"step": step_id, "comment": comment},
             )
-            return None
-
-        refused = run_tx(self.db, work, self.hooks)
+        refused = engine.settle_decisions(key, step_id, person)
         if refused:
             raise DefinitionError(refused)
         return self.get_run(key)
+
+    def settle_decisions(self, run_id: UUID, step_id: str, person: str) -> str | None:
+        """The orchestrator counts an approval step's decisions: a rejection by one of its
+        approvers fails it, enough approvals by them complete it. Decisions by anyone the
+        step does not name count for nothing. Returns why nothing could be settled."""
+
+        def work(conn: Connection) -> str | None:
+            store = WorkflowStore(conn)
+            # The step row first, then the run (the engine's lock order).
+            step = store.lock_step(run_id, step_id)
+            run = store.lock_run(run_id)
+            if run is None or step is None:
+                raise NotFoundError(f"no step {step_id!r} in run {run_id}")
+            plan = self.plans.get(store, run.template_version_id)
+            state = StepState(step_id, step.attempts, step.lost_leases, step.rollback)
+            ch = Changes(store, run)
+            if run.terminal and step.status in ("pending", "ready", "waiting"):
+                # A cancel skipped this row while the decision was being recorded: close it.
+                self.coordinator.settle(ch, plan, state, Failed("run ended", cancelled=True))
+                self.coordinator.flush(conn, ch, plan)
+                return f"run {run_id} has ended ({run.status})"
+            if run.terminal or step.status != "waiting":
+                return None
+            inputs = step.inputs or {}
+            approvers = {str(a) for a in inputs.get("approvers") or []}
+            required = int(inputs.get("required") or 1)
+            decisions = [
+                a
+                for a in store.approvals(run_id, step_id, step.attempts)
+                if a.person in approvers or a.product_role in approvers
+            ]
+            for a in decisions:
+                if a.person == person:
+                    kind = "step.approved" if a.decision == "approve" else "step.rejected"
+                    ch.event(kind, step_id, person=a.person, role=a.product_role, comment=a.comment)
+            rejected = next((a for a in decisions if a.decision == "reject"), None)
+            approved = list(dict.fromkeys(a.person for a in decisions if a.decision == "approve"))
+            if rejected is not None:
+                why = f"rejected by {rejected.person}" + (
+                    f": {rejected.comment}" if rejected.comment else ""
+                )
+                self.coordinator.settle(ch, plan, state, Failed(why, retryable=False))
+            elif len(approved) >= required:
+                self.coordinator.settle(ch, plan, state, Succeeded({"approved_by": approved}))
+            self.coordinator.flush(conn, ch, plan)
+            return None
+
+        return run_tx(self._engine().db, work, self.hooks)
 
     # workers ----------------------------------------------------------------------------
     def worker(
@@ -507,16 +569,17 @@ class WorkflowService:
         lease_seconds: float = DEFAULT_LEASE_S,
         shutdown_grace_seconds: float = 10.0,
     ) -> Worker:
-        """A worker acting as this service's person (or `db`'s, e.g. one with a bigger pool)."""
+        """A worker acting as the orchestrator (or `db`'s, e.g. its pool sized for serve)."""
+        engine = self._engine()
         return Worker(
-            db or self.db,
-            self.registry,
-            self.executors,
+            db or engine.db,
+            engine.registry,
+            engine.executors,
             worker_id or new_worker_id("run" if run_id else "serve"),
-            handlers=self.handlers,
-            plans=self.plans,
-            hooks=self.hooks,
-            run_end=self.run_end,
+            handlers=engine.handlers,
+            plans=engine.plans,
+            hooks=engine.hooks,
+            run_end=engine.run_end,
             lease_seconds=lease_seconds,
             run_id=run_id,
             shutdown_grace_seconds=shutdown_grace_seconds,

@@ -580,18 +580,19 @@ class WorkflowStore:
         inputs: dict[str, Any],
         *,
         promotion_id: UUID | None = None,
-        approved_by: list[str] | None = None,
+        requested_by: str | None = None,
     ) -> UUID:
+        # A promotion's run gets its approvers and requester from the database, not from here.
         value = self.conn.execute(
             text(
                 "INSERT INTO workflow.runs (tenant_id, template_version_id, template_name, "
-                "template_version, release_id, release, inputs, promotion_id, approved_by) "
+                "template_version, release_id, release, inputs, promotion_id, requested_by) "
                 "VALUES (:t, :v, :n, :vn, :rid, CAST(:rel AS jsonb), CAST(:inp AS jsonb), "
-                ":promotion, :approved) RETURNING id"
+                ":promotion, :requested_by) RETURNING id"
             ),
             {
                 "promotion": promotion_id,
-                "approved": approved_by,
+                "requested_by": requested_by,
                 "t": tenant_id,
                 "v": version.id,
                 "n": version.name,
@@ -911,12 +912,12 @@ class WorkflowStore:
             approved_by=tuple(row.approved_by) if row.approved_by is not None else None,
         )
 
-    def lock_step(self, run_id: UUID, node_id: str) -> Any | None:
+    def lock_step(self, run_id: UUID, node_id: str, *, lock: bool = True) -> Any | None:
         return self.conn.execute(
             text(
                 "SELECT node_id, step_type, status, attempts, lost_leases, inputs, rollback, "
                 "deps_open, deps_total FROM workflow.step_runs "
-                "WHERE run_id = :r AND node_id = :n FOR UPDATE"
+                "WHERE run_id = :r AND node_id = :n" + (" FOR UPDATE" if lock else "")
             ),
             {"r": run_id, "n": node_id},
         ).first()

@@ -19,6 +19,7 @@ SCHEMA_FILES = {
     "run": "run-v1.schema.json",
     "exception": "exception-v1.schema.json",
     "key": "key-v1.schema.json",
+    "policy": "policy-v1.schema.json",
     "vsa": "vsa-v1-profile.schema.json",
 }
 
