@@ -9,6 +9,7 @@ copied approval packets, runs carrying approvers, rewritten history.
 
 from __future__ import annotations
 
+import shutil
 from uuid import UUID, uuid4
 
 import psycopg
@@ -457,5 +458,38 @@ def test_ordinary_commands_hold_no_superuser_connection(demo: Demo, world, super
             (alice.orchestrator.login.user,),
         ).fetchone()
         assert roles == (False, False, False)
+    finally:
+        alice.close()
+
+
+# ------------------------------------------------------------------ a person's own machine
+def test_on_a_machine_without_the_orchestrator_requests_wait_for_stella_serve(
+    demo: Demo, world, tmp_path
+) -> None:
+    from stella_core.bootstrap import Stella
+    from stella_core.errors import OrchestratorUnavailableError
+
+    laptop = tmp_path / "alice-laptop"
+    laptop.mkdir()
+    (laptop / "profiles.json").write_bytes((world.home / "profiles.json").read_bytes())
+    for folder in ("secrets", "keys"):  # what alice's own session reads and signs with
+        shutil.copytree(world.home / folder, laptop / folder)
+    alice = Stella.open("alice", home=laptop, database_url=world.admin_url)
+    try:
+        assert alice.orchestrator is None
+        assert not (laptop / "orchestrator.json").exists()
+        promotion = alice.promotions.request(R1, "dev", "from my laptop")
+        assert promotion.status is PromotionStatus.REQUESTED  # nobody here may decide it
+        assert promotion.last_decision is None
+        with pytest.raises(OrchestratorUnavailableError):
+            alice.workflows.start_run("promote-web", release=R1)
+        # stella serve (here: the orchestrator of the machine that holds its login) decides it
+        # at its next recheck.
+        moved = demo.admin.promotions.recheck_blocked()
+        assert [p.id for p in moved] == [promotion.id]
+        assert alice.promotions.get(promotion.id).status in (
+            PromotionStatus.DEPLOYING,
+            PromotionStatus.DEPLOYED,
+        )
     finally:
         alice.close()
