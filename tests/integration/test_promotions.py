@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from stella_core.demo.seed import seed
-from stella_core.errors import StellaError
+from stella_core.errors import AuthorizationError, StellaError
 from stella_core.evidence.capsule import read_tar
 from stella_core.evidence.ledger import Filter
 from stella_core.evidence.service import Selection, replay_capsule
@@ -498,6 +498,29 @@ def test_a_key_that_could_not_be_made_with_the_profile_is_made_at_the_first_sign
     approved = demo.world.open("erin").promotions.approve(asked.id, "fine")
     assert [a.signature_ok for a in approved.approvals] == [True]
     assert "erin" in {k.owner for k in demo.admin.evidence.signing_keys()}
+
+
+def test_only_the_administrative_connection_declares_a_demo(world, superuser) -> None:
+    admin = world.open()
+    admin.add_person("bob", ProductRole.APPROVER)
+    bob = world.open("bob")
+    assert not admin.tenancy.is_demo()
+    # The application role may read its tenant but never change it, not even by raw SQL.
+    with role_conn(world, "bob") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("UPDATE tenancy.tenants SET demo = true")
+    with pytest.raises(AuthorizationError):
+        bob.tenancy.mark_demo()  # not an admin
+    assert not bob.tenancy.is_demo()
+
+    assert admin.tenancy.mark_demo() is True
+    assert admin.tenancy.mark_demo() is False  # once
+    assert bob.tenancy.is_demo()
+    declared = [e for e in admin.tenancy.audit_entries() if e.action == "tenant.demo"]
+    assert len(declared) == 1
+    assert declared[0].details == {"by": admin.profile.user}
+    # Made by the administrative connection, and the audit chain says so.
+    assert declared[0].actor == superuser.info.user
+    assert admin.tenancy.verify_audit()[1] == []
 
 
 def test_an_environment_can_auto_promote_from_its_predecessor(demo: Demo) -> None:

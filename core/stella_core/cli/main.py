@@ -67,14 +67,22 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 def cmd_whoami(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         me = stella.tenancy.whoami()
+        demo = stella.tenancy.is_demo()
     value = {
         "user": me.user,
         "role": me.role.value,
         "tenant": me.tenant_name,
         "tenant_id": str(me.tenant_id),
         "profile": stella.profile.name,
+        "demo": demo,
     }
-    _out(args, value, lambda: [f"{me.user} ({me.role.value}) in tenant {me.tenant_name}"])
+    _out(
+        args,
+        value,
+        lambda: [
+            f"{me.user} ({me.role.value}) in tenant {me.tenant_name}{' (a demo)' if demo else ''}"
+        ],
+    )
 
 
 def cmd_user_add(args: argparse.Namespace) -> None:
