@@ -214,6 +214,10 @@ class LocalKeys:
         )
         self._cache[key.key_id] = key
 
+    def unlocked(self, person: str) -> bool:
+        """Whether this session holds `person`'s passphrase (given, or asked and found right)."""
+        return person in self._personal
+
     def remember(self, person: str, passphrase: str) -> None:
         """For a person who has no key file yet (just added): their first key is made under
         `passphrase`. Nothing is checked: there is nothing to check it against."""
