@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
+from stella_core.crypto.keys import WrongPassphraseError
 from stella_core.errors import (
     AuthorizationError,
     ConnectorError,
@@ -31,6 +32,7 @@ from stella_core.errors import (
     StellaError,
 )
 from stella_core.promotions.model import ApprovalRefusedError
+from stella_core.tenancy.keys import PassphraseRequiredError
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,10 @@ def describe_error(exc: BaseException) -> str:
         return f"Not allowed: {text}"
     if isinstance(exc, DatabaseError):
         return f"Database problem: {text}"
+    if isinstance(exc, WrongPassphraseError):
+        return f"Refused: {text}"
+    if isinstance(exc, PassphraseRequiredError):
+        return f"{text}. Choose yourself under Person (top right) to enter it."
     # Definition errors (bad names, references, unknown or duplicate things) say it already.
     return text
 

@@ -95,8 +95,8 @@ async def show_approvals(window: MainWindow) -> str | None:
     person = next(
         (n for n in INBOX_PEOPLE if n != original and window.person.findText(n) >= 0), None
     )
-    if person is not None:
-        await window.switch_person(person)
+    if person is not None and not await window.switch_person(person):
+        person = None  # not a demo: the switch asked for their passphrase (pictured after)
     page = window.approvals
     await window.ops.idle()
     await page.refresh()
@@ -168,6 +168,11 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
         # One turn of the loop: Qt handles the pending layout and paint events of the page.
         await asyncio.sleep(0)
         saved.append(save(window, out_dir / f"{key}.png"))
+        asked = window.passphrase_dialog
+        if asked is not None:  # the person switch of a real database: what it asks
+            await asyncio.sleep(0)
+            saved.append(save(asked, out_dir / "switch-person.png"))
+            asked.reject()
         if switch_back is not None:
             await window.switch_person(switch_back)
             await window.ops.idle()

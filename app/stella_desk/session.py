@@ -19,6 +19,8 @@ class Session:
     def __init__(self) -> None:
         self.stella: Stella | None = None
         self.identity: Identity | None = None
+        # The database says it is a demo: the person switch is one click for its people.
+        self.demo = False
 
     @property
     def ready(self) -> bool:

@@ -29,6 +29,14 @@ from stella_desk.chrome import Banner, RoleBadge, label
 from stella_desk.dashboard import Dashboard
 from stella_desk.evidence.page import EvidencePage
 from stella_desk.ops import Change, OpFailed, OpProgress, Ops
+from stella_desk.person import (
+    DemoBadge,
+    PassphraseDialog,
+    Switch,
+    open_as,
+    read_candidate,
+    switch_rule,
+)
 from stella_desk.placeholder import ComingLater
 from stella_desk.promotions.board import PromotionsPage
 from stella_desk.releases.browser import ReleaseBrowser
@@ -41,7 +49,6 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from stella_core.bootstrap import Stella
-    from stella_core.tenancy.model import Identity
 
 # (key, navigation label); the key names the screenshot file too.
 PAGES: list[tuple[str, str]] = [
@@ -72,16 +79,6 @@ WINDOW_SIZE = QSize(1280, 800)
 # The busy bar shows only for work that takes longer than this: the run monitor reads the run
 # log twice a second, and a bar flashing at that rate would say nothing.
 BUSY_DELAY_MS = 300
-
-
-def _open_as(current: Stella, name: str) -> tuple[Stella, Identity]:
-    """Worker thread: the other person's handle, checked by asking the database who it is."""
-    other = current.as_person(name)
-    try:
-        return other, other.tenancy.whoami()
-    except BaseException:
-        other.close(keep_backend=True)
-        raise
 
 
 class StartingPage(QWidget):
@@ -145,6 +142,8 @@ class MainWindow(QMainWindow):
         self.session = session
         self.setWindowTitle("Stella Release Desk")
         self.resize(WINDOW_SIZE)
+        self.opened_as: str | None = None  # the profile the desk was opened with
+        self.passphrase_dialog: PassphraseDialog | None = None
         theme.style(self)
 
         self._root = QStackedWidget()
@@ -264,10 +263,16 @@ class MainWindow(QMainWindow):
         self.busy.setToolTip("Working…")
         self.busy.hide()
         bar.addWidget(self.busy)
+        self.demo_badge = DemoBadge()
+        self.demo_badge_action = bar.addWidget(self.demo_badge)
+        self.demo_badge_action.setVisible(False)
         bar.addWidget(label("Person", "muted"))
         self.person = QComboBox()
         self.person.setMinimumWidth(150)
-        self.person.setToolTip("Act as another person who has a profile on this machine")
+        self.person.setToolTip(
+            "Act as another person who has a profile on this machine (their key passphrase is "
+            "asked for, except in a demo)"
+        )
         self.person.setEnabled(False)
         self.person.activated.connect(
             lambda index: self.ops.spawn(self.switch_person(self.person.itemText(index)))
@@ -297,11 +302,17 @@ class MainWindow(QMainWindow):
     async def attach(self, stella: Stella) -> None:
         """Show the product for an open core and load every page's data."""
         self.session.stella = stella
-        identity, names = await self.ops.run(
-            lambda _report: (stella.tenancy.whoami(), stella.profiles.names(stella.backend.target)),
+        self.opened_as = stella.profile.name
+        identity, names, demo = await self.ops.run(
+            lambda _report: (
+                stella.tenancy.whoami(),
+                stella.profiles.names(stella.backend.target),
+                stella.tenancy.is_demo(),
+            ),
             label="Reading who you are",
         )
         self.session.identity = identity
+        self._show_demo(demo)
         self._fill_people(names, stella.profile.name)
         self._show_identity()
         self._root.setCurrentWidget(self._shell)
@@ -315,29 +326,84 @@ class MainWindow(QMainWindow):
             self.evidence.refresh(),
         )
 
-    async def switch_person(self, name: str) -> None:
+    async def switch_person(self, name: str) -> bool:
+        """The person switch: act as `name` at once where the rule allows (a demo's people, or
+        back to whoever opened the desk), else open the passphrase dialog (the switch happens
+        there). True when the desk now acts as `name`."""
         old = self.session.stella
-        if old is None or name == old.profile.name:
-            return
-        self.person.setEnabled(False)
+        if old is None:
+            return False
         try:
-            new, identity = await self.ops.run(
-                lambda _report: _open_as(old, name), label=f"Switching to {name}"
+            candidate = await self.ops.run(
+                lambda _report: read_candidate(old, name), label=f"Switching to {name}"
             )
         except OpFailed:
             self._fill_people(None, old.profile.name)
-            return
+            return False
+        self._show_demo(candidate.demo)
+        rule = switch_rule(candidate, opened_as=name == self.opened_as)
+        if rule is not Switch.AT_ONCE:
+            # Selecting yourself while your key is locked asks for your passphrase too.
+            self._fill_people(None, old.profile.name)
+            self.open_passphrase_dialog(name, protected=rule is Switch.ASK)
+            return False
+        if name == old.profile.name:
+            return True
+        return await self._switch(name, None) is None
+
+    def open_passphrase_dialog(self, name: str, *, protected: bool) -> PassphraseDialog:
+        if self.passphrase_dialog is not None:
+            self.passphrase_dialog.reject()
+        dialog = PassphraseDialog(
+            name,
+            protected=protected,
+            attempt=self._switch,
+            ops=self.ops,
+            parent=self,
+        )
+        self.passphrase_dialog = dialog
+        dialog.finished.connect(lambda _result: self._dialog_closed(dialog))
+        dialog.open()  # window-modal but asynchronous: the loop keeps running
+        dialog.passphrase.setFocus()
+        return dialog
+
+    def _dialog_closed(self, dialog: PassphraseDialog) -> None:
+        if self.passphrase_dialog is dialog:
+            self.passphrase_dialog = None
+
+    async def _switch(self, name: str, passphrase: str | None) -> str | None:
+        """Act as `name` (their key opened with `passphrase` when given); None once done, else
+        why not (for the dialog to show)."""
+        old = self.session.stella
+        if old is None:
+            return "The desk is not connected yet."
+        self.person.setEnabled(False)
+        try:
+            new, identity = await self.ops.run(
+                lambda _report: open_as(old, name, passphrase),
+                label=f"Switching to {name}",
+                present_errors=passphrase is None,  # the dialog shows its own refusals
+            )
+        except OpFailed as exc:
+            self._fill_people(None, old.profile.name)
+            return exc.message
         finally:
-            self.person.setEnabled(True)
+            self.person.setEnabled(self.person.count() > 1)
         self.session.stella, self.session.identity = new, identity
         self._fill_people(None, name)
         self._show_identity()
         self.ops.announce([Change.PERSON])
         with contextlib.suppress(OpFailed):  # presented; the new person's view is already up
             await self.ops.run(
-                lambda _report: old.close(keep_backend=True),
+                lambda _report: self._close_person(old),
                 label="Closing the previous person's connection",
             )
+        return None
+
+    @staticmethod
+    def _close_person(person: Stella) -> None:
+        person.local_keys.forget()  # their passphrase and key leave with them
+        person.close(keep_backend=True)
 
     async def open_run(self, run_id: UUID) -> bool:
         """A promotion's deployment run, in the run monitor."""
@@ -369,6 +435,11 @@ class MainWindow(QMainWindow):
         if index >= 0:
             self.person.setCurrentIndex(index)
         self.person.setEnabled(self.person.count() > 1)
+
+    def _show_demo(self, demo: bool) -> None:
+        self.session.demo = demo
+        self.demo_badge.setVisible(demo)
+        self.demo_badge_action.setVisible(demo)
 
     def _show_identity(self) -> None:
         identity = self.session.identity

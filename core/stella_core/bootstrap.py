@@ -18,6 +18,7 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
+from stella_core.crypto.keys import personal_passphrase
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db import migrate
 from stella_core.db.engine import Database, make_engine, translate
@@ -305,22 +306,42 @@ class Stella:
             backend.close()
             raise
 
-    def as_person(self, name: str) -> Stella:
-        """Another person's view over the same backend (the desktop's switch-person control)."""
-        return Stella(self.backend, self.profiles.get(self.backend.target, name), self.orchestrator)
+    def as_person(self, name: str, passphrase: str | None = None) -> Stella:
+        """Another person's view over the same backend and orchestrator (the desktop's
+        switch-person control). With `passphrase`, it must open their key (else
+        WrongPassphraseError) and they sign without being asked again."""
+        person = Stella(
+            self.backend, self.profiles.get(self.backend.target, name), self.orchestrator
+        )
+        if passphrase is not None:
+            try:
+                person.local_keys.unlock(person.profile.user, passphrase)
+            except BaseException:
+                person.close(keep_backend=True)
+                raise
+        return person
 
-    def add_person(self, name: str, role: ProductRole) -> tuple[User, RegisteredKey | None]:
+    def add_person(
+        self, name: str, role: ProductRole, passphrase: str | None = None
+    ) -> tuple[User, RegisteredKey | None]:
         """A new person: their login role and user, their profile on this machine, and their
         personal signing key, made and registered by their own session (the database lets a
         person register only their own key), so their first approval needs no extra step.
         Auditors get no key: they read evidence and never sign any. The person exists once
-        the user is committed: should the key fail here, it is made at their first signature."""
+        the user is committed: should the key fail here, it is made at their first signature.
+        With `passphrase`, their key is made under it, never under this machine's."""
+        if passphrase is not None:
+            personal_passphrase(passphrase)  # refused before anything is made
         user, password = self.tenancy.add_user(name, role)
         self.save_profile_for(user.name, password)
+        if passphrase is not None:
+            self.profiles.protect_key(self.backend.target, user.name)
         if role is ProductRole.AUDITOR:
             return user, None
         person = self.as_person(user.name)
         try:
+            if passphrase is not None:
+                person.local_keys.remember(user.name, passphrase)
             return user, person.evidence.ensure_personal_key()
         except StellaError as exc:
             log.warning("no signing key made for %s yet: %s", user.name, exc.message)

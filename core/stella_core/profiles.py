@@ -1,7 +1,8 @@
 """Connection profiles: one per person on this machine, so the CLI and desktop can act as them.
 
 Stored in STELLA_HOME/profiles.json (mode 0600) grouped by database target ("embedded" or an
-external server address), because the same names may exist on several databases.
+external server address), because the same names may exist on several databases. A profile
+records whether its person's signing key is under their own passphrase, never the passphrase.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Profile:
     user: str
     password: str
     tenant_id: str
+    # The person's key files are encrypted under their own passphrase ('stella keys
+    # passphrase'), not the one derived from this machine's secret.
+    key_passphrase: bool = False
 
     @property
     def tenant(self) -> UUID:
@@ -97,6 +101,25 @@ class ProfileStore:
             known = ", ".join(sorted(profiles)) or "none"
             raise NotFoundError(f"no profile named {chosen!r} for {target} (known: {known})")
         return Profile(**raw)
+
+    def protect_key(self, target: str, user: str) -> None:
+        """Record that `user`'s key is under their own passphrase (on every profile of theirs
+        for this target)."""
+        data = self._load()
+        profiles = (data.get(target) or {}).get("profiles") or {}
+        assert isinstance(profiles, dict)
+        mine = [p for p in profiles.values() if p.get("user") == user]
+        if not mine:
+            raise NotFoundError(f"no profile of {user!r} for {target}")
+        for raw in mine:
+            raw["key_passphrase"] = True
+        self._save(data)
+
+    def key_protected(self, target: str, user: str) -> bool:
+        """Whether `user`'s key is under their own passphrase on this machine."""
+        profiles = (self._load().get(target) or {}).get("profiles") or {}
+        assert isinstance(profiles, dict)
+        return any(p.get("user") == user and p.get("key_passphrase") for p in profiles.values())
 
     def names(self, target: str) -> list[str]:
         section = self._load().get(target) or {}

@@ -14,8 +14,22 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from stella_core.crypto.keys import KeyFile, PublicKey, SigningKey, WrongPassphraseError
+from stella_core.crypto.keys import (
+    KeyFile,
+    PublicKey,
+    SigningKey,
+    WrongPassphraseError,
+    personal_passphrase,
+)
+from stella_core.crypto.secretbox import SecretBox
 from stella_core.errors import AlreadyExistsError, DefinitionError, IntegrityError
+from stella_core.profiles import EMBEDDED, Profile, ProfileStore
+from stella_core.tenancy.keys import (
+    LocalKeys,
+    NoPersonalPassphraseError,
+    PassphraseRequiredError,
+    person_key_name,
+)
 
 PASSPHRASE = b"correct horse battery staple"
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI missing")
@@ -226,3 +240,96 @@ def test_key_file_named_for_another_key_is_refused(key: SigningKey, tmp_path: Pa
 def test_key_file_names_are_checked(key: SigningKey, tmp_path: Path, name: str) -> None:
     with pytest.raises(DefinitionError, match="key name"):
         KeyFile.write(tmp_path, name, key, PASSPHRASE)
+
+
+# ------------------------------------------------------------------------------- a person's own
+def test_personal_passphrases_are_checked_and_normalised() -> None:
+    with pytest.raises(DefinitionError, match="empty"):
+        personal_passphrase("")
+    with pytest.raises(DefinitionError, match="NUL") as refused:
+        personal_passphrase("half\0way")
+    assert "half" not in refused.value.message  # never repeated
+    # The same words from another keyboard (composed or combining accent) are the same bytes.
+    assert personal_passphrase("caf\u00e9") == personal_passphrase("cafe\u0301")
+
+
+def test_rewrite_replaces_a_key_file_atomically(key: SigningKey, tmp_path: Path) -> None:
+    path = KeyFile.write(tmp_path, "alice", key, PASSPHRASE)
+    assert KeyFile.rewrite(path, key, b"another one") == path
+    with pytest.raises(WrongPassphraseError):
+        KeyFile.read(path, PASSPHRASE)
+    assert KeyFile.read(path, b"another one").key_id == key.key_id
+    if os.name == "posix":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    with pytest.raises(IntegrityError):
+        KeyFile.rewrite(path, SigningKey.generate(), b"x")  # never another key in its place
+
+
+def _local(home: Path, *people: str) -> LocalKeys:
+    store = ProfileStore(home)
+    for name in people:
+        store.save(
+            Profile(name, EMBEDDED, name, "db-password", "00000000-0000-0000-0000-000000000001")
+        )
+    return LocalKeys(home, EMBEDDED, SecretBox.from_home(home))
+
+
+def test_a_person_puts_every_generation_under_their_own_passphrase(tmp_path: Path) -> None:
+    local = _local(tmp_path, "bob", "carol")
+    name = person_key_name("bob")
+    first, second = local.create(name), local.create(name)
+    carols = local.create(person_key_name("carol"))
+    assert not local.protected("bob")
+
+    assert local.protect("bob", "bob's words") == 2
+    assert local.protected("bob")
+    assert not local.protected("carol")
+    machine = local._passphrase()
+    for path in local.held(name):
+        with pytest.raises(WrongPassphraseError):
+            KeyFile.read(path, machine)  # a copied file plus the machine's secret: useless
+    assert b"bob's words" not in (tmp_path / "profiles.json").read_bytes()
+
+    # Another session of the same machine: nothing opens bob's key without his passphrase.
+    later = LocalKeys(tmp_path, EMBEDDED, SecretBox.from_home(tmp_path))
+    assert later.load(person_key_name("carol"), carols.key_id) is not None  # others unchanged
+    with pytest.raises(PassphraseRequiredError, match="bob's signing key is protected"):
+        later.load(name, first.key_id)
+    later.ask = lambda person: "a guess"
+    with pytest.raises(WrongPassphraseError, match="does not open bob's signing key"):
+        later.load(name, first.key_id)
+    with pytest.raises(WrongPassphraseError):
+        later.create(name)  # nor may a guess make bob a new key
+    later.ask = lambda person: "bob's words"
+    assert later.load(name, second.key_id).key_id == second.key_id
+    third = later.create(name)  # rotation, under his passphrase too
+    for path in later.held(name):
+        with pytest.raises(WrongPassphraseError):
+            KeyFile.read(path, machine)
+
+    # The desk's way: proven once by opening his newest key, then he signs.
+    desk = LocalKeys(tmp_path, EMBEDDED, SecretBox.from_home(tmp_path))
+    with pytest.raises(WrongPassphraseError):
+        desk.unlock("bob", "not his")
+    desk.unlock("bob", "bob's words")
+    assert desk.load(name, third.key_id) is not None
+    desk.forget()
+    with pytest.raises(PassphraseRequiredError):
+        desk.load(name, third.key_id)
+    with pytest.raises(NoPersonalPassphraseError, match="stella --profile carol keys passphrase"):
+        desk.unlock("carol", "anything")
+
+
+def test_an_interrupted_change_is_completed_by_running_it_again(tmp_path: Path) -> None:
+    local = _local(tmp_path, "bob")
+    name = person_key_name("bob")
+    keys = [local.create(name) for _ in range(3)]
+    first = local.held(name)[0]
+    # As if the last change stopped after one file: it is under the new passphrase already.
+    done = next(k for k in keys if first.name.endswith(f"{k.key_id[:16]}.pem"))
+    KeyFile.rewrite(first, done, local._file_passphrase(name, done.key_id[:16], b"new words"))
+    assert local.protect("bob", "new words") == 2
+    fresh = LocalKeys(tmp_path, EMBEDDED, SecretBox.from_home(tmp_path))
+    fresh.ask = lambda person: "new words"
+    assert [fresh.load(name, k.key_id) is not None for k in keys] == [True, True, True]

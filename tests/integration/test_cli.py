@@ -174,7 +174,11 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "STELLA_DATABASE_URL"}
     env["STELLA_HOME"] = str(tmp_path / "home")
     ok_json(env, "db", "upgrade", "--output", "json")
+    assert ok_json(env, "whoami", "--output", "json")["demo"] is False
     seeded = ok_json(env, "demo", "seed", "--output", "json")
+    assert seeded["demo_declared"] is True
+    # The database now says it is a demo, to every person of the tenant.
+    assert ok_json(env, "--profile", "bob", "whoami", "--output", "json")["demo"] is True
     assert set(seeded["people"]) == {"alice", "bob", "carol", "dave"}
     assert seeded["templates"] == ["promote-web", "deliver"]
     # The demo's past: every release reached dev and stage, prod runs the first one.
@@ -189,6 +193,7 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert all(c["digest"].startswith("sha256:") for r in releases for c in r["components"])
     # seeding twice changes nothing
     again = ok_json(env, "demo", "seed", "--output", "json")
+    assert again["demo_declared"] is False
     assert again["people"] == []
     assert again["templates"] == []
     assert again["releases"] == []

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from stella_core.demo.seed import seed
-from stella_core.errors import StellaError
+from stella_core.errors import AuthorizationError, StellaError
 from stella_core.evidence.capsule import read_tar
 from stella_core.evidence.ledger import Filter
 from stella_core.evidence.service import Selection, replay_capsule
@@ -518,6 +518,232 @@ def test_a_key_that_could_not_be_made_with_the_profile_is_made_at_the_first_sign
     approved = demo.world.open("erin").promotions.approve(asked.id, "fine")
     assert [a.signature_ok for a in approved.approvals] == [True]
     assert "erin" in {k.owner for k in demo.admin.evidence.signing_keys()}
+
+
+def test_only_the_administrative_connection_declares_a_demo(world, superuser) -> None:
+    admin = world.open()
+    admin.add_person("bob", ProductRole.APPROVER)
+    bob = world.open("bob")
+    assert not admin.tenancy.is_demo()
+    # The application role may read its tenant but never change it, not even by raw SQL.
+    with role_conn(world, "bob") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("UPDATE tenancy.tenants SET demo = true")
+    with pytest.raises(AuthorizationError):
+        bob.tenancy.mark_demo()  # not an admin
+    assert not bob.tenancy.is_demo()
+
+    assert admin.tenancy.mark_demo() is True
+    assert admin.tenancy.mark_demo() is False  # once
+    assert bob.tenancy.is_demo()
+    declared = [e for e in admin.tenancy.audit_entries() if e.action == "tenant.demo"]
+    assert len(declared) == 1
+    assert declared[0].details == {"by": admin.profile.user}
+    # Made by the administrative connection, and the audit chain says so.
+    assert declared[0].actor == superuser.info.user
+    assert admin.tenancy.verify_audit()[1] == []
+
+
+def _machine_keys(demo: Demo):
+    """The key files of the demo's database as this machine's passphrase alone would open them."""
+    from stella_core.crypto.secretbox import SecretBox
+    from stella_core.tenancy.keys import LocalKeys
+
+    return LocalKeys(
+        demo.world.home, demo.admin.backend.target, SecretBox.from_home(demo.world.home)
+    )
+
+
+def _opens_with_machine_passphrase(demo: Demo, person: str) -> list[bool]:
+    from stella_core.crypto.keys import KeyFile, WrongPassphraseError
+    from stella_core.tenancy.keys import person_key_name
+
+    local = _machine_keys(demo)
+    found = []
+    for path in local.held(person_key_name(person)):
+        try:
+            KeyFile.read(path, local._passphrase())
+            found.append(True)
+        except WrongPassphraseError:
+            found.append(False)
+    return found
+
+
+def test_a_personal_passphrase_guards_approvals_from_the_cli(demo: Demo, world) -> None:
+    env = {k: v for k, v in world.env().items() if k != "STELLA_PASSPHRASE"}
+    secret = "correct horse battery staple"
+    demo.deploy(R1, "dev")
+    stage = demo.alice.promotions.request(R1, "stage")
+    # Two generations of bob's key: both go under his passphrase.
+    ok_json(env, "--profile", "bob", "keys", "rotate", "-o", "json")
+    assert _opens_with_machine_passphrase(demo, "bob") == [True, True]
+
+    for bad in ("\n", "half\0way\n"):  # empty, NUL: refused, nothing changes
+        refused = stella(env, "--profile", "bob", "keys", "passphrase", stdin=bad)
+        assert refused.returncode == 2, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert _opens_with_machine_passphrase(demo, "bob") == [True, True]
+
+    done = ok_json(env, "--profile", "bob", "keys", "passphrase", "-o", "json", stdin=secret + "\n")
+    assert done["person"] == "bob"
+    assert done["key_files"] == 2
+    # Neither generation opens with this machine's passphrase any more; others' keys still do.
+    assert _opens_with_machine_passphrase(demo, "bob") == [False, False]
+    assert _opens_with_machine_passphrase(demo, "carol") == [True]
+    # The profile says so; the passphrase is nowhere on disk.
+    profiles = json.loads((world.home / "profiles.json").read_text())
+    bobs = next(s["profiles"]["bob"] for s in profiles.values())
+    assert bobs["key_passphrase"] is True
+    assert (world.home / "profiles.json").stat().st_mode & 0o777 == 0o600
+    for path in world.home.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+    # No passphrase and no terminal: a clear error, exit 2, nothing recorded.
+    missing = stella(env, "--profile", "bob", "approve", str(stage.id), stdin="")
+    assert missing.returncode == 2, missing.stderr
+    assert "bob's signing key is protected by their own passphrase" in missing.stderr
+    assert "STELLA_PASSPHRASE" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    # A wrong one: refused in words, exit 2, nothing recorded, the guess not repeated.
+    wrong = stella(
+        {**env, "STELLA_PASSPHRASE": "tr0ub4dor&3"}, "--profile", "bob", "approve", str(stage.id)
+    )
+    assert wrong.returncode == 2, wrong.stderr
+    assert "that passphrase does not open bob's signing key" in wrong.stderr
+    assert "tr0ub4dor" not in wrong.stderr + wrong.stdout
+    assert "Traceback" not in wrong.stderr
+    assert not demo.alice.promotions.get(stage.id).approvals
+    # The right one: the approval is signed with his key and counts.
+    approved = ok_json(
+        {**env, "STELLA_PASSPHRASE": secret},
+        "--profile",
+        "bob",
+        "approve",
+        str(stage.id),
+        "-o",
+        "json",
+    )
+    assert [(a["by"], a["signature_ok"]) for a in approved["approvals"]] == [("bob", True)]
+    assert approved["status"] == "deployed"
+
+    # Changing it needs the current one; afterwards only the new one opens the key.
+    unchanged = stella(
+        {**env, "STELLA_PASSPHRASE": "not it"},
+        "--profile",
+        "bob",
+        "keys",
+        "passphrase",
+        stdin="next one\n",
+    )
+    assert unchanged.returncode == 2, unchanged.stderr
+    ok_json(
+        {**env, "STELLA_PASSPHRASE": secret},
+        "--profile",
+        "bob",
+        "keys",
+        "passphrase",
+        "-o",
+        "json",
+        stdin="next one\n",
+    )
+    old = stella({**env, "STELLA_PASSPHRASE": secret}, "--profile", "bob", "keys", "rotate")
+    assert old.returncode == 2, old.stderr  # a new generation only for whoever opens the current
+    rotated = ok_json(
+        {**env, "STELLA_PASSPHRASE": "next one"}, "--profile", "bob", "keys", "rotate", "-o", "json"
+    )
+    assert _opens_with_machine_passphrase(demo, "bob") == [False, False, False]
+    assert rotated["owner"] == "bob"
+
+
+def on_terminal(env: dict[str, str], *args: str, answers: list[str]) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal of its own, answering each prompt (a line ending in
+    ': ') in turn. Returns the exit code and everything the terminal showed."""
+    import os
+    import pty
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty, as in a person's shell
+        os.execve(sys.executable, [sys.executable, "-m", "stella_core.cli.main", *args], env)
+    shown, pending = b"", list(answers)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if pending and shown.rstrip(b" ").endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_the_terminal_asks_for_passphrases_without_echoing_them(demo: Demo, world) -> None:
+    env = {k: v for k, v in world.env().items() if k != "STELLA_PASSPHRASE"}
+    code, shown = on_terminal(
+        env, "--profile", "carol", "keys", "passphrase", answers=["one thing", "another"]
+    )
+    assert code == 2
+    assert "the two passphrases differ; nothing was changed" in shown
+    code, shown = on_terminal(
+        env, "--profile", "carol", "keys", "passphrase", answers=["carol's own", "carol's own"]
+    )
+    assert code == 0, shown
+    assert "New passphrase for carol's signing key:" in shown
+    assert "carol's own" not in shown  # never echoed
+    demo.deploy(R1, "dev")
+    stage = demo.alice.promotions.request(R1, "stage")
+    code, shown = on_terminal(
+        env, "--profile", "carol", "approve", str(stage.id), answers=["carol's own"]
+    )
+    assert code == 0, shown
+    assert "Passphrase of carol's signing key:" in shown
+    assert [(a.by, a.signature_ok) for a in demo.alice.promotions.get(stage.id).approvals] == [
+        ("carol", True)
+    ]
+
+
+def test_a_person_added_with_a_passphrase_never_has_a_machine_key(demo: Demo, world) -> None:
+    env = {k: v for k, v in world.env().items() if k != "STELLA_PASSPHRASE"}
+    added = ok_json(
+        env,
+        "user",
+        "add",
+        "erin",
+        "--role",
+        "approver",
+        "--passphrase-stdin",
+        "-o",
+        "json",
+        stdin="erin's own words\n",
+    )
+    assert added["key_passphrase"] is True
+    assert added["signing_key_id"]
+    assert _opens_with_machine_passphrase(demo, "erin") == [False]
+    refused = stella(
+        env, "user", "add", "fay", "--role", "approver", "--passphrase-stdin", stdin="\n"
+    )
+    assert refused.returncode == 2
+    assert "fay" not in {u.name for u in demo.admin.tenancy.list_users()}  # nothing made
+    # Without the flag, as before: no passphrase anywhere, and the person signs at once.
+    ok_json(env, "user", "add", "gus", "--role", "approver", "-o", "json")
+    demo.deploy(R1, "dev")
+    stage = demo.alice.promotions.request(R1, "stage")
+    approved = ok_json(env, "--profile", "gus", "approve", str(stage.id), "-o", "json")
+    assert [(a["by"], a["signature_ok"]) for a in approved["approvals"]] == [("gus", True)]
+    # erin signs with hers.
+    erin = world.open("erin")
+    with pytest.raises(StellaError, match="protected by their own passphrase"):
+        erin.evidence.ensure_personal_key()
+    assert (
+        erin.as_person("erin", "erin's own words").evidence.ensure_personal_key().key_id
+        == (added["signing_key_id"])
+    )
 
 
 def test_an_environment_can_auto_promote_from_its_predecessor(demo: Demo) -> None:

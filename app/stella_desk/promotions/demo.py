@@ -5,8 +5,9 @@ alice (the seeded release manager) takes the oldest seeded release that is not i
 through the environments before it (dev needs no approval; bob approves stage), unless it has
 been there already (the seed may have played some history), then asks for prod, where bob
 approves: "1 of 2", waiting for carol. Each deployment runs the environment's workflow to its
-end. Nothing happens unless this is the demo's own database: the seeded environments, releases
-and people, every promotion so far requested by the seeded release manager, none in flight.
+end. Nothing happens unless this is the demo's own database: one the database says is a demo,
+with the seeded environments, releases and people, every promotion so far requested by the
+seeded release manager, none in flight.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ REASONS = {
 
 def is_demo_database(stella: Stella) -> bool:
     from stella_core.demo.seed import ENVIRONMENTS, PEOPLE, RELEASES
+
+    if not stella.tenancy.is_demo():
+        return False  # the database's own word first: it signs as the demo people below
 
     envs = sorted(stella.environments.list(), key=lambda e: e.order)
     shape = [(e.name, e.order, e.required_approvals, e.separation_of_duties) for e in envs]

@@ -126,14 +126,18 @@ def _waiting_on(step: str) -> Callable[[RunInfo], bool]:
 
 def prepare_demo_runs(stella: Stella, timeout: float = 60.0) -> list[UUID]:
     """Worker thread: three runs of the sample on the demo releases. Only on the demo's own
-    database (seeded releases, no template but the seeded one and no run yet) and where steps
-    may run here: a person's real database is never written to."""
+    database (the database says it is a demo; seeded releases, no template but the seeded ones
+    and no run but the seeded history's) and where steps may run here: a person's real database
+    is never written to."""
     service = stella.workflows
     from stella_core.demo.seed import DEMO_WORKFLOW
 
-    seeded = {demo_template()["name"], DEMO_WORKFLOW}
+    sample = demo_template()["name"]
+    seeded = {sample, DEMO_WORKFLOW}
     foreign = [t for t in service.list_templates() if t.name not in seeded]
-    if service.list_runs(1) or foreign or not _may_run(stella):
+    # The seed's own history runs its workflow: those runs are part of the demo too.
+    ran = {r.template for r in service.list_runs()}
+    if ran - {DEMO_WORKFLOW} or foreign or not _may_run(stella) or not stella.tenancy.is_demo():
         return []
     releases = sorted(stella.releases.list_releases(), key=lambda r: r.created_at)
     names = [r.name for r in releases]

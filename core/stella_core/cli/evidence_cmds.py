@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from stella_core.cli.common import acting, out, time_flag
+from stella_core.cli.common import acting, ask_passphrase, new_passphrase, out, time_flag
 from stella_core.errors import DefinitionError, IntegrityError, StellaError
 
 
@@ -221,6 +221,27 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     out(args, key.to_json(), [f"{key.owner}: new active key {key.key_id}"])
 
 
+def cmd_keys_passphrase(args: argparse.Namespace) -> None:
+    from stella_core.tenancy.keys import person_key_name
+
+    with acting(args) as stella:
+        me = stella.tenancy.whoami()
+        keys = stella.local_keys
+        if keys.protected(me.user) and keys.held(person_key_name(me.user)):
+            # The current passphrase first, as ssh-keygen -p asks: wrong, and nothing changes.
+            keys.unlock(me.user, ask_passphrase(me.user))
+        value = stella.evidence.protect_personal_key(new_passphrase(me.user))
+    files = value["key_files"]
+    out(
+        args,
+        value,
+        [
+            f"{value['person']}'s signing key ({files} key file{'s' if files != 1 else ''}) is "
+            "now protected by their own passphrase"
+        ],
+    )
+
+
 def cmd_keys_export(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         keys = stella.evidence.signing_keys()
@@ -277,6 +298,13 @@ def register(groups: Any, leaf: Any) -> None:
     leaf(keys, "list", cmd_keys_list, "registered public keys")
     p = leaf(keys, "rotate", cmd_keys_rotate, "create and register a new key")
     p.add_argument("--orchestrator", action="store_true", help="the orchestrator's (admins)")
+    leaf(
+        keys,
+        "passphrase",
+        cmd_keys_passphrase,
+        "set or change your own passphrase on your signing key (read from the terminal twice, "
+        "or one line of standard input); signing then needs it (STELLA_PASSPHRASE or a prompt)",
+    )
     p = leaf(keys, "export", cmd_keys_export, "print a registered public key (PEM)")
     p.add_argument("--owner", default=None, help="person name (default: the orchestrator)")
     p.add_argument("--key-id", default=None)

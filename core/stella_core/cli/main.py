@@ -1,4 +1,5 @@
-"""`stella` entry point. Exit codes: 0 success, 2 bad input, 1 other failures (reason on stderr)."""
+"""`stella` entry point. Exit codes: 0 success, 2 bad input (a missing or wrong passphrase too),
+3 a refused decision, 1 other failures (reason on stderr)."""
 
 from __future__ import annotations
 
@@ -67,21 +68,37 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 def cmd_whoami(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         me = stella.tenancy.whoami()
+        demo = stella.tenancy.is_demo()
     value = {
         "user": me.user,
         "role": me.role.value,
         "tenant": me.tenant_name,
         "tenant_id": str(me.tenant_id),
         "profile": stella.profile.name,
+        "demo": demo,
     }
-    _out(args, value, lambda: [f"{me.user} ({me.role.value}) in tenant {me.tenant_name}"])
+    _out(
+        args,
+        value,
+        lambda: [
+            f"{me.user} ({me.role.value}) in tenant {me.tenant_name}{' (a demo)' if demo else ''}"
+        ],
+    )
 
 
 def cmd_user_add(args: argparse.Namespace) -> None:
+    from stella_core.cli.common import passphrase_line
     from stella_core.tenancy.model import ProductRole
 
+    passphrase = None
+    if args.passphrase_stdin:
+        if args.role == ProductRole.AUDITOR.value:
+            raise UsageError(
+                "auditors sign nothing and get no key: --passphrase-stdin is for others"
+            )
+        passphrase = passphrase_line()
     with acting(args) as stella:
-        user, key = stella.add_person(args.name, ProductRole(args.role))
+        user, key = stella.add_person(args.name, ProductRole(args.role), passphrase)
     value = {
         "id": str(user.id),
         "name": user.name,
@@ -90,6 +107,7 @@ def cmd_user_add(args: argparse.Namespace) -> None:
         "created_by": user.created_by,
         "profile": user.name,
         "signing_key_id": key.key_id if key else None,
+        "key_passphrase": passphrase is not None,
     }
     signs = f"; signing key {key.key_id[:16]}…" if key else ""
     _out(
@@ -703,6 +721,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(user, "add", cmd_user_add, "add a person (login role, user, profile)")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument(
+        "--passphrase-stdin",
+        action="store_true",
+        help="make their signing key under this passphrase (one line of standard input) rather "
+        "than this machine's; they give it when they sign",
+    )
     leaf(user, "list", cmd_user_list, "list people of this tenant")
 
     prof = groups.add_parser("profile", help="connection profiles").add_subparsers(

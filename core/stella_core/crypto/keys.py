@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,47 @@ _KEY_FILE = re.compile(r"^(?P<name>.+)-(?P<prefix>[0-9a-f]{16})\.pem$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
+# scrypt's cost for a passphrase a person chose (OWASP's minimum: N=2^17, r=8, p=1), about half
+# a second and 128 MiB per key file opened.
+_SCRYPT_N = 2**17
+_SCRYPT_R = 8
+_SCRYPT_P = 1
+
+
 class WrongPassphraseError(DefinitionError):
     """The passphrase does not open this private key (or the file is damaged)."""
+
+
+def personal_passphrase(text: str) -> bytes:
+    """A passphrase a person chose, as the bytes that protect their key: NFC-normalised UTF-8
+    (the same words typed on another keyboard give the same bytes). Empty passphrases and NUL
+    characters are refused; the message never repeats the passphrase."""
+    if not text:
+        raise DefinitionError("the passphrase is empty; a signing key needs a non-empty one")
+    if "\0" in text:
+        raise DefinitionError("the passphrase contains a NUL character, which is not allowed")
+    return unicodedata.normalize("NFC", text).encode("utf-8")
+
+
+def stretch_passphrase(passphrase: bytes, salt: bytes) -> bytes:
+    """What encrypts a key file protected by a person's passphrase: scrypt of it, in hex.
+
+    PKCS#8 as `cryptography` writes it derives the file's key with 2048 rounds of PBKDF2; that
+    is enough for the machine's random 256-bit passphrase and far too little for one a person
+    types, which an attacker holding the file could guess at millions a second."""
+    return (
+        hashlib.scrypt(
+            passphrase,
+            salt=salt,
+            n=_SCRYPT_N,
+            r=_SCRYPT_R,
+            p=_SCRYPT_P,
+            maxmem=256 * 1024 * 1024,
+            dklen=32,
+        )
+        .hex()
+        .encode("ascii")
+    )
 
 
 def _check_curve(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey, what: str) -> None:
@@ -235,6 +275,24 @@ class KeyFile:
         return key
 
     @staticmethod
+    def rewrite(path: Path, key: SigningKey, passphrase: bytes) -> Path:
+        """Encrypt `key` under another passphrase in place of its file `path`, atomically: the
+        file holds the old or the new encryption, never a mix, and is never readable by others."""
+        match = _KEY_FILE.match(path.name)
+        if match is None or not key.key_id.startswith(match["prefix"]):
+            raise IntegrityError(f"key file {path.name} does not hold key {key.key_id[:16]}…")
+        pem = key.to_encrypted_pem(passphrase)
+        return _write(path.parent, path.name, pem, 0o600, replace=True)
+
+    @staticmethod
+    def key_id_prefix(path: Path) -> str:
+        """The first 16 hex characters of the key id a key file is named for."""
+        match = _KEY_FILE.match(path.name)
+        if match is None:
+            raise DefinitionError(f"{path.name} is not named like a key file")
+        return match["prefix"]
+
+    @staticmethod
     def versions(directory: Path, name: str) -> list[Path]:
         """Every private key file of `name` in `directory` (all rotations), sorted by path."""
         found = []
@@ -246,11 +304,16 @@ class KeyFile:
 
 
 def _write_new(directory: Path, filename: str, data: bytes, mode: int) -> Path:
+    return _write(directory, filename, data, mode, replace=False)
+
+
+def _write(directory: Path, filename: str, data: bytes, mode: int, *, replace: bool) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     final = directory / filename
     # Write a temporary file created exclusively with its final mode (never briefly readable),
     # flush it to disk, then link it into place: link fails if the target exists, so a key file
-    # is never half-written and never overwritten.
+    # is never half-written and never overwritten (unless replacing is asked for: then it is
+    # renamed over the old one, which is atomic too).
     tmp = directory / f".{filename}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -259,6 +322,9 @@ def _write_new(directory: Path, filename: str, data: bytes, mode: int) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)  # the umask may have narrowed (or, for 0644, kept) the mode
+        if replace:
+            os.replace(tmp, final)
+            return _synced(directory, final)
         try:
             os.link(tmp, final)
         except FileExistsError as exc:
@@ -270,6 +336,10 @@ def _write_new(directory: Path, filename: str, data: bytes, mode: int) -> Path:
             os.rename(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    return _synced(directory, final)
+
+
+def _synced(directory: Path, final: Path) -> Path:
     if os.name == "posix":
         dir_fd = os.open(directory, os.O_RDONLY)
         try:

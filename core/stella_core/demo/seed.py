@@ -1,4 +1,5 @@
-"""`stella demo seed`: the people of DESIGN.md §4, three environments and a few releases.
+"""`stella demo seed`: the people of DESIGN.md §4, three environments and a few releases, in a
+tenant the database then calls a demo.
 
 Images come from an OCI image layout the project builds itself (deterministic tiny images), so
 seeding needs no network and no registry. Running it twice changes nothing.
@@ -84,6 +85,9 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
         "releases": [],
         "promotions": [],
     }
+    # Said first, through the administrative connection: the desk lets anyone act as the demo
+    # people (whose keys have no passphrase of their own) only where the database says so.
+    summary["demo_declared"] = stella.tenancy.mark_demo()
     existing = {u.name for u in stella.tenancy.list_users()}
     for name, role in PEOPLE:
         if name in existing:

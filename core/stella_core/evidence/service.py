@@ -66,6 +66,7 @@ from stella_core.tenancy.keys import (
     LocalKeys,
     NoSigningKeyError,
     RegisteredKey,
+    person_key_name,
 )
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
@@ -75,10 +76,6 @@ TEMPLATE_MEDIA_TYPE = "application/vnd.stella.workflow-template+json"
 DECISION_RECORD_MEDIA_TYPE = "application/vnd.stella.decision-record+json"
 JSON_MEDIA_TYPE = "application/json"
 ORCHESTRATOR_VERIFIER = "https://stella-desk.dev/verifier/orchestrator"
-
-
-def person_key_name(person: str) -> str:
-    return f"person.{person}"
 
 
 def origin_of(tenant_id: UUID) -> str:
@@ -216,6 +213,20 @@ class EvidenceService:
             found = self._register_key(conn, "person", identity.user, "key.register")
         self._endorse()
         return found
+
+    def protect_personal_key(self, passphrase: str) -> dict[str, Any]:
+        """This person's key files on this machine (every generation) put under their own
+        passphrase, first or new; a key is made under it if this machine holds none yet."""
+        identity = self.tenancy.whoami()
+        if identity.role is ProductRole.AUDITOR:
+            raise DefinitionError(
+                f"{identity.user} is an auditor: auditors sign nothing and have no signing key "
+                "to protect"
+            )
+        self.local.protect(identity.user, passphrase)
+        active = self.ensure_personal_key()
+        files = self.local.held(person_key_name(identity.user))
+        return {"person": identity.user, "key_files": len(files), "key_id": active.key_id}
 
     def rotate_key(self, *, orchestrator: bool = False) -> RegisteredKey:
         """A new active key; the old public key stays registered for old evidence."""

@@ -172,6 +172,20 @@ class Provisioner:
             ).scalar()
         return UUID(str(value)) if value else None
 
+    def mark_demo(self, tenant_id: UUID, requested_by: str) -> bool:
+        """Declare a tenant a demo (the application role cannot: it may not update tenants),
+        with an audit entry in the same transaction. False when it was one already."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                text("UPDATE tenancy.tenants SET demo = true WHERE id = :t AND NOT demo"),
+                {"t": tenant_id},
+            ).rowcount
+            if changed:
+                TenancyStore(conn).append_audit(
+                    tenant_id, "tenant.demo", "tenant", str(tenant_id), {"by": requested_by}
+                )
+        return bool(changed)
+
     def create_tenant(self, name: str) -> UUID:
         with self.engine.begin() as conn:
             value = conn.execute(
@@ -229,6 +243,22 @@ class TenancyService:
             self.provisioner.drop_login_role(name)
             raise
         return user, password
+
+    def is_demo(self) -> bool:
+        """Whether the database says this tenant is a demo (`stella demo seed` made it one):
+        only then may the desk let anyone at it act as anyone without a passphrase."""
+        with self.db.transaction() as conn:
+            return TenancyStore(conn).is_demo()
+
+    def mark_demo(self) -> bool:
+        """Admins: declare this tenant a demo, through the administrative connection."""
+        identity = self.require(ProductRole.ADMIN)
+        if self.provisioner is None:
+            raise AuthorizationError(
+                "declaring a demo needs an administrative database connection "
+                "(the embedded default, or STELLA_DATABASE_URL)"
+            )
+        return self.provisioner.mark_demo(identity.tenant_id, identity.user)
 
     def get_user(self, name: str) -> User:
         with self.db.transaction() as conn:

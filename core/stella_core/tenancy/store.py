@@ -33,6 +33,7 @@ tenants = Table(
     Column("id", PgUUID(as_uuid=True), primary_key=True, server_default=FetchedValue()),
     Column("name", Text, nullable=False),
     Column("created_at", DateTime(timezone=True)),
+    Column("demo", Boolean, nullable=False),
 )
 
 users = Table(
@@ -99,6 +100,12 @@ class TenancyStore:
             tenant_id=row.tenant_id,
             tenant_name=row.tenant_name,
         )
+
+    def is_demo(self) -> bool:
+        value = self.conn.execute(
+            text("SELECT demo FROM tenancy.tenants WHERE id = tenancy.current_tenant()")
+        ).scalar()
+        return bool(value)
 
     def list_users(self) -> list[User]:
         rows = self.conn.execute(select(users).order_by(users.c.name))
