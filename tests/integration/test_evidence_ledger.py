@@ -18,7 +18,8 @@ from stella_core.crypto.keys import SigningKey
 from stella_core.errors import IntegrityError, StellaError
 from stella_core.evidence import capsule
 from stella_core.evidence.capsule import CapsuleError, read_tar
-from stella_core.evidence.ledger import Filter, chain_hash
+from stella_core.evidence.chain import chain_hash
+from stella_core.evidence.ledger import Filter
 from stella_core.evidence.merkle import verify_checkpoint
 from stella_core.evidence.service import Selection, replay_capsule
 from stella_core.evidence.verify import verify_capsule

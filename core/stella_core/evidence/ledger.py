@@ -17,15 +17,6 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, text
 
-GENESIS = "0" * 64
-CHAIN_DOMAIN = "stella-evidence-chain/v1"
-
-
-def chain_hash(prev_hash: str, seq: int, bundle_digest: str) -> str:
-    """The chain link of packet `seq`, as the database trigger computes it."""
-    data = "\n".join((CHAIN_DOMAIN, prev_hash, str(seq), bundle_digest)).encode()
-    return hashlib.sha256(data).hexdigest()
-
 
 @dataclass(frozen=True, slots=True)
 class Input:

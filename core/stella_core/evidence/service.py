@@ -27,15 +27,14 @@ from stella_core.errors import (
     NotFoundError,
 )
 from stella_core.evidence import capsule
+from stella_core.evidence.chain import GENESIS, chain_hash
 from stella_core.evidence.ledger import (
-    GENESIS,
     CheckpointRow,
     Filter,
     Input,
     LedgerStore,
     PacketRow,
     Refs,
-    chain_hash,
 )
 from stella_core.evidence.merkle import Checkpoint, MerkleTree, sign_checkpoint
 from stella_core.evidence.packets import (

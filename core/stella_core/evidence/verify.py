@@ -32,7 +32,7 @@ import orjson
 from stella_core.crypto.keys import PublicKey
 from stella_core.errors import StellaError
 from stella_core.evidence.capsule import FORMAT, input_file, packet_file, proof_file
-from stella_core.evidence.ledger import GENESIS, chain_hash
+from stella_core.evidence.chain import GENESIS, chain_hash
 from stella_core.evidence.merkle import leaf_hash, level_path, tree_levels, verify_checkpoint
 from stella_core.evidence.merkle import verify_inclusion_hash as inclusion_ok
 from stella_core.evidence.packets import PacketError, VerifiedPacket, verify_bundle
