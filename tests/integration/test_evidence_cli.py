@@ -77,7 +77,7 @@ def test_list_export_verify_replay_checkpoint(world, tmp_path: Path) -> None:
     assert verified["ok"] is True
     assert verified["problems"] == []
     assert set(verified["checked"]) == {"signatures", "digests", "chain", "checkpoints"}
-    assert verified["checked"]["signatures"] == 1
+    assert verified["checked"]["signatures"] == 2  # the run packet and the manifest
     assert not (tmp_path / "auditor-home" / "profiles.json").exists()
     replayed = ok_json(auditor, "evidence", "replay", str(out), "-o", "json")
     assert replayed["same"] is True

@@ -194,7 +194,7 @@ def test_rotation_keeps_old_evidence_verifiable(admin, tmp_path: Path) -> None:
     files, _ = admin.evidence.capsule_files(Selection(since=rows[0].created_at, until=_later(rows)))
     report = verify_capsule(files, [k.public_key for k in admin.evidence.signing_keys()])
     assert report.ok, report.to_json()
-    assert report.checked["signatures"] == 2
+    assert report.checked["signatures"] == 3  # both packets and the manifest
 
 
 def _later(rows):
@@ -237,11 +237,18 @@ def test_export_is_deterministic_and_verifies_offline(admin, tmp_path: Path) -> 
     assert [m.name for m in members] == sorted(m.name for m in members)
     assert {(m.mtime, m.mode, m.uid, m.gid) for m in members} == {(0, 0o644, 0, 0)}
     files = read_tar(tmp_path / "a.tar")
-    assert {"README.md", "SHA256SUMS", "manifest.json", "ledger/checkpoint.txt"} <= set(files)
+    assert {
+        "README.md",
+        "SHA256SUMS",
+        "manifest.json",
+        "manifest.sigstore.json",
+        "ledger/checkpoint.txt",
+    } <= set(files)
     report = verify_capsule(files)
     assert report.ok, report.to_json()
-    # 8 files in SHA256SUMS and the template the run packet names; the chain up to the decision
-    assert report.checked == {"signatures": 1, "digests": 9, "chain": 2, "checkpoints": 2}
+    # The packet and the manifest signed; 9 files in SHA256SUMS, the 8 the manifest signs and
+    # the template the run packet names; the chain up to the decision.
+    assert report.checked == {"signatures": 2, "digests": 18, "chain": 2, "checkpoints": 2}
 
 
 def test_a_decision_capsule_carries_every_input_and_replays(admin, tmp_path: Path) -> None:
@@ -459,21 +466,40 @@ def test_the_readme_openssl_recipe_verifies_and_catches_a_forgery(exported, tmp_
         ["bash", "-c", script], cwd=good, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("Verified OK") == 3  # two packets and the checkpoint
+    assert done.stdout.count("Verified OK") == 4  # the manifest, two packets, the checkpoint
     assert "SHA256SUMS: all files match" in done.stdout
+    assert "manifest: Verified OK" in done.stdout
+    assert "manifest: SHA256SUMS lists exactly the signed files" in done.stdout
     assert "checkpoint: Verified OK" in done.stdout
-    # A forged payload with SHA256SUMS recomputed: openssl refuses the signature.
+
+    def run_on(changed: dict[str, bytes], where: str) -> str:
+        for n, body in changed.items():
+            (tmp_path / where / n).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / where / n).write_bytes(body)
+        failed = subprocess.run(
+            ["bash", "-c", script],
+            cwd=tmp_path / where,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert failed.returncode != 0
+        return failed.stdout + failed.stderr
+
+    # A forged payload with SHA256SUMS recomputed: it is not the file the manifest signed.
     name = capsule.packet_file(seq)
     forged = rewrite(files, name, flip_base64_field(files[name], "payload"), fix_sums=True)
-    bad = tmp_path / "bad"
-    for n, body in forged.items():
-        (bad / n).parent.mkdir(parents=True, exist_ok=True)
-        (bad / n).write_bytes(body)
-    failed = subprocess.run(
-        ["bash", "-c", script], cwd=bad, capture_output=True, text=True, check=False
-    )
-    assert failed.returncode != 0
-    assert "Verification failure" in failed.stdout + failed.stderr
+    assert "SHA256SUMS DIFFERS FROM THE SIGNED MANIFEST" in run_on(forged, "payload")
+    # A file added and listed in SHA256SUMS: the same.
+    extra = rewrite(files, "inputs/sha256/" + "e" * 64, b"{}", fix_sums=True)
+    assert "SHA256SUMS DIFFERS FROM THE SIGNED MANIFEST" in run_on(extra, "extra")
+    # A file added and listed nowhere.
+    unlisted = {**files, "inputs/sha256/" + "e" * 64: b"{}"}
+    assert "FILES DIFFER FROM SHA256SUMS" in run_on(unlisted, "unlisted")
+    # A forged manifest signature: openssl refuses it.
+    name = capsule.MANIFEST_SIGNATURE
+    resigned = rewrite(files, name, flip_base64_field(files[name], "sig"), fix_sums=True)
+    assert "Verification failure" in run_on(resigned, "signature")
 
 
 def test_checking_in_processes_finds_the_same_as_in_one(exported) -> None:

@@ -569,7 +569,15 @@ class EvidenceService:
                 if progress is not None:
                     progress(done, len(rows) * 2)
             inputs = store.inputs(references)
-        signers = {r.signer_key_id for r in rows} | {covering.signer_key_id}
+            # The orchestrator signs the manifest: the list of every file, so a capsule with a
+            # packet or a file removed or added no longer verifies.
+            try:
+                signer = self.orchestrator_signer(conn)
+            except NoSigningKeyError as exc:
+                raise NoSigningKeyError(
+                    f"an export signs its manifest with the orchestrator key: {exc.message}"
+                ) from exc
+        signers = {r.signer_key_id for r in rows} | {covering.signer_key_id, signer.key_id}
         packets = [_capsule_packet(r, bundles[r.seq]) for r in rows]
         keys = [
             capsule.CapsuleKey(
@@ -587,6 +595,7 @@ class EvidenceService:
             keys=keys,
             checkpoint_note=covering.note,
             checkpoint_size=covering.tree_size,
+            signer=signer,
         )
         return files, len(rows)
 
@@ -636,7 +645,13 @@ class EvidenceService:
             checkpoint_size=min(last.tree_size, len(chain)) if last else 0,
             allow_uncovered=True,
         )
-        report = verify_capsule(files, [k.public_key for k in registered], allow_uncovered=True)
+        # Built here from the database and read back at once: no manifest signature to check.
+        report = verify_capsule(
+            files,
+            [k.public_key for k in registered],
+            allow_uncovered=True,
+            require_signed_manifest=False,
+        )
         report.trust = "keys registered in the database"
         if last is not None and last.tree_size > len(chain):
             report.add(

@@ -1,16 +1,18 @@
 """Offline verification of a decision capsule: no database, no network, every problem reported.
 
 Four checks, each counted in `checked`:
-- `signatures`: each packet's bundle verifies against the trusted keys (the auditor's
-  `--trusted-key` files, or else the keys the capsule carries, which the report says);
-- `digests`: every file against SHA256SUMS, and every input a signed predicate names by digest
-  is present with that digest;
+- `signatures`: the signed manifest and each packet's bundle verify against the trusted keys
+  (the auditor's `--trusted-key` files, or else the keys the capsule carries, which the report
+  says);
+- `digests`: the archive holds exactly the files the signed manifest lists, with the digests it
+  lists, and SHA256SUMS names no other; every file against SHA256SUMS; every input a signed
+  predicate names by digest is present with that digest;
 - `chain`: every link recomputes, links follow each other from seq 1 without a gap, and each
   packet's bundle is the one its link names;
 - `checkpoints`: the checkpoint is signed by a trusted key, its root is the Merkle root of the
   chain, and each packet's inclusion proof leads to that root.
 
-The manifest is not trusted: it is only a table of contents, checked against what is signed.
+`manifest.json` is only a table of contents, which the signed manifest covers like every file.
 The ledger's own verification (`stella evidence verify --ledger`) builds a capsule in memory and
 runs this same code.
 """
@@ -31,7 +33,15 @@ import orjson
 
 from stella_core.crypto.keys import PublicKey
 from stella_core.errors import StellaError
-from stella_core.evidence.capsule import FORMAT, input_file, packet_file, proof_file
+from stella_core.evidence.capsule import (
+    FORMAT,
+    MANIFEST_SIGNATURE,
+    MANIFEST_V1,
+    UNSIGNED_FILES,
+    input_file,
+    packet_file,
+    proof_file,
+)
 from stella_core.evidence.chain import GENESIS, chain_hash
 from stella_core.evidence.merkle import leaf_hash, level_path, tree_levels, verify_checkpoint
 from stella_core.evidence.merkle import verify_inclusion_hash as inclusion_ok
@@ -96,13 +106,23 @@ def verify_capsule(
     jobs: int = 1,
     keep_verified: bool = True,
     parallel_from: int = 2000,
+    require_signed_manifest: bool = True,
 ) -> Report:
     """Every check over a capsule's files. With `jobs` > 1 a capsule of at least `parallel_from`
     packets (below that, starting processes costs more than it saves) is checked in that many
     forked processes; `keep_verified=False` then saves sending the statements back when only
-    the verdict is wanted."""
+    the verdict is wanted. Without `require_signed_manifest` (the live ledger, whose capsule
+    the verifier builds itself) a missing manifest signature is no problem."""
     with _no_cycle_collection():
-        return _verify_capsule(files, trusted, allow_uncovered, jobs, keep_verified, parallel_from)
+        return _verify_capsule(
+            files,
+            trusted,
+            allow_uncovered,
+            jobs,
+            keep_verified,
+            parallel_from,
+            require_signed_manifest,
+        )
 
 
 @contextmanager
@@ -126,14 +146,11 @@ def _verify_capsule(
     jobs: int,
     keep_verified: bool,
     parallel_from: int,
+    require_signed_manifest: bool,
 ) -> Report:
     report = Report()
     digests = _digests(files)
-    _check_sums(files, digests, report)
-    manifest = _load_json(files, "manifest.json")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        report.add(None, "digests", f"manifest.json is missing or not a {FORMAT} manifest")
-        return report
+    summed = _check_sums(files, digests, report)
     keys = _keys(files, report)
     if trusted:
         trust = {k.key_id: k for k in trusted}
@@ -142,6 +159,13 @@ def _verify_capsule(
         report.trust = (
             "keys carried in the archive (pass --trusted-key to check them against your own)"
         )
+    signed = _signed_manifest(files, trust, report, require_signed_manifest)
+    if signed is not None:
+        _check_listing(files, digests, signed, summed, report)
+    manifest = _load_json(files, "manifest.json")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        report.add(None, "digests", f"manifest.json is missing or not a {FORMAT} manifest")
+        return report
     entries = manifest.get("packets")
     if not isinstance(entries, list):
         report.add(None, "digests", "manifest.json lists no packets")
@@ -274,11 +298,91 @@ def _digests(files: Mapping[str, bytes]) -> dict[str, str]:
     return {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}
 
 
-def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: Report) -> None:
+def _signed_manifest(
+    files: Mapping[str, bytes], roots: Mapping[str, PublicKey], report: Report, required: bool
+) -> dict[str, str] | None:
+    """`path -> sha256 hex` of every file the signed manifest lists, when a trusted key (never
+    a personal key a packet vouched for) signed it; None, with the problem reported, otherwise."""
+    body = files.get(MANIFEST_SIGNATURE)
+    if body is None:
+        if required:
+            report.add(
+                None,
+                "signatures",
+                f"{MANIFEST_SIGNATURE} is missing: nothing signed says which files the capsule "
+                "holds",
+            )
+        return None
+    report.checked["signatures"] += 1
+    try:
+        bundle = orjson.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        report.add(None, "signatures", f"{MANIFEST_SIGNATURE} is not JSON: {exc}")
+        return None
+    if not roots:
+        report.add(None, "signatures", "the manifest: no trusted public key to check it with")
+        return None
+    try:
+        verified = verify_bundle(bundle, roots)
+    except PacketError as exc:
+        report.add(None, "signatures", f"the manifest signature: {exc.message}")
+        return None
+    if verified.predicate_type != MANIFEST_V1:
+        report.add(
+            None,
+            "signatures",
+            f"{MANIFEST_SIGNATURE} signs a {verified.predicate_type} statement, not a manifest",
+        )
+        return None
+    listed: dict[str, str] = {}
+    for subject in verified.statement["subject"]:
+        name = subject.get("name")
+        if not isinstance(name, str) or name in listed or name in UNSIGNED_FILES:
+            report.add(None, "digests", f"the signed manifest lists {name!r} twice or wrongly")
+            continue
+        listed[name] = subject["digest"]["sha256"]
+    return listed
+
+
+def _check_listing(
+    files: Mapping[str, bytes],
+    digests: Mapping[str, str],
+    listed: Mapping[str, str],
+    summed: set[str],
+    report: Report,
+) -> None:
+    """The archive holds exactly the files the signed manifest lists, each with its digest, and
+    SHA256SUMS names no file the manifest does not (an extra line there is not harmless: a
+    reader of SHA256SUMS alone would take the file for part of the capsule)."""
+    report.checked["digests"] += len(listed)
+    for name in sorted(files):
+        if name in UNSIGNED_FILES:
+            continue
+        expected = listed.get(name)
+        if expected is None:
+            report.add(_packet_of(name), "digests", f"{name} is not in the signed manifest")
+        elif digests[name] != expected:
+            report.add(
+                _packet_of(name), "digests", f"{name} does not match its signed manifest digest"
+            )
+    for name in sorted(listed.keys() - files.keys()):
+        report.add(
+            _packet_of(name), "digests", f"{name} is in the signed manifest but not in the archive"
+        )
+    for name in sorted(summed - listed.keys() - UNSIGNED_FILES):
+        report.add(
+            _packet_of(name),
+            "digests",
+            f"SHA256SUMS names {name}, which the signed manifest does not",
+        )
+
+
+def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: Report) -> set[str]:
+    """Every file against SHA256SUMS; returns the names SHA256SUMS lists."""
     sums = files.get("SHA256SUMS")
     if sums is None:
         report.add(None, "digests", "SHA256SUMS is missing")
-        return
+        return set()
     # The usual case first: SHA256SUMS is exactly what `sha256sum` would print for these files
     # (sorted, two spaces), which one comparison settles; anything else is read line by line.
     expected = "".join(
@@ -286,7 +390,7 @@ def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: 
     )
     if sums == expected.encode("utf-8"):
         report.checked["digests"] += len(files) - 1
-        return
+        return set(files) - {"SHA256SUMS"}
     listed: dict[str, str] = {}
     for number, line in enumerate(sums.decode("utf-8", "replace").splitlines(), 1):
         # `<64 lowercase hex><space><space or *><name>`, checked with string methods: a regex
@@ -307,6 +411,7 @@ def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: 
             report.add(_packet_of(name), "digests", f"{name} {problem}")
     for name in sorted(set(files) - set(listed) - {"SHA256SUMS"}):
         report.add(_packet_of(name), "digests", f"{name} is not listed in SHA256SUMS")
+    return set(listed)
 
 
 def _packet_of(name: str) -> str | None:
