@@ -6,14 +6,16 @@ import hashlib
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from stella_core.crypto.keys import SigningKey
 from stella_core.evidence import capsule
 from stella_core.evidence.packets import verify_bundle
+from stella_core.evidence.service import replay_capsule
 from stella_core.evidence.verify import Report, verify_capsule
-from tests.support.evidence_helpers import rewrite
+from tests.support.evidence_helpers import rewrite, without_packet
 from tests.support.memory_ledger import MemoryLedger, entry
 
 
@@ -94,12 +96,9 @@ def test_a_file_outside_the_manifest_is_a_problem(ledger) -> None:
 
 def test_a_packet_removed_consistently_is_missing_from_the_signed_manifest(ledger) -> None:
     """Its bundle, proof, manifest entry and SHA256SUMS line all gone; the signature kept."""
-    files = ledger.files()
     bob = ledger.packets[1]  # the key packet comes first
     assert bob.type == "approval"
-    removed = ledger.files(leave_out=[bob.seq], signed=False)
-    removed[capsule.MANIFEST_SIGNATURE] = files[capsule.MANIFEST_SIGNATURE]
-    removed["SHA256SUMS"] = capsule.sha256sums(removed)
+    removed = without_packet(ledger.files(), bob.seq)
     report = verify_capsule(removed, [ledger.orchestrator.public_key()])
     found = problems(report)
     name = capsule.packet_file(bob.seq)
@@ -139,3 +138,126 @@ def test_a_capsule_without_a_signed_manifest_is_a_problem(ledger) -> None:
     assert verify_capsule(
         files, [ledger.orchestrator.public_key()], require_signed_manifest=False
     ).ok
+
+
+# ------------------------------------------------------------------------------- approvals
+def test_an_honest_decision_with_its_named_approvals_verifies_and_replays(ledger) -> None:
+    files = ledger.files()
+    report = verify_capsule(files, [ledger.orchestrator.public_key()])
+    assert report.ok, report.to_json()
+    assert report.approval_gaps == []
+    result = replay_capsule(files, [ledger.orchestrator.public_key()])
+    assert result["same"], result
+    # The same in forked processes, as the CLI checks large capsules.
+    many = verify_capsule(
+        files, [ledger.orchestrator.public_key()], jobs=2, parallel_from=1, keep_verified=False
+    )
+    assert many.to_json() == report.to_json()
+
+
+def _decision_without(ledger: MemoryLedger, name: str) -> tuple[str, str, str]:
+    """(decision id, the approval's digest, its id) after `name`'s approval left the capsule."""
+    approval = next(p for p in ledger.packets if p.type == "approval" and name in p.actor)
+    decision = next(p for p in ledger.packets if p.type == "vsa")
+    return decision.id, "sha256:" + hashlib.sha256(approval.bundle).hexdigest(), approval.id
+
+
+def test_an_approval_left_out_of_a_signed_capsule_is_named_and_replay_differs(ledger) -> None:
+    """An exporter holding the orchestrator key leaves bob's approval out and signs what is
+    left: every file matches the signed manifest, yet the decision counted bob."""
+    decision, digest, approval = _decision_without(ledger, "bob")
+    seq = next(p.seq for p in ledger.packets if p.id == approval)
+    files = ledger.files(leave_out=[seq])
+    report = verify_capsule(files, [ledger.orchestrator.public_key()])
+    assert problems(report) == [
+        (
+            decision,
+            "digests",
+            f"its inputs count bob's approval {digest}, which is not in the capsule",
+        )
+    ]
+    result = replay_capsule(files, [ledger.orchestrator.public_key()])
+    assert result["same"] is False
+    assert result["differences"] == [
+        {
+            "packet": decision,
+            "kind": "approval",
+            "name": "bob",
+            "recorded": digest,
+            "replayed": "is not in the capsule",
+        }
+    ]
+
+
+def test_an_approval_removed_consistently_is_named_twice(ledger) -> None:
+    """The bundle, proof, manifest entry and SHA256SUMS line removed, the signature kept: the
+    signed manifest misses the file and the decision misses the approval."""
+    decision, digest, approval = _decision_without(ledger, "carol")
+    seq = next(p.seq for p in ledger.packets if p.id == approval)
+    report = verify_capsule(without_packet(ledger.files(), seq), [ledger.orchestrator.public_key()])
+    found = problems(report)
+    assert (
+        decision,
+        "digests",
+        f"its inputs count carol's approval {digest}, which is not in the capsule",
+    ) in found
+    assert any(m.endswith("is in the signed manifest but not in the archive") for *_, m in found)
+
+
+def test_a_counted_approval_must_be_signed_by_the_person_it_names() -> None:
+    ledger = MemoryLedger()
+    carol = ledger.person("carol")
+    forged = ledger.approve("bob", signer=carol)  # carol signs an approval in bob's name
+    ledger.decide([entry("bob", forged)])
+    report = verify_capsule(ledger.files(), [ledger.orchestrator.public_key()])
+    [problem] = report.problems
+    assert (problem.packet, problem.check) == (ledger.packets[-1].id, "signatures")
+    assert f"is packet {forged.id}, but it is signed with carol's key" in problem.message
+    assert [(g.by, g.decision) for g in report.approval_gaps] == [("bob", ledger.packets[-1].id)]
+
+
+def test_a_counted_approval_must_be_about_the_same_promotion() -> None:
+    ledger = MemoryLedger()
+    other = ledger.approve("bob", promotion_id=str(uuid.UUID(int=8)))
+    rejection = ledger.approve("carol", decision="rejected")
+    ledger.decide([entry("bob", other), entry("carol", rejection)])
+    report = verify_capsule(ledger.files(), [ledger.orchestrator.public_key()])
+    messages = [p.message for p in report.problems]
+    assert len(messages) == 2, messages
+    assert f"it is about promotion {uuid.UUID(int=8)}" in messages[0]
+    assert "it says rejected" in messages[1]
+
+
+def test_a_counted_approval_must_be_an_approval_that_verifies() -> None:
+    ledger = MemoryLedger()
+    ledger.person("bob")
+    key_packet = ledger.packets[-1]
+    stranger = ledger.approve("dave", signer=SigningKey.generate())
+    ledger.decide([entry("bob", key_packet), entry("dave", stranger)])
+    report = verify_capsule(ledger.files(), [ledger.orchestrator.public_key()])
+    decision = ledger.packets[-1].id
+    found = problems(report)
+    assert (decision, "signatures", found[-2][2]) in found
+    assert f"is packet {key_packet.id}, a key packet, not an approval" in found[-2][2]
+    assert f"does not verify (packet {stranger.id})" in found[-1][2]
+    assert (stranger.id, "signatures") in [(p, c) for p, c, _ in found]
+
+
+def test_legacy_entries_name_no_packet_and_uncounted_ones_need_only_be_present() -> None:
+    ledger = MemoryLedger()
+    elsewhere = ledger.approve("bob", promotion_id=str(uuid.UUID(int=8)))
+    gone = ledger.approve("carol")
+    ledger.decide(
+        [
+            entry("erin", None),  # from before decisions named their packets
+            entry("bob", elsewhere, counted=False),  # not counted: not held to the promotion
+            entry("carol", gone, counted=False),
+        ]
+    )
+    report = verify_capsule(ledger.files(leave_out=[gone.seq]), [ledger.orchestrator.public_key()])
+    assert [(p.check, p.message.split(",")[0]) for p in report.problems] == [
+        (
+            "digests",
+            f"its inputs name carol's approval sha256:{hashlib.sha256(gone.bundle).hexdigest()}",
+        )
+    ]

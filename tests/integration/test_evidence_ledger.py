@@ -27,12 +27,15 @@ from stella_core.tenancy.keys import NoSigningKeyError
 from stella_core.tenancy.model import ProductRole
 from tests.support.evidence_helpers import (
     POLICY,
+    emit_approval,
     emit_decision,
     emit_other_types,
     flip_base64_field,
+    named,
     raw_tar,
     rewrite,
     run_once,
+    without_packet,
 )
 from tests.support.workflow_helpers import notify, template
 
@@ -287,6 +290,50 @@ def test_every_packet_type_replays_the_same(admin, tmp_path: Path) -> None:
         ["run", "vsa", "approval", "deployment", "rollback", "drift", "key"]
     )
     assert result["same"], result
+
+
+def test_an_export_carries_every_approval_its_decisions_name(world, admin) -> None:
+    """A time range that starts after the approvals still exports them with the decision that
+    counted them, and the orchestrator's key alone verifies it."""
+    approvals = {
+        name: emit_approval(person(world, admin, name, ProductRole.APPROVER))
+        for name in ("bob", "carol")
+    }
+    decision = emit_decision(admin, approvals=[named(name, row) for name, row in approvals.items()])
+    files, count = admin.evidence.capsule_files(Selection(since=decision.created_at, until=_far()))
+    assert count == 5  # the decision, both approvals and the endorsements of their keys
+    manifest = json.loads(files["manifest.json"])
+    assert {p["id"] for p in manifest["packets"]} >= {str(r.id) for r in approvals.values()}
+    orchestrator = [
+        k.public_key for k in admin.evidence.signing_keys() if k.owner_kind == "orchestrator"
+    ]
+    report = verify_capsule(files, orchestrator)
+    assert report.ok, report.to_json()
+    assert replay_capsule(files, orchestrator)["same"]
+
+
+def test_an_approval_removed_consistently_is_named_and_replay_differs(world, admin) -> None:
+    bob = emit_approval(person(world, admin, "bob", ProductRole.APPROVER))
+    carol = emit_approval(person(world, admin, "carol", ProductRole.APPROVER))
+    decision = emit_decision(admin, approvals=[named("bob", bob), named("carol", carol)])
+    files, _ = admin.evidence.capsule_files(Selection(release="shop-1"))
+    removed = without_packet(files, bob.seq)
+    report = verify_capsule(removed)
+    assert not report.ok
+    assert (
+        str(decision.id),
+        "digests",
+        f"its inputs count bob's approval {bob.bundle_digest}, which is not in the capsule",
+    ) in [(p.packet, p.check, p.message) for p in report.problems]
+    result = replay_capsule(removed, None)
+    assert result["same"] is False
+    assert {
+        "packet": str(decision.id),
+        "kind": "approval",
+        "name": "bob",
+        "recorded": bob.bundle_digest,
+        "replayed": "is not in the capsule",
+    } in result["differences"]
 
 
 def _epoch():

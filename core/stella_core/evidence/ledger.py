@@ -116,6 +116,7 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
     ids: tuple[UUID, ...] | None = None
+    bundle_digests: tuple[str, ...] | None = None
     limit: int | None = None
 
 
@@ -248,6 +249,9 @@ class LedgerStore:
         if where.ids is not None:
             clauses.append("id = ANY(:ids)")
             params["ids"] = list(where.ids)
+        if where.bundle_digests is not None:
+            clauses.append("bundle_digest = ANY(:bundles)")
+            params["bundles"] = list(where.bundle_digests)
         return clauses, params
 
     def get(self, packet_id: UUID) -> PacketRow | None:

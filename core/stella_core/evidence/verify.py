@@ -6,7 +6,9 @@ Four checks, each counted in `checked`:
   says);
 - `digests`: the archive holds exactly the files the signed manifest lists, with the digests it
   lists, and SHA256SUMS names no other; every file against SHA256SUMS; every input a signed
-  predicate names by digest is present with that digest;
+  predicate names by digest is present with that digest; every approval packet a decision's
+  inputs name is present, and each one the decision counted is an approval about the same
+  promotion, signed with the key of the person it names (a problem under `signatures`);
 - `chain`: every link recomputes, links follow each other from seq 1 without a gap, and each
   packet's bundle is the one its link names;
 - `checkpoints`: the checkpoint is signed by a trusted key, its root is the Merkle root of the
@@ -46,11 +48,21 @@ from stella_core.evidence.chain import GENESIS, chain_hash
 from stella_core.evidence.merkle import leaf_hash, level_path, tree_levels, verify_checkpoint
 from stella_core.evidence.merkle import verify_inclusion_hash as inclusion_ok
 from stella_core.evidence.packets import PacketError, VerifiedPacket, verify_bundle
-from stella_core.evidence.predicates import KEY_V1, PREDICATE_NAMES, referenced_inputs
+from stella_core.evidence.predicates import (
+    APPROVAL_V1,
+    DECISION_RECORD_FIELD,
+    KEY_V1,
+    PREDICATE_NAMES,
+    SLSA_VSA_V1,
+    referenced_inputs,
+)
 
 CHECKS = ("signatures", "digests", "chain", "checkpoints")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HEX = "0123456789abcdef"
+# An approvals entry's `decision` and the word its packet's predicate uses for it.
+_DECIDED = {"approve": "approved", "reject": "rejected"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,35 @@ class Problem:
         return {"packet": self.packet, "check": self.check, "message": self.message}
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the checks across packets need of one packet in the capsule (small, as it crosses
+    process boundaries). Everything but `label` and `seq` is None when its signature did not
+    verify; the rest is read from its signed statement."""
+
+    label: str
+    seq: int
+    predicate_type: str | None = None
+    signer_key_id: str | None = None
+    promotion_id: object = None
+    environment: object = None
+    decision: object = None
+    approver: object = None
+    approver_key: object = None
+    subjects: tuple[str, ...] = ()
+    record: str | None = None  # a decision's record, `sha256:<hex>`
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalGap:
+    """An entry of a decision's approvals that the capsule does not back; replay shows it."""
+
+    decision: str  # the decision packet's label
+    by: str
+    packet: str  # what the entry names
+    reason: str
+
+
 @dataclass
 class Report:
     checked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHECKS, 0))
@@ -70,6 +111,8 @@ class Report:
     trust: str = "trusted keys given"
     packets: int = 0
     verified: dict[str, VerifiedPacket] = field(default_factory=dict)  # packet id -> packet
+    seen: dict[str, Seen] = field(default_factory=dict, repr=False)  # bundle digest -> packet
+    approval_gaps: list[ApprovalGap] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -107,12 +150,15 @@ def verify_capsule(
     keep_verified: bool = True,
     parallel_from: int = 2000,
     require_signed_manifest: bool = True,
+    owners: Mapping[str, tuple[str, str]] | None = None,
 ) -> Report:
     """Every check over a capsule's files. With `jobs` > 1 a capsule of at least `parallel_from`
     packets (below that, starting processes costs more than it saves) is checked in that many
     forked processes; `keep_verified=False` then saves sending the statements back when only
     the verdict is wanted. Without `require_signed_manifest` (the live ledger, whose capsule
-    the verifier builds itself) a missing manifest signature is no problem."""
+    the verifier builds itself) a missing manifest signature is no problem. `owners` says whose
+    each key is (`key id -> (owner kind, owner)`, as registered); without it, only the
+    orchestrator's signed key packets in the capsule say it."""
     with _no_cycle_collection():
         return _verify_capsule(
             files,
@@ -122,6 +168,7 @@ def verify_capsule(
             keep_verified,
             parallel_from,
             require_signed_manifest,
+            dict(owners or {}),
         )
 
 
@@ -147,6 +194,7 @@ def _verify_capsule(
     keep_verified: bool,
     parallel_from: int,
     require_signed_manifest: bool,
+    owners: dict[str, tuple[str, str]],
 ) -> Report:
     report = Report()
     digests = _digests(files)
@@ -172,7 +220,7 @@ def _verify_capsule(
         return report
     chain = _chain(files, report)
     roots = dict(trust)
-    ctx = _Context(files, digests, chain, dict(trust), roots, allow_uncovered)
+    ctx = _Context(files, digests, chain, dict(trust), roots, owners, allow_uncovered)
     # Key endorsements first (by the manifest's word, which only orders the work: a mislabelled
     # entry can only make a packet fail, never pass); they widen the trust the others get.
     valid = [e for e in entries if isinstance(e, dict)]
@@ -191,6 +239,7 @@ def _verify_capsule(
     else:
         for entry in others:
             _check_entry(entry, ctx, report, packets)
+    _check_decisions(ctx, report)
     _check_chain(chain, report)
     return report
 
@@ -202,6 +251,7 @@ class _Context:
     chain: Sequence[dict[str, Any]]
     trust: dict[str, PublicKey]
     roots: Mapping[str, PublicKey]
+    owners: dict[str, tuple[str, str]]  # key id -> (owner kind, owner)
     allow_uncovered: bool = False
     seal: _Seal | None = None  # None: no per-packet proof checks (no usable checkpoint)
 
@@ -235,12 +285,16 @@ def _check_entry(
     packets.append((label, seq))
     digest = "sha256:" + ctx.digests[packet_file(seq)]
     verified = _check_signature(label, seq, bundle_bytes, digest, entry, ctx.trust, report)
-    if verified is not None:
+    if verified is None:
+        report.seen[digest] = Seen(label, seq)
+    else:
         report.verified[label] = verified
+        report.seen[digest] = _seen(label, seq, verified)
         _check_inputs(label, verified, ctx.files, ctx.digests, report)
         endorsed = _endorsed_key(label, verified, ctx.roots, report)
         if endorsed is not None:
             ctx.trust[endorsed.key_id] = endorsed
+            ctx.owners.setdefault(endorsed.key_id, ("person", str(verified.predicate["owner"])))
     _check_link(label, seq, digest, ctx.chain, report)
     _check_proof(label, seq, ctx, report)
 
@@ -290,6 +344,7 @@ def _check_in_processes(
             report.checked[check] += count
         report.packets += part.packets
         report.verified.update(part.verified)
+        report.seen.update(part.seen)
         packets.extend(found)
 
 
@@ -493,6 +548,9 @@ def _endorsed_key(
     ]:
         report.add(label, "signatures", "the endorsement names another key than it holds")
         return None
+    if not isinstance(predicate.get("owner"), str) or predicate.get("ownerKind") != "person":
+        report.add(label, "signatures", "the endorsement does not say which person owns the key")
+        return None
     return key
 
 
@@ -510,6 +568,114 @@ def _check_inputs(
             report.add(label, "digests", f"input {name} ({digest}) is not in the capsule")
         elif "sha256:" + digests[path] != digest:
             report.add(label, "digests", f"input {name} does not match its digest {digest}")
+
+
+def _seen(label: str, seq: int, verified: VerifiedPacket) -> Seen:
+    predicate = verified.predicate
+    approver = predicate.get("approver")
+    record = predicate.get(DECISION_RECORD_FIELD)
+    record_hex = record.get("digest", {}).get("sha256") if isinstance(record, dict) else None
+    return Seen(
+        label,
+        seq,
+        verified.predicate_type,
+        verified.signer_key_id,
+        promotion_id=predicate.get("promotionId"),
+        environment=predicate.get("environment"),
+        decision=predicate.get("decision"),
+        approver=approver.get("name") if isinstance(approver, dict) else None,
+        approver_key=approver.get("keyId") if isinstance(approver, dict) else None,
+        subjects=tuple(sorted(verified.subject_digests())),
+        record=f"sha256:{record_hex}" if isinstance(record_hex, str) else None,
+    )
+
+
+def _check_decisions(ctx: _Context, report: Report) -> None:
+    """Each decision's approvals, as its recorded inputs name them by packet digest: every named
+    packet is in the capsule, and every counted one is the approval the decision took it for.
+    A capsule cannot leave out an approval (or a rejection) its decisions relied on."""
+    for seen in sorted(report.seen.values(), key=lambda s: s.seq):
+        if seen.predicate_type != SLSA_VSA_V1 or seen.record is None:
+            continue
+        inputs = _recorded_inputs(ctx, seen.record)
+        if inputs is None:
+            continue  # a missing or altered record is reported as an input problem
+        approvals = inputs.get("approvals")
+        for entry in approvals if isinstance(approvals, list) else []:
+            if isinstance(entry, dict) and "packet" in entry:  # none: a decision from before
+                _check_named_approval(seen.label, entry, inputs, ctx, report)
+
+
+def _recorded_inputs(ctx: _Context, record: str) -> dict[str, Any] | None:
+    """The inputs object of the decision record `record`, if the capsule holds it intact."""
+    path = input_file(record)
+    if "sha256:" + ctx.digests.get(path, "") != record:
+        return None
+    value = _load_json(ctx.files, path)
+    inputs = value.get("inputs") if isinstance(value, dict) else None
+    return inputs if isinstance(inputs, dict) else None
+
+
+def _check_named_approval(
+    decision: str,
+    entry: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    ctx: _Context,
+    report: Report,
+) -> None:
+    by, packet = str(entry.get("by")), entry.get("packet")
+    counted = entry.get("counted") is not False  # anything but an explicit false is checked
+    kind = "rejection" if entry.get("decision") == "reject" else "approval"
+    what = f"{by}'s {kind} {packet}"
+    verb = "count" if counted else "name"
+
+    def gap(check: str, reason: str) -> None:
+        report.add(decision, check, f"its inputs {verb} {what}, which {reason}")
+        report.approval_gaps.append(ApprovalGap(decision, by, str(packet), reason))
+
+    report.checked["digests"] += 1
+    if not isinstance(packet, str) or not _DIGEST.fullmatch(packet):
+        gap("digests", "is not a sha256:<hex> packet digest")
+        return
+    found = report.seen.get(packet)
+    if found is None:
+        gap("digests", "is not in the capsule")
+        return
+    if not counted:
+        return  # the decision did not rely on it; its own checks still apply to it
+    if found.predicate_type is None:
+        gap("signatures", f"does not verify (packet {found.label})")
+        return
+    if found.predicate_type != APPROVAL_V1:
+        name = PREDICATE_NAMES.get(found.predicate_type, found.predicate_type)
+        gap("signatures", f"is packet {found.label}, a {name} packet, not an approval")
+        return
+    request = inputs.get("request")
+    release = inputs.get("release")
+    request = request if isinstance(request, dict) else {}
+    components = release.get("components") if isinstance(release, dict) else None
+    digests = tuple(sorted(components.values())) if isinstance(components, dict) else None
+    owner = ctx.owners.get(str(found.signer_key_id))
+    mismatches = []
+    if owner != ("person", by):
+        signer = f"{str(found.signer_key_id)[:16]}…"
+        mismatches.append(
+            f"it is signed with {owner[1]}'s key {signer}"
+            if owner is not None
+            else f"it is signed with key {signer}, which no trusted endorsement gives to {by}"
+        )
+    if found.approver != by or found.approver_key != found.signer_key_id:
+        mismatches.append(f"it names {found.approver} (key {str(found.approver_key)[:16]}…)")
+    if found.promotion_id != request.get("promotionId"):
+        mismatches.append(f"it is about promotion {found.promotion_id}")
+    if found.environment != request.get("environment"):
+        mismatches.append(f"it is about environment {found.environment}")
+    if found.decision != _DECIDED.get(str(entry.get("decision"))):
+        mismatches.append(f"it says {found.decision}")
+    if digests is not None and found.subjects != digests:
+        mismatches.append("it is about other digests than the release")
+    if mismatches:
+        gap("signatures", f"is packet {found.label}, but " + "; ".join(mismatches))
 
 
 def _chain(files: Mapping[str, bytes], report: Report) -> list[dict[str, Any]]:
