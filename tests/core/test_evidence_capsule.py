@@ -207,7 +207,7 @@ def test_an_approval_removed_consistently_is_named_twice(ledger) -> None:
 def test_a_counted_approval_must_be_signed_by_the_person_it_names() -> None:
     ledger = MemoryLedger()
     carol = ledger.person("carol")
-    forged = ledger.approve("bob", signer=carol)  # carol signs an approval in bob's name
+    forged = ledger.approve("bob", signer=carol, actor="carol")  # an approval in bob's name
     ledger.decide([entry("bob", forged)])
     report = verify_capsule(ledger.files(), [ledger.orchestrator.public_key()])
     [problem] = report.problems
@@ -260,4 +260,33 @@ def test_legacy_entries_name_no_packet_and_uncounted_ones_need_only_be_present()
             "digests",
             f"its inputs name carol's approval sha256:{hashlib.sha256(gone.bundle).hexdigest()}",
         )
+    ]
+
+
+# ------------------------------------------------------------------------------- ledger rows
+def test_each_row_is_held_to_its_bundles_signer() -> None:
+    """A row names the key that signed its bundle, and a person's packet was appended by that
+    person; the same bundle twice is a copy."""
+    ledger = MemoryLedger()
+    bob = ledger.approve("bob")
+    carol = ledger.person("carol")
+    copy = ledger.row(bob.predicate_type, bob.bundle, carol.key_id, "carol")
+    report = verify_capsule(ledger.files(), [ledger.orchestrator.public_key()])
+    assert [(p.packet, p.check, p.message) for p in report.problems] == [
+        (
+            copy.id,
+            "signatures",
+            f"packet #{copy.seq}'s row names signer {carol.key_id[:16]}…, but its bundle is "
+            f"signed with key {ledger.people['bob'].key_id[:16]}… (bob's)",
+        ),
+        (
+            copy.id,
+            "signatures",
+            f"packet #{copy.seq} was appended by carol but is signed with bob's key",
+        ),
+        (
+            copy.id,
+            "digests",
+            f"packet #{copy.seq} holds the same bundle as packet {bob.id}: a copy",
+        ),
     ]

@@ -21,12 +21,15 @@ from stella_core.evidence.capsule import CapsuleError, read_tar
 from stella_core.evidence.chain import chain_hash
 from stella_core.evidence.ledger import Filter
 from stella_core.evidence.merkle import verify_checkpoint
+from stella_core.evidence.predicates import APPROVAL_V1
 from stella_core.evidence.service import Selection, replay_capsule
 from stella_core.evidence.verify import verify_capsule
 from stella_core.tenancy.keys import NoSigningKeyError
 from stella_core.tenancy.model import ProductRole
 from tests.support.evidence_helpers import (
+    API,
     POLICY,
+    WEB,
     emit_approval,
     emit_decision,
     emit_other_types,
@@ -493,6 +496,57 @@ def test_a_superuser_rewriting_the_whole_chain_breaks_the_checkpoint(admin, supe
     report = admin.evidence.verify_ledger()
     assert {p.check for p in report.problems} == {"checkpoints"}, report.to_json()
     assert any("altered after it was sealed" in p.message for p in report.problems)
+
+
+def test_verify_ledger_holds_each_row_to_its_bundles_signer(world, admin, superuser) -> None:
+    """The database lets a person append a row with their own key id over any bytes: a row
+    holding `{}`, or a copy of another person's approval, is named by `verify --ledger`; so is
+    a person's packet whose row says someone else appended it."""
+    bob = person(world, admin, "bob", ProductRole.APPROVER)
+    carol = person(world, admin, "carol", ProductRole.APPROVER)
+    approval = emit_approval(bob)
+    emit_other_types(admin)  # orchestrator-signed packets appended by the admin: no problem
+    carol_key = carol.evidence.ensure_personal_key()
+    assert admin.evidence.verify_ledger().ok
+    from stella_core.evidence.ledger import LedgerStore, Refs
+
+    with bob.db.transaction() as conn:
+        copied = LedgerStore(conn).bundles([approval.seq])[approval.seq]
+    with carol.db.transaction() as conn:
+        empty, copy = LedgerStore(conn).append(
+            carol.db.tenant_id,
+            [
+                ("approval", APPROVAL_V1, [WEB], carol_key.key_id, b"{}", Refs()),
+                ("approval", APPROVAL_V1, [WEB, API], carol_key.key_id, copied, Refs()),
+            ],
+        )
+    assert (empty.actor, copy.actor) == ("carol", "carol")
+    report = admin.evidence.verify_ledger()
+    found = [(p.packet, p.check, p.message) for p in report.problems]
+    assert (str(empty.id), "signatures") in [(p, c) for p, c, _ in found], found
+    assert any(
+        p == str(copy.id) and c == "signatures" and "row names signer" in m and "(bob's)" in m
+        for p, c, m in found
+    ), found
+    assert (
+        str(copy.id),
+        "signatures",
+        f"packet #{copy.seq} was appended by carol but is signed with bob's key",
+    ) in found
+    assert (
+        str(copy.id),
+        "digests",
+        f"packet #{copy.seq} holds the same bundle as packet {approval.id}: a copy",
+    ) in found
+    # Behind the database's back: bob's own approval said to be carol's doing.
+    _as_superuser(
+        superuser, f"UPDATE evidence.packets SET actor = 'carol' WHERE seq = {approval.seq}"
+    )
+    found = [(p.packet, p.message) for p in admin.evidence.verify_ledger().problems]
+    assert (
+        str(approval.id),
+        f"packet #{approval.seq} was appended by carol but is signed with bob's key",
+    ) in found
 
 
 # ------------------------------------------------------------------------------- openssl

@@ -54,10 +54,24 @@ class MemoryLedger:
         promotion_id: str | None = None,
     ) -> capsule.CapsulePacket:
         """Sign and chain one packet, as `EvidenceService.emit` and the database trigger do."""
-        seq = len(self.chain) + 1
         bundle = bundle_bytes(
             sign_statement(statement(subjects, predicate_type, predicate), signer)
         )
+        for body in inputs:
+            self.inputs[sha(body)] = (JSON, body)
+        return self.row(predicate_type, bundle, signer.key_id, actor, promotion_id=promotion_id)
+
+    def row(
+        self,
+        predicate_type: str,
+        bundle: bytes,
+        signer_key_id: str,
+        actor: str,
+        *,
+        promotion_id: str | None = None,
+    ) -> capsule.CapsulePacket:
+        """Chain a row holding `bundle` as is, whatever it says (what a forger appends)."""
+        seq = len(self.chain) + 1
         digest = sha(bundle)
         prev = self.chain[-1][3] if self.chain else GENESIS
         self.chain.append((seq, digest, prev, chain_hash(prev, seq, digest)))
@@ -67,14 +81,12 @@ class MemoryLedger:
             type=PREDICATE_NAMES[predicate_type],
             predicate_type=predicate_type,
             bundle=bundle,
-            signer_key_id=signer.key_id,
+            signer_key_id=signer_key_id,
             actor=actor,
             created_at="2026-11-20T10:00:00+00:00",
             promotion_id=promotion_id,
         )
         self.packets.append(packet)
-        for body in inputs:
-            self.inputs[sha(body)] = (JSON, body)
         return packet
 
     def person(self, name: str) -> SigningKey:
@@ -105,8 +117,10 @@ class MemoryLedger:
         decision: str = "approved",
         promotion_id: str = PROMOTION,
         signer: SigningKey | None = None,
+        actor: str | None = None,
     ) -> capsule.CapsulePacket:
-        """`name`'s approval packet, signed with their key (or `signer`, to forge one)."""
+        """`name`'s approval packet, signed with their key (or `signer`, to forge one) and
+        appended by them (or `actor`)."""
         key = signer or self.people.get(name) or self.person(name)
         return self.append(
             APPROVAL_V1,
@@ -120,7 +134,7 @@ class MemoryLedger:
                 "decidedAt": NOW,
             },
             key,
-            name,
+            actor or name,
             promotion_id=promotion_id,
         )
 

@@ -3,7 +3,8 @@
 Four checks, each counted in `checked`:
 - `signatures`: the signed manifest and each packet's bundle verify against the trusted keys
   (the auditor's `--trusted-key` files, or else the keys the capsule carries, which the report
-  says);
+  says); each packet's bundle is signed with the key its ledger row names, and a packet signed
+  with a person's key was appended by that person;
 - `digests`: the archive holds exactly the files the signed manifest lists, with the digests it
   lists, and SHA256SUMS names no other; every file against SHA256SUMS; every input a signed
   predicate names by digest is present with that digest; every approval packet a decision's
@@ -239,9 +240,15 @@ def _verify_capsule(
     else:
         for entry in others:
             _check_entry(entry, ctx, report, packets)
+    _check_copies(sorted(valid, key=_seq_order), ctx, report)
     _check_decisions(ctx, report)
     _check_chain(chain, report)
     return report
+
+
+def _seq_order(entry: Mapping[str, Any]) -> int:
+    seq = entry.get("seq")
+    return seq if isinstance(seq, int) else 0
 
 
 @dataclass
@@ -290,6 +297,7 @@ def _check_entry(
     else:
         report.verified[label] = verified
         report.seen[digest] = _seen(label, seq, verified)
+        _check_row(label, seq, entry, verified, ctx.owners, report)
         _check_inputs(label, verified, ctx.files, ctx.digests, report)
         endorsed = _endorsed_key(label, verified, ctx.roots, report)
         if endorsed is not None:
@@ -568,6 +576,59 @@ def _check_inputs(
             report.add(label, "digests", f"input {name} ({digest}) is not in the capsule")
         elif "sha256:" + digests[path] != digest:
             report.add(label, "digests", f"input {name} does not match its digest {digest}")
+
+
+def _check_row(
+    label: str,
+    seq: int,
+    entry: Mapping[str, Any],
+    verified: VerifiedPacket,
+    owners: Mapping[str, tuple[str, str]],
+    report: Report,
+) -> None:
+    """The ledger row's word (`signerKeyId`, and `actor`: who appended it) against the bundle's:
+    the row names the key that signed the bundle, and a packet signed with a person's key was
+    appended by that person (an orchestrator-signed one by anyone). The database only checks
+    that the row's key may be used by its appender, not that the bundle is signed with it: a
+    row holding `{}` or another person's bundle shows here."""
+    signer = verified.signer_key_id
+    owner = owners.get(signer)
+    whose = f" ({owner[1]}'s)" if owner is not None else ""
+    named = entry.get("signerKeyId")
+    if isinstance(named, str) and named != signer:
+        report.add(
+            label,
+            "signatures",
+            f"packet #{seq}'s row names signer {named[:16]}…, but its bundle is signed with key "
+            f"{signer[:16]}…{whose}",
+        )
+    actor = entry.get("actor")
+    if owner is not None and owner[0] == "person" and isinstance(actor, str) and actor != owner[1]:
+        report.add(
+            label,
+            "signatures",
+            f"packet #{seq} was appended by {actor} but is signed with {owner[1]}'s key",
+        )
+
+
+def _check_copies(entries: Sequence[Mapping[str, Any]], ctx: _Context, report: Report) -> None:
+    """No bundle twice: every honest packet is signed anew, so a second copy of one (even of an
+    orchestrator-signed one, which anyone may append) was put there by hand."""
+    first: dict[str, str] = {}
+    for entry in entries:
+        seq = entry.get("seq")
+        hex_digest = ctx.digests.get(packet_file(seq)) if isinstance(seq, int) else None
+        if hex_digest is None:
+            continue
+        label = str(entry.get("id")) if entry.get("id") is not None else f"seq {seq}"
+        if hex_digest in first:
+            report.add(
+                label,
+                "digests",
+                f"packet #{seq} holds the same bundle as packet {first[hex_digest]}: a copy",
+            )
+        else:
+            first[hex_digest] = label
 
 
 def _seen(label: str, seq: int, verified: VerifiedPacket) -> Seen:
