@@ -632,14 +632,26 @@ def _check_copies(entries: Sequence[Mapping[str, Any]], ctx: _Context, report: R
 
 
 def _seen(label: str, seq: int, verified: VerifiedPacket) -> Seen:
-    predicate = verified.predicate
+    """Only approvals and decisions are looked into (most packets of a large capsule are runs)."""
+    predicate_type, predicate = verified.predicate_type, verified.predicate
+    if predicate_type == SLSA_VSA_V1:
+        record = predicate.get(DECISION_RECORD_FIELD)
+        digest = record.get("digest") if isinstance(record, dict) else None
+        record_hex = digest.get("sha256") if isinstance(digest, dict) else None
+        return Seen(
+            label,
+            seq,
+            predicate_type,
+            verified.signer_key_id,
+            record=f"sha256:{record_hex}" if isinstance(record_hex, str) else None,
+        )
+    if predicate_type != APPROVAL_V1:
+        return Seen(label, seq, predicate_type, verified.signer_key_id)
     approver = predicate.get("approver")
-    record = predicate.get(DECISION_RECORD_FIELD)
-    record_hex = record.get("digest", {}).get("sha256") if isinstance(record, dict) else None
     return Seen(
         label,
         seq,
-        verified.predicate_type,
+        predicate_type,
         verified.signer_key_id,
         promotion_id=predicate.get("promotionId"),
         environment=predicate.get("environment"),
@@ -647,7 +659,6 @@ def _seen(label: str, seq: int, verified: VerifiedPacket) -> Seen:
         approver=approver.get("name") if isinstance(approver, dict) else None,
         approver_key=approver.get("keyId") if isinstance(approver, dict) else None,
         subjects=tuple(sorted(verified.subject_digests())),
-        record=f"sha256:{record_hex}" if isinstance(record_hex, str) else None,
     )
 
 
