@@ -162,6 +162,35 @@ def test_a_capsule_missing_a_counted_approval_fails_verify_and_replay(
     ]
 
 
+def test_verify_ledger_names_a_row_over_another_persons_bundle(world) -> None:
+    from stella_core.evidence.ledger import LedgerStore, Refs
+    from stella_core.evidence.predicates import APPROVAL_V1
+
+    admin = world.open()
+    for name in ("bob", "carol"):
+        user, password = admin.tenancy.add_user(name, ProductRole.APPROVER)
+        admin.save_profile_for(user.name, password)
+    approval = emit_approval(world.open("bob"))
+    carol = world.open("carol")
+    key = carol.evidence.ensure_personal_key()
+    env = world.env()
+    assert ok_json(env, "evidence", "verify", "--ledger", "-o", "json")["ok"] is True
+    with carol.db.transaction() as conn:
+        bundle = LedgerStore(conn).bundles([approval.seq])[approval.seq]
+        [copy] = LedgerStore(conn).append(
+            carol.db.tenant_id,
+            [("approval", APPROVAL_V1, list(approval.subject_digests), key.key_id, bundle, Refs())],
+        )
+    result = stella(env, "evidence", "verify", "--ledger", "-o", "json")
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert {
+        "packet": str(copy.id),
+        "check": "signatures",
+        "message": f"packet #{copy.seq} was appended by carol but is signed with bob's key",
+    } in problems
+
+
 def test_bad_input_is_refused_with_exit_2(world, tmp_path: Path) -> None:
     env = world.env()
     world.open()
