@@ -277,7 +277,7 @@ def test_export_writes_an_archive_that_verifies_with_four_passing_checks(
     assert run(verify.verify()) is not None
     assert [(name, ok) for name, _, ok in verify.check_results()] == ALL_PASSED
     counts = {name: count for name, count, _ in verify.check_results()}
-    assert counts["Signatures"] == 1
+    assert counts["Signatures"] == 2  # the run packet and the signed manifest
     assert all(count > 0 for count in counts.values())
     assert verify.verdict.text() == "passed"
     assert verify.problem_rows() == []

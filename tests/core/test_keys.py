@@ -74,6 +74,27 @@ def test_sign_and_verify(key: SigningKey) -> None:
     assert key.public_key().verify(again, b"evidence")
 
 
+def test_deterministic_signatures_repeat_and_verify_with_openssl(
+    key: SigningKey, tmp_path: Path
+) -> None:
+    """RFC 6979: the same key and message give the same signature, an ordinary ECDSA one."""
+    signature = key.sign(b"manifest", deterministic=True)
+    assert key.sign(b"manifest", deterministic=True) == signature
+    assert key.sign(b"manifesT", deterministic=True) != signature
+    assert key.public_key().verify(signature, b"manifest")
+    (tmp_path / "key.pem").write_bytes(key.public_key().pem())
+    (tmp_path / "data").write_bytes(b"manifest")
+    (tmp_path / "sig").write_bytes(signature)
+    done = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", "key.pem", "-signature", "sig", "data"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.stdout.strip() == "Verified OK", done.stderr
+
+
 @pytest.mark.parametrize(
     "signature",
     [b"", b"\x30", b"\x30\x00", b"\x00" * 64, b"not a signature at all", b"\x30\x06\x02\x01\x01"],

@@ -9,8 +9,17 @@ from pathlib import Path
 
 from stella_core.evidence import capsule
 from stella_core.evidence.capsule import read_tar
+from stella_core.tenancy.model import ProductRole
 from tests.integration.test_cli import ok_json, stella
-from tests.support.evidence_helpers import POLICY, emit_decision, flip_base64_field, run_once
+from tests.support.evidence_helpers import (
+    POLICY,
+    emit_approval,
+    emit_decision,
+    flip_base64_field,
+    named,
+    run_once,
+    without_packet,
+)
 
 LIST_FIELDS = {"id", "type", "subject_digests", "signer_key_id", "created_at", "seq"}
 
@@ -77,7 +86,7 @@ def test_list_export_verify_replay_checkpoint(world, tmp_path: Path) -> None:
     assert verified["ok"] is True
     assert verified["problems"] == []
     assert set(verified["checked"]) == {"signatures", "digests", "chain", "checkpoints"}
-    assert verified["checked"]["signatures"] == 1
+    assert verified["checked"]["signatures"] == 2  # the run packet and the manifest
     assert not (tmp_path / "auditor-home" / "profiles.json").exists()
     replayed = ok_json(auditor, "evidence", "replay", str(out), "-o", "json")
     assert replayed["same"] is True
@@ -114,6 +123,72 @@ def test_list_export_verify_replay_checkpoint(world, tmp_path: Path) -> None:
     assert {"signatures", "digests"} <= checks
     assert any(p["packet"] == listed[0]["id"] for p in report["problems"])
     assert stella(auditor, "evidence", "replay", str(tampered), "-o", "json").returncode == 1
+
+
+def test_a_capsule_missing_a_counted_approval_fails_verify_and_replay(
+    world, tmp_path: Path
+) -> None:
+    admin = world.open()
+    user, password = admin.tenancy.add_user("bob", ProductRole.APPROVER)
+    admin.save_profile_for(user.name, password)
+    bob = emit_approval(world.open("bob"))
+    decision = emit_decision(admin, approvals=[named("bob", bob)])
+    env = world.env()
+    out = tmp_path / "release.tar"
+    ok_json(env, "evidence", "export", "--release", "shop-1", "--out", str(out), "-o", "json")
+    orchestrator_pem = tmp_path / "orchestrator.pem"
+    assert stella(env, "keys", "export", "--out", str(orchestrator_pem)).returncode == 0
+    auditor = auditor_env(tmp_path)
+    key = ["--trusted-key", str(orchestrator_pem)]
+    assert ok_json(auditor, "evidence", "verify", str(out), *key, "-o", "json")["ok"] is True
+
+    removed = tmp_path / "removed.tar"
+    capsule.write_tar(without_packet(read_tar(out), bob.seq), removed)
+    result = stella(auditor, "evidence", "verify", str(removed), *key, "-o", "json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert {
+        "packet": str(decision.id),
+        "check": "digests",
+        "message": f"its inputs count bob's approval {bob.bundle_digest}, which is not in the "
+        "capsule",
+    } in report["problems"]
+    replayed = stella(auditor, "evidence", "replay", str(removed), *key, "-o", "json")
+    assert replayed.returncode == 1
+    value = json.loads(replayed.stdout)
+    assert value["same"] is False
+    assert [(d["kind"], d["name"], d["recorded"]) for d in value["differences"]] == [
+        ("approval", "bob", bob.bundle_digest)
+    ]
+
+
+def test_verify_ledger_names_a_row_over_another_persons_bundle(world) -> None:
+    from stella_core.evidence.ledger import LedgerStore, Refs
+    from stella_core.evidence.predicates import APPROVAL_V1
+
+    admin = world.open()
+    for name in ("bob", "carol"):
+        user, password = admin.tenancy.add_user(name, ProductRole.APPROVER)
+        admin.save_profile_for(user.name, password)
+    approval = emit_approval(world.open("bob"))
+    carol = world.open("carol")
+    key = carol.evidence.ensure_personal_key()
+    env = world.env()
+    assert ok_json(env, "evidence", "verify", "--ledger", "-o", "json")["ok"] is True
+    with carol.db.transaction() as conn:
+        bundle = LedgerStore(conn).bundles([approval.seq])[approval.seq]
+        [copy] = LedgerStore(conn).append(
+            carol.db.tenant_id,
+            [("approval", APPROVAL_V1, list(approval.subject_digests), key.key_id, bundle, Refs())],
+        )
+    result = stella(env, "evidence", "verify", "--ledger", "-o", "json")
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert {
+        "packet": str(copy.id),
+        "check": "signatures",
+        "message": f"packet #{copy.seq} was appended by carol but is signed with bob's key",
+    } in problems
 
 
 def test_bad_input_is_refused_with_exit_2(world, tmp_path: Path) -> None:

@@ -18,20 +18,27 @@ from stella_core.crypto.keys import SigningKey
 from stella_core.errors import IntegrityError, StellaError
 from stella_core.evidence import capsule
 from stella_core.evidence.capsule import CapsuleError, read_tar
-from stella_core.evidence.ledger import Filter, chain_hash
+from stella_core.evidence.chain import chain_hash
+from stella_core.evidence.ledger import Filter
 from stella_core.evidence.merkle import verify_checkpoint
+from stella_core.evidence.predicates import APPROVAL_V1
 from stella_core.evidence.service import Selection, replay_capsule
 from stella_core.evidence.verify import verify_capsule
 from stella_core.tenancy.keys import NoSigningKeyError
 from stella_core.tenancy.model import ProductRole
 from tests.support.evidence_helpers import (
+    API,
     POLICY,
+    WEB,
+    emit_approval,
     emit_decision,
     emit_other_types,
     flip_base64_field,
+    named,
     raw_tar,
     rewrite,
     run_once,
+    without_packet,
 )
 from tests.support.workflow_helpers import notify, template
 
@@ -193,7 +200,7 @@ def test_rotation_keeps_old_evidence_verifiable(admin, tmp_path: Path) -> None:
     files, _ = admin.evidence.capsule_files(Selection(since=rows[0].created_at, until=_later(rows)))
     report = verify_capsule(files, [k.public_key for k in admin.evidence.signing_keys()])
     assert report.ok, report.to_json()
-    assert report.checked["signatures"] == 2
+    assert report.checked["signatures"] == 3  # both packets and the manifest
 
 
 def _later(rows):
@@ -236,11 +243,18 @@ def test_export_is_deterministic_and_verifies_offline(admin, tmp_path: Path) -> 
     assert [m.name for m in members] == sorted(m.name for m in members)
     assert {(m.mtime, m.mode, m.uid, m.gid) for m in members} == {(0, 0o644, 0, 0)}
     files = read_tar(tmp_path / "a.tar")
-    assert {"README.md", "SHA256SUMS", "manifest.json", "ledger/checkpoint.txt"} <= set(files)
+    assert {
+        "README.md",
+        "SHA256SUMS",
+        "manifest.json",
+        "manifest.sigstore.json",
+        "ledger/checkpoint.txt",
+    } <= set(files)
     report = verify_capsule(files)
     assert report.ok, report.to_json()
-    # 8 files in SHA256SUMS and the template the run packet names; the chain up to the decision
-    assert report.checked == {"signatures": 1, "digests": 9, "chain": 2, "checkpoints": 2}
+    # The packet and the manifest signed; 9 files in SHA256SUMS, the 8 the manifest signs and
+    # the template the run packet names; the chain up to the decision.
+    assert report.checked == {"signatures": 2, "digests": 18, "chain": 2, "checkpoints": 2}
 
 
 def test_a_decision_capsule_carries_every_input_and_replays(admin, tmp_path: Path) -> None:
@@ -279,6 +293,50 @@ def test_every_packet_type_replays_the_same(admin, tmp_path: Path) -> None:
         ["run", "vsa", "approval", "deployment", "rollback", "drift", "key"]
     )
     assert result["same"], result
+
+
+def test_an_export_carries_every_approval_its_decisions_name(world, admin) -> None:
+    """A time range that starts after the approvals still exports them with the decision that
+    counted them, and the orchestrator's key alone verifies it."""
+    approvals = {
+        name: emit_approval(person(world, admin, name, ProductRole.APPROVER))
+        for name in ("bob", "carol")
+    }
+    decision = emit_decision(admin, approvals=[named(name, row) for name, row in approvals.items()])
+    files, count = admin.evidence.capsule_files(Selection(since=decision.created_at, until=_far()))
+    assert count == 5  # the decision, both approvals and the endorsements of their keys
+    manifest = json.loads(files["manifest.json"])
+    assert {p["id"] for p in manifest["packets"]} >= {str(r.id) for r in approvals.values()}
+    orchestrator = [
+        k.public_key for k in admin.evidence.signing_keys() if k.owner_kind == "orchestrator"
+    ]
+    report = verify_capsule(files, orchestrator)
+    assert report.ok, report.to_json()
+    assert replay_capsule(files, orchestrator)["same"]
+
+
+def test_an_approval_removed_consistently_is_named_and_replay_differs(world, admin) -> None:
+    bob = emit_approval(person(world, admin, "bob", ProductRole.APPROVER))
+    carol = emit_approval(person(world, admin, "carol", ProductRole.APPROVER))
+    decision = emit_decision(admin, approvals=[named("bob", bob), named("carol", carol)])
+    files, _ = admin.evidence.capsule_files(Selection(release="shop-1"))
+    removed = without_packet(files, bob.seq)
+    report = verify_capsule(removed)
+    assert not report.ok
+    assert (
+        str(decision.id),
+        "digests",
+        f"its inputs count bob's approval {bob.bundle_digest}, which is not in the capsule",
+    ) in [(p.packet, p.check, p.message) for p in report.problems]
+    result = replay_capsule(removed, None)
+    assert result["same"] is False
+    assert {
+        "packet": str(decision.id),
+        "kind": "approval",
+        "name": "bob",
+        "recorded": bob.bundle_digest,
+        "replayed": "is not in the capsule",
+    } in result["differences"]
 
 
 def _epoch():
@@ -440,6 +498,57 @@ def test_a_superuser_rewriting_the_whole_chain_breaks_the_checkpoint(admin, supe
     assert any("altered after it was sealed" in p.message for p in report.problems)
 
 
+def test_verify_ledger_holds_each_row_to_its_bundles_signer(world, admin, superuser) -> None:
+    """The database lets a person append a row with their own key id over any bytes: a row
+    holding `{}`, or a copy of another person's approval, is named by `verify --ledger`; so is
+    a person's packet whose row says someone else appended it."""
+    bob = person(world, admin, "bob", ProductRole.APPROVER)
+    carol = person(world, admin, "carol", ProductRole.APPROVER)
+    approval = emit_approval(bob)
+    emit_other_types(admin)  # orchestrator-signed packets appended by the admin: no problem
+    carol_key = carol.evidence.ensure_personal_key()
+    assert admin.evidence.verify_ledger().ok
+    from stella_core.evidence.ledger import LedgerStore, Refs
+
+    with bob.db.transaction() as conn:
+        copied = LedgerStore(conn).bundles([approval.seq])[approval.seq]
+    with carol.db.transaction() as conn:
+        empty, copy = LedgerStore(conn).append(
+            carol.db.tenant_id,
+            [
+                ("approval", APPROVAL_V1, [WEB], carol_key.key_id, b"{}", Refs()),
+                ("approval", APPROVAL_V1, [WEB, API], carol_key.key_id, copied, Refs()),
+            ],
+        )
+    assert (empty.actor, copy.actor) == ("carol", "carol")
+    report = admin.evidence.verify_ledger()
+    found = [(p.packet, p.check, p.message) for p in report.problems]
+    assert (str(empty.id), "signatures") in [(p, c) for p, c, _ in found], found
+    assert any(
+        p == str(copy.id) and c == "signatures" and "row names signer" in m and "(bob's)" in m
+        for p, c, m in found
+    ), found
+    assert (
+        str(copy.id),
+        "signatures",
+        f"packet #{copy.seq} was appended by carol but is signed with bob's key",
+    ) in found
+    assert (
+        str(copy.id),
+        "digests",
+        f"packet #{copy.seq} holds the same bundle as packet {approval.id}: a copy",
+    ) in found
+    # Behind the database's back: bob's own approval said to be carol's doing.
+    _as_superuser(
+        superuser, f"UPDATE evidence.packets SET actor = 'carol' WHERE seq = {approval.seq}"
+    )
+    found = [(p.packet, p.message) for p in admin.evidence.verify_ledger().problems]
+    assert (
+        str(approval.id),
+        f"packet #{approval.seq} was appended by carol but is signed with bob's key",
+    ) in found
+
+
 # ------------------------------------------------------------------------------- openssl
 def _readme_script(readme: str) -> str:
     start = readme.index("```sh\n") + len("```sh\n")
@@ -458,21 +567,40 @@ def test_the_readme_openssl_recipe_verifies_and_catches_a_forgery(exported, tmp_
         ["bash", "-c", script], cwd=good, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("Verified OK") == 3  # two packets and the checkpoint
+    assert done.stdout.count("Verified OK") == 4  # the manifest, two packets, the checkpoint
     assert "SHA256SUMS: all files match" in done.stdout
+    assert "manifest: Verified OK" in done.stdout
+    assert "manifest: SHA256SUMS lists exactly the signed files" in done.stdout
     assert "checkpoint: Verified OK" in done.stdout
-    # A forged payload with SHA256SUMS recomputed: openssl refuses the signature.
+
+    def run_on(changed: dict[str, bytes], where: str) -> str:
+        for n, body in changed.items():
+            (tmp_path / where / n).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / where / n).write_bytes(body)
+        failed = subprocess.run(
+            ["bash", "-c", script],
+            cwd=tmp_path / where,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert failed.returncode != 0
+        return failed.stdout + failed.stderr
+
+    # A forged payload with SHA256SUMS recomputed: it is not the file the manifest signed.
     name = capsule.packet_file(seq)
     forged = rewrite(files, name, flip_base64_field(files[name], "payload"), fix_sums=True)
-    bad = tmp_path / "bad"
-    for n, body in forged.items():
-        (bad / n).parent.mkdir(parents=True, exist_ok=True)
-        (bad / n).write_bytes(body)
-    failed = subprocess.run(
-        ["bash", "-c", script], cwd=bad, capture_output=True, text=True, check=False
-    )
-    assert failed.returncode != 0
-    assert "Verification failure" in failed.stdout + failed.stderr
+    assert "SHA256SUMS DIFFERS FROM THE SIGNED MANIFEST" in run_on(forged, "payload")
+    # A file added and listed in SHA256SUMS: the same.
+    extra = rewrite(files, "inputs/sha256/" + "e" * 64, b"{}", fix_sums=True)
+    assert "SHA256SUMS DIFFERS FROM THE SIGNED MANIFEST" in run_on(extra, "extra")
+    # A file added and listed nowhere.
+    unlisted = {**files, "inputs/sha256/" + "e" * 64: b"{}"}
+    assert "FILES DIFFER FROM SHA256SUMS" in run_on(unlisted, "unlisted")
+    # A forged manifest signature: openssl refuses it.
+    name = capsule.MANIFEST_SIGNATURE
+    resigned = rewrite(files, name, flip_base64_field(files[name], "sig"), fix_sums=True)
+    assert "Verification failure" in run_on(resigned, "signature")
 
 
 def test_checking_in_processes_finds_the_same_as_in_one(exported) -> None:

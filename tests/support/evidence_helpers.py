@@ -35,7 +35,11 @@ POLICY: dict[str, Any] = {
 }
 
 
-def decision_inputs(approvers: tuple[str, ...] = ("bob", "carol")) -> dict[str, Any]:
+def decision_inputs(
+    approvers: tuple[str, ...] = ("bob", "carol"), approvals: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A decision's inputs; `approvals` replaces the entries made from `approvers` (legacy
+    entries, which name no packet)."""
     return {
         "request": {
             "promotionId": str(uuid.UUID(int=7)),
@@ -45,7 +49,9 @@ def decision_inputs(approvers: tuple[str, ...] = ("bob", "carol")) -> dict[str, 
             "reason": "weekly",
         },
         "release": {"name": "shop-1", "components": {"web": WEB, "api": API}},
-        "approvals": [
+        "approvals": approvals
+        if approvals is not None
+        else [
             {"by": who, "role": "approver", "decision": "approve", "at": NOW, "signatureOk": True}
             for who in approvers
         ],
@@ -54,8 +60,12 @@ def decision_inputs(approvers: tuple[str, ...] = ("bob", "carol")) -> dict[str, 
     }
 
 
-def emit_decision(stella: Any, approvers: tuple[str, ...] = ("bob", "carol")) -> Any:
-    inputs = decision_inputs(approvers)
+def emit_decision(
+    stella: Any,
+    approvers: tuple[str, ...] = ("bob", "carol"),
+    approvals: list[dict[str, Any]] | None = None,
+) -> Any:
+    inputs = decision_inputs(approvers, approvals)
     decision = decide(POLICY, inputs, NOW)
     system = stella.orchestrator  # decisions are the orchestrator's to sign
     with system.db.transaction() as conn:
@@ -68,6 +78,44 @@ def emit_decision(stella: Any, approvers: tuple[str, ...] = ("bob", "carol")) ->
             resource_uri="stella://releases/shop-1",
             refs=Refs(release="shop-1", environment="prod", promotion_id=uuid.UUID(int=7)),
         )
+
+
+def emit_approval(stella: Any) -> Any:
+    """This person's approval of promotion 7, signed with their own key, as promotions emits
+    it; its row's `bundle_digest` is what a decision's inputs name it by."""
+    stella.evidence.ensure_personal_key()
+    me = stella.tenancy.whoami().user
+    with stella.db.transaction() as conn:
+        signer = stella.evidence.personal_signer(conn)
+        return stella.evidence.emit(
+            conn,
+            predicate_type=APPROVAL_V1,
+            subjects=[("web", WEB), ("api", API)],
+            predicate={
+                "promotionId": str(uuid.UUID(int=7)),
+                "decision": "approved",
+                "approver": {"name": me, "keyId": signer.key_id},
+                "environment": "prod",
+                "release": release_json(),
+                "decidedAt": NOW,
+            },
+            signer=signer,
+            refs=Refs(release="shop-1", environment="prod", promotion_id=uuid.UUID(int=7)),
+        )
+
+
+def named(by: str, row: Any, *, counted: bool = True) -> dict[str, Any]:
+    """An approvals entry naming its packet, as promotions records it: `packet` is the ledger's
+    bundle digest of the approval, `counted` whether the gate counted it."""
+    return {
+        "by": by,
+        "role": "approver",
+        "decision": "approve",
+        "at": NOW,
+        "signatureOk": True,
+        "packet": row.bundle_digest,
+        "counted": counted,
+    }
 
 
 def release_json() -> dict[str, Any]:
@@ -176,6 +224,21 @@ def rewrite(files: dict[str, bytes], name: str, body: bytes, *, fix_sums: bool) 
     changed[name] = body
     if fix_sums:
         changed["SHA256SUMS"] = capsule.sha256sums(changed)
+    return changed
+
+
+def without_packet(files: dict[str, bytes], seq: int) -> dict[str, bytes]:
+    """Packet `seq` removed consistently: its bundle, its proof, its manifest entry and its
+    SHA256SUMS line (the manifest signature, which nobody else can make, left as it was)."""
+    changed = {
+        name: body
+        for name, body in files.items()
+        if name not in (capsule.packet_file(seq), capsule.proof_file(seq))
+    }
+    manifest = json.loads(files["manifest.json"])
+    manifest["packets"] = [p for p in manifest["packets"] if p["seq"] != seq]
+    changed["manifest.json"] = capsule.canonical_json(manifest) + b"\n"
+    changed["SHA256SUMS"] = capsule.sha256sums(changed)
     return changed
 
 

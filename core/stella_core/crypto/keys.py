@@ -184,10 +184,22 @@ class SigningKey:
     def public_key(self) -> PublicKey:
         return self._public
 
-    def sign(self, data: bytes) -> bytes:
+    def sign(self, data: bytes, *, deterministic: bool = False) -> bytes:
         """ECDSA P-256 / SHA-256 over `data`, as an ASN.1 DER signature (what openssl and cosign
-        expect). Signatures are randomized: signing twice gives different bytes."""
-        return self._key.sign(data, _ECDSA_SHA256)
+        expect). Signatures are randomized: signing twice gives different bytes. With
+        `deterministic` the nonce is derived from the key and the message (RFC 6979, OpenSSL's
+        implementation): the same key signing the same bytes gives the same signature, which
+        any ECDSA verifier accepts like any other."""
+        if not deterministic:
+            return self._key.sign(data, _ECDSA_SHA256)
+        try:
+            algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+        except UnsupportedAlgorithm as exc:
+            raise IntegrityError(
+                "this build of cryptography cannot sign deterministically (RFC 6979 needs "
+                "OpenSSL 3.2 or later)"
+            ) from exc
+        return self._key.sign(data, algorithm)
 
     def to_encrypted_pem(self, passphrase: bytes) -> bytes:
         """PKCS#8 `ENCRYPTED PRIVATE KEY` PEM under the best encryption `cryptography` offers."""

@@ -3,8 +3,11 @@
 Layout (every path under `capsule/`):
 
     README.md                         how to verify: stella, cosign, or nothing but openssl
-    manifest.json                     what was selected and what each file is (not trusted: the
-                                      verifier checks it against the signed content)
+    manifest.json                     what was selected and what each file is (a table of
+                                      contents: the verifier checks it against what is signed)
+    manifest.sigstore.json            the signed manifest: a Sigstore bundle of an in-toto
+                                      statement by the orchestrator key whose subjects are every
+                                      other file and its SHA-256 (all but SHA256SUMS and itself)
     packets/<seq>.sigstore.json       Sigstore bundle v0.3, bytes exactly as stored in the ledger
     inputs/sha256/<hex>               every document a packet references by digest
     keys/<key id>.pem                 every public key that signed a packet or the checkpoint
@@ -14,7 +17,9 @@ Layout (every path under `capsule/`):
     SHA256SUMS                        `sha256sum -c` over every other file
 
 The archive is a ustar tar with entries sorted by name, mode 0644, owner 0/0 and time 0, and
-the content holds no export time: exporting the same selection twice gives the same bytes.
+the content holds no export time: exporting the same selection twice gives the same bytes. The
+manifest is signed with an RFC 6979 deterministic nonce for that reason (every other signature
+in a capsule is an existing one, copied as stored).
 Reading is defensive, as an archive is untrusted input: regular files only, no absolute or
 parent paths, bounded sizes.
 """
@@ -30,12 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stella_core.crypto.keys import SigningKey
 from stella_core.errors import DefinitionError
 from stella_core.evidence.merkle import MerkleTree
-from stella_core.evidence.packets import canonical_json
+from stella_core.evidence.packets import bundle_bytes, canonical_json, sign_statement, statement
+from stella_core.evidence.predicates import PREDICATE_BASE
 
 FORMAT = "stella-evidence-capsule/v1"
 ROOT = "capsule"
+MANIFEST_SIGNATURE = "manifest.sigstore.json"
+# The signed manifest's predicate type: not a packet type (no ledger row ever has it).
+MANIFEST_V1 = f"{PREDICATE_BASE}/capsule-manifest/v1"
+# The two files the signed manifest cannot list: the one that signs it, and SHA256SUMS (which
+# lists the signature too, for `sha256sum -c`).
+UNSIGNED_FILES = frozenset({"SHA256SUMS", MANIFEST_SIGNATURE})
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_MEMBERS = 1_000_000
@@ -98,10 +111,13 @@ def build(
     checkpoint_note: str,
     checkpoint_size: int,
     allow_uncovered: bool = False,
+    signer: SigningKey | None = None,
 ) -> dict[str, bytes]:
     """The capsule's files (relative to `capsule/`). `chain` holds (seq, bundle digest, prev hash,
     hash) from seq 1, in order, at least up to the checkpoint. With `allow_uncovered` (the live
-    ledger's own check) packets after the checkpoint go in without a proof."""
+    ledger's own check) packets after the checkpoint go in without a proof. `signer` (the
+    orchestrator key) signs the manifest; only the live ledger's own check, which builds and
+    reads the files in one process, goes without."""
     if len(chain) < checkpoint_size:
         raise DefinitionError(
             f"the chain has {len(chain)} links but the checkpoint covers {checkpoint_size}"
@@ -155,8 +171,27 @@ def build(
     }
     files["manifest.json"] = _json_bytes(manifest)
     files["README.md"] = readme(origin, selection, len(packets)).encode("utf-8")
+    if signer is not None:
+        files[MANIFEST_SIGNATURE] = signed_manifest(files, origin, selection, signer)
     files["SHA256SUMS"] = sha256sums(files)
     return files
+
+
+def signed_manifest(
+    files: Mapping[str, bytes], origin: str, selection: Mapping[str, Any], signer: SigningKey
+) -> bytes:
+    """The manifest signature's bundle bytes: an in-toto statement whose subjects are every file
+    (path and SHA-256) but SHA256SUMS and the signature itself, so a file added, removed or
+    changed after signing shows. Deterministic (RFC 6979), so exports stay byte-identical."""
+    subjects = [
+        (name, hashlib.sha256(body).hexdigest())
+        for name, body in files.items()
+        if name not in UNSIGNED_FILES
+    ]
+    signed = statement(
+        subjects, MANIFEST_V1, {"format": FORMAT, "origin": origin, "selection": dict(selection)}
+    )
+    return bundle_bytes(sign_statement(signed, signer, deterministic=True))
 
 
 def _manifest_packet(packet: CapsulePacket) -> dict[str, Any]:
@@ -272,7 +307,8 @@ def parse_json(body: bytes, what: str) -> Any:
 def readme(origin: str, selection: Mapping[str, Any], count: int) -> str:
     chosen = ", ".join(f"{k}={v}" for k, v in sorted(selection.items())) or "everything"
     return (
-        README.replace("{origin}", origin)
+        README.replace("{manifest_type}", MANIFEST_V1)
+        .replace("{origin}", origin)
         .replace("{selection}", chosen)
         .replace("{count}", str(count))
     )
@@ -287,6 +323,9 @@ is an in-toto Statement v1 in RFC 8785 canonical JSON, signed with ECDSA P-256 /
 document a packet references by digest is under `inputs/sha256/`. `ledger/` proves the packets
 are in the append-only ledger: the chain links, a signed checkpoint (C2SP signed note over an
 RFC 9162 Merkle tree whose leaves are the chain hashes) and one inclusion proof per packet.
+`manifest.sigstore.json` is the orchestrator's signature over the list of every file in this
+capsule and its SHA-256 (the subjects of its statement): nothing can be added to or removed
+from the capsule without it showing, and `SHA256SUMS` must list exactly those files.
 
 Do not trust the keys in `keys/` because they came in this archive: compare their fingerprints
 with the ones you were given (`openssl pkey -pubin -in keys/ID.pem -outform DER | openssl dgst
@@ -296,9 +335,10 @@ with the ones you were given (`openssl pkey -pubin -in keys/ID.pem -outform DER 
 
     stella evidence verify capsule.tar --trusted-key orchestrator.pem --trusted-key bob.pem
 
-It checks every signature, every file and input digest, the hash chain, the checkpoint and the
-inclusion proofs, and lists every problem it finds. `stella evidence replay capsule.tar`
-re-evaluates each decision from its recorded inputs.
+It checks the signed manifest, every signature, every file and input digest, that each
+decision's counted approvals are here and signed by their approvers, the hash chain, the
+checkpoint and the inclusion proofs, and lists every problem it finds.
+`stella evidence replay capsule.tar` re-evaluates each decision from its recorded inputs.
 
 ## 2. With cosign
 
@@ -310,11 +350,17 @@ subjects are image digests, so claims are checked against one of them):
       --digest SUBJECT_SHA256_HEX --digestAlg sha256 \\
       --insecure-ignore-tlog=true --use-signed-timestamps=false
 
+The signed manifest the same way: `--bundle manifest.sigstore.json --type
+{manifest_type}` and the SHA-256 of any file it lists (`manifest.json`, say) as
+`--digest`.
+
 ## 3. With nothing but a shell and openssl
 
-Run from the directory that holds this README. It checks the file digests, then rebuilds each
-packet's DSSE pre-authentication encoding (PAE) and checks its signature, then checks the
-checkpoint's signature. Replace `keys/$key.pem` by your own copy of the key to trust only that.
+Run from the directory that holds this README (and nothing else). It checks the file digests
+and that SHA256SUMS lists every file, then the signed manifest and that SHA256SUMS lists
+exactly the files it signs, then rebuilds each packet's DSSE
+pre-authentication encoding (PAE) and checks its signature, then checks the checkpoint's
+signature. Replace `keys/$key.pem` by your own copy of the key to trust only that.
 
 ```sh
 set -eu
@@ -324,16 +370,28 @@ while read -r sum file; do
   [ "$got" = "$sum" ] || { echo "DIGEST MISMATCH: $file"; exit 1; }
 done < SHA256SUMS
 echo "SHA256SUMS: all files match"
+find . -type f ! -name SHA256SUMS | sed 's|^\\./||' | LC_ALL=C sort > "$work/present"
+cut -c 67- SHA256SUMS | LC_ALL=C sort | cmp -s - "$work/present" \\
+  || { echo "FILES DIFFER FROM SHA256SUMS"; exit 1; }
+check_bundle() {  # a Sigstore bundle ($1): rebuild the PAE, check the signature; $2 names it
+  sed -E 's/.*"payload":"([^"]*)".*/\\1/' "$1" | openssl base64 -d -A > "$work/$2.payload"
+  sed -E 's/.*"sig":"([^"]*)".*/\\1/' "$1" | openssl base64 -d -A > "$work/$2.sig"
+  key=$(sed -E 's/.*"keyid":"([0-9a-f]{64})".*/\\1/' "$1")
+  size=$(wc -c < "$work/$2.payload" | tr -d ' ')
+  { printf 'DSSEv1 28 application/vnd.in-toto+json %s ' "$size"; cat "$work/$2.payload"; } \\
+    > "$work/$2.pae"
+  printf '%s: ' "$2"
+  openssl dgst -sha256 -verify "keys/$key.pem" -signature "$work/$2.sig" "$work/$2.pae"
+}
+# The signed manifest's subjects, as `sha256sum` lines, are SHA256SUMS without its own line.
+check_bundle manifest.sigstore.json manifest
+grep -o '"digest":{"sha256":"[0-9a-f]*"},"name":"[^"]*"' "$work/manifest.payload" \\
+  | sed -E 's/^.*"sha256":"([0-9a-f]+)".*"name":"([^"]*)"$/\\1  \\2/' > "$work/manifest.sums"
+grep -v '  manifest.sigstore.json$' SHA256SUMS | cmp -s - "$work/manifest.sums" \\
+  || { echo "SHA256SUMS DIFFERS FROM THE SIGNED MANIFEST"; exit 1; }
+echo "manifest: SHA256SUMS lists exactly the signed files"
 for bundle in packets/*.sigstore.json; do
-  name=$(basename "$bundle" .sigstore.json)
-  sed -E 's/.*"payload":"([^"]*)".*/\\1/' "$bundle" | openssl base64 -d -A > "$work/$name.payload"
-  sed -E 's/.*"sig":"([^"]*)".*/\\1/' "$bundle" | openssl base64 -d -A > "$work/$name.sig"
-  key=$(sed -E 's/.*"keyid":"([0-9a-f]{64})".*/\\1/' "$bundle")
-  size=$(wc -c < "$work/$name.payload" | tr -d ' ')
-  { printf 'DSSEv1 28 application/vnd.in-toto+json %s ' "$size"; cat "$work/$name.payload"; } \\
-    > "$work/$name.pae"
-  printf '%s: ' "$name"
-  openssl dgst -sha256 -verify "keys/$key.pem" -signature "$work/$name.sig" "$work/$name.pae"
+  check_bundle "$bundle" "$(basename "$bundle" .sigstore.json)"
 done
 # The checkpoint: the note body is everything before the blank line; the signature line's
 # base64 holds a 4-byte key hash then the DER signature.

@@ -17,15 +17,6 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, text
 
-GENESIS = "0" * 64
-CHAIN_DOMAIN = "stella-evidence-chain/v1"
-
-
-def chain_hash(prev_hash: str, seq: int, bundle_digest: str) -> str:
-    """The chain link of packet `seq`, as the database trigger computes it."""
-    data = "\n".join((CHAIN_DOMAIN, prev_hash, str(seq), bundle_digest)).encode()
-    return hashlib.sha256(data).hexdigest()
-
 
 @dataclass(frozen=True, slots=True)
 class Input:
@@ -125,6 +116,7 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
     ids: tuple[UUID, ...] | None = None
+    bundle_digests: tuple[str, ...] | None = None
     limit: int | None = None
 
 
@@ -257,6 +249,9 @@ class LedgerStore:
         if where.ids is not None:
             clauses.append("id = ANY(:ids)")
             params["ids"] = list(where.ids)
+        if where.bundle_digests is not None:
+            clauses.append("bundle_digest = ANY(:bundles)")
+            params["bundles"] = list(where.bundle_digests)
         return clauses, params
 
     def get(self, packet_id: UUID) -> PacketRow | None:

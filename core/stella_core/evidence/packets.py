@@ -319,18 +319,21 @@ def _statement_problem(value: Any) -> str | None:
 # --- Sigstore bundle v0.3 ------------------------------------------------------------------------
 
 
-def sign_statement(statement: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
+def sign_statement(
+    statement: Mapping[str, Any], key: SigningKey, *, deterministic: bool = False
+) -> dict[str, Any]:
     """Sign `statement` and return the Sigstore bundle v0.3 JSON object carrying it.
 
     The payload is the statement's JCS bytes; the signature covers PAE(payloadType, payload);
     the signature's `keyid` and the `publicKey.hint` both hold the key id (securesystemslib only
-    tries keys whose id matches `keyid`, cosign ignores it)."""
+    tries keys whose id matches `keyid`, cosign ignores it). `deterministic` signs with an
+    RFC 6979 nonce, so the same statement and key give the same bundle bytes."""
     value = statement if type(statement) is dict else dict(statement)
     problem = _statement_problem(value)
     if problem:
         raise DefinitionError(f"cannot sign: {problem}")
     payload = canonical_json(value)
-    signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload))
+    signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload), deterministic=deterministic)
     key_id = key.key_id
     return {
         "mediaType": BUNDLE_MEDIA_TYPE,

@@ -27,15 +27,14 @@ from stella_core.errors import (
     NotFoundError,
 )
 from stella_core.evidence import capsule
+from stella_core.evidence.chain import GENESIS, chain_hash
 from stella_core.evidence.ledger import (
-    GENESIS,
     CheckpointRow,
     Filter,
     Input,
     LedgerStore,
     PacketRow,
     Refs,
-    chain_hash,
 )
 from stella_core.evidence.merkle import Checkpoint, MerkleTree, sign_checkpoint
 from stella_core.evidence.packets import (
@@ -47,6 +46,7 @@ from stella_core.evidence.packets import (
     verify_bundle,
 )
 from stella_core.evidence.predicates import (
+    DECISION_RECORD_FIELD,
     KEY_V1,
     PREDICATE_NAMES,
     PREDICATE_TYPES,
@@ -590,6 +590,7 @@ class EvidenceService:
             rows = store.select(selection.filter() if selection else Filter())
             if not rows:
                 raise NotFoundError("no evidence packets match this selection")
+            rows += self._named_approvals(conn, store, rows)
             # The orchestrator's endorsements of the personal keys that signed these packets
             # travel with them, so one trusted key verifies the whole capsule.
             signed_by = {f"sha256:{r.signer_key_id}" for r in rows}
@@ -622,7 +623,15 @@ class EvidenceService:
                 if progress is not None:
                     progress(done, len(rows) * 2)
             inputs = store.inputs(references)
-        signers = {r.signer_key_id for r in rows} | {covering.signer_key_id}
+            # The orchestrator signs the manifest: the list of every file, so a capsule with a
+            # packet or a file removed or added no longer verifies.
+            try:
+                signer = self.orchestrator_signer(conn)
+            except NoSigningKeyError as exc:
+                raise NoSigningKeyError(
+                    f"an export signs its manifest with the orchestrator key: {exc.message}"
+                ) from exc
+        signers = {r.signer_key_id for r in rows} | {covering.signer_key_id, signer.key_id}
         packets = [_capsule_packet(r, bundles[r.seq]) for r in rows]
         keys = [
             capsule.CapsuleKey(
@@ -640,8 +649,45 @@ class EvidenceService:
             keys=keys,
             checkpoint_note=covering.note,
             checkpoint_size=covering.tree_size,
+            signer=signer,
         )
         return files, len(rows)
+
+    def _named_approvals(
+        self, conn: Connection, store: LedgerStore, rows: list[PacketRow]
+    ) -> list[PacketRow]:
+        """The approval packets the selected decisions name in their inputs (by bundle digest)
+        and the selection missed, say a time range that starts after an approval: a capsule
+        holds every approval its decisions relied on, or it does not verify."""
+        decisions = [r.seq for r in rows if r.predicate_type == SLSA_VSA_V1]
+        if not decisions:
+            return []
+        trusted = KeyStore(conn).public_keys()
+        records: set[str] = set()
+        for bundle in store.bundles(decisions).values():
+            try:
+                verified = verify_bundle(json.loads(bundle), trusted)
+            except (PacketError, ValueError):
+                continue  # exported as stored; the verifier reports it
+            record = verified.predicate.get(DECISION_RECORD_FIELD)
+            digest = record.get("digest") if isinstance(record, dict) else None
+            if isinstance(digest, dict) and isinstance(digest.get("sha256"), str):
+                records.add("sha256:" + digest["sha256"])
+        named: set[str] = set()
+        for _, body in store.inputs(records).values():
+            try:
+                inputs = json.loads(body).get("inputs")
+                approvals = inputs.get("approvals") if isinstance(inputs, dict) else None
+            except (AttributeError, ValueError):
+                continue
+            for entry in approvals if isinstance(approvals, list) else []:
+                packet = entry.get("packet") if isinstance(entry, dict) else None
+                if isinstance(packet, str):  # none: a decision from before packets were named
+                    named.add(packet)
+        missing = named - {r.bundle_digest for r in rows}
+        if not missing:
+            return []
+        return store.select(Filter(bundle_digests=tuple(sorted(missing))))
 
     def export(
         self,
@@ -689,7 +735,14 @@ class EvidenceService:
             checkpoint_size=min(last.tree_size, len(chain)) if last else 0,
             allow_uncovered=True,
         )
-        report = verify_capsule(files, [k.public_key for k in registered], allow_uncovered=True)
+        # Built here from the database and read back at once: no manifest signature to check.
+        report = verify_capsule(
+            files,
+            [k.public_key for k in registered],
+            allow_uncovered=True,
+            require_signed_manifest=False,
+            owners={k.key_id: (k.owner_kind, k.owner) for k in registered},
+        )
         report.trust = "keys registered in the database"
         if last is not None and last.tree_size > len(chain):
             report.add(
@@ -731,6 +784,13 @@ def replay_capsule(
     outcomes = [
         replay_packet(label, packet, inputs, policy) for label, packet in report.verified.items()
     ]
+    # A decision replays the same from its record even when an approval it counted is not in
+    # the capsule: that is a difference too, or a capsule could leave out what it relied on.
+    by_label = {o.packet: o for o in outcomes}
+    for gap in report.approval_gaps:
+        decision = by_label.get(gap.decision)
+        if decision is not None:
+            decision.differ("approval", gap.by, gap.packet, gap.reason)
     differences = [d for o in outcomes for d in o.differences]
     unverified = [p.to_json() for p in report.problems if p.check == "signatures"]
     return {

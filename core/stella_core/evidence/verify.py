@@ -1,16 +1,21 @@
 """Offline verification of a decision capsule: no database, no network, every problem reported.
 
 Four checks, each counted in `checked`:
-- `signatures`: each packet's bundle verifies against the trusted keys (the auditor's
-  `--trusted-key` files, or else the keys the capsule carries, which the report says);
-- `digests`: every file against SHA256SUMS, and every input a signed predicate names by digest
-  is present with that digest;
+- `signatures`: the signed manifest and each packet's bundle verify against the trusted keys
+  (the auditor's `--trusted-key` files, or else the keys the capsule carries, which the report
+  says); each packet's bundle is signed with the key its ledger row names, and a packet signed
+  with a person's key was appended by that person;
+- `digests`: the archive holds exactly the files the signed manifest lists, with the digests it
+  lists, and SHA256SUMS names no other; every file against SHA256SUMS; every input a signed
+  predicate names by digest is present with that digest; every approval packet a decision's
+  inputs name is present, and each one the decision counted is an approval about the same
+  promotion, signed with the key of the person it names (a problem under `signatures`);
 - `chain`: every link recomputes, links follow each other from seq 1 without a gap, and each
   packet's bundle is the one its link names;
 - `checkpoints`: the checkpoint is signed by a trusted key, its root is the Merkle root of the
   chain, and each packet's inclusion proof leads to that root.
 
-The manifest is not trusted: it is only a table of contents, checked against what is signed.
+`manifest.json` is only a table of contents, which the signed manifest covers like every file.
 The ledger's own verification (`stella evidence verify --ledger`) builds a capsule in memory and
 runs this same code.
 """
@@ -31,16 +36,34 @@ import orjson
 
 from stella_core.crypto.keys import PublicKey
 from stella_core.errors import StellaError
-from stella_core.evidence.capsule import FORMAT, input_file, packet_file, proof_file
-from stella_core.evidence.ledger import GENESIS, chain_hash
+from stella_core.evidence.capsule import (
+    FORMAT,
+    MANIFEST_SIGNATURE,
+    MANIFEST_V1,
+    UNSIGNED_FILES,
+    input_file,
+    packet_file,
+    proof_file,
+)
+from stella_core.evidence.chain import GENESIS, chain_hash
 from stella_core.evidence.merkle import leaf_hash, level_path, tree_levels, verify_checkpoint
 from stella_core.evidence.merkle import verify_inclusion_hash as inclusion_ok
 from stella_core.evidence.packets import PacketError, VerifiedPacket, verify_bundle
-from stella_core.evidence.predicates import KEY_V1, PREDICATE_NAMES, referenced_inputs
+from stella_core.evidence.predicates import (
+    APPROVAL_V1,
+    DECISION_RECORD_FIELD,
+    KEY_V1,
+    PREDICATE_NAMES,
+    SLSA_VSA_V1,
+    referenced_inputs,
+)
 
 CHECKS = ("signatures", "digests", "chain", "checkpoints")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HEX = "0123456789abcdef"
+# An approvals entry's `decision` and the word its packet's predicate uses for it.
+_DECIDED = {"approve": "approved", "reject": "rejected"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +76,35 @@ class Problem:
         return {"packet": self.packet, "check": self.check, "message": self.message}
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the checks across packets need of one packet in the capsule (small, as it crosses
+    process boundaries). Everything but `label` and `seq` is None when its signature did not
+    verify; the rest is read from its signed statement."""
+
+    label: str
+    seq: int
+    predicate_type: str | None = None
+    signer_key_id: str | None = None
+    promotion_id: object = None
+    environment: object = None
+    decision: object = None
+    approver: object = None
+    approver_key: object = None
+    subjects: tuple[str, ...] = ()
+    record: str | None = None  # a decision's record, `sha256:<hex>`
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalGap:
+    """An entry of a decision's approvals that the capsule does not back; replay shows it."""
+
+    decision: str  # the decision packet's label
+    by: str
+    packet: str  # what the entry names
+    reason: str
+
+
 @dataclass
 class Report:
     checked: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHECKS, 0))
@@ -60,6 +112,8 @@ class Report:
     trust: str = "trusted keys given"
     packets: int = 0
     verified: dict[str, VerifiedPacket] = field(default_factory=dict)  # packet id -> packet
+    seen: dict[str, Seen] = field(default_factory=dict, repr=False)  # bundle digest -> packet
+    approval_gaps: list[ApprovalGap] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -96,13 +150,27 @@ def verify_capsule(
     jobs: int = 1,
     keep_verified: bool = True,
     parallel_from: int = 2000,
+    require_signed_manifest: bool = True,
+    owners: Mapping[str, tuple[str, str]] | None = None,
 ) -> Report:
     """Every check over a capsule's files. With `jobs` > 1 a capsule of at least `parallel_from`
     packets (below that, starting processes costs more than it saves) is checked in that many
     forked processes; `keep_verified=False` then saves sending the statements back when only
-    the verdict is wanted."""
+    the verdict is wanted. Without `require_signed_manifest` (the live ledger, whose capsule
+    the verifier builds itself) a missing manifest signature is no problem. `owners` says whose
+    each key is (`key id -> (owner kind, owner)`, as registered); without it, only the
+    orchestrator's signed key packets in the capsule say it."""
     with _no_cycle_collection():
-        return _verify_capsule(files, trusted, allow_uncovered, jobs, keep_verified, parallel_from)
+        return _verify_capsule(
+            files,
+            trusted,
+            allow_uncovered,
+            jobs,
+            keep_verified,
+            parallel_from,
+            require_signed_manifest,
+            dict(owners or {}),
+        )
 
 
 @contextmanager
@@ -126,14 +194,12 @@ def _verify_capsule(
     jobs: int,
     keep_verified: bool,
     parallel_from: int,
+    require_signed_manifest: bool,
+    owners: dict[str, tuple[str, str]],
 ) -> Report:
     report = Report()
     digests = _digests(files)
-    _check_sums(files, digests, report)
-    manifest = _load_json(files, "manifest.json")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        report.add(None, "digests", f"manifest.json is missing or not a {FORMAT} manifest")
-        return report
+    summed = _check_sums(files, digests, report)
     keys = _keys(files, report)
     if trusted:
         trust = {k.key_id: k for k in trusted}
@@ -142,13 +208,20 @@ def _verify_capsule(
         report.trust = (
             "keys carried in the archive (pass --trusted-key to check them against your own)"
         )
+    signed = _signed_manifest(files, trust, report, require_signed_manifest)
+    if signed is not None:
+        _check_listing(files, digests, signed, summed, report)
+    manifest = _load_json(files, "manifest.json")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        report.add(None, "digests", f"manifest.json is missing or not a {FORMAT} manifest")
+        return report
     entries = manifest.get("packets")
     if not isinstance(entries, list):
         report.add(None, "digests", "manifest.json lists no packets")
         return report
     chain = _chain(files, report)
     roots = dict(trust)
-    ctx = _Context(files, digests, chain, dict(trust), roots, allow_uncovered)
+    ctx = _Context(files, digests, chain, dict(trust), roots, owners, allow_uncovered)
     # Key endorsements first (by the manifest's word, which only orders the work: a mislabelled
     # entry can only make a packet fail, never pass); they widen the trust the others get.
     valid = [e for e in entries if isinstance(e, dict)]
@@ -167,8 +240,15 @@ def _verify_capsule(
     else:
         for entry in others:
             _check_entry(entry, ctx, report, packets)
+    _check_copies(sorted(valid, key=_seq_order), ctx, report)
+    _check_decisions(ctx, report)
     _check_chain(chain, report)
     return report
+
+
+def _seq_order(entry: Mapping[str, Any]) -> int:
+    seq = entry.get("seq")
+    return seq if isinstance(seq, int) else 0
 
 
 @dataclass
@@ -178,6 +258,7 @@ class _Context:
     chain: Sequence[dict[str, Any]]
     trust: dict[str, PublicKey]
     roots: Mapping[str, PublicKey]
+    owners: dict[str, tuple[str, str]]  # key id -> (owner kind, owner)
     allow_uncovered: bool = False
     seal: _Seal | None = None  # None: no per-packet proof checks (no usable checkpoint)
 
@@ -211,12 +292,17 @@ def _check_entry(
     packets.append((label, seq))
     digest = "sha256:" + ctx.digests[packet_file(seq)]
     verified = _check_signature(label, seq, bundle_bytes, digest, entry, ctx.trust, report)
-    if verified is not None:
+    if verified is None:
+        report.seen[digest] = Seen(label, seq)
+    else:
         report.verified[label] = verified
+        report.seen[digest] = _seen(label, seq, verified)
+        _check_row(label, seq, entry, verified, ctx.owners, report)
         _check_inputs(label, verified, ctx.files, ctx.digests, report)
         endorsed = _endorsed_key(label, verified, ctx.roots, report)
         if endorsed is not None:
             ctx.trust[endorsed.key_id] = endorsed
+            ctx.owners.setdefault(endorsed.key_id, ("person", str(verified.predicate["owner"])))
     _check_link(label, seq, digest, ctx.chain, report)
     _check_proof(label, seq, ctx, report)
 
@@ -266,6 +352,7 @@ def _check_in_processes(
             report.checked[check] += count
         report.packets += part.packets
         report.verified.update(part.verified)
+        report.seen.update(part.seen)
         packets.extend(found)
 
 
@@ -274,11 +361,91 @@ def _digests(files: Mapping[str, bytes]) -> dict[str, str]:
     return {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}
 
 
-def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: Report) -> None:
+def _signed_manifest(
+    files: Mapping[str, bytes], roots: Mapping[str, PublicKey], report: Report, required: bool
+) -> dict[str, str] | None:
+    """`path -> sha256 hex` of every file the signed manifest lists, when a trusted key (never
+    a personal key a packet vouched for) signed it; None, with the problem reported, otherwise."""
+    body = files.get(MANIFEST_SIGNATURE)
+    if body is None:
+        if required:
+            report.add(
+                None,
+                "signatures",
+                f"{MANIFEST_SIGNATURE} is missing: nothing signed says which files the capsule "
+                "holds",
+            )
+        return None
+    report.checked["signatures"] += 1
+    try:
+        bundle = orjson.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        report.add(None, "signatures", f"{MANIFEST_SIGNATURE} is not JSON: {exc}")
+        return None
+    if not roots:
+        report.add(None, "signatures", "the manifest: no trusted public key to check it with")
+        return None
+    try:
+        verified = verify_bundle(bundle, roots)
+    except PacketError as exc:
+        report.add(None, "signatures", f"the manifest signature: {exc.message}")
+        return None
+    if verified.predicate_type != MANIFEST_V1:
+        report.add(
+            None,
+            "signatures",
+            f"{MANIFEST_SIGNATURE} signs a {verified.predicate_type} statement, not a manifest",
+        )
+        return None
+    listed: dict[str, str] = {}
+    for subject in verified.statement["subject"]:
+        name = subject.get("name")
+        if not isinstance(name, str) or name in listed or name in UNSIGNED_FILES:
+            report.add(None, "digests", f"the signed manifest lists {name!r} twice or wrongly")
+            continue
+        listed[name] = subject["digest"]["sha256"]
+    return listed
+
+
+def _check_listing(
+    files: Mapping[str, bytes],
+    digests: Mapping[str, str],
+    listed: Mapping[str, str],
+    summed: set[str],
+    report: Report,
+) -> None:
+    """The archive holds exactly the files the signed manifest lists, each with its digest, and
+    SHA256SUMS names no file the manifest does not (an extra line there is not harmless: a
+    reader of SHA256SUMS alone would take the file for part of the capsule)."""
+    report.checked["digests"] += len(listed)
+    for name in sorted(files):
+        if name in UNSIGNED_FILES:
+            continue
+        expected = listed.get(name)
+        if expected is None:
+            report.add(_packet_of(name), "digests", f"{name} is not in the signed manifest")
+        elif digests[name] != expected:
+            report.add(
+                _packet_of(name), "digests", f"{name} does not match its signed manifest digest"
+            )
+    for name in sorted(listed.keys() - files.keys()):
+        report.add(
+            _packet_of(name), "digests", f"{name} is in the signed manifest but not in the archive"
+        )
+    for name in sorted(summed - listed.keys() - UNSIGNED_FILES):
+        report.add(
+            _packet_of(name),
+            "digests",
+            f"SHA256SUMS names {name}, which the signed manifest does not",
+        )
+
+
+def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: Report) -> set[str]:
+    """Every file against SHA256SUMS; returns the names SHA256SUMS lists."""
     sums = files.get("SHA256SUMS")
     if sums is None:
         report.add(None, "digests", "SHA256SUMS is missing")
-        return
+        return set()
     # The usual case first: SHA256SUMS is exactly what `sha256sum` would print for these files
     # (sorted, two spaces), which one comparison settles; anything else is read line by line.
     expected = "".join(
@@ -286,7 +453,7 @@ def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: 
     )
     if sums == expected.encode("utf-8"):
         report.checked["digests"] += len(files) - 1
-        return
+        return set(files) - {"SHA256SUMS"}
     listed: dict[str, str] = {}
     for number, line in enumerate(sums.decode("utf-8", "replace").splitlines(), 1):
         # `<64 lowercase hex><space><space or *><name>`, checked with string methods: a regex
@@ -307,6 +474,7 @@ def _check_sums(files: Mapping[str, bytes], digests: Mapping[str, str], report: 
             report.add(_packet_of(name), "digests", f"{name} {problem}")
     for name in sorted(set(files) - set(listed) - {"SHA256SUMS"}):
         report.add(_packet_of(name), "digests", f"{name} is not listed in SHA256SUMS")
+    return set(listed)
 
 
 def _packet_of(name: str) -> str | None:
@@ -388,6 +556,9 @@ def _endorsed_key(
     ]:
         report.add(label, "signatures", "the endorsement names another key than it holds")
         return None
+    if not isinstance(predicate.get("owner"), str) or predicate.get("ownerKind") != "person":
+        report.add(label, "signatures", "the endorsement does not say which person owns the key")
+        return None
     return key
 
 
@@ -405,6 +576,178 @@ def _check_inputs(
             report.add(label, "digests", f"input {name} ({digest}) is not in the capsule")
         elif "sha256:" + digests[path] != digest:
             report.add(label, "digests", f"input {name} does not match its digest {digest}")
+
+
+def _check_row(
+    label: str,
+    seq: int,
+    entry: Mapping[str, Any],
+    verified: VerifiedPacket,
+    owners: Mapping[str, tuple[str, str]],
+    report: Report,
+) -> None:
+    """The ledger row's word (`signerKeyId`, and `actor`: who appended it) against the bundle's:
+    the row names the key that signed the bundle, and a packet signed with a person's key was
+    appended by that person (an orchestrator-signed one by anyone). The database only checks
+    that the row's key may be used by its appender, not that the bundle is signed with it: a
+    row holding `{}` or another person's bundle shows here."""
+    signer = verified.signer_key_id
+    owner = owners.get(signer)
+    whose = f" ({owner[1]}'s)" if owner is not None else ""
+    named = entry.get("signerKeyId")
+    if isinstance(named, str) and named != signer:
+        report.add(
+            label,
+            "signatures",
+            f"packet #{seq}'s row names signer {named[:16]}…, but its bundle is signed with key "
+            f"{signer[:16]}…{whose}",
+        )
+    actor = entry.get("actor")
+    if owner is not None and owner[0] == "person" and isinstance(actor, str) and actor != owner[1]:
+        report.add(
+            label,
+            "signatures",
+            f"packet #{seq} was appended by {actor} but is signed with {owner[1]}'s key",
+        )
+
+
+def _check_copies(entries: Sequence[Mapping[str, Any]], ctx: _Context, report: Report) -> None:
+    """No bundle twice: every honest packet is signed anew, so a second copy of one (even of an
+    orchestrator-signed one, which anyone may append) was put there by hand."""
+    first: dict[str, str] = {}
+    for entry in entries:
+        seq = entry.get("seq")
+        hex_digest = ctx.digests.get(packet_file(seq)) if isinstance(seq, int) else None
+        if hex_digest is None:
+            continue
+        label = str(entry.get("id")) if entry.get("id") is not None else f"seq {seq}"
+        if hex_digest in first:
+            report.add(
+                label,
+                "digests",
+                f"packet #{seq} holds the same bundle as packet {first[hex_digest]}: a copy",
+            )
+        else:
+            first[hex_digest] = label
+
+
+def _seen(label: str, seq: int, verified: VerifiedPacket) -> Seen:
+    """Only approvals and decisions are looked into (most packets of a large capsule are runs)."""
+    predicate_type, predicate = verified.predicate_type, verified.predicate
+    if predicate_type == SLSA_VSA_V1:
+        record = predicate.get(DECISION_RECORD_FIELD)
+        digest = record.get("digest") if isinstance(record, dict) else None
+        record_hex = digest.get("sha256") if isinstance(digest, dict) else None
+        return Seen(
+            label,
+            seq,
+            predicate_type,
+            verified.signer_key_id,
+            record=f"sha256:{record_hex}" if isinstance(record_hex, str) else None,
+        )
+    if predicate_type != APPROVAL_V1:
+        return Seen(label, seq, predicate_type, verified.signer_key_id)
+    approver = predicate.get("approver")
+    return Seen(
+        label,
+        seq,
+        predicate_type,
+        verified.signer_key_id,
+        promotion_id=predicate.get("promotionId"),
+        environment=predicate.get("environment"),
+        decision=predicate.get("decision"),
+        approver=approver.get("name") if isinstance(approver, dict) else None,
+        approver_key=approver.get("keyId") if isinstance(approver, dict) else None,
+        subjects=tuple(sorted(verified.subject_digests())),
+    )
+
+
+def _check_decisions(ctx: _Context, report: Report) -> None:
+    """Each decision's approvals, as its recorded inputs name them by packet digest: every named
+    packet is in the capsule, and every counted one is the approval the decision took it for.
+    A capsule cannot leave out an approval (or a rejection) its decisions relied on."""
+    for seen in sorted(report.seen.values(), key=lambda s: s.seq):
+        if seen.predicate_type != SLSA_VSA_V1 or seen.record is None:
+            continue
+        inputs = _recorded_inputs(ctx, seen.record)
+        if inputs is None:
+            continue  # a missing or altered record is reported as an input problem
+        approvals = inputs.get("approvals")
+        for entry in approvals if isinstance(approvals, list) else []:
+            if isinstance(entry, dict) and "packet" in entry:  # none: a decision from before
+                _check_named_approval(seen.label, entry, inputs, ctx, report)
+
+
+def _recorded_inputs(ctx: _Context, record: str) -> dict[str, Any] | None:
+    """The inputs object of the decision record `record`, if the capsule holds it intact."""
+    path = input_file(record)
+    if "sha256:" + ctx.digests.get(path, "") != record:
+        return None
+    value = _load_json(ctx.files, path)
+    inputs = value.get("inputs") if isinstance(value, dict) else None
+    return inputs if isinstance(inputs, dict) else None
+
+
+def _check_named_approval(
+    decision: str,
+    entry: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    ctx: _Context,
+    report: Report,
+) -> None:
+    by, packet = str(entry.get("by")), entry.get("packet")
+    counted = entry.get("counted") is not False  # anything but an explicit false is checked
+    kind = "rejection" if entry.get("decision") == "reject" else "approval"
+    what = f"{by}'s {kind} {packet}"
+    verb = "count" if counted else "name"
+
+    def gap(check: str, reason: str) -> None:
+        report.add(decision, check, f"its inputs {verb} {what}, which {reason}")
+        report.approval_gaps.append(ApprovalGap(decision, by, str(packet), reason))
+
+    report.checked["digests"] += 1
+    if not isinstance(packet, str) or not _DIGEST.fullmatch(packet):
+        gap("digests", "is not a sha256:<hex> packet digest")
+        return
+    found = report.seen.get(packet)
+    if found is None:
+        gap("digests", "is not in the capsule")
+        return
+    if not counted:
+        return  # the decision did not rely on it; its own checks still apply to it
+    if found.predicate_type is None:
+        gap("signatures", f"does not verify (packet {found.label})")
+        return
+    if found.predicate_type != APPROVAL_V1:
+        name = PREDICATE_NAMES.get(found.predicate_type, found.predicate_type)
+        gap("signatures", f"is packet {found.label}, a {name} packet, not an approval")
+        return
+    request = inputs.get("request")
+    release = inputs.get("release")
+    request = request if isinstance(request, dict) else {}
+    components = release.get("components") if isinstance(release, dict) else None
+    digests = tuple(sorted(components.values())) if isinstance(components, dict) else None
+    owner = ctx.owners.get(str(found.signer_key_id))
+    mismatches = []
+    if owner != ("person", by):
+        signer = f"{str(found.signer_key_id)[:16]}…"
+        mismatches.append(
+            f"it is signed with {owner[1]}'s key {signer}"
+            if owner is not None
+            else f"it is signed with key {signer}, which no trusted endorsement gives to {by}"
+        )
+    if found.approver != by or found.approver_key != found.signer_key_id:
+        mismatches.append(f"it names {found.approver} (key {str(found.approver_key)[:16]}…)")
+    if found.promotion_id != request.get("promotionId"):
+        mismatches.append(f"it is about promotion {found.promotion_id}")
+    if found.environment != request.get("environment"):
+        mismatches.append(f"it is about environment {found.environment}")
+    if found.decision != _DECIDED.get(str(entry.get("decision"))):
+        mismatches.append(f"it says {found.decision}")
+    if digests is not None and found.subjects != digests:
+        mismatches.append("it is about other digests than the release")
+    if mismatches:
+        gap("signatures", f"is packet {found.label}, but " + "; ".join(mismatches))
 
 
 def _chain(files: Mapping[str, bytes], report: Report) -> list[dict[str, Any]]:
