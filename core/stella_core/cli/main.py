@@ -401,7 +401,16 @@ def cmd_workflow_settings(args: argparse.Namespace) -> None:
             value = stella.workflows.settings()
         else:
             value = stella.workflows.set_local_executor(args.local_executor == "on")
-    _out(args, value, lambda: [f"local executor: {'on' if value['local_executor'] else 'off'}"])
+
+    def lines() -> list[str]:
+        out = []
+        if "local_executor" in value:
+            out.append(f"local executor: {'on' if value['local_executor'] else 'off'}")
+        if "sandbox" in value:
+            out.append(f"sandbox on this machine: {value['sandbox'] or 'none'}")
+        return out
+
+    _out(args, value, lines)
 
 
 def _inputs(pairs: list[str]) -> dict[str, str]:

@@ -251,8 +251,12 @@ class WorkflowService:
 
     # settings ---------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
+        """The tenant's settings, and the sandbox this machine has for script steps."""
         with self.db.transaction() as conn:
-            return {"local_executor": WorkflowStore(conn).local_executor_enabled()}
+            store = WorkflowStore(conn)
+            value: dict[str, Any] = {"local_executor": store.local_executor_enabled()}
+        value["sandbox"] = self.executors.sandbox("local")
+        return value
 
     def set_local_executor(self, enabled: bool) -> dict[str, Any]:
         identity = self.tenancy.require(ProductRole.ADMIN)

@@ -178,9 +178,9 @@ class ScriptStep(_NoResume):
                     argv=tuple(command),
                     env={
                         **dict(env),
-                        "STELLA_RUN_ID": str(ctx.run_id),
-                        "STELLA_STEP_ID": ctx.node_id,
-                        "STELLA_ATTEMPT": str(ctx.attempt),
+                        "WORKFLOW_RUN_ID": str(ctx.run_id),
+                        "WORKFLOW_STEP_ID": ctx.node_id,
+                        "WORKFLOW_ATTEMPT": str(ctx.attempt),
                     },
                     idempotency_key=ctx.idempotency_key,
                     timeout=ctx.remaining(),

@@ -1,0 +1,152 @@
+"""Script steps run sandboxed (real bubblewrap, real PostgreSQL): a script on the embedded default
+reads none of STELLA_HOME (profiles, the secrets file, keys, the embedded superuser password) nor
+the database's files, gets no STELLA_* variable, and keeps only capped output."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from stella_core.db.embedded import SYSTEM_DIR, EmbeddedPostgres
+from tests.support.workflow_helpers import PYTHON, require_sandbox, script, template
+
+from .test_workflow_cli import ok_json, stella, write
+
+# Run by `python3 -c` in the sandbox: what can it see of each path, of its environment and of
+# the host's processes?
+PEEK = """\
+import json, os, sys
+seen = {}
+for path in sys.argv[1:]:
+    try:
+        if os.path.isdir(path):
+            seen[path] = "listed " + ",".join(sorted(os.listdir(path)))
+        else:
+            with open(path, "rb") as fh:
+                seen[path] = f"read {len(fh.read())} bytes"
+    except OSError as exc:
+        seen[path] = type(exc).__name__
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+print(json.dumps({"paths": seen, "env": dict(os.environ), "pids": pids}))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _bwrap() -> None:
+    require_sandbox()
+
+
+@pytest.fixture
+def admin(world):
+    stella = world.open()
+    stella.workflows.set_local_executor(True)
+    return stella
+
+
+def test_a_script_on_the_embedded_default_reads_no_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STELLA_DATABASE_URL"}
+    home = tmp_path / "home"
+    env["STELLA_HOME"] = str(home)
+    env["STELLA_KEY_PASSPHRASE"] = "passphrase-the-script-must-not-see"
+    ok_json(env, "db", "upgrade", "-o", "json")  # the embedded default: scripts on by default
+    password_file = home / "pg" / "superuser.password"
+    secrets = [home / "profiles.json", home / "secrets", home / "keys", password_file]
+    for path in secrets:
+        assert path.exists(), f"the test expects {path}"
+    # The cluster's files (as root under /var/lib/stella-desk, else in the home).
+    data = EmbeddedPostgres(home).data_dir
+    assert (data / "PG_VERSION").exists()
+    hidden = [*secrets, data, home, tmp_path, SYSTEM_DIR, "/root", "/home"]
+    paths = [*map(str, hidden), "/etc/shadow"]
+    doc = template(
+        "peek",
+        [
+            {
+                "id": "peek",
+                "type": "script",
+                "inputs": {"command": [PYTHON, "-c", PEEK, *paths], "env": {"GREETING": "hi"}},
+            },
+            {"id": "harmless", "type": "script", "inputs": {"command": ["uname", "-s"]}},
+        ],
+        [("peek", "harmless")],
+    )
+    ok_json(env, "workflow", "import", write(tmp_path / "peek.json", doc), "-o", "json")
+    run_id = ok_json(env, "run", "start", "peek", "-o", "json")["run_id"]
+    waited = stella(env, "run", "wait", run_id, "--timeout", "60")
+    assert waited.returncode == 0, waited.stderr
+    shown = ok_json(env, "run", "show", run_id, "-o", "json")
+    steps = {s["id"]: s for s in shown["steps"]}
+    assert steps["harmless"]["outputs"]["stdout"] == "Linux\n"
+    report = json.loads(steps["peek"]["outputs"]["stdout"])
+
+    # None of it exists in the sandbox (the shadow file is an empty stand-in, even for root).
+    for path in map(str, hidden):
+        assert report["paths"][path] == "FileNotFoundError", path
+    assert report["paths"]["/etc/shadow"] in ("read 0 bytes", "PermissionError")
+    # What the tenant can read of the step holds no secret.
+    stored = json.dumps(shown)
+    assert password_file.read_text().strip() not in stored
+    assert "passphrase-the-script-must-not-see" not in stored
+    passwords = _values_named("password", json.loads((home / "profiles.json").read_text()))
+    assert passwords
+    assert not [p for p in passwords if p in stored]
+    # A cleared environment: the allow-list, the step's own variable, the run's context.
+    environment = report["env"]
+    assert not [name for name in environment if name.startswith("STELLA_")]
+    assert set(environment) == {
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "HOME",
+        "PWD",  # bwrap's, for its --chdir
+        "GREETING",
+        "WORKFLOW_RUN_ID",
+        "WORKFLOW_STEP_ID",
+        "WORKFLOW_ATTEMPT",
+        "WORKFLOW_IDEMPOTENCY_KEY",
+    }
+    assert environment["HOME"] == environment["PWD"]
+    assert Path(environment["HOME"]).name.startswith("stella-step-")
+    assert not Path(environment["HOME"]).exists()  # the scratch directory went with the attempt
+    # A PID namespace of its own: the orchestrator's process is not there to read.
+    assert max(report["pids"]) < 10, report["pids"]
+
+
+def _values_named(key: str, value: object) -> list[str]:
+    if isinstance(value, dict):
+        found = [v for k, v in value.items() if k == key and isinstance(v, str)]
+        return found + [x for v in value.values() for x in _values_named(key, v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _values_named(key, v)]
+    return []
+
+
+def test_output_over_the_cap_is_truncated_with_a_marker(admin) -> None:
+    from stella_core.workflows.executors import OUTPUT_LIMIT
+
+    admin.workflows.import_template(
+        template("loud", [script("loud", "flood", "300000", "--stderr", "200000")])
+    )
+    run = admin.workflows.start_run("loud")
+    run = admin.workflows.wait_run(run.id, timeout=60)
+    assert run.status == "succeeded", run.error
+    outputs = run.steps[0].outputs
+    half = OUTPUT_LIMIT // 2
+    assert outputs["stdout"].startswith("x" * half)
+    assert outputs["stdout"].endswith(
+        f"\n[output truncated: {300000 - half} more bytes not kept; a step keeps the first "
+        f"{half} bytes of its stdout]"
+    )
+    assert outputs["stderr"].startswith("e" * half)
+    assert outputs["stderr"].endswith(
+        f"{200000 - half} more bytes not kept; a step keeps the first {half} bytes of its stderr]"
+    )
+
+
+def test_a_step_may_not_set_a_stella_variable(admin) -> None:
+    doc = template("sneaky", [script("s", "echo", "hi", inputs={"env": {"STELLA_HOME": "/x"}})])
+    with pytest.raises(Exception, match="STELLA_"):
+        admin.workflows.import_template(doc)
