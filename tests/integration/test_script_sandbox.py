@@ -1,6 +1,8 @@
 """Script steps run sandboxed (real bubblewrap, real PostgreSQL): a script on the embedded default
 reads none of STELLA_HOME (profiles, the secrets file, keys, the embedded superuser password) nor
-the database's files, gets no STELLA_* variable, and keeps only capped output."""
+the database's files, gets no STELLA_* variable, and keeps only capped output. Where there is no
+sandbox a script fails with a clear error, until an admin (and only an admin) allows it to run
+unsandboxed; even then its environment is cleared and its output capped."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import json
 import os
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from stella_core.db.embedded import SYSTEM_DIR, EmbeddedPostgres
+from stella_core.tenancy.model import ProductRole
 from tests.support.workflow_helpers import PYTHON, require_sandbox, script, template
 
 from .test_workflow_cli import ok_json, stella, write
@@ -150,3 +154,97 @@ def test_a_step_may_not_set_a_stella_variable(admin) -> None:
     doc = template("sneaky", [script("s", "echo", "hi", inputs={"env": {"STELLA_HOME": "/x"}})])
     with pytest.raises(Exception, match="STELLA_"):
         admin.workflows.import_template(doc)
+
+
+def _person(world, admin, name: str, role: ProductRole):
+    user, password = admin.tenancy.add_user(name, role)
+    admin.save_profile_for(user.name, password)
+    return world.open(name)
+
+
+def test_without_a_sandbox_scripts_fail_until_an_admin_allows_them_unsandboxed(
+    world, admin, monkeypatch, tmp_path: Path
+) -> None:
+    # This orchestrator's PATH has no bwrap; a passphrase in its environment must not leak.
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("STELLA_KEY_PASSPHRASE", "passphrase-the-script-must-not-see")
+    assert admin.workflows.settings() == {
+        "local_executor": True,
+        "allow_unsandboxed": False,
+        "sandbox": None,
+    }
+    peek = {"command": [PYTHON, "-c", PEEK, str(world.home / "profiles.json")]}
+    admin.workflows.import_template(
+        template(
+            "bare",
+            [
+                {"id": "peek", "type": "script", "inputs": peek},
+                script("loud", "flood", "200000"),
+            ],
+            [("peek", "loud")],
+        )
+    )
+    refused = admin.workflows.wait_run(admin.workflows.start_run("bare").id, timeout=60)
+    assert refused.status == "failed"
+    step = refused.steps[0]
+    assert step.outputs is None  # nothing ran
+    assert "bubblewrap" in (step.error or "")
+    assert "apt-get install bubblewrap" in (step.error or "")
+    assert "stella workflow settings --unsandboxed on" in (step.error or "")
+
+    # Only an admin may allow it: a release manager is refused by the CLI, and by the database
+    # when they try it with their own login role and raw SQL.
+    rm = _person(world, admin, "rita", ProductRole.RELEASE_MANAGER)
+    env = world.env()
+    denied = stella(env, "--profile", "rita", "workflow", "settings", "--unsandboxed", "on")
+    assert denied.returncode == 1
+    assert "rita is release-manager; this needs admin" in denied.stderr
+    url = rm.backend.person_url(rm.profile).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('app.tenant_id', %s, false)", (str(rm.profile.tenant),))
+        assert conn.execute("SELECT allow_unsandboxed FROM workflow.settings").fetchone() == (
+            False,
+        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute("UPDATE workflow.settings SET allow_unsandboxed = true")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(
+                "INSERT INTO workflow.settings (tenant_id, allow_unsandboxed) VALUES (%s, true) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET allow_unsandboxed = true",
+                (str(rm.profile.tenant),),
+            )
+    assert admin.workflows.settings()["allow_unsandboxed"] is False
+
+    # The admin allows it (audited as the local-executor setting is); scripts run again.
+    allowed = stella(env, "workflow", "settings", "--unsandboxed", "on")
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout == "unsandboxed scripts: allowed where a host has no sandbox\n"
+    shown = ok_json(env, "workflow", "settings", "-o", "json")
+    assert shown == {"local_executor": True, "allow_unsandboxed": True, "sandbox": None}
+    changes = [
+        (e.actor, e.details)
+        for e in admin.tenancy.audit_entries()
+        if e.action == "workflow.settings"
+    ]
+    me = admin.profile.user
+    assert changes == [(me, {"local_executor": True}), (me, {"allow_unsandboxed": True})]
+    run = admin.workflows.wait_run(admin.workflows.start_run("bare").id, timeout=60)
+    assert run.status == "succeeded", run.error
+    steps = {s.id: s for s in run.steps}
+    # Unsandboxed, the script could read the file; its environment is still the allow-list.
+    report = json.loads(steps["peek"].outputs["stdout"])
+    assert report["paths"][str(world.home / "profiles.json")].startswith("read ")
+    assert not [name for name in report["env"] if name.startswith("STELLA_")]
+    assert "passphrase-the-script-must-not-see" not in json.dumps(report)
+    assert "more bytes not kept" in steps["loud"].outputs["stdout"]
+    assert len(steps["loud"].outputs["stdout"]) < 70_000
+
+    # Off again: refused again.
+    assert ok_json(env, "workflow", "settings", "--unsandboxed", "off", "-o", "json") == {
+        "allow_unsandboxed": False
+    }
+    again = admin.workflows.wait_run(admin.workflows.start_run("bare").id, timeout=60)
+    assert again.status == "failed"
+    assert "bubblewrap" in (again.steps[0].error or "")

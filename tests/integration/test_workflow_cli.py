@@ -240,6 +240,7 @@ def test_start_then_wait_without_serve_on_the_embedded_default(tmp_path: Path) -
     ok_json(env, "workflow", "import", write(tmp_path / "local.json", doc), "-o", "json")
     assert ok_json(env, "workflow", "settings", "-o", "json") == {
         "local_executor": True,
+        "allow_unsandboxed": False,
         "sandbox": "bubblewrap",
     }
     run_id = ok_json(env, "run", "start", "local", "--input", "version=2.1", "-o", "json")["run_id"]

@@ -420,6 +420,7 @@ def test_local_executor_off_fails_scripts_with_a_clear_error(world) -> None:
     stella = world.open()  # an external database: the setting starts off
     assert stella.workflows.settings() == {
         "local_executor": False,
+        "allow_unsandboxed": False,
         "sandbox": "bubblewrap",
     }
     stella.workflows.import_template(template("s", [script("x", "echo", "hi")]))

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -45,8 +45,13 @@ MINIMAL_ENV = {
     "LC_ALL": "C.UTF-8",
 }
 RESERVED_ENV_PREFIX = "STELLA_"
+UNSANDBOXED_ON = "'stella workflow settings --unsandboxed on'"
 _POLL_S = 0.05
 _KILL_GRACE_S = 2.0
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class CommandRequest:
     timeout: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     output_limit: int = OUTPUT_LIMIT
+    # Asked only where no sandbox is usable: may this command run without one?
+    unsandboxed_allowed: Callable[[], bool] = _never
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class ExecutorUnavailableError(ConnectorError):
 
 
 class SandboxUnavailableError(ExecutorUnavailableError):
-    """No usable sandbox on this machine."""
+    """No usable sandbox on this machine, and the tenant does not allow running without one."""
 
 
 class _Capped:
@@ -145,10 +152,11 @@ class LocalExecutor:
                 + ", ".join(reserved)
             )
         status = self.bubblewrap.status()
-        if status.name is None:
+        if status.name is None and not request.unsandboxed_allowed():
             raise SandboxUnavailableError(
                 "script steps run in a bubblewrap sandbox on the orchestrator's host, and "
-                f"this host has none ({status.problem}): {INSTALL_HINT}",
+                f"this host has none ({status.problem}): {INSTALL_HINT}, or an admin may "
+                f"allow unsandboxed scripts with {UNSANDBOXED_ON}",
                 retryable=False,
             )
         env = dict(MINIMAL_ENV)

@@ -254,7 +254,10 @@ class WorkflowService:
         """The tenant's settings, and the sandbox this machine has for script steps."""
         with self.db.transaction() as conn:
             store = WorkflowStore(conn)
-            value: dict[str, Any] = {"local_executor": store.local_executor_enabled()}
+            value: dict[str, Any] = {
+                "local_executor": store.local_executor_enabled(),
+                "allow_unsandboxed": store.unsandboxed_allowed(),
+            }
         value["sandbox"] = self.executors.sandbox("local")
         return value
 
@@ -270,6 +273,20 @@ class WorkflowService:
                 {"local_executor": enabled},
             )
         return {"local_executor": enabled}
+
+    def set_unsandboxed(self, allowed: bool) -> dict[str, Any]:
+        """Whether script steps may run without a sandbox where a host has none (admins)."""
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        with self.db.transaction() as conn:
+            WorkflowStore(conn).set_unsandboxed(identity.tenant_id, allowed)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "workflow.settings",
+                "tenant",
+                identity.tenant_name,
+                {"allow_unsandboxed": allowed},
+            )
+        return {"allow_unsandboxed": allowed}
 
     # runs -------------------------------------------------------------------------------
     def start_run(
