@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -50,9 +52,22 @@ def admin(world):
     return stella
 
 
-def test_a_script_on_the_embedded_default_reads_no_secret(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "STELLA_DATABASE_URL"}
+@pytest.fixture
+def embedded_home(tmp_path: Path) -> Iterator[Path]:
+    """A STELLA_HOME for the embedded default; as root its cluster (stopped by then: the last
+    CLI process stops it) is removed afterwards, so runs do not pile up in /var/lib."""
     home = tmp_path / "home"
+    yield home
+    cluster = EmbeddedPostgres(home).data_dir.parent
+    if cluster.is_relative_to(SYSTEM_DIR / "clusters"):
+        shutil.rmtree(cluster, ignore_errors=True)
+
+
+def test_a_script_on_the_embedded_default_reads_no_secret(
+    tmp_path: Path, embedded_home: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "STELLA_DATABASE_URL"}
+    home = embedded_home
     env["STELLA_HOME"] = str(home)
     env["STELLA_KEY_PASSPHRASE"] = "passphrase-the-script-must-not-see"
     ok_json(env, "db", "upgrade", "-o", "json")  # the embedded default: scripts on by default
