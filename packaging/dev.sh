@@ -11,10 +11,13 @@ t0=$SECONDS
 log() { printf '[dev %4ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
 
 # Qt runtime libraries (PySide6 wheels), the CNCF registry and OpenSSH for integration tests.
+# bubblewrap is the sandbox script steps run in: the desk's embedded default runs them on this
+# machine, and the tests run them in it for real (without it they fail, never skip).
 QT_PKGS=(libglib2.0-0 libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3 fonts-dejavu-core)
 X_PKGS=(libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0
         libxcb-shape0 libxkbcommon-x11-0)
-TEST_PKGS=(docker-registry openssh-server openssl python3-venv ca-certificates)
+DESK_PKGS=(bubblewrap)
+TEST_PKGS=(docker-registry openssh-server openssl python3-venv ca-certificates bubblewrap)
 
 apt_install() {
   local missing=() p
@@ -55,7 +58,8 @@ build_venv() {  # $1 = extras
 case "${1:-}" in
   desk)
     shift
-    apt_install "${QT_PKGS[@]}" || log "continuing; the desktop may fail to start without them"
+    apt_install "${QT_PKGS[@]}" "${DESK_PKGS[@]}" ||
+      log "continuing; the desktop may fail to start, or refuse script steps, without them"
     build_venv desk
     exec "$VENV/bin/stella-desk" "$@"
     ;;

@@ -3,6 +3,10 @@
 The cluster is the product's own embedded default (started as an unprivileged user when the
 tests run as root). Each test's `world` is a new database reached the way an external server
 is (`STELLA_DATABASE_URL`); people are real login roles, dropped again afterwards.
+
+Script steps run in the real sandbox. It shows them the test helper script (read-only) and one
+session directory (read-write) where each test's `effects` directory lives, as the person who
+runs `stella serve` would list a tool directory and a drop folder; never a test's STELLA_HOME.
 """
 
 from __future__ import annotations
@@ -21,6 +25,25 @@ from psycopg import sql
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 _counter = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def script_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The directory scripts may write to; the helper script's directory is readable."""
+    from stella_core.workflows.sandbox import READ_PATHS_ENV, WRITE_PATHS_ENV
+    from tests.support.workflow_helpers import SCRIPT
+
+    writable = tmp_path_factory.mktemp("script-io")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(READ_PATHS_ENV, str(Path(SCRIPT).parent.resolve()))
+        patch.setenv(WRITE_PATHS_ENV, str(writable.resolve()))
+        yield writable
+
+
+@pytest.fixture
+def effects(script_paths: Path) -> Path:
+    """A directory of this test's own that its script steps can write to (not yet created)."""
+    return script_paths / f"fx-{next(_counter)}"
 
 
 @pytest.fixture(scope="session")

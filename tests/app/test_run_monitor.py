@@ -6,7 +6,6 @@ worker runs the steps in this process, start, cancel, retry and approve from the
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from stella_desk.runs.table import Column
 from stella_desk.runs.worker import DeskWorker, reason_not_to_serve
 from stella_desk.screenshots import save, show_run_monitor
 from stella_desk.window import MainWindow
+from tests.support.workflow_helpers import PYTHON
 
 from .test_screens import distinct_colours
 
@@ -210,14 +210,16 @@ def test_monitor_paints_states_timeline_and_the_selected_steps_log(
 
 
 def test_retry_from_the_window_reruns_the_failed_step(
-    desk: MainWindow, run, admin, tmp_path: Path
+    desk: MainWindow, run, admin, effects: Path
 ) -> None:
-    flag = tmp_path / "ready"
+    # Where the sandboxed script can look (the session's script directory).
+    effects.mkdir()
+    flag = effects / "ready"
     check = f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 1)"
     admin.workflows.import_template(
         template(
             "gate-check",
-            [step("build", ["true"]), step("gate", [sys.executable, "-c", check])],
+            [step("build", ["true"]), step("gate", [PYTHON, "-c", check])],
             [("build", "gate")],
         )
     )

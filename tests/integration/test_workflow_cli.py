@@ -238,7 +238,11 @@ def test_start_then_wait_without_serve_on_the_embedded_default(tmp_path: Path) -
         inputs={"version": {"type": "string", "default": "1.0"}},
     )
     ok_json(env, "workflow", "import", write(tmp_path / "local.json", doc), "-o", "json")
-    assert ok_json(env, "workflow", "settings", "-o", "json") == {"local_executor": True}
+    assert ok_json(env, "workflow", "settings", "-o", "json") == {
+        "local_executor": True,
+        "allow_unsandboxed": False,
+        "sandbox": "bubblewrap",
+    }
     run_id = ok_json(env, "run", "start", "local", "--input", "version=2.1", "-o", "json")["run_id"]
     waited = stella(env, "run", "wait", run_id, "--timeout", "60", "-o", "json")
     assert waited.returncode == 0, waited.stderr

@@ -3,7 +3,6 @@ approvals, cancel, continue, rollback, conditions, the executor setting."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from tests.support.workflow_helpers import (
     lines,
     notify,
     overlap,
+    processes_mentioning,
     script,
     spans,
     statuses,
@@ -69,8 +69,7 @@ def admin(world):
     return stella
 
 
-def test_diamond_branches_run_in_parallel_with_two_workers(admin, tmp_path: Path) -> None:
-    effects = tmp_path / "fx"
+def test_diamond_branches_run_in_parallel_with_two_workers(admin, effects: Path) -> None:
     admin.workflows.import_template(
         template(
             "diamond",
@@ -99,8 +98,7 @@ def test_diamond_branches_run_in_parallel_with_two_workers(admin, tmp_path: Path
     assert sorted(line.split()[0] for line in lines(effects / "effects.log")) == ["b", "c"]
 
 
-def test_wide_fan_out_joins_once(admin, tmp_path: Path) -> None:
-    effects = tmp_path / "fx"
+def test_wide_fan_out_joins_once(admin, effects: Path) -> None:
     wide = [notify(f"n{i}") for i in range(40)]
     sleepers = [script(f"s{i}", "effect", str(effects), "--sleep", "0.4") for i in range(4)]
     middle = [n["id"] for n in wide + sleepers]
@@ -126,8 +124,7 @@ def test_wide_fan_out_joins_once(admin, tmp_path: Path) -> None:
     assert len(lines(effects / "effects.log")) == 4
 
 
-def test_retry_with_backoff_then_success(admin, tmp_path: Path) -> None:
-    effects = tmp_path / "fx"
+def test_retry_with_backoff_then_success(admin, effects: Path) -> None:
     retry = {"max_attempts": 3, "backoff_initial_ms": 300, "backoff_factor": 2}
     admin.workflows.import_template(
         template("flaky", [script("s", "effect", str(effects), "--fail-first", "2", retry=retry)])
@@ -270,8 +267,7 @@ def test_approval_timeout(admin) -> None:
     assert statuses(run)["gate"] == "timed_out"
 
 
-def test_cancel_stops_running_scripts_and_pending_steps(admin, tmp_path: Path) -> None:
-    effects = tmp_path / "fx"
+def test_cancel_stops_running_scripts_and_pending_steps(admin, effects: Path) -> None:
     admin.workflows.import_template(
         template(
             "cancel-me",
@@ -282,7 +278,7 @@ def test_cancel_stops_running_scripts_and_pending_steps(admin, tmp_path: Path) -
     with serving(admin, 1):
         run = admin.workflows.start_run("cancel-me")
         wait_for(lambda: lines(effects / "executions.log"), what="the script to start")
-        pid = int(lines(effects / "executions.log")[0].split()[2])
+        assert processes_mentioning(str(effects))  # bwrap and the script in its sandbox
         admin.workflows.cancel_run(run.id)
         cancelled = wait_for(
             lambda: statuses(admin.workflows.get_run(run.id))["long"] == "cancelled",
@@ -292,8 +288,7 @@ def test_cancel_stops_running_scripts_and_pending_steps(admin, tmp_path: Path) -
     run = admin.workflows.get_run(run.id)
     assert run.status == "cancelled"
     assert statuses(run) == {"long": "cancelled", "after": "cancelled"}
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert wait_for(lambda: not processes_mentioning(str(effects)), what="the script to end")
     with pytest.raises(DefinitionError, match="ended already"):
         admin.workflows.cancel_run(run.id)
 
@@ -427,7 +422,11 @@ def test_script_outputs_exit_codes_and_capped_output(admin) -> None:
 
 def test_local_executor_off_fails_scripts_with_a_clear_error(world) -> None:
     stella = world.open()  # an external database: the setting starts off
-    assert stella.workflows.settings() == {"local_executor": False}
+    assert stella.workflows.settings() == {
+        "local_executor": False,
+        "allow_unsandboxed": False,
+        "sandbox": "bubblewrap",
+    }
     stella.workflows.import_template(template("s", [script("x", "echo", "hi")]))
     run = run_to_end(stella, "s")
     assert run.status == "failed"
@@ -436,9 +435,8 @@ def test_local_executor_off_fails_scripts_with_a_clear_error(world) -> None:
 
 
 def test_retry_step_resumes_a_failed_run_without_rerunning_what_succeeded(
-    admin, tmp_path: Path
+    admin, effects: Path
 ) -> None:
-    effects = tmp_path / "fx"
     admin.workflows.import_template(
         template(
             "resume",

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.workflow_helpers import lines, notify, script, statuses, template
+from tests.support.workflow_helpers import (
+    lines,
+    notify,
+    processes_mentioning,
+    script,
+    statuses,
+    template,
+)
 
 
 def serve(world, *args: str) -> subprocess.Popen[str]:
@@ -55,14 +62,13 @@ def admin(world):
 
 
 def _kill_leftover_scripts(effects: Path) -> None:
-    """Scripts run in their own session, so a SIGKILLed worker leaves them orphaned."""
-    for line in lines(effects / "executions.log"):
-        with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
-            os.kill(int(line.split()[2]), signal.SIGKILL)
+    """Scripts die with their worker (bwrap --die-with-parent); make sure of it all the same."""
+    for pid in processes_mentioning(str(effects)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
-def test_two_worker_processes_share_one_run(world, admin, servers, tmp_path: Path) -> None:
-    effects = tmp_path / "fx"
+def test_two_worker_processes_share_one_run(world, admin, servers, effects: Path) -> None:
     middle = [script(f"s{i}", "effect", str(effects), "--sleep", "0.3") for i in range(12)]
     ids = [n["id"] for n in middle]
     admin.workflows.import_template(
@@ -93,8 +99,7 @@ def test_two_worker_processes_share_one_run(world, admin, servers, tmp_path: Pat
     assert admin.workflows.live_workers() == 0
 
 
-def test_a_worker_killed_mid_step_loses_nothing(world, admin, servers, tmp_path: Path) -> None:
-    effects = tmp_path / "fx"
+def test_a_worker_killed_mid_step_loses_nothing(world, admin, servers, effects: Path) -> None:
     admin.workflows.import_template(
         template(
             "survive",
@@ -136,8 +141,7 @@ def test_a_worker_killed_mid_step_loses_nothing(world, admin, servers, tmp_path:
     assert expired[0].details["previous_owner"].split(":")[2] == str(first.pid)
 
 
-def test_sigterm_hands_a_running_step_back(world, admin, servers, tmp_path: Path) -> None:
-    effects = tmp_path / "fx"
+def test_sigterm_hands_a_running_step_back(world, admin, servers, effects: Path) -> None:
     admin.workflows.import_template(
         template("handback", [script("long", "effect", str(effects), "--sleep", "30")])
     )
@@ -145,14 +149,13 @@ def test_sigterm_hands_a_running_step_back(world, admin, servers, tmp_path: Path
     servers.append(proc)
     run = admin.workflows.start_run("handback")
     wait_until(lambda: lines(effects / "executions.log"), what="the script to start")
-    pid = int(lines(effects / "executions.log")[0].split()[2])
+    assert processes_mentioning(str(effects))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     step = admin.workflows.get_run(run.id).steps[0]
     # Stopped after the grace period and handed back: claimable at once, lease released.
     assert (step.status, step.lease_owner, step.attempts) == ("ready", None, 1)
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    wait_until(lambda: not processes_mentioning(str(effects)), what="the script to end")
     kinds = [e.kind for e in admin.workflows.run_events(run.id)]
     assert kinds[-1] == "step.released"
     assert admin.workflows.live_workers() == 0

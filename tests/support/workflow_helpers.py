@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
-import sys
+import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from stella_core.workflows.executors import MINIMAL_ENV
+from stella_core.workflows.sandbox import INSTALL_HINT, Bubblewrap
+
 SCRIPT = str(Path(__file__).with_name("workflow_script.py"))
+# The system's Python, which the sandbox shows (a virtual environment's may live anywhere, e.g.
+# under /root); the helper script needs only the standard library.
+PYTHON = shutil.which("python3", path=MINIMAL_ENV["PATH"]) or "python3"
+
+
+def require_sandbox() -> str:
+    """bwrap's path; without a usable one the test fails in CI (STELLA_REQUIRE_SERVICES=1)
+    and is skipped elsewhere."""
+    status = Bubblewrap().status()
+    if status.name is None:
+        message = f"no usable bubblewrap sandbox ({status.problem}): {INSTALL_HINT}"
+        if os.environ.get("STELLA_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    assert status.binary is not None
+    return status.binary
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """Host PIDs of live processes whose command line mentions `marker` (a test's own effects
+    directory). A sandboxed script knows only its PID inside the sandbox's namespace."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path("/proc", entry, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(entry))
+    return found
 
 
 def notify(node_id: str, message: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -16,7 +54,7 @@ def notify(node_id: str, message: str | None = None, **extra: Any) -> dict[str, 
 
 def script(node_id: str, *args: str, **extra: Any) -> dict[str, Any]:
     """A script step running tests/support/workflow_script.py with `args`."""
-    inputs = {"command": [sys.executable, SCRIPT, *args]}
+    inputs = {"command": [PYTHON, SCRIPT, *args]}
     inputs.update(extra.pop("inputs", {}))
     return {"id": node_id, "type": "script", "inputs": inputs, **extra}
 

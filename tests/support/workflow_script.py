@@ -2,13 +2,13 @@
 
 effect DIR [--sleep S] [--fail-first N]
     Appends "<step> <attempt> <pid>" to DIR/executions.log on every execution. The side effect
-    (a line "<step> <key>" in DIR/effects.log) happens once per STELLA_IDEMPOTENCY_KEY: a
+    (a line "<step> <key>" in DIR/effects.log) happens once per WORKFLOW_IDEMPOTENCY_KEY: a
     marker file DIR/markers/<key hash> makes a retried call recognise that it was done.
     Then sleeps S seconds; fails the first N executions (counted in DIR/counter-<step>).
 sleep S            sleeps, prints "slept"
 echo TEXT...       prints its arguments (and writes "err" to stderr)
 exit CODE          prints "bye" and exits with CODE
-flood BYTES        writes that many bytes to stdout
+flood BYTES [--stderr N]  writes that many bytes ("x") to stdout, and N ("e") to stderr
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ def effect(args: list[str]) -> int:
     root = Path(args[0])
     sleep = float(args[args.index("--sleep") + 1]) if "--sleep" in args else 0.0
     fail_first = int(args[args.index("--fail-first") + 1]) if "--fail-first" in args else 0
-    step = os.environ["STELLA_STEP_ID"]
-    key = os.environ.get("STELLA_IDEMPOTENCY_KEY", "")
+    step = os.environ["WORKFLOW_STEP_ID"]
+    key = os.environ.get("WORKFLOW_IDEMPOTENCY_KEY", "")
     root.joinpath("markers").mkdir(parents=True, exist_ok=True)
     with root.joinpath("executions.log").open("a") as fh:
-        fh.write(f"{step} {os.environ.get('STELLA_ATTEMPT', '?')} {os.getpid()}\n")
+        fh.write(f"{step} {os.environ.get('WORKFLOW_ATTEMPT', '?')} {os.getpid()}\n")
     counter = root / f"counter-{step}"
     count = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(count))
@@ -64,6 +64,8 @@ def main(argv: list[str]) -> int:
         return int(args[0])
     if command == "flood":
         sys.stdout.write("x" * int(args[0]))
+        if "--stderr" in args:
+            sys.stderr.write("e" * int(args[args.index("--stderr") + 1]))
         return 0
     print(f"unknown command {command}", file=sys.stderr)
     return 64

@@ -5,13 +5,13 @@ that do not exist on this machine, so the demo imports a variant of it whose ste
 lines of Python instead (printing what they would do, and failing for one release on purpose),
 then runs it three times with a worker of its own, restricted to each run: one run succeeds,
 one fails at "Deploy web" and rolls back, one waits for its approval. Nothing here runs unless
-the person may start runs and the local executor is on (the embedded default).
+the person may start runs, the local executor is on (the embedded default) and scripts can run
+here (a sandbox, or an admin's leave to run without one).
 """
 
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,9 @@ def demo_template() -> dict[str, Any]:
         "Promote the web shop (demo variant: each step runs a short Python script that says "
         "what it would do)."
     )
-    python = sys.executable
+    # The system's Python, found in the script's sandbox (this process's may be a virtual
+    # environment's anywhere, e.g. in a home directory the sandbox does not show).
+    python = "python3"
     release_env = {"RELEASE": "${{ release.name }}"}
     for node in doc["nodes"]:
         node_id = node["id"]
@@ -85,7 +87,11 @@ def _may_run(stella: Stella) -> bool:
     identity = stella.tenancy.whoami()
     if identity.role not in (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN):
         return False
-    return bool(stella.workflows.settings().get("local_executor"))
+    settings = stella.workflows.settings()
+    # Scripts run here only in a sandbox, or where an admin allowed them to run without one.
+    return bool(settings["local_executor"]) and bool(
+        settings["sandbox"] or settings["allow_unsandboxed"]
+    )
 
 
 def _drive(stella: Stella, run_id: UUID, done: Callable[[RunInfo], bool], timeout: float) -> None:

@@ -4,6 +4,7 @@ The list and the monitor share the page (a stack): choosing a run opens its moni
 whole page, since a graph, a log and a timeline need the room; "All runs" goes back. "Start run"
 starts a stored template on a release. The list follows the monitor (a run it watches updates
 its own row) and reloads itself every few seconds while it shows runs that are still going.
+Above both, a notice says when script steps may run without a sandbox, or cannot run here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, PageHeader, label
 from stella_desk.ops import Change, OpChanges, OpFailed, Ops
 from stella_desk.runs.monitor import WRITERS, RunMonitor
+from stella_desk.runs.sandbox import SandboxNotice, sandbox_notice
 from stella_desk.runs.start import StartRunDialog
 from stella_desk.runs.status import ACTIVE_RUN
 from stella_desk.runs.table import (
@@ -116,6 +118,9 @@ class RunsPage(QWidget):
         self.stack = QStackedWidget()
         column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        self.sandbox_notice = SandboxNotice()
+        column.addWidget(self.sandbox_notice)
         column.addWidget(self.stack)
         self.list_page = self._build_list()
         self.monitor = RunMonitor(ops, session, registry)
@@ -183,13 +188,19 @@ class RunsPage(QWidget):
         self._serve()
         self._update_actions()
         try:
-            runs = await self.ops.run(
-                lambda _report: stella.workflows.list_runs(RUN_LIMIT), label="Loading runs"
+            runs, settings = await self.ops.run(
+                lambda _report: (
+                    stella.workflows.list_runs(RUN_LIMIT),
+                    stella.workflows.settings(),
+                ),
+                label="Loading runs",
             )
         except OpFailed:
             return  # presented by the window's banner
         if generation != self._generation:
             return
+        runs_here = self.worker is not None and self.worker.running
+        self.sandbox_notice.show_notice(sandbox_notice(settings, runs_here=runs_here))
         selected = self.selected_run()
         self.model.set_runs(runs)
         if selected is not None:

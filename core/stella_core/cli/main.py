@@ -472,11 +472,30 @@ def cmd_workflow_versions(args: argparse.Namespace) -> None:
 
 def cmd_workflow_settings(args: argparse.Namespace) -> None:
     with acting(args) as stella:
-        if args.local_executor is None:
+        if args.local_executor is None and args.unsandboxed is None:
             value = stella.workflows.settings()
         else:
-            value = stella.workflows.set_local_executor(args.local_executor == "on")
-    _out(args, value, lambda: [f"local executor: {'on' if value['local_executor'] else 'off'}"])
+            value = {}
+            if args.local_executor is not None:
+                value |= stella.workflows.set_local_executor(args.local_executor == "on")
+            if args.unsandboxed is not None:
+                value |= stella.workflows.set_unsandboxed(args.unsandboxed == "on")
+
+    def lines() -> list[str]:
+        out = []
+        if "local_executor" in value:
+            out.append(f"local executor: {'on' if value['local_executor'] else 'off'}")
+        if "allow_unsandboxed" in value:
+            allowed = value["allow_unsandboxed"]
+            out.append(
+                "unsandboxed scripts: "
+                + ("allowed where a host has no sandbox" if allowed else "refused")
+            )
+        if "sandbox" in value:
+            out.append(f"sandbox on this machine: {value['sandbox'] or 'none'}")
+        return out
+
+    _out(args, value, lines)
 
 
 def _inputs(pairs: list[str]) -> dict[str, str]:
@@ -850,6 +869,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["on", "off"],
         default=None,
         help="allow script steps to run on the orchestrator's host (admins)",
+    )
+    p.add_argument(
+        "--unsandboxed",
+        choices=["on", "off"],
+        default=None,
+        help="let script steps run without a sandbox where a host has none (admins)",
     )
 
     run = groups.add_parser("run", help="workflow runs").add_subparsers(dest="cmd", required=True)

@@ -726,6 +726,7 @@ class Worker:
             timeout_seconds=node.timeout_seconds,
             executors=self.executors,
             local_executor_enabled=self._local_executor_enabled,
+            unsandboxed_allowed=self._unsandboxed_allowed,
             approved_by=run.approved_by,
         )
         if claimed.resume:
@@ -774,6 +775,9 @@ class Worker:
 
     def _local_executor_enabled(self) -> bool:
         return run_tx(self.db, lambda conn: WorkflowStore(conn).local_executor_enabled())
+
+    def _unsandboxed_allowed(self) -> bool:
+        return run_tx(self.db, lambda conn: WorkflowStore(conn).unsandboxed_allowed())
 
     def _execute(self, job: _Job) -> StepResult:
         done = threading.Event()

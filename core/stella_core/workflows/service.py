@@ -260,8 +260,15 @@ class WorkflowService:
 
     # settings ---------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
+        """The tenant's settings, and the sandbox this machine has for script steps."""
         with self.db.transaction() as conn:
-            return {"local_executor": WorkflowStore(conn).local_executor_enabled()}
+            store = WorkflowStore(conn)
+            value: dict[str, Any] = {
+                "local_executor": store.local_executor_enabled(),
+                "allow_unsandboxed": store.unsandboxed_allowed(),
+            }
+        value["sandbox"] = self.executors.sandbox("local")
+        return value
 
     def set_local_executor(self, enabled: bool) -> dict[str, Any]:
         identity = self.tenancy.require(ProductRole.ADMIN)
@@ -275,6 +282,20 @@ class WorkflowService:
                 {"local_executor": enabled},
             )
         return {"local_executor": enabled}
+
+    def set_unsandboxed(self, allowed: bool) -> dict[str, Any]:
+        """Whether script steps may run without a sandbox where a host has none (admins)."""
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        with self.db.transaction() as conn:
+            WorkflowStore(conn).set_unsandboxed(identity.tenant_id, allowed)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id,
+                "workflow.settings",
+                "tenant",
+                identity.tenant_name,
+                {"allow_unsandboxed": allowed},
+            )
+        return {"allow_unsandboxed": allowed}
 
     # runs -------------------------------------------------------------------------------
     def _engine(self) -> WorkflowService:

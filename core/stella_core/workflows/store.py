@@ -534,6 +534,20 @@ class WorkflowStore:
             {"t": tenant_id, "e": enabled},
         )
 
+    def unsandboxed_allowed(self) -> bool:
+        value = self.conn.execute(text("SELECT allow_unsandboxed FROM workflow.settings")).scalar()
+        return bool(value)
+
+    def set_unsandboxed(self, tenant_id: UUID, allowed: bool) -> None:
+        self.conn.execute(
+            text(
+                "INSERT INTO workflow.settings (tenant_id, allow_unsandboxed) "
+                "VALUES (:t, :a) ON CONFLICT (tenant_id) "
+                "DO UPDATE SET allow_unsandboxed = EXCLUDED.allow_unsandboxed"
+            ),
+            {"t": tenant_id, "a": allowed},
+        )
+
     def register_worker(
         self, worker_id: str, tenant_id: UUID, host: str, pid: int, run_id: UUID | None
     ) -> None:

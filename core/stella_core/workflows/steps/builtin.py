@@ -69,6 +69,8 @@ class StepContext:
     timeout_seconds: int | None
     executors: Executors
     local_executor_enabled: Callable[[], bool]
+    # Asked only where no sandbox is usable (the tenant's `allow_unsandboxed`).
+    unsandboxed_allowed: Callable[[], bool] = lambda: False
     # Set for the run of an approved promotion: who approved it.
     approved_by: tuple[str, ...] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -178,13 +180,14 @@ class ScriptStep(_NoResume):
                     argv=tuple(command),
                     env={
                         **dict(env),
-                        "STELLA_RUN_ID": str(ctx.run_id),
-                        "STELLA_STEP_ID": ctx.node_id,
-                        "STELLA_ATTEMPT": str(ctx.attempt),
+                        "WORKFLOW_RUN_ID": str(ctx.run_id),
+                        "WORKFLOW_STEP_ID": ctx.node_id,
+                        "WORKFLOW_ATTEMPT": str(ctx.attempt),
                     },
                     idempotency_key=ctx.idempotency_key,
                     timeout=ctx.remaining(),
                     cancel=ctx.cancel,
+                    unsandboxed_allowed=ctx.unsandboxed_allowed,
                 )
             )
         except ConnectorError as exc:

@@ -68,12 +68,17 @@ BUILTIN_SPECS: tuple[StepTypeSpec, ...] = (
     StepTypeSpec(
         name="script",
         title="Script",
-        description="Runs a command (an argument list, never through a shell) on an executor.",
+        description="Runs a command (an argument list, never a shell) in a sandbox.",
         category="action",
         input_schema=_obj(
             {
                 "command": {**STRING_LIST, "minItems": 1},
-                "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                "env": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    # Names starting with STELLA_ are the product's own; a script never gets one.
+                    "propertyNames": {"not": {"pattern": "^STELLA_"}},
+                },
             },
             ["command"],
         ),
