@@ -19,53 +19,90 @@ X_PKGS=(libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render
 DESK_PKGS=(bubblewrap)
 TEST_PKGS=(docker-registry openssh-server openssl python3-venv ca-certificates bubblewrap)
 
-apt_install() {
+missing_packages() {  # the packages of "$@" this machine lacks, one line
   local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ "${#missing[@]}" -eq 0 ] && return 0
+  for p in "$@"; do
+    if [ "$p" = python3-venv ]; then
+      # What matters is that python3 can make a venv with pip (Debian splits that off).
+      python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("$p")
+    else
+      dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    fi
+  done
+  echo "${missing[*]}"
+}
+
+apt_install() {  # install what is missing, as root or with passwordless sudo; else say what
+  local missing
+  missing=$(missing_packages "$@")
+  [ -z "$missing" ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
       SUDO=sudo
     else
-      log "missing system packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
+      log "these system packages are missing; ask root to install them, then run this again:"
+      log "    apt-get install $missing"
       return 1
     fi
   else
     SUDO=
   fi
-  log "apt-get install ${missing[*]}"
+  log "apt-get install $missing"
   # Never let package scripts start sshd or the registry on their default ports.
   local own_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d; own_policy=1
   fi
+  # shellcheck disable=SC2086  # one word per package
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   [ "$own_policy" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
   return 0
 }
 
-build_venv() {  # $1 = extras
-  if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
+build_venv() {  # $1 = extras. A half-built environment (an interrupted or failed earlier try)
+  # is removed and built again, so one failure never blocks every later try.
+  local ready="$VENV/.stella-ready-$1"
+  if [ -e "$VENV" ] && { [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }; then
+    log "removing a half-built $VENV"
+    rm -rf "$VENV"
   fi
-  "$VENV/bin/pip" install -q -e ".[$1]"
-  log "virtual environment ready ($VENV)"
+  if [ -f "$ready" ] && [ "$ready" -nt pyproject.toml ]; then
+    :  # built for these extras since pyproject.toml last changed (the install is editable)
+  else
+    rm -f "$ready"
+    if [ ! -x "$VENV/bin/python" ]; then
+      python3 -m venv "$VENV"
+      "$VENV/bin/pip" install -q --upgrade pip
+    fi
+    if ! "$VENV/bin/pip" install -q -e ".[$1]"; then
+      log "the install failed; building $VENV again from scratch"
+      rm -rf "$VENV"
+      python3 -m venv "$VENV"
+      "$VENV/bin/pip" install -q --upgrade pip
+      "$VENV/bin/pip" install -q -e ".[$1]"
+    fi
+    touch "$ready"
+  fi
+  log "virtual environment ready: $VENV/bin/stella is the command line; 'source $VENV/bin/activate' puts stella and stella-desk on your PATH"
 }
 
 case "${1:-}" in
   desk)
     shift
-    apt_install "${QT_PKGS[@]}" "${DESK_PKGS[@]}" ||
-      log "continuing; the desktop may fail to start, or refuse script steps, without them"
+    # Everything the desk needs, asked for in one go before anything else happens. Qt aborts
+    # without the X libraries; without bubblewrap the desk runs but refuses script steps.
+    if ! apt_install python3-venv "${QT_PKGS[@]}" "${X_PKGS[@]}" "${DESK_PKGS[@]}"; then
+      [ -n "$(missing_packages python3-venv "${QT_PKGS[@]}" "${X_PKGS[@]}")" ] && exit 1
+      log "continuing without bubblewrap: script steps will be refused until it is installed"
+    fi
     build_venv desk
     exec "$VENV/bin/stella-desk" "$@"
     ;;
   test)
     shift
-    apt_install "${QT_PKGS[@]}" "${X_PKGS[@]}" "${TEST_PKGS[@]}"
+    apt_install "${QT_PKGS[@]}" "${X_PKGS[@]}" "${TEST_PKGS[@]}" || exit 1
     build_venv dev
     # sigstore-js, an independent verifier of our evidence bundles (tests/interop).
     command -v npm >/dev/null || apt_install nodejs npm
@@ -94,6 +131,7 @@ case "${1:-}" in
     exit "$rc"
     ;;
   env)
+    apt_install python3-venv || exit 1
     build_venv dev
     ;;
   *)
