@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -62,22 +63,10 @@ class ProfileStore:
         self.path = home / "profiles.json"
 
     def _load(self) -> dict[str, dict[str, object]]:
-        if not self.path.exists():
-            return {}
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DefinitionError(f"cannot read profiles from {self.path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise DefinitionError(f"{self.path} is not a profiles file")
-        return data
+        return read_private_json(self.path, "profiles file")
 
     def _save(self, data: dict[str, dict[str, object]]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_private_json(self.path, data)
 
     def save(self, profile: Profile, *, make_default: bool = False) -> None:
         data = self._load()
@@ -155,16 +144,8 @@ class OrchestratorLogins:
     def __init__(self, home: Path) -> None:
         self.path = home / "orchestrator.json"
 
-    def _load(self) -> dict[str, dict[str, dict[str, str]]]:
-        if not self.path.exists():
-            return {}
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DefinitionError(f"cannot read {self.path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise DefinitionError(f"{self.path} is not an orchestrator credentials file")
-        return data
+    def _load(self) -> dict[str, Any]:
+        return read_private_json(self.path, "orchestrator credentials file")
 
     def get(self, target: str, tenant_id: UUID) -> OrchestratorLogin | None:
         raw = (self._load().get(target) or {}).get(str(tenant_id))
@@ -178,8 +159,26 @@ class OrchestratorLogins:
             "user": login.user,
             "password": login.password,
         }
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_private_json(self.path, data)
+
+
+def read_private_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a file of this machine's secrets ({} when there is none yet)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DefinitionError(f"cannot read the {what} {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{path} is not a {what}")
+    return data
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace the file at once, readable by this OS user only (mode 0600)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
