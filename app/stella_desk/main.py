@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QApplication
 
 from stella_desk import theme
 from stella_desk.ops import OpFailed, Ops
-from stella_desk.qtcompat import protect_bool_refcount, protect_none_refcount
+from stella_desk.qtcompat import GuiThreadCollector, protect_bool_refcount, protect_none_refcount
 from stella_desk.runs.worker import DeskWorker
 from stella_desk.session import Session
 from stella_desk.window import MainWindow
@@ -153,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ticker = QTimer()
     ticker.start(250)
     ticker.timeout.connect(lambda: None)
+    collector = GuiThreadCollector()  # Qt objects die on the GUI thread, never a worker's
     if args.screenshot is None:
         window.show()
     try:
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = loop.run_until_complete(run_desk(args, window, ops))
             return code
     finally:
+        collector.stop()
         asyncio.set_event_loop(None)
 
 

@@ -71,3 +71,42 @@ def protect_none_refcount() -> bool:
         return False
     field.value += _HEADROOM
     return True
+
+
+class GuiThreadCollector(QObject):
+    """Python's cyclic garbage collector runs on whichever thread allocates when a threshold is
+    crossed: often a worker thread of the desk (database reads, signing). A Qt object found
+    there in a cycle is then destroyed on the wrong thread: its timers stay registered with the
+    GUI thread's event loop and a later timer event reaches freed memory (seen as a segmentation
+    fault in `QTimerInfoList::activateTimers`). So automatic collection is off and this collects
+    on the GUI thread instead, as often as the interpreter's own first threshold would."""
+
+    def __init__(self, interval_ms: int = 500) -> None:
+        super().__init__()
+        import gc
+
+        self._gc = gc
+        self._threshold = gc.get_threshold()
+        self._timer_id = self.startTimer(interval_ms)
+        gc.disable()
+
+    def timerEvent(self, event: object) -> None:
+        self.collect_if_due()
+
+    def collect_if_due(self) -> None:
+        first, second, third = self._gc.get_count()
+        limit0, limit1, limit2 = self._threshold
+        if third > limit2:
+            self._gc.collect(2)
+        elif second > limit1:
+            self._gc.collect(1)
+        elif first > limit0:
+            self._gc.collect(0)
+
+    def stop(self) -> None:
+        """Automatic collection back on (and one full collection, here, on this thread)."""
+        if self._timer_id:
+            self.killTimer(self._timer_id)
+            self._timer_id = 0
+        self._gc.collect()
+        self._gc.enable()

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 from stella_core.demo.seed import seed
 from stella_desk import theme
 from stella_desk.ops import Ops
-from stella_desk.qtcompat import protect_bool_refcount, protect_none_refcount
+from stella_desk.qtcompat import GuiThreadCollector, protect_bool_refcount, protect_none_refcount
 from stella_desk.session import Session
 from stella_desk.window import WINDOW_SIZE, MainWindow
 
@@ -45,6 +45,15 @@ class _AlwaysRunningLoop(qasync.QEventLoop):  # type: ignore[misc]
     def _after_run_forever(self) -> None:
         super()._after_run_forever()
         asyncio.events._set_running_loop(self)
+
+
+@pytest.fixture(autouse=True)
+def _collect_on_the_gui_thread(qapp: QApplication) -> Iterator[None]:
+    # As the desk does (see GuiThreadCollector): a Qt object a test leaves in a cycle must be
+    # destroyed here, not on a worker thread that happens to cross a GC threshold.
+    collector = GuiThreadCollector()
+    yield
+    collector.stop()
 
 
 @pytest.fixture
