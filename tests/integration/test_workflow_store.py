@@ -153,3 +153,22 @@ def test_run_log_and_template_versions_refuse_update_and_delete(world, superuser
     kinds = [e.kind for e in stella.workflows.run_events(run.id)]
     assert "forged" not in kinds
     assert kinds[-1] == "run.succeeded"
+
+
+def test_another_tenant_listening_on_the_channel_learns_no_run_ids(world) -> None:
+    from stella_core.workflows.store import channel
+
+    a = world.open()
+    a.workflows.import_template(_doc())
+    b = _other_tenant(world, a)
+    # PostgreSQL lets any login LISTEN on any channel: tenant B's person tries tenant A's.
+    url = b.backend.person_url(b.profile).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as spy:
+        spy.execute(
+            psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel(a.db.tenant_id)))
+        )
+        run = a.workflows.start_run("pipeline")
+        assert a.workflows.wait_run(run.id, timeout=30).status == "succeeded"
+        heard = [n.payload for n in spy.notifies(timeout=2.0)]
+    assert heard, "the spy should hear that something happened (the wake-up itself)"
+    assert all(str(run.id) not in p and p in ("", "stop") for p in heard)

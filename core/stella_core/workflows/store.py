@@ -23,7 +23,9 @@ WORKER_LIVE_SECONDS = 15
 
 
 def channel(tenant_id: UUID) -> str:
-    """The NOTIFY channel of a tenant: others never hear about its runs."""
+    """The NOTIFY channel of a tenant. PostgreSQL lets any login LISTEN on any channel, so a
+    notification only wakes workers and carries nothing (no run id): what is ready is read
+    under row-level security."""
     return f"stella_workflow_{tenant_id.hex}"
 
 
@@ -904,7 +906,7 @@ class WorkflowStore:
                 "edetails": [_json(e.details or {}) for e in events],
                 "rollback": run.phase == "rollback",
                 "channel": channel(run.tenant_id),
-                "payload": str(run.id),
+                "payload": "",
                 "notify_min": notify_min,
             },
         )
@@ -970,9 +972,8 @@ class WorkflowStore:
         )
 
     def notify(self, tenant_id: UUID, run_id: UUID) -> None:
-        self.conn.execute(
-            text("SELECT pg_notify(:c, :p)"), {"c": channel(tenant_id), "p": str(run_id)}
-        )
+        """Wake the tenant's workers about `run_id` (which the notification does not name)."""
+        self.conn.execute(text("SELECT pg_notify(:c, '')"), {"c": channel(tenant_id)})
 
     def set_run_started(self, run_id: UUID) -> None:
         self.conn.execute(
