@@ -745,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure",
         action="store_true",
-        help="allow plain HTTP and skip TLS certificate verification",
+        help="allow plain HTTP (the password then goes over it, to this registry's own host "
+        "only) and skip TLS certificate verification",
     )
     leaf(reg, "list", cmd_registry_list, "list registries")
 
