@@ -368,6 +368,8 @@ def _check_settings(settings: dict[str, Any], name: str) -> dict[str, Any]:
     for role, count in dict(settings["quorum"]).items():
         in_range(count, f"--quorum {role}=N:", low=1, high=MAX_REQUIRED_APPROVALS)
     for person in settings["approver_persons"]:
+        if not person.strip():
+            raise DefinitionError("--approver needs a person's name, not an empty one")
         check_text(person, "--approver")
     roles = tuple(settings["approver_roles"]) or DEFAULT_APPROVER_ROLES
     for role in roles:
