@@ -84,6 +84,11 @@ def test_malformed_images_are_refused(raw) -> None:
         ("127.0.0.1:5000", False, RegistryKind.DISTRIBUTION, "http://127.0.0.1:5000"),
         ("/srv/oci", False, RegistryKind.OCI_LAYOUT, "file:///srv/oci"),
         ("file:///srv/oci", False, RegistryKind.OCI_LAYOUT, "file:///srv/oci"),
+        ("file://localhost/srv/oci", False, RegistryKind.OCI_LAYOUT, "file:///srv/oci"),
+        ("file:/srv/oci", False, RegistryKind.OCI_LAYOUT, "file:///srv/oci"),
+        ("file:///srv/my%20oci", False, RegistryKind.OCI_LAYOUT, "file:///srv/my%20oci"),
+        ("/srv/my oci", False, RegistryKind.OCI_LAYOUT, "file:///srv/my%20oci"),
+        ("http://[::1]:5000", True, RegistryKind.DISTRIBUTION, "http://[::1]:5000"),
     ],
 )
 def test_registry_urls(url, insecure, kind, normalised) -> None:
@@ -100,6 +105,15 @@ def test_registry_urls(url, insecure, kind, normalised) -> None:
         "https://:5000",
         "https://reg.example:99999",
         "file://relative/path",
+        "http://[::1",
+        "http://[zz]",
+        "[::1",
+        "file:",
+        "file://build-host/srv/oci",
+        "file:///srv/a%00b",
+        "https://reg.example/a b",
+        "https://reg.example\x00",
+        "reg.example:",
     ],
 )
 def test_bad_registry_urls(url) -> None:

@@ -11,7 +11,10 @@ import hashlib
 import json
 import logging
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -50,6 +53,7 @@ from tests.support.registry import (
     push_image,
     push_manifest,
     push_oci_index,
+    self_signed,
     tag_existing,
 )
 
@@ -434,7 +438,10 @@ def test_basic_auth_with_good_credentials(registry_basic: RunningRegistry) -> No
     digest = push_image(registry_basic.url, "team/private", "v1", auth=registry_basic.auth)
 
     with RegistryClient(
-        registry_basic.url, username=registry_basic.username, password=registry_basic.password
+        registry_basic.url,
+        username=registry_basic.username,
+        password=registry_basic.password,
+        insecure=True,  # plain HTTP: only an insecure registry gets a password over it
     ) as client:
         client.ping()
         assert client.resolve("team/private", "v1").digest == digest
@@ -445,7 +452,9 @@ def test_basic_auth_wrong_password_names_user_not_password(
     registry_basic: RunningRegistry,
 ) -> None:
     wrong = "wrong-" + (registry_basic.password or "")
-    client = RegistryClient(registry_basic.url, username=registry_basic.username, password=wrong)
+    client = RegistryClient(
+        registry_basic.url, username=registry_basic.username, password=wrong, insecure=True
+    )
     with client, pytest.raises(RegistryAuthError) as err:
         client.resolve("team/private", "v1")
 
@@ -477,8 +486,12 @@ def test_basic_auth_without_credentials_says_they_are_needed(
 
 
 def _token_client(reg: RunningRegistry, password: str | None = None) -> RegistryClient:
+    # The fixture's registry and token server are plain HTTP on 127.0.0.1: its own host.
     return RegistryClient(
-        reg.url, username=reg.username, password=password if password else reg.password
+        reg.url,
+        username=reg.username,
+        password=password if password else reg.password,
+        insecure=True,
     )
 
 
@@ -569,6 +582,169 @@ def test_no_secret_in_repr_or_debug_logs(
     assert caplog.records, "expected debug lines from the client"
     for secret in (password, *server.tokens):
         assert secret not in caplog.text
+
+
+# -- where credentials go ----------------------------------------------------------------------
+
+
+class TokenRelay:
+    """A token endpoint on another host: records the Authorization header of every request it
+    gets, and relays the request (that header included) to the fixture's real token server.
+
+    `name` is the host the realm names: 127.0.0.2 is another loopback address than the
+    registry's 127.0.0.1; over TLS it is `localhost`, the name our test certificate carries."""
+
+    def __init__(self, upstream_realm: str, *, name: str, context: ssl.SSLContext | None) -> None:
+        upstream = upstream_realm.rsplit("/", 1)[0]
+        received: list[str | None] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+            def do_GET(self) -> None:
+                header = self.headers.get("Authorization")
+                received.append(header)
+                answer = httpx.get(
+                    upstream + self.path,
+                    headers={"Authorization": header} if header else {},
+                    timeout=10.0,
+                )
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+        bind = "127.0.0.1" if name == "localhost" else name
+        self._server = ThreadingHTTPServer((bind, 0), Handler)
+        self._server.daemon_threads = True
+        if context is not None:
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        scheme = "https" if context is not None else "http"
+        self.realm = f"{scheme}://{name}:{self._server.server_address[1]}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def token_proxy(registry_token: RunningRegistry) -> Iterator[RewritingProxy]:
+    """The token-auth registry behind a proxy that can rename its challenge's realm."""
+    proxy = RewritingProxy(registry_token.url)
+    yield proxy
+    proxy.stop()
+
+
+def _tls_context(folder: Path) -> ssl.SSLContext:
+    pair = self_signed("localhost", server=True)
+    (folder / "cert.pem").write_bytes(pair.cert_pem)
+    (folder / "key.pem").write_bytes(pair.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context
+
+
+def test_token_realm_on_plain_http_on_another_host_gets_no_credentials(
+    registry_token: RunningRegistry, token_proxy: RewritingProxy
+) -> None:
+    server = registry_token.token_server
+    assert server is not None
+    push_image(registry_token.url, "team/elsewhere", "v1", auth=registry_token.auth)
+    relay = TokenRelay(server.realm, name="127.0.0.2", context=None)
+    token_proxy.realm_override = relay.realm
+    password = registry_token.password or ""
+    try:
+        # Insecure allows plain HTTP to the registry's own host, not to another one.
+        client = RegistryClient(
+            token_proxy.url,
+            username=registry_token.username,
+            password=password,
+            insecure=True,
+        )
+        with client, pytest.raises(RegistryAuthError) as err:
+            client.resolve("team/elsewhere", "v1")
+    finally:
+        relay.stop()
+
+    # What the other host actually received: token requests, none with an Authorization.
+    assert relay.received
+    assert relay.received == [None] * len(relay.received)
+    assert server.requests[-1].user is None
+    # The registry got only the (anonymous) bearer token, never the password.
+    assert not any(a and a.startswith("Basic") for a in token_proxy.authorizations)
+    message = str(err.value)
+    assert relay.realm in message
+    assert "plain HTTP" in message
+    secret_free(err.value, password, *server.tokens)
+
+
+def test_token_realm_over_https_on_another_host_gets_the_credentials(
+    registry_token: RunningRegistry, token_proxy: RewritingProxy, tmp_path: Path
+) -> None:
+    """As registry-1.docker.io names auth.docker.io: the credentials go there, over TLS."""
+    server = registry_token.token_server
+    assert server is not None
+    digest = push_image(registry_token.url, "team/tls-realm", "v1", auth=registry_token.auth)
+    relay = TokenRelay(server.realm, name="localhost", context=_tls_context(tmp_path))
+    token_proxy.realm_override = relay.realm
+    try:
+        # insecure: the relay's certificate is self-signed (and the proxy is plain HTTP).
+        with _token_client(registry_token) as direct:
+            assert direct.resolve("team/tls-realm", "v1").digest == digest
+        with RegistryClient(
+            token_proxy.url,
+            username=registry_token.username,
+            password=registry_token.password,
+            insecure=True,
+        ) as client:
+            assert client.resolve("team/tls-realm", "v1").digest == digest
+    finally:
+        relay.stop()
+
+    assert relay.received
+    assert all(a is not None and a.startswith("Basic ") for a in relay.received)
+    assert server.requests[-1].user == registry_token.username
+
+
+def test_plain_http_registry_not_added_as_insecure_gets_no_password(
+    registry_basic: RunningRegistry,
+) -> None:
+    password = registry_basic.password or ""
+    push_image(registry_basic.url, "team/plain", "v1", auth=registry_basic.auth)
+    proxy = RewritingProxy(registry_basic.url)
+    try:
+        client = RegistryClient(proxy.url, username=registry_basic.username, password=password)
+        with client, pytest.raises(RegistryAuthError) as err:
+            client.resolve("team/plain", "v1")
+    finally:
+        proxy.stop()
+
+    assert proxy.authorizations
+    assert proxy.authorizations == [None] * len(proxy.authorizations)
+    assert "--insecure" in str(err.value)
+    secret_free(err.value, password)
+
+
+def test_plain_http_token_endpoint_of_a_registry_not_added_as_insecure_gets_no_password(
+    registry_token: RunningRegistry,
+) -> None:
+    server = registry_token.token_server
+    assert server is not None
+    push_image(registry_token.url, "team/plain-token", "v1", auth=registry_token.auth)
+    password = registry_token.password or ""
+    client = RegistryClient(registry_token.url, username=registry_token.username, password=password)
+    with client, pytest.raises(RegistryAuthError) as err:
+        client.resolve("team/plain-token", "v1")
+
+    assert server.requests[-1].user is None
+    assert "--insecure" in str(err.value)
+    secret_free(err.value, password, *server.tokens)
 
 
 # -- challenge parsing --------------------------------------------------------------------------

@@ -461,12 +461,16 @@ class RewritingProxy:
     * digest_override: replace Docker-Content-Digest with this value;
     * head_status: answer HEAD with this status instead of forwarding (e.g. 405);
     * tamper_body: append a byte to every GET body (and fix Content-Length);
-    * fixed: answer every request with (status, headers, body) instead of forwarding.
+    * fixed: answer every request with (status, headers, body) instead of forwarding;
+    * realm_override: name this URL as the realm of every Bearer challenge.
+
+    `authorizations` lists the Authorization header of every request (None where there was none).
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
         self.reset()
         self._client = httpx.Client(timeout=10.0)
@@ -482,8 +486,10 @@ class RewritingProxy:
         self.head_status: int | None = None
         self.tamper_body = False
         self.fixed: tuple[int, dict[str, str], bytes] | None = None
+        self.realm_override: str | None = None
         with self._lock:
             self.requests.clear()
+            self.authorizations.clear()
 
     @property
     def url(self) -> str:
@@ -508,6 +514,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         proxy: RewritingProxy = self.server.proxy  # type: ignore[attr-defined]
         with proxy._lock:
             proxy.requests.append((method, self.path))
+            proxy.authorizations.append(self.headers.get("Authorization"))
         if proxy.fixed is not None:
             status, headers, body = proxy.fixed
             self._send(method, status, headers, body)
@@ -530,6 +537,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(upstream.headers.get("Content-Length", len(body)))
         if proxy.strip_digest:
             headers.pop("Docker-Content-Digest", None)
+        challenge = headers.get("WWW-Authenticate")
+        if proxy.realm_override is not None and challenge is not None:
+            headers["WWW-Authenticate"] = re.sub(
+                r'realm="[^"]*"', f'realm="{proxy.realm_override}"', challenge
+            )
         if proxy.digest_override is not None and upstream.status_code == 200:
             headers["Docker-Content-Digest"] = proxy.digest_override
         if proxy.tamper_body and method == "GET" and upstream.status_code == 200:

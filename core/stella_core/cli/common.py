@@ -1,5 +1,6 @@
 """What the command modules share: output, acting as the profile's person (with their
-passphrase when their key is under one), times from flags."""
+passphrase when their key is under one), and the flags' types: bounded whole numbers, finite
+seconds, text PostgreSQL can store, times within years 1 to 9999, files to write."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from stella_core.errors import DefinitionError
+from stella_core.limits import seconds, shown, text_problem, whole_number
 
 
 def out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:
@@ -64,9 +67,9 @@ def ask_passphrase(person: str) -> str:
 
 def new_passphrase(person: str) -> str:
     """A new passphrase: typed twice on the terminal, or one line of standard input when that is
-    not a terminal (checked by the core: not empty, no NUL)."""
+    not a terminal (checked: not empty, no NUL)."""
     if not sys.stdin.isatty():
-        return passphrase_line()
+        return secret_line()
     try:
         first = getpass.getpass(f"New passphrase for {person}'s signing key: ")
         second = getpass.getpass("The same passphrase again: ")
@@ -77,17 +80,85 @@ def new_passphrase(person: str) -> str:
     return first
 
 
-def passphrase_line() -> str:
-    """One line of standard input, without its line ending."""
-    return sys.stdin.readline().rstrip("\r\n")
+MAX_SECRET_LINE = 4096
+
+
+def secret_line(what: str = "the passphrase") -> str:
+    """One line of standard input, without its line ending: at most MAX_SECRET_LINE characters
+    (standard input may be /dev/zero, which has no line end), UTF-8 and without NUL."""
+    try:
+        line = sys.stdin.readline(MAX_SECRET_LINE + 2)
+    except UnicodeDecodeError:
+        raise DefinitionError(f"{what} on standard input is not UTF-8 text") from None
+    line = line.rstrip("\r\n")
+    if len(line) > MAX_SECRET_LINE:
+        raise DefinitionError(
+            f"{what} on standard input is longer than {MAX_SECRET_LINE} characters"
+        )
+    problem = text_problem(line)
+    if problem is not None:
+        raise DefinitionError(f"{what} on standard input {problem}")
+    return line
 
 
 def time_flag(text: str, flag: str) -> datetime:
-    """An ISO 8601 time with a timezone (`Z` accepted)."""
+    """An ISO 8601 time with a timezone (`Z` accepted), within years 1 to 9999 in UTC (where
+    Python's times end; PostgreSQL would store one past it, and nobody could read it back)."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise DefinitionError(f"{flag} {text!r} is not an ISO 8601 time") from exc
+        raise DefinitionError(
+            f"{flag} {shown(text)} is not an ISO 8601 time with a year from 1 to 9999 "
+            "(for example 2026-12-24T00:00:00Z)"
+        ) from exc
     if value.tzinfo is None:
-        raise DefinitionError(f"{flag} {text!r} needs a timezone (for example Z)")
+        raise DefinitionError(f"{flag} {shown(text)} needs a timezone (for example Z)")
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise DefinitionError(f"{flag} {shown(text)} is outside years 1 to 9999 in UTC") from exc
     return value
+
+
+def _flag_type(check: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """An argparse type from a check that raises DefinitionError: argparse then says
+    `argument --flag: <the check's message>`, one line, exit 2."""
+
+    def parse(text: str) -> Any:
+        try:
+            return check(text)
+        except DefinitionError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def number_flag(low: int, high: int) -> Callable[[str], int]:
+    """A flag's type: a whole number from `low` to `high`."""
+    return _flag_type(lambda text: whole_number(text, "", low=low, high=high), "whole number")
+
+
+def seconds_flag(low: float, high: float) -> Callable[[str], float]:
+    """A flag's type: a finite number of seconds from `low` to `high`."""
+    return _flag_type(lambda text: seconds(text, "", low=low, high=high), "seconds")
+
+
+def text_flag(text: str) -> str:
+    """A flag's type for text that may reach PostgreSQL (the default for every flag and
+    argument that is not a path): no NUL, and UTF-8 (Python decodes other bytes of a command
+    line into lone surrogates, which no database driver can send)."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{shown(text)} {problem}")
+    return text
+
+
+def output_file(text: str, flag: str) -> Path:
+    """A file to write: its directory exists and it is not itself a directory."""
+    target = Path(text)
+    if target.is_dir():
+        raise DefinitionError(f"{flag} {text}: is a directory; name a file to write")
+    if not target.parent.is_dir():
+        raise DefinitionError(f"{flag} {text}: directory {target.parent} does not exist")
+    return target

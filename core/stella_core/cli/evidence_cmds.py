@@ -14,8 +14,20 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from stella_core.cli.common import acting, ask_passphrase, new_passphrase, out, time_flag
+from stella_core.cli.common import (
+    acting,
+    ask_passphrase,
+    new_passphrase,
+    number_flag,
+    out,
+    output_file,
+    time_flag,
+)
 from stella_core.errors import DefinitionError, IntegrityError, StellaError
+from stella_core.limits import MAX_LIST_ROWS, load_json, read_bounded, read_text
+
+MAX_KEY_BYTES = 64 * 1024  # a PEM public key is a few hundred bytes
+MAX_POLICY_BYTES = 1024 * 1024
 
 
 class VerificationFailed(IntegrityError):
@@ -36,10 +48,7 @@ def _trusted_keys(paths: list[str]) -> list[Any] | None:
 
     keys = []
     for path in paths:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise DefinitionError(f"cannot read trusted key {path}: {exc.strerror}") from exc
+        data = read_bounded(path, MAX_KEY_BYTES, "trusted key")
         try:
             keys.append(PublicKey.from_pem(data))
         except StellaError as exc:
@@ -47,20 +56,24 @@ def _trusted_keys(paths: list[str]) -> list[Any] | None:
     return keys or None
 
 
+def _archive(path: str) -> Path:
+    """A capsule to read: a regular file (a device or a pipe is no archive; tar reads a file
+    entry by entry, each under its own cap)."""
+    found = Path(path)
+    if not found.exists():
+        raise DefinitionError(f"no archive at {path}")
+    if not found.is_file():
+        raise DefinitionError(f"{path} is not an archive: not a regular file")
+    return found
+
+
 def _read_policy(path: str | None) -> Any:
     if path is None:
         return None
     from stella_core.promotions.decision import check_policy
 
-    try:
-        raw = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError(f"cannot read policy {path}: {exc}") from exc
-    try:
-        policy = json.loads(raw)
-    except ValueError as exc:
-        raise DefinitionError(f"policy {path} is not JSON: {exc}") from exc
-    return check_policy(policy)
+    raw = read_text(path, MAX_POLICY_BYTES, "policy")
+    return check_policy(load_json(raw, f"policy {path}"))
 
 
 # ------------------------------------------------------------------------------- evidence
@@ -118,9 +131,7 @@ def cmd_evidence_export(args: argparse.Namespace) -> None:
         until=time_flag(args.until, "--until") if args.until else None,
     )
     selection.check()
-    target = Path(args.out)
-    if not target.parent.is_dir():
-        raise DefinitionError(f"--out {args.out}: directory {target.parent} does not exist")
+    target = output_file(args.out, "--out")
     with acting(args) as stella:
         summary = stella.evidence.export(selection, target)
     out(
@@ -149,9 +160,7 @@ def cmd_evidence_verify(args: argparse.Namespace) -> None:
         with acting(args) as stella:
             report = stella.evidence.verify_ledger()
     else:
-        path = Path(args.archive)
-        if not path.is_file():
-            raise DefinitionError(f"no archive at {path}")
+        path = _archive(args.archive)
         # All cores: signature checks dominate and each packet's are independent.
         report = verify_capsule(
             read_tar(path),
@@ -168,7 +177,8 @@ def cmd_evidence_verify(args: argparse.Namespace) -> None:
 def cmd_evidence_replay(args: argparse.Namespace) -> None:
     policy = _read_policy(args.policy)
     target = Path(args.target)
-    if target.is_file():
+    if target.exists():
+        target = _archive(args.target)
         from stella_core.evidence.capsule import read_tar
         from stella_core.evidence.service import replay_capsule
 
@@ -254,7 +264,7 @@ def cmd_keys_export(args: argparse.Namespace) -> None:
         raise DefinitionError("no single registered key matches; see 'stella keys list'")
     pem = found[0].public_key.pem()
     if args.out:
-        Path(args.out).write_bytes(pem)
+        output_file(args.out, "--out").write_bytes(pem)
         print(f"wrote {found[0].owner}'s key {found[0].key_id} to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(pem.decode("ascii"))
@@ -273,7 +283,7 @@ def register(groups: Any, leaf: Any) -> None:
     p.add_argument("--promotion", default=None, help="a promotion id")
     p.add_argument("--since", default=None, help="ISO 8601 time, inclusive")
     p.add_argument("--until", default=None, help="ISO 8601 time, exclusive")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=number_flag(1, MAX_LIST_ROWS), default=None)
     p = leaf(ev, "show", cmd_evidence_show, "one packet decoded and checked")
     p.add_argument("packet_id")
     p.add_argument("--bundle", action="store_true", help="include the bundle JSON")
@@ -283,15 +293,17 @@ def register(groups: Any, leaf: Any) -> None:
     p.add_argument("--run", default=None)
     p.add_argument("--since", default=None)
     p.add_argument("--until", default=None)
-    p.add_argument("--out", required=True, help="FILE.tar")
+    p.add_argument("--out", type=str, required=True, help="FILE.tar")
     p = leaf(ev, "verify", cmd_evidence_verify, "verify a capsule offline (or --ledger)")
-    p.add_argument("archive", nargs="?", default=None)
-    p.add_argument("--trusted-key", action="append", default=[], metavar="PEM")
+    p.add_argument("archive", type=str, nargs="?", default=None)
+    p.add_argument("--trusted-key", type=str, action="append", default=[], metavar="PEM")
     p.add_argument("--ledger", action="store_true", help="verify the live ledger instead")
     p = leaf(ev, "replay", cmd_evidence_replay, "re-evaluate decisions from recorded inputs")
-    p.add_argument("target", help="FILE.tar or a packet id")
-    p.add_argument("--policy", default=None, help="evaluate this policy instead (what if)")
-    p.add_argument("--trusted-key", action="append", default=[], metavar="PEM")
+    p.add_argument("target", type=str, help="FILE.tar or a packet id")
+    p.add_argument(
+        "--policy", type=str, default=None, help="evaluate this policy instead (what if)"
+    )
+    p.add_argument("--trusted-key", type=str, action="append", default=[], metavar="PEM")
     leaf(ev, "checkpoint", cmd_evidence_checkpoint, "seal the ledger with a signed checkpoint")
 
     keys = groups.add_parser("keys", help="signing keys").add_subparsers(dest="cmd", required=True)
@@ -308,4 +320,4 @@ def register(groups: Any, leaf: Any) -> None:
     p = leaf(keys, "export", cmd_keys_export, "print a registered public key (PEM)")
     p.add_argument("--owner", default=None, help="person name (default: the orchestrator)")
     p.add_argument("--key-id", default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", type=str, default=None)

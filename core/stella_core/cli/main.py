@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from stella_core import __version__
-from stella_core.cli.common import acting
+from stella_core.cli.common import acting, number_flag, seconds_flag, text_flag
+from stella_core.environments.model import MAX_ORDER, MAX_REQUIRED_APPROVALS
 from stella_core.errors import DefinitionError, StellaError
+from stella_core.limits import INT32_MAX, INT64_MAX, MAX_LIST_ROWS, MAX_WAIT_SECONDS
 
 Handler = Callable[[argparse.Namespace], Any]
 
@@ -26,6 +28,21 @@ class UsageError(DefinitionError):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own exit code 2 matches "bad input"
         raise UsageError(f"{self.prog}: {message}")
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """Text by default: every value a flag or argument takes is checked to be text
+        PostgreSQL can store, unless it says otherwise (a path names a file: `type=str`)."""
+        if kwargs.get("action", "store") in ("store", "append", "extend") and "type" not in kwargs:
+            kwargs["type"] = text_flag
+        return super().add_argument(*args, **kwargs)
+
+
+# Flags' ranges: what the columns hold, and no more than makes sense.
+ORDER = number_flag(0, MAX_ORDER)
+APPROVALS = number_flag(0, MAX_REQUIRED_APPROVALS)
+LIMIT = number_flag(1, MAX_LIST_ROWS)
+VERSION = number_flag(1, INT32_MAX)
+TIMEOUT = seconds_flag(0, MAX_WAIT_SECONDS)
 
 
 def _out(args: argparse.Namespace, value: Any, text_lines: Callable[[], list[str]]) -> None:
@@ -87,7 +104,7 @@ def cmd_whoami(args: argparse.Namespace) -> None:
 
 
 def cmd_user_add(args: argparse.Namespace) -> None:
-    from stella_core.cli.common import passphrase_line
+    from stella_core.cli.common import secret_line
     from stella_core.tenancy.model import ProductRole
 
     passphrase = None
@@ -96,7 +113,7 @@ def cmd_user_add(args: argparse.Namespace) -> None:
             raise UsageError(
                 "auditors sign nothing and get no key: --passphrase-stdin is for others"
             )
-        passphrase = passphrase_line()
+        passphrase = secret_line()
     with acting(args) as stella:
         user, key = stella.add_person(args.name, ProductRole(args.role), passphrase)
     value = {
@@ -161,11 +178,13 @@ def _registry_json(r: Any) -> dict[str, Any]:
 
 
 def cmd_registry_add(args: argparse.Namespace) -> None:
+    from stella_core.cli.common import secret_line
+
     password = None
     if args.password_stdin:
         if not args.username:
             raise UsageError("--password-stdin needs --username")
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = secret_line("the password")
         if not password:
             raise UsageError("no password on standard input")
     elif args.username:
@@ -378,13 +397,11 @@ def cmd_audit_list(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------- workflows
 def _read_document(path: str) -> str:
-    try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from exc
+    """A workflow document's text, read under the size a template may have."""
+    from stella_core.limits import read_text
+    from stella_core.workflows.template import MAX_TEMPLATE_BYTES
+
+    return read_text(path, MAX_TEMPLATE_BYTES, "workflow document")
 
 
 def cmd_workflow_validate(args: argparse.Namespace) -> None:
@@ -407,7 +424,10 @@ def cmd_workflow_validate(args: argparse.Namespace) -> None:
         ),
     )
     if problems:
-        raise SystemExit(2)
+        first = problems[0]
+        where = ".".join(x for x in (first.node, first.field) if x)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"invalid template: {where + ': ' if where else ''}{first.message}{more}")
 
 
 def cmd_workflow_import(args: argparse.Namespace) -> None:
@@ -657,8 +677,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from stella_core.errors import OrchestratorUnavailableError
     from stella_core.tenancy.model import ProductRole
 
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
     stop = threading.Event()
     db = None
     with acting(args) as stella:
@@ -764,7 +782,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--insecure",
         action="store_true",
-        help="allow plain HTTP and skip TLS certificate verification",
+        help="allow plain HTTP (the password then goes over it, to this registry's own host "
+        "only) and skip TLS certificate verification",
     )
     leaf(reg, "list", cmd_registry_list, "list registries")
 
@@ -787,8 +806,8 @@ def build_parser() -> argparse.ArgumentParser:
     env = groups.add_parser("env", help="environments").add_subparsers(dest="cmd", required=True)
     p = leaf(env, "add", cmd_env_add, "add an environment")
     p.add_argument("name")
-    p.add_argument("--order", type=int, required=True)
-    p.add_argument("--required-approvals", type=int, default=0)
+    p.add_argument("--order", type=ORDER, required=True)
+    p.add_argument("--required-approvals", type=APPROVALS, default=0)
     p.add_argument("--separation-of-duties", action="store_true")
     p.add_argument("--workflow", default=None, help="workflow template a promotion runs")
     p.add_argument(
@@ -812,8 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(env, "set", cmd_env_set, "admins: change an environment's policy (signed, audited)")
     p.add_argument("name")
     p.add_argument("--reason", required=True, help="why the policy changes")
-    p.add_argument("--order", type=int, default=None)
-    p.add_argument("--required-approvals", type=int, default=None)
+    p.add_argument("--order", type=ORDER, default=None)
+    p.add_argument("--required-approvals", type=APPROVALS, default=None)
     p.add_argument(
         "--separation-of-duties",
         action=argparse.BooleanOptionalAction,
@@ -848,18 +867,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     leaf(audit, "verify", cmd_audit_verify, "check the audit hash chain")
     p = leaf(audit, "list", cmd_audit_list, "list audit entries")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=LIMIT, default=None)
 
     wf = groups.add_parser("workflow", help="workflow templates").add_subparsers(
         dest="cmd", required=True
     )
     p = leaf(wf, "validate", cmd_workflow_validate, "validate a template file (no database)")
-    p.add_argument("file", help="template JSON file, or - for standard input")
+    p.add_argument("file", type=str, help="template JSON file, or - for standard input")
     p = leaf(wf, "import", cmd_workflow_import, "store a template (a new version if it changed)")
-    p.add_argument("file", help="template JSON file, or - for standard input")
+    p.add_argument("file", type=str, help="template JSON file, or - for standard input")
     p = leaf(wf, "export", cmd_workflow_export, "print a template version's JSON")
     p.add_argument("name")
-    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--version", type=VERSION, default=None)
     leaf(wf, "list", cmd_workflow_list, "list templates")
     p = leaf(wf, "versions", cmd_workflow_versions, "list a template's versions")
     p.add_argument("name")
@@ -880,16 +899,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = groups.add_parser("run", help="workflow runs").add_subparsers(dest="cmd", required=True)
     p = leaf(run, "start", cmd_run_start, "start a run of a template")
     p.add_argument("template")
-    p.add_argument("--version", type=int, default=None, help="template version (default latest)")
+    p.add_argument(
+        "--version", type=VERSION, default=None, help="template version (default latest)"
+    )
     p.add_argument("--release", default=None, help="release to run on")
     p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--wait", action="store_true", help="then wait as 'stella run wait' does")
-    p.add_argument("--timeout", type=float, default=None, help="with --wait: seconds")
+    p.add_argument("--timeout", type=TIMEOUT, default=None, help="with --wait: seconds")
     p = leaf(run, "show", cmd_run_show, "show a run and its steps")
     p.add_argument("run_id")
     p.add_argument("--full", action="store_true", help="also inputs, errors, release, phase")
     p = leaf(run, "list", cmd_run_list, "list runs, newest first")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=LIMIT, default=None)
     p = leaf(
         run,
         "wait",
@@ -897,7 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wait for a run to end (runs it here when no 'stella serve' is alive)",
     )
     p.add_argument("run_id")
-    p.add_argument("--timeout", type=float, default=None, help="seconds")
+    p.add_argument("--timeout", type=TIMEOUT, default=None, help="seconds")
     p.add_argument(
         "--no-drive", action="store_true", help="only watch, never run steps in this process"
     )
@@ -916,7 +937,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", required=True)
     p = leaf(run, "events", cmd_run_events, "a run's event log")
     p.add_argument("run_id")
-    p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
+    p.add_argument(
+        "--after",
+        type=number_flag(0, INT64_MAX),
+        default=0,
+        help="only events after this sequence number",
+    )
 
     from stella_core.cli import evidence_cmds, promotion_cmds
 
@@ -924,31 +950,31 @@ def build_parser() -> argparse.ArgumentParser:
     promotion_cmds.register(groups, leaf, env)
 
     p = leaf(groups, "serve", cmd_serve, "run workflow workers until SIGTERM/SIGINT")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=number_flag(1, 64), default=2)
     p.add_argument(
         "--lease-seconds",
-        type=float,
+        type=seconds_flag(1, 86400),
         default=30.0,
         help="how long a step stays claimed without a heartbeat (a dead worker's steps are "
         "taken over after this)",
     )
     p.add_argument(
         "--grace",
-        type=float,
+        type=seconds_flag(0, 3600),
         default=10.0,
         help="on SIGTERM/SIGINT, seconds a running step may take to finish before it is "
         "stopped and handed back to be run again",
     )
     p.add_argument(
         "--checkpoint-every",
-        type=float,
+        type=seconds_flag(0, MAX_WAIT_SECONDS),
         default=300.0,
         metavar="SECONDS",
         help="seal the evidence ledger with a signed checkpoint this often (0: never)",
     )
     p.add_argument(
         "--recheck-every",
-        type=float,
+        type=seconds_flag(0, MAX_WAIT_SECONDS),
         default=30.0,
         metavar="SECONDS",
         help="decide blocked promotions again this often, once their gates clear (0: never)",

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stella_core.cli.common import acting, out, time_flag
+from stella_core.cli.common import acting, number_flag, out, seconds_flag, time_flag
+from stella_core.environments.model import MAX_REQUIRED_APPROVALS
 from stella_core.errors import DefinitionError
+from stella_core.limits import MAX_LIST_ROWS, MAX_WAIT_SECONDS, whole_number
 from stella_core.promotions.model import EXCEPTION_GATES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -19,10 +21,12 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 def parse_quorum(items: list[str]) -> dict[str, int]:
     quorum: dict[str, int] = {}
     for item in items:
-        role, _, count = item.partition("=")
-        if not role or not count.isdigit() or int(count) < 1:
+        role, sep, count = item.partition("=")
+        if not role or not sep:
             raise DefinitionError(f"--quorum {item!r} must be ROLE=N with N at least 1")
-        quorum[role] = int(count)
+        quorum[role] = whole_number(
+            count, f"--quorum {role}=N:", low=1, high=MAX_REQUIRED_APPROVALS
+        )
     return quorum
 
 
@@ -222,7 +226,12 @@ def _waiting(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="once approved, leave the workflow run to 'stella serve' instead of running it here",
     )
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the run")
+    p.add_argument(
+        "--timeout",
+        type=seconds_flag(0, MAX_WAIT_SECONDS),
+        default=600.0,
+        help="seconds to wait for the run",
+    )
 
 
 def register(groups: Any, leaf: Any, env: Any) -> None:
@@ -259,7 +268,7 @@ def register(groups: Any, leaf: Any, env: Any) -> None:
     p.add_argument("--status", action="append", default=[])
     p.add_argument("--environment", default=None)
     p.add_argument("--release", default=None)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=number_flag(1, MAX_LIST_ROWS), default=None)
     p = leaf(promo, "cancel", cmd_promotion_cancel, "cancel an open or running promotion")
     p.add_argument("promotion_id")
     p.add_argument("--reason", default="")

@@ -14,6 +14,7 @@ from stella_core.errors import (
     AlreadyExistsError,
     AuthorizationError,
     DatabaseError,
+    DefinitionError,
     NotFoundError,
     StellaError,
 )
@@ -51,6 +52,11 @@ class Database:
             raise translate(exc) from exc
         except psycopg.Error as exc:  # from statements sent on the driver connection
             raise translate_driver(exc) from exc
+        except UnicodeEncodeError as exc:  # the driver cannot send a lone surrogate
+            raise DefinitionError(
+                "a value is not valid UTF-8 text (was it bytes of another encoding?); "
+                "nothing was stored"
+            ) from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -69,6 +75,10 @@ def translate_driver(orig: BaseException | None) -> StellaError:
         return AlreadyExistsError(message)
     if isinstance(orig, psycopg.errors.ForeignKeyViolation):
         return NotFoundError(message)
+    if isinstance(orig, psycopg.DataError):
+        # SQLSTATE class 22 (a number out of range, a NUL in text, a time past year 9999...):
+        # a value the services should have refused first; bad input all the same.
+        return DefinitionError(f"the database refused a value: {message}; nothing was stored")
     if isinstance(orig, psycopg.OperationalError):
         return DatabaseError(f"database unavailable: {message}")
     return DatabaseError(message)

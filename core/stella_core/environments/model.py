@@ -9,6 +9,9 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_APPROVER_ROLES = ("approver", "admin")
+# Promotion order is a PostgreSQL integer; more approvals than this is a typo, not a policy.
+MAX_ORDER = 2**31 - 1
+MAX_REQUIRED_APPROVALS = 1000
 
 
 class Environment(BaseModel):

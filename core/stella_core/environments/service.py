@@ -10,12 +10,19 @@ from uuid import UUID
 from sqlalchemy import Connection
 
 from stella_core.db.engine import Database
-from stella_core.environments.model import DEFAULT_APPROVER_ROLES, Environment, Freeze
+from stella_core.environments.model import (
+    DEFAULT_APPROVER_ROLES,
+    MAX_ORDER,
+    MAX_REQUIRED_APPROVALS,
+    Environment,
+    Freeze,
+)
 from stella_core.environments.store import EnvironmentStore
 from stella_core.errors import AlreadyExistsError, DefinitionError, IntegrityError, NotFoundError
 from stella_core.evidence.ledger import Refs
 from stella_core.evidence.predicates import POLICY_V1, rfc3339
 from stella_core.evidence.service import EvidenceService
+from stella_core.limits import check_text, in_range
 from stella_core.releases.reference import check_name
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
@@ -66,13 +73,15 @@ class EnvironmentService:
             },
             name,
         )
+        check_text(reason, "--reason")
         identity = self.tenancy.require(ProductRole.ADMIN)
+        # Refused before the admin's key is made or registered: a bad value stores nothing.
+        with self.db.transaction() as conn:
+            self._check_new(conn, name, settings)
         self.evidence.ensure_personal_key()
         with self.db.transaction() as conn:
             store = EnvironmentStore(conn)
-            if store.get(name) is not None:
-                raise AlreadyExistsError(f"environment {name!r} exists already")
-            self._check_references(conn, name, settings)
+            self._check_new(conn, name, settings)
             packet_id, signed = self._sign_policy(
                 conn, identity.user, name, 1, settings, reason or "added"
             )
@@ -115,6 +124,7 @@ class EnvironmentService:
         signed by the admin as a `policy` packet that later decisions name."""
         if not reason.strip():
             raise DefinitionError("a policy change needs a reason (--reason)")
+        check_text(reason, "--reason")
         given = {
             "order": order,
             "required_approvals": required_approvals,
@@ -130,17 +140,13 @@ class EnvironmentService:
         if not changes:
             raise DefinitionError("nothing to change: name at least one setting")
         identity = self.tenancy.require(ProductRole.ADMIN)
+        # Refused before the admin's key is made or registered: a bad value stores nothing.
+        with self.db.transaction() as conn:
+            self._check_change(conn, name, changes, lock=False)
         self.evidence.ensure_personal_key()
         with self.db.transaction() as conn:
             store = EnvironmentStore(conn)
-            current = store.get(name, lock=True)
-            if current is None:
-                raise NotFoundError(f"no environment named {name!r}")
-            before = _settings_of(current)
-            settings = _check_settings({**before, **_normalised(changes)}, name)
-            if settings == before:
-                raise DefinitionError(f"environment {name} already has these settings")
-            self._check_references(conn, name, settings, moving=settings["order"] != current.order)
+            before, settings = self._check_change(conn, name, changes, lock=True)
             version = store.policy_version(name) + 1
             packet_id, signed = self._sign_policy(
                 conn, identity.user, name, version, settings, reason
@@ -161,6 +167,25 @@ class EnvironmentService:
                 },
             )
             return env
+
+    def _check_change(
+        self, conn: Connection, name: str, changes: Mapping[str, Any], *, lock: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The environment's settings now, and after `changes` (checked)."""
+        current = EnvironmentStore(conn).get(name, lock=lock)
+        if current is None:
+            raise NotFoundError(f"no environment named {name!r}")
+        before = _settings_of(current)
+        settings = _check_settings({**before, **_normalised(changes)}, name)
+        if settings == before:
+            raise DefinitionError(f"environment {name} already has these settings")
+        self._check_references(conn, name, settings, moving=settings["order"] != current.order)
+        return before, settings
+
+    def _check_new(self, conn: Connection, name: str, settings: dict[str, Any]) -> None:
+        if EnvironmentStore(conn).get(name) is not None:
+            raise AlreadyExistsError(f"environment {name!r} exists already")
+        self._check_references(conn, name, settings)
 
     def _check_references(
         self, conn: Connection, name: str, settings: dict[str, Any], *, moving: bool = True
@@ -268,10 +293,15 @@ class EnvironmentService:
         for when, flag in ((start, "--start"), (end, "--end")):
             if when.tzinfo is None:
                 raise DefinitionError(f"{flag} needs a timezone (for example 2026-12-24T00:00:00Z)")
+            try:
+                when.astimezone(UTC)
+            except OverflowError:
+                raise DefinitionError(f"{flag} is outside years 1 to 9999 in UTC") from None
         if end <= start:
             raise DefinitionError("--end must be after --start")
         if not reason.strip():
             raise DefinitionError("--reason must say why the environment is frozen")
+        check_text(reason, "--reason")
         identity = self.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
         with self.db.transaction() as conn:
             store = EnvironmentStore(conn)
@@ -331,10 +361,16 @@ def _settings_of(env: Environment) -> dict[str, Any]:
 
 def _check_settings(settings: dict[str, Any], name: str) -> dict[str, Any]:
     """Settings that make a valid policy now, not at the first promotion (DefinitionError)."""
-    if settings["order"] < 0:
-        raise DefinitionError("--order must be 0 or more")
-    if settings["required_approvals"] < 0:
-        raise DefinitionError("--required-approvals must be 0 or more")
+    in_range(settings["order"], "--order", low=0, high=MAX_ORDER)
+    in_range(
+        settings["required_approvals"], "--required-approvals", low=0, high=MAX_REQUIRED_APPROVALS
+    )
+    for role, count in dict(settings["quorum"]).items():
+        in_range(count, f"--quorum {role}=N:", low=1, high=MAX_REQUIRED_APPROVALS)
+    for person in settings["approver_persons"]:
+        if not person.strip():
+            raise DefinitionError("--approver needs a person's name, not an empty one")
+        check_text(person, "--approver")
     roles = tuple(settings["approver_roles"]) or DEFAULT_APPROVER_ROLES
     for role in roles:
         if role not in {r.value for r in ProductRole}:

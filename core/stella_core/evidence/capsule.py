@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stella_core.crypto.keys import SigningKey
-from stella_core.errors import DefinitionError
+from stella_core.errors import DefinitionError, StellaError
 from stella_core.evidence.merkle import MerkleTree
 from stella_core.evidence.packets import bundle_bytes, canonical_json, sign_statement, statement
 from stella_core.evidence.predicates import PREDICATE_BASE
@@ -249,9 +249,15 @@ def write_tar(
             if progress is not None:
                 progress(done, len(names))
     data = buffer.getvalue()
+    if out.is_dir():
+        raise CapsuleError(f"{out} is a directory; name a file to write the capsule to")
     tmp = out.with_name(f".{out.name}.partial")
-    tmp.write_bytes(data)
-    tmp.replace(out)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # nothing half-written is left behind
+        raise StellaError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

@@ -2,6 +2,15 @@
 
 Only what a release needs: HEAD/GET of manifests with the full Accept list, the Basic and
 Bearer challenge flows, and local digest verification. Never logs credentials or tokens.
+
+Where credentials go (`may_send_credentials`): a registry's password, as Basic auth to the
+registry or to the token endpoint its Bearer challenge names, travels only where nobody on the
+way can read it. That is over HTTPS to any host (registries name token endpoints on other hosts,
+registry-1.docker.io names auth.docker.io, and clients send credentials there), or over plain
+HTTP to the registry's own host when the registry was added as insecure (its owner accepted
+plain HTTP to that host; a token server on another port of it is no more exposed). A token
+endpoint on plain HTTP anywhere else never receives them: the token is asked for anonymously,
+and if the registry then refuses, the error says why.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -149,9 +158,32 @@ def _is_tls_error(exc: BaseException) -> bool:
     return False
 
 
+def _split(url: str) -> SplitResult | None:
+    """urlsplit, or None where it gives up (an unclosed `[`, a bad IPv6 literal, a bad port)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.hostname, parts.port
+    except ValueError:
+        return None
+    return parts
+
+
+def may_send_credentials(registry_url: str, insecure: bool, target_url: str) -> bool:
+    """Whether a registry's credentials may go to `target_url` (the registry itself or the
+    token endpoint its challenge names): over HTTPS always; over plain HTTP only to the
+    registry's own host, and only when the registry was added as insecure."""
+    target = _split(target_url)
+    registry = _split(registry_url)
+    if target is None or registry is None or not target.hostname:
+        return False
+    if target.scheme == "https":
+        return True
+    return target.scheme == "http" and insecure and target.hostname == registry.hostname
+
+
 def _normalize_base_url(base_url: str) -> str:
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = _split(base_url.strip())
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise DefinitionError(
             f"invalid registry URL {base_url!r}: expected http(s)://HOST[:PORT], "
             "e.g. https://registry.example or http://127.0.0.1:5000"
@@ -204,6 +236,8 @@ class RegistryClient:
         # Learnt from the first challenge so later requests can authenticate up front.
         self._bearer_endpoint: tuple[str, str] | None = None
         self._basic_seen = False
+        # A token endpoint our credentials were kept from (plain HTTP): named if access fails.
+        self._withheld_from: str | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -371,13 +405,16 @@ class RegistryClient:
     def _has_credentials(self) -> bool:
         return self._username is not None and self._password is not None
 
+    def _may_send_to(self, url: str) -> bool:
+        return may_send_credentials(self._base_url, self._insecure, url)
+
     def _basic_header(self) -> dict[str, str]:
         raw = f"{self._username}:{self._password}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
 
     def _preemptive_auth(self, scope: str | None) -> dict[str, str]:
         with self._lock:
-            if self._basic_seen and self._has_credentials():
+            if self._basic_seen and self._has_credentials() and self._may_send_to(self._base_url):
                 return self._basic_header()
             if self._bearer_endpoint is not None:
                 realm, service = self._bearer_endpoint
@@ -409,6 +446,12 @@ class RegistryClient:
         if "basic" in by_scheme:
             if not self._has_credentials():
                 raise self._credentials_needed()
+            if not self._may_send_to(self._base_url):
+                raise RegistryAuthError(
+                    f"registry {self._base_url} asks for the password of user "
+                    f"{self._username!r} over plain HTTP; Stella sends credentials over plain "
+                    "HTTP only to a registry added as insecure (stella registry add --insecure)"
+                )
             with self._lock:
                 self._basic_seen = True
             return self._basic_header()
@@ -424,8 +467,12 @@ class RegistryClient:
 
     def _bearer_token(self, challenge: Challenge, request_scope: str | None) -> str:
         realm = challenge.params.get("realm", "")
-        realm_parts = urlsplit(realm)
-        if realm_parts.scheme not in ("http", "https") or not realm_parts.hostname:
+        realm_parts = _split(realm)
+        if (
+            realm_parts is None
+            or realm_parts.scheme not in ("http", "https")
+            or not realm_parts.hostname
+        ):
             raise RegistryAuthError(
                 f"registry {self._base_url} sent a Bearer challenge without a usable realm URL"
             )
@@ -452,12 +499,21 @@ class RegistryClient:
         for item in scope.split(" "):
             if item:
                 params = params.add("scope", item)
-        auth = (
-            httpx.BasicAuth(self._username or "", self._password or "")
-            if self._has_credentials()
-            else None
-        )
         endpoint = realm.split("?", 1)[0]
+        auth = None
+        if self._has_credentials():
+            if self._may_send_to(realm):
+                auth = httpx.BasicAuth(self._username or "", self._password or "")
+            else:
+                # Anonymous instead: public repositories still resolve; if this one does not,
+                # the error names the endpoint the credentials were kept from.
+                log.info(
+                    "not sending the credentials of %s to the plain-HTTP token endpoint %s",
+                    self._who(),
+                    endpoint,
+                )
+                with self._lock:
+                    self._withheld_from = endpoint
         log.debug("requesting a registry token from %s for scope %r", endpoint, scope)
         try:
             response = self._client.get(
@@ -511,10 +567,24 @@ class RegistryClient:
     def _refused(self, *, via: str | None = None) -> RegistryAuthError:
         if not self._has_credentials():
             return self._credentials_needed()
+        if self._withheld_from is not None:
+            return self._withheld_error(self._withheld_from)
         where = f" (token endpoint {via})" if via else ""
         return RegistryAuthError(
             f"registry {self._base_url} refused the credentials of user "
             f"{self._username!r}{where}; check the username and password"
+        )
+
+    def _withheld_error(self, endpoint: str) -> RegistryAuthError:
+        registry_host = urlsplit(self._base_url).hostname
+        if urlsplit(endpoint).hostname == registry_host and not self._insecure:
+            hint = "add the registry with --insecure to allow plain HTTP to its own host"
+        else:
+            hint = "credentials go over HTTPS, or over plain HTTP only to the registry's own host"
+        return RegistryAuthError(
+            f"registry {self._base_url} refused access: its token endpoint {endpoint} is plain "
+            f"HTTP, so Stella did not send it the credentials of user {self._username!r} "
+            f"({hint})"
         )
 
     def _transport_error(self, exc: httpx.TransportError, what: str) -> RegistryError:
@@ -651,6 +721,7 @@ __all__ = [
     "Challenge",
     "ManifestSource",
     "RegistryClient",
+    "may_send_credentials",
     "media_type_of",
     "parse_manifest_reference",
     "parse_www_authenticate",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 from stella_core.crypto.secretbox import SecretBox
@@ -20,6 +21,7 @@ from stella_core.errors import (
     NotFoundError,
     StellaError,
 )
+from stella_core.limits import check_text, text_problem
 from stella_core.releases.model import (
     Component,
     ComponentPin,
@@ -49,23 +51,57 @@ MAX_COMPONENTS_PER_RELEASE = 200
 RESOLVE_THREADS = 8
 
 
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _layout_path(url: str) -> str:
+    """The directory an OCI layout address names: `/abs/path`, `oci-layout:/abs/path`, or a
+    file URL of this machine (`file:///abs/path`, `file://localhost/abs/path`, %-escapes
+    decoded)."""
+    if url.startswith("/"):
+        path = url
+    elif url.startswith("oci-layout:"):
+        path = url.removeprefix("oci-layout:").removeprefix("//")
+    else:
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise DefinitionError(
+                f"file URL {url!r} names host {parts.netloc!r}: an OCI layout is a directory "
+                "of this machine (file:///path)"
+            )
+        if parts.query or parts.fragment:
+            raise DefinitionError(f"file URL must not have a query or fragment: {url!r}")
+        path = unquote(parts.path)
+    problem = text_problem(path)
+    if problem is not None:
+        raise DefinitionError(f"OCI layout path {path!r} {problem}")
+    if not path.startswith("/"):
+        raise DefinitionError(f"OCI layout path must be absolute: {url!r}")
+    return path
+
+
 def normalise_registry_url(url: str, *, insecure: bool) -> tuple[RegistryKind, str]:
     """Validate a registry address; an absolute path or file:// URL is an OCI layout directory."""
     url = url.strip()
     if not url:
         raise DefinitionError("registry URL is empty")
-    if url.startswith(("file://", "oci-layout:")) or url.startswith("/"):
-        path = url.split(":", 1)[1] if not url.startswith("/") else url
-        path = path.removeprefix("//")
-        if not path.startswith("/"):
-            raise DefinitionError(f"OCI layout path must be absolute: {url!r}")
-        return RegistryKind.OCI_LAYOUT, Path(path).as_uri()
-    if "://" not in url:
-        # Like Docker: a loopback registry without a scheme speaks plain HTTP.
-        host = urlsplit("//" + url).hostname or ""
-        loopback = host == "localhost" or host.startswith("127.") or host == "::1"
-        url = ("http://" if insecure or loopback else "https://") + url
-    parts = urlsplit(url)
+    if url.startswith(("file:", "oci-layout:", "/")):
+        return RegistryKind.OCI_LAYOUT, Path(_layout_path(url)).as_uri()
+    if _SPACE_OR_CONTROL.search(url) or text_problem(url) is not None:
+        raise DefinitionError(
+            f"registry URL {url!r} must not hold spaces, control characters or bytes that are "
+            "not UTF-8"
+        )
+    try:
+        if "://" not in url:
+            # Like Docker: a loopback registry without a scheme speaks plain HTTP.
+            host = urlsplit("//" + url).hostname or ""
+            loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+            url = ("http://" if insecure or loopback else "https://") + url
+        parts = urlsplit(url)
+        _ = parts.hostname
+    except ValueError as exc:  # an unclosed '[' or a bad IPv6 literal
+        raise DefinitionError(f"registry URL {url!r} is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise DefinitionError(f"registry URL must be http(s):// or a layout path: {url!r}")
     if parts.username or parts.password:
@@ -80,6 +116,8 @@ def normalise_registry_url(url: str, *, insecure: bool) -> tuple[RegistryKind, s
         _ = parts.port
     except ValueError as exc:
         raise DefinitionError(f"registry URL has an invalid port: {url!r}") from exc
+    if parts.netloc.endswith(":"):
+        raise DefinitionError(f"registry URL has an empty port: {url!r}")
     return RegistryKind.DISTRIBUTION, urlunsplit(
         (parts.scheme, parts.netloc, parts.path.rstrip("/"), "", "")
     )
@@ -113,8 +151,19 @@ class ReleaseService:
         kind, url = normalise_registry_url(url, insecure=insecure)
         if password is not None and not username:
             raise DefinitionError("a password needs a --username")
-        if kind is RegistryKind.OCI_LAYOUT and username:
-            raise DefinitionError("an OCI layout directory takes no credentials")
+        if kind is RegistryKind.OCI_LAYOUT:
+            if username:
+                raise DefinitionError("an OCI layout directory takes no credentials")
+            root = Path(unquote(urlsplit(url).path))
+            if not root.is_dir():
+                raise DefinitionError(
+                    f"no directory at {root}: an OCI layout registry is a directory holding "
+                    "one OCI image layout per repository"
+                )
+        if username is not None:
+            check_text(username, "the username")
+        if password is not None:
+            check_text(password, "the password")
         identity = self.tenancy.require(*WRITERS)
         sealed = (
             self.secrets.seal(password, context=self._secret_context(identity.tenant_id, name))
@@ -150,7 +199,7 @@ class ReleaseService:
         if row.kind == RegistryKind.OCI_LAYOUT.value:
             from stella_core.releases.layout import OciLayoutSource
 
-            return OciLayoutSource(Path(urlsplit(row.url).path))
+            return OciLayoutSource(Path(unquote(urlsplit(row.url).path)))
         from stella_core.releases.oci import RegistryClient
 
         password = None

@@ -9,7 +9,6 @@ with a `stella serve` running the waiter only watches.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -30,6 +29,7 @@ from stella_core.errors import (
     NotFoundError,
     OrchestratorUnavailableError,
 )
+from stella_core.limits import MAX_SAFE_INTEGER, check_text, load_json, whole_number
 from stella_core.releases.store import ReleaseStore
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
@@ -89,6 +89,12 @@ def coerce_inputs(declared: Mapping[str, InputSpec], given: Mapping[str, Any]) -
             out[name] = spec.default
             continue
         out[name] = _coerce(name, spec.type, given[name])
+    # Inputs are stored as JSON (jsonb) and read by CEL: the same bounds as a document's values.
+    from stella_core.workflows.template import json_value_problems
+
+    problems = json_value_problems(out)
+    if problems:
+        raise DefinitionError(f"input {problems[0]}")
     return out
 
 
@@ -105,7 +111,9 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
         if kind == "integer":
             if not _INTEGER.match(text):
                 raise bad()
-            return int(text)
+            return whole_number(
+                text, f"input {name!r}", low=-MAX_SAFE_INTEGER, high=MAX_SAFE_INTEGER
+            )
         if kind == "number":
             try:
                 number = float(text)
@@ -120,10 +128,7 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
             if text.lower() in _FALSE:
                 return False
             raise bad()
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            raise bad() from None
+        value = load_json(text, f"input {name!r}")
     ok = {
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "number": isinstance(value, int | float) and not isinstance(value, bool),
@@ -490,6 +495,7 @@ class WorkflowService:
         database stamps who and when); the orchestrator then counts the step's decisions by
         people its inputs name and moves the run on."""
         key = _run_uuid(run_id)
+        check_text(comment, "the comment")
         identity = self.tenancy.whoami()
         engine = self._engine()
         with self.db.transaction() as conn:

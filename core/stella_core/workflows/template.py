@@ -13,7 +13,6 @@ import hashlib
 import heapq
 import json
 import math
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
@@ -25,6 +24,7 @@ from jsonschema import ValidationError as SchemaValidationError
 from pydantic import ValidationError
 
 from stella_core.errors import DefinitionError, NotFoundError
+from stella_core.limits import MAX_SAFE_INTEGER, json_integer, text_problem
 from stella_core.workflows.expressions import (
     ENVIRONMENT_SCHEMA,
     RELEASE_SCHEMA,
@@ -81,10 +81,6 @@ __all__ = [
 
 MAX_TEMPLATE_BYTES: Final = 2 * 1024 * 1024
 MAX_DOCUMENT_DEPTH: Final = 64
-# I-JSON: integers beyond 2**53 lose precision in other JSON readers and cannot be canonicalised
-# (RFC 8785), so documents may not carry them.
-_MAX_SAFE_INTEGER: Final = 2**53 - 1
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_MESSAGE = 240
 
 
@@ -154,7 +150,7 @@ def json_value_problems(value: Any, path: Sequence[str | int] = ()) -> list[str]
     stack: list[tuple[Any, tuple[str | int, ...], int]] = [(value, tuple(path), 0)]
     while stack and len(problems) < 20:
         item, where, depth = stack.pop()
-        at = f" at {_dotted(where)}" if where else ""
+        at = f" at {_short(_dotted(where), 80)}" if where else ""
         if isinstance(item, dict):
             if depth >= MAX_DOCUMENT_DEPTH:
                 problems.append(f"nested more than {MAX_DOCUMENT_DEPTH} levels deep{at}")
@@ -162,8 +158,8 @@ def json_value_problems(value: Any, path: Sequence[str | int] = ()) -> list[str]
             for key, sub in item.items():
                 if not isinstance(key, str):
                     problems.append(f"object key {key!r} is not a string{at}")
-                elif _SURROGATE.search(key):
-                    problems.append(f"object key is not valid Unicode{at}")
+                elif (problem := text_problem(key)) is not None:
+                    problems.append(f"an object key{at} {problem}")
                 else:
                     stack.append((sub, (*where, key), depth + 1))
         elif isinstance(item, list):
@@ -172,12 +168,13 @@ def json_value_problems(value: Any, path: Sequence[str | int] = ()) -> list[str]
                 continue
             stack.extend((sub, (*where, i), depth + 1) for i, sub in enumerate(item))
         elif isinstance(item, str):
-            if _SURROGATE.search(item):
-                problems.append(f"text is not valid Unicode (lone surrogate){at}")
+            # What PostgreSQL stores: validate must refuse what import would fail to store.
+            if (problem := text_problem(item)) is not None:
+                problems.append(f"the text{at} {problem}")
         elif isinstance(item, bool) or item is None:
             continue
         elif isinstance(item, int):
-            if abs(item) > _MAX_SAFE_INTEGER:
+            if abs(item) > MAX_SAFE_INTEGER:
                 problems.append(f"the integer {item} is beyond 2**53 - 1{at}")
         elif isinstance(item, float):
             if not math.isfinite(item):
@@ -213,15 +210,17 @@ def _parse(raw: str | bytes | bytearray | Mapping[str, Any]) -> dict[str, Any]:
                     f"the document is {size} bytes; at most {MAX_TEMPLATE_BYTES} are allowed"
                 )
         try:
-            doc = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+            doc = json.loads(
+                text, object_pairs_hook=_pairs, parse_constant=_constant, parse_int=json_integer
+            )
         except json.JSONDecodeError as exc:
             raise TemplateError(
                 f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
             ) from None
-        except _JsonProblem as exc:
+        except (_JsonProblem, ValueError) as exc:  # ValueError: json_integer's refusal
             raise TemplateError(f"not valid JSON: {exc}") from None
         except RecursionError:
-            raise TemplateError("not valid JSON: nested too deeply") from None
+            raise TemplateError(f"nested more than {MAX_DOCUMENT_DEPTH} levels deep") from None
     if not isinstance(doc, Mapping):
         raise TemplateError(f"a template is a JSON object, not {_json_kind(doc)}")
     problems = json_value_problems(dict(doc))
