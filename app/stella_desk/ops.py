@@ -49,6 +49,9 @@ class Change(StrEnum):
     ENVIRONMENTS = "environments"
     PROMOTIONS = "promotions"  # requested, decided, cancelled or re-evaluated
     PEOPLE = "people"
+    RUNS = "runs"  # started, moved on, ended, approved
+    WORKFLOWS = "workflows"  # templates saved
+    EVIDENCE = "evidence"  # packets recorded or sealed
     PERSON = "person"  # the acting person switched: everything shown may differ
 
 
@@ -56,6 +59,7 @@ class Change(StrEnum):
 class OpChanges:
     topics: frozenset[Change]
     # Who asked for the change: it has usually applied it already and can skip a reload.
+    # The change feed (`stella_desk.feed`) is the initiator of what other processes changed.
     initiator: object | None = None
 
     def touches(self, *topics: Change) -> bool:
@@ -150,6 +154,7 @@ class Ops(QObject):
         self._tokens: set[CancelToken] = set()
         self._threads: set[asyncio.Future[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closers: list[Callable[[], None]] = []
         self._closed = False
 
     @property
@@ -220,6 +225,10 @@ class Ops(QObject):
         """Tell every view what changed (also for changes made outside `run`)."""
         self.changed.emit(OpChanges(frozenset(changes), initiator))
 
+    def on_shutdown(self, close: Callable[[], None]) -> None:
+        """Call `close` first thing at shutdown (threads of our own that are not operations)."""
+        self._closers.append(close)
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Start a coroutine from a slot; keep it alive and log what nobody else handles."""
         task = asyncio.get_event_loop().create_task(coro)
@@ -255,6 +264,8 @@ class Ops(QObject):
         database timeouts and is left to finish on its own.
         """
         self._closed = True
+        for close in self._closers:
+            close()
         for token in list(self._tokens):
             token.cancel()
         for task in list(self._tasks):

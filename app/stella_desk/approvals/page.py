@@ -4,7 +4,8 @@ case (what it changes, its digests, gates and approvals) with Approve and Reject
 The inbox is the core's (`promotions.inbox()`): it leaves out what this person requested where
 separation of duties applies, what they decided already and environments their role may not
 approve. The page reads it again when it is shown, after every decision, when the person
-switches, and every `POLL_MS` while it is on screen (others request and decide meanwhile).
+switches, when another process changes a promotion (the change feed), and every `POLL_MS` while
+it is on screen only when those changes are not heard (others request and decide meanwhile).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class ApprovalsPage(QWidget):
         return self.empty.text.text() if self.stack.currentWidget() is self.empty else ""
 
     def _schedule(self) -> None:
-        if self.isVisible() and self.session.ready:
+        if self.isVisible() and self.session.ready and not self.session.live:
             if not self._timer.isActive():
                 self._timer.start()
         else:

@@ -229,7 +229,12 @@ class EvidencePage(QWidget):
         self.loaded.emit()
 
     def _on_changes(self, changes: OpChanges) -> None:
-        if self.session.ready and changes.touches(Change.PERSON):
+        if not self.session.ready:
+            return
+        # Off screen, the next showEvent reads the ledger anyway.
+        if changes.touches(Change.PERSON) or (
+            changes.touches(Change.EVIDENCE) and self.isVisible()
+        ):
             self.ops.spawn(self.refresh())
 
     def showEvent(self, event: QShowEvent) -> None:

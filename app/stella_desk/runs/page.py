@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from stella_core.workflows.store import RunInfo
 
 RUN_LIMIT = 10_000  # newest runs listed
-LIST_REFRESH_MS = 5000  # while the list shows runs that are still going
+LIST_REFRESH_MS = 5000  # while the list shows runs still going and the change feed is down
 
 COLUMN_WIDTHS = {
     Column.TEMPLATE: 220,
@@ -233,7 +233,8 @@ class RunsPage(QWidget):
             self.ops.spawn(self.refresh())
 
     def _schedule_list(self) -> None:
-        going = any(r.status in ACTIVE_RUN for r in self.model.runs())
+        # Polled only while changes made elsewhere are not heard (the change feed is down).
+        going = not self.session.live and any(r.status in ACTIVE_RUN for r in self.model.runs())
         on_screen = self.isVisible() and self.stack.currentWidget() is self.list_page
         if going and on_screen:
             if not self._list_timer.isActive():
@@ -249,6 +250,13 @@ class RunsPage(QWidget):
             self.ops.spawn(self.refresh())
             if self.monitor.run is not None:
                 self.ops.spawn(self.monitor.open_run(self.monitor.run.id))
+        elif (
+            changes.touches(Change.RUNS)
+            and self.isVisible()
+            and self.stack.currentWidget() is self.list_page
+        ):
+            # Off screen or in the monitor, showing the list reads it again anyway.
+            self.ops.spawn(self.refresh())
 
     # --- list and monitor ------------------------------------------------------------------
     def selected_run(self) -> RunInfo | None:
