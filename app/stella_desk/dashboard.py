@@ -6,7 +6,7 @@ Only facts the core has today; pipeline status, drift and approvals join when th
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QSizePolicy, QVBoxLayout, QWidget
 
 from stella_core.environments.model import Environment
 from stella_desk.chrome import PAGE_MARGINS, Card, PageHeader, RoleBadge, label
@@ -154,6 +154,8 @@ class Dashboard(QWidget):
                 self._path_row.addWidget(label("→", "arrow"))
             stage = Card()
             stage.setMaximumWidth(STAGE_WIDTH)
+            # As wide as it needs (up to STAGE_WIDTH): the row scrolls rather than squeezes.
+            stage.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
             stage.body.setContentsMargins(14, 10, 14, 10)
             stage.body.setSpacing(2)
             name = ElidedLabel(env.name)

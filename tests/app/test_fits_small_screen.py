@@ -5,14 +5,22 @@ themselves in full in a tooltip. Every page is rendered to PNG (under the test's
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
-from PySide6.QtCore import QPoint, QRect, QSize
-from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QLabel, QWidget
+from PySide6.QtCore import QRect, QSize
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication, QLabel
 
+from stella_core.releases.model import ComponentPin
 from stella_desk.screenshots import save
 from stella_desk.window import PAGES, MainWindow
+from tests.app.scaled_desk import outside
 
 SCREEN = QSize(1280, 720)
+LONG_RELEASE = "payments-platform-quarterly-2026.12-hotfix-candidate-7"
 LONG_NAMES = [
     f"{region}-customer-facing-production-cluster-{n}"
     for n, region in enumerate(
@@ -31,37 +39,20 @@ LONG_NAMES = [
 ]
 
 
-def in_scroll_area(widget: QWidget, window: QWidget) -> bool:
-    """Scrolled content may lie outside the window: its scroll area's viewport clips it."""
-    parent = widget.parentWidget()
-    while parent is not None and parent is not window:
-        if isinstance(parent, QAbstractScrollArea):
-            return True
-        parent = parent.parentWidget()
-    return False
-
-
-def outside(window: MainWindow) -> list[str]:
-    """Visible widgets (not scrolled content) that reach past the window's edges."""
-    bounds = window.rect()
-    found = []
-    for widget in window.findChildren(QWidget):
-        if not widget.isVisible() or in_scroll_area(widget, window):
-            continue
-        top_left = widget.mapTo(window, QPoint(0, 0))
-        rect = QRect(top_left, widget.size())
-        if not bounds.contains(rect):
-            found.append(f"{type(widget).__name__} {widget.objectName()!r} at {rect}")
-    return found
-
-
 def test_the_desk_fits_1280_by_720_with_eight_long_environment_names(
     desk: MainWindow, seeded, run, qtbot, tmp_path
 ) -> None:
     for order, name in enumerate(LONG_NAMES, start=10):
-        seeded.environments.add(name, order=order, required_approvals=1)
+        seeded.environments.add(
+            name, order=order, required_approvals=1, approver_roles=["admin", "approver"]
+        )
+    alice = seeded.as_person("alice")
+    alice.releases.create_release(LONG_RELEASE, [ComponentPin(component="web", tag="1.2.0")])
+    for name in LONG_NAMES[:2]:
+        alice.promotions.request(LONG_RELEASE, name, "a long way from home")
     # Heard through the change feed: no refresh asked for.
     qtbot.waitUntil(lambda: LONG_NAMES[-1] in desk.dashboard.path_names(), timeout=15_000)
+    qtbot.waitUntil(lambda: desk.releases.model.row_of(LONG_RELEASE) is not None, timeout=15_000)
 
     desk.resize(SCREEN)
     QApplication.processEvents()
@@ -76,11 +67,17 @@ def test_the_desk_fits_1280_by_720_with_eight_long_environment_names(
         page = desk.show_page(key)
         if key == "promotions":
             qtbot.waitUntil(lambda: LONG_NAMES[-1] in desk.promotions.columns, timeout=15_000)
+        if key == "releases":
+            desk.releases.select_release(LONG_RELEASE)
         run(desk.ops.idle())
         run(asyncio.sleep(0))
         QApplication.processEvents()
         assert desk.size() == SCREEN, key  # showing a page did not grow the window
         assert outside(desk) == [], key
+        if key == "releases":
+            # A long name gives way; the full digests never need a sideways scroll.
+            assert not desk.releases.detail._scroll.horizontalScrollBar().isVisible()
+            assert desk.releases.detail.digest_texts()[0].startswith("sha256:")
         save(desk, shots / f"{key}.png")
         assert page.isVisible()
 
@@ -97,3 +94,54 @@ def test_the_desk_fits_1280_by_720_with_eight_long_environment_names(
     for lbl in cut:
         assert lbl.shown_text().endswith("…")
         assert lbl.toolTip() == lbl.full_text
+
+
+SCREEN_CONFIG = {
+    "synchronousWindowSystem": True,
+    "windowFrameMargins": False,
+    "screens": [
+        {
+            "name": "virtual",
+            "x": 0,
+            "y": 0,
+            "width": 2560,
+            "height": 1440,
+            "logicalDpi": 96,
+            "logicalBaseDpi": 96,
+            "dpr": 1,
+        }
+    ],
+}
+
+
+def test_at_twice_the_scale_a_2560_by_1440_screen_holds_every_page(seeded, world, tmp_path):
+    for order, name in enumerate(LONG_NAMES, start=10):
+        seeded.environments.add(name, order=order, required_approvals=1)
+    config = tmp_path / "screen.json"
+    config.write_text(json.dumps(SCREEN_CONFIG))
+    env = world.env()
+    env["QT_QPA_PLATFORM"] = f"offscreen:configfile={config}"
+    env["QT_SCALE_FACTOR"] = "2"
+    shots = tmp_path / "scaled"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.app.scaled_desk", str(shots)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["scale"] == 2
+    width, height = report["screen"]
+    assert (width, height) == (1280, 720)  # 2560x1440 pixels, in the desk's own units
+    x, y, w, h = report["window"]
+    assert QRect(0, 0, width, height).contains(QRect(x, y, w, h)), report["window"]
+    for key, page in report["pages"].items():
+        min_w, min_h = page["minimum"]
+        assert QSize(min_w, min_h).boundedTo(QSize(width, height)) == QSize(min_w, min_h), page
+        assert page["outside"] == [], key
+        picture = QImage(str(shots / f"{key}.png"))
+        assert (picture.width(), picture.height()) == (2560, 1440), key

@@ -141,8 +141,9 @@ def test_the_wizard_previews_the_gates_then_requests(desk, run, people, qtbot) -
     run(until(lambda: dialog.promotion is not None))
     promotion = dialog.promotion
     assert not dialog.isVisible()
-    # The board hears of it and shows the card in prod.
-    run(until(lambda: page.card(promotion.id) is not None))
+    # The board hears of it and shows the card in prod (once decided: a change heard from the
+    # database may show it "requested" for a moment first).
+    run(until(lambda: (c := page.card(promotion.id)) is not None and c.status != "requested"))
     card = page.card(promotion.id)
     assert card is not None
     assert card.pill.text() == "awaiting approval"

@@ -365,7 +365,9 @@ class PromotionsPage(QWidget):
         self.dialog: PromotionDialog | None = None
         self.why_dialog: WhyDialog | None = None
         self._generation = 0
-        self._loading = False
+        self._shown_generation = 0  # the generation of the read the board shows
+        self._loads = 0  # reads in flight
+        self._poll_task: asyncio.Task[Any] | None = None
         self._failing = False
         self._rechecked_at = time.monotonic()
         self._timer = QTimer(self)
@@ -413,11 +415,12 @@ class PromotionsPage(QWidget):
 
     # --- loading ---------------------------------------------------------------------------
     async def refresh(self, *, poll: bool = False) -> Board | None:
-        """Read the pipeline; rebuild the board only when it changed."""
+        """Read the pipeline; rebuild the board only when it changed. Returns what the board
+        shows once it is at least as new as this call (a newer read may have superseded it)."""
         self._generation += 1
         generation = self._generation
         stella = self.session.require()
-        self._loading = True
+        self._loads += 1
         recheck = poll and self._recheck_due()
         try:
             board = await self.ops.run(
@@ -433,9 +436,13 @@ class PromotionsPage(QWidget):
                 self._schedule()
             return None
         finally:
-            self._loading = False
+            self._loads -= 1
         if generation != self._generation:
-            return None
+            # A newer read (a change heard meanwhile) is on its way: its board is the answer.
+            while self._shown_generation < generation and self._loads:
+                await asyncio.sleep(0.02)
+            return self.data if self._shown_generation >= generation else None
+        self._shown_generation = generation
         self._failing = False
         if board != self.data:
             self._show(board)
@@ -510,14 +517,16 @@ class PromotionsPage(QWidget):
             self._timer.start()
 
     def _tick(self) -> None:
-        if self._loading or not self.isVisible() or not self.session.ready:
+        polling = self._poll_task is not None and not self._poll_task.done()
+        if polling or self._loads or not self.isVisible() or not self.session.ready:
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # the loop has ended (shutdown): nothing may be started now
             self._timer.stop()
             return
-        self.ops.spawn(self.refresh(poll=True))
+        # Kept: a timer that fires again before this task starts must not start a second one.
+        self._poll_task = self.ops.spawn(self.refresh(poll=True))
 
     def _on_changes(self, changes: OpChanges) -> None:
         if not self.session.ready:
