@@ -10,11 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QRect, QSize
+from PySide6.QtCore import QPoint, QRect, QSize
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QLabel, QVBoxLayout, QWidget
 
 from stella_core.releases.model import ComponentPin
+from stella_desk.promotions.decide import DecisionBar
 from stella_desk.screenshots import save
 from stella_desk.window import PAGES, MainWindow
 from tests.app.scaled_desk import outside
@@ -145,3 +146,40 @@ def test_at_twice_the_scale_a_2560_by_1440_screen_holds_every_page(seeded, world
         assert page["outside"] == [], key
         picture = QImage(str(shots / f"{key}.png"))
         assert (picture.width(), picture.height()) == (2560, 1440), key
+
+
+def window_position(widget: QWidget) -> QPoint:
+    return widget.mapTo(widget.window(), QPoint(0, 0))
+
+
+def test_an_error_never_moves_a_button_under_the_pointer(desk: MainWindow, ops, qtbot) -> None:
+    # The window's banner floats over the page: the page's buttons stay put.
+    desk.show_page("releases")
+    QApplication.processEvents()
+    button = desk.releases.new_button
+    before = window_position(button)
+    desk.banner.show_message(
+        "Loading releases", "Database problem: " + "the server went away. " * 6
+    )
+    QApplication.processEvents()
+    assert desk.banner.isVisible()
+    assert window_position(button) == before
+    assert desk.rect().contains(QRect(window_position(desk.banner), desk.banner.size()))
+
+    # A refusal shown next to the Approve button (as on the Approvals page: the bar sits under
+    # a stretching case view) takes a line kept free for it.
+    host = QWidget()
+    qtbot.addWidget(host)
+    column = QVBoxLayout(host)
+    column.addStretch(1)
+    bar = DecisionBar(ops, desk.session)
+    column.addWidget(bar)
+    host.resize(900, 400)
+    host.show()
+    QApplication.processEvents()
+    approve, reject = window_position(bar.approve_button), window_position(bar.reject_button)
+    bar.show_refusal("Refused: you requested this promotion (separation of duties)")
+    QApplication.processEvents()
+    assert bar.refusal()
+    assert window_position(bar.approve_button) == approve
+    assert window_position(bar.reject_button) == reject
