@@ -158,6 +158,7 @@ class MainWindow(QMainWindow):
         self.passphrase_dialog: PassphraseDialog | None = None
         # What other processes change reaches every page through ops.changed.
         self.feed = ChangeFeed(ops, session, self)
+        self.feed.live_changed.connect(self._present_feed)
         theme.style(self)
 
         self._root = QStackedWidget()
@@ -469,6 +470,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"{progress.label}: {progress.done}/{progress.total} · {progress.message}", 5000
         )
+
+    def _present_feed(self, live: bool) -> None:
+        if not live and self.feed.problem:
+            self.statusBar().showMessage(
+                f"Not hearing changes made elsewhere ({self.feed.problem}): pages poll instead",
+                10000,
+            )
 
     def _present_failure(self, title: str, message: str) -> None:
         self.banner.show_message(title, message)

@@ -61,3 +61,32 @@ def test_the_board_and_the_inbox_follow_a_request_made_elsewhere(desk, world, qt
     qtbot.waitUntil(lambda: page.card(promotion.id) is None or not page.isVisible(), timeout=10_000)
     desk.show_page("promotions")
     qtbot.waitUntil(lambda: page.card(promotion.id) is None, timeout=10_000)
+
+
+def test_a_dropped_feed_comes_back_and_says_everything_may_have_changed(
+    desk, seeded, superuser, qtbot
+) -> None:
+    qtbot.waitUntil(lambda: desk.session.live, timeout=10_000)
+    heard: list[OpChanges] = []
+    desk.ops.changed.connect(heard.append)
+    states: list[bool] = []
+    desk.feed.live_changed.connect(states.append)
+
+    # The database ends the desk's listening connection (a restart, a network cut).
+    ended = superuser.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'stella-listen'"
+    ).fetchall()
+    assert ended == [(True,)]
+    qtbot.waitUntil(lambda: states[-2:] == [False, True], timeout=15_000)
+    assert desk.session.live
+    # What happened while it was deaf was not heard: every page reads again.
+    qtbot.waitUntil(
+        lambda: any(
+            c.initiator is desk.feed and c.touches(Change.RELEASES) and c.touches(Change.RUNS)
+            for c in heard
+        ),
+        timeout=10_000,
+    )
+    seeded.environments.add("qa", order=5)  # and it hears again
+    qtbot.waitUntil(lambda: "qa" in desk.dashboard.path_names(), timeout=10_000)
