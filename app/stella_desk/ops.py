@@ -74,6 +74,38 @@ class OpProgress:
     message: str
 
 
+class Reads:
+    """A view's reads of one thing, newest wins: a read started later supersedes one still in
+    flight. The superseded caller then waits for the newer read to land (`settle`), so whoever
+    awaits a view's `refresh()` finds it at least as fresh as when they asked, even when a
+    change heard meanwhile started another read."""
+
+    def __init__(self) -> None:
+        self.generation = 0  # of the newest read started
+        self.landed = 0  # of the newest read shown
+        self.in_flight = 0
+
+    def begin(self) -> int:
+        self.generation += 1
+        self.in_flight += 1
+        return self.generation
+
+    def end(self) -> None:
+        """The read came back (or failed): call in `finally`."""
+        self.in_flight -= 1
+
+    def current(self, generation: int) -> bool:
+        return generation == self.generation
+
+    def land(self, generation: int) -> None:
+        self.landed = max(self.landed, generation)
+
+    async def settle(self, generation: int) -> None:
+        """Wait until a read at least as new as `generation` is shown, or none is in flight."""
+        while self.landed < generation and self.in_flight:
+            await asyncio.sleep(0.02)
+
+
 class OperationCancelled(Exception):
     """The person stopped the operation at a point where nothing had been stored."""
 
