@@ -162,6 +162,8 @@ def _listen(
             try:
                 topics = listener.wait(WAIT_S)
             except StellaError as exc:
+                if stop.is_set():  # the desk is closing and the database went first
+                    return
                 log.warning("stopped hearing changes made elsewhere: %s", exc.message)
                 listener.close()
                 listener = None

@@ -36,7 +36,7 @@ from stella_core.promotions.model import PromotionStatus
 from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, Card, EmptyState, PageHeader, label
 from stella_desk.fit import ElidedLabel, slim_scrollbar
-from stella_desk.humane import clock
+from stella_desk.humane import clock, short_id, when, when_recent
 from stella_desk.ops import Change, OpChanges, OpFailed, Ops
 from stella_desk.promotions.detail import PromotionDialog
 from stella_desk.promotions.status import (
@@ -45,10 +45,8 @@ from stella_desk.promotions.status import (
     gate_reasons,
     is_blocked,
     main_reason,
-    short_when,
     status_pill,
     status_text,
-    when_text,
 )
 from stella_desk.promotions.why import WhyDialog
 from stella_desk.promotions.wizard import PromoteDialog, describe_request
@@ -227,11 +225,11 @@ class HistoryLine(PromotionFrame):
         row.addWidget(self.release, 1)
         self.pill = status_pill(self.status)
         row.addWidget(self.pill, 0, Qt.AlignmentFlag.AlignVCenter)
-        self.when = label(short_when(promotion.get("updated_at")), "muted")
+        self.when = label(when_recent(promotion.get("updated_at")), "muted")
         row.addWidget(self.when)
         self.setToolTip(
             f"{promotion['release']} {status_text(self.status)} on "
-            f"{when_text(promotion.get('updated_at'))}: open it"
+            f"{when(promotion.get('updated_at'))}: open it"
         )
 
 
@@ -242,7 +240,7 @@ class FreezeBanner(QFrame):
         column = QVBoxLayout(self)
         column.setContentsMargins(10, 7, 10, 8)
         column.setSpacing(2)
-        self.title = label(f"❄ Frozen until {when_text(freeze['end'])}")
+        self.title = label(f"❄ Frozen until {when(freeze['end'])}")
         self.title.setStyleSheet("font-weight: 600;")
         column.addWidget(self.title)
         self.reason = label(str(freeze.get("reason") or ""))
@@ -251,7 +249,7 @@ class FreezeBanner(QFrame):
         allow = list(freeze.get("allow") or [])
         if allow:
             column.addWidget(label(f"Allowed to promote anyway: {', '.join(allow)}"))
-        self.setToolTip(f"freeze {freeze['id']}, from {when_text(freeze['start'])}")
+        self.setToolTip(f"freeze {short_id(freeze['id'])}, from {when(freeze['start'])}")
 
     def text(self) -> str:
         return f"{self.title.text()} {self.reason.text()}"
@@ -309,7 +307,7 @@ class EnvironmentColumn(Card):
         if not current:
             self.current.setProperty("kind", "muted")
         body.addWidget(self.current)
-        self.since = label(f"since {when_text(current['since'])}" if current else "", "muted")
+        self.since = label(f"since {when(current['since'])}" if current else "", "muted")
         self.since.setVisible(bool(current))
         body.addWidget(self.since)
 
@@ -319,7 +317,7 @@ class EnvironmentColumn(Card):
             body.addWidget(banner)
         for freeze in column.get("upcoming_freezes") or []:
             planned = label(
-                f"Freeze planned {when_text(freeze['start'])} to {when_text(freeze['end'])}: "
+                f"Freeze planned {when(freeze['start'])} to {when(freeze['end'])}: "
                 f"{freeze.get('reason') or ''}",
                 "muted",
             )
