@@ -90,3 +90,24 @@ def test_a_dropped_feed_comes_back_and_says_everything_may_have_changed(
     )
     seeded.environments.add("qa", order=5)  # and it hears again
     qtbot.waitUntil(lambda: "qa" in desk.dashboard.path_names(), timeout=10_000)
+
+
+def test_runs_and_evidence_follow_what_another_process_did(desk, world, seeded, qtbot) -> None:
+    qtbot.waitUntil(lambda: desk.session.live, timeout=10_000)
+    runs = desk.show_page("runs")
+    qtbot.waitUntil(lambda: not desk.ops.busy, timeout=10_000)
+
+    alice = world.open("alice")
+    started = alice.workflows.start_run(
+        "deliver", release="shop-2026.11.3", inputs={"environment": "dev"}
+    )
+    qtbot.waitUntil(lambda: runs.model.row_of(started.id) is not None, timeout=10_000)
+    assert not runs._list_timer.isActive()  # heard, not polled
+
+    evidence = desk.show_page("evidence")
+    qtbot.waitUntil(lambda: not desk.ops.busy, timeout=10_000)
+    assert not any(p.environment == "qa" for p in evidence.model.packets())
+    seeded.environments.add("qa", order=5)  # signed as a policy packet in the ledger
+    qtbot.waitUntil(
+        lambda: any(p.environment == "qa" for p in evidence.model.packets()), timeout=10_000
+    )
