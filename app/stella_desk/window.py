@@ -233,6 +233,7 @@ class MainWindow(QMainWindow):
         self.approvals.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.admin.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.settings.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.admin.people.loaded.connect(self._people_listed)
         self.promotions.run_requested.connect(lambda run_id: self.ops.spawn(self.open_run(run_id)))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
@@ -459,6 +460,15 @@ class MainWindow(QMainWindow):
         self.role_badge.set_role(identity.role.value)
         self.target.setText(f"Database: {stella.backend.target}")
         self._follow_roles()
+
+    def _people_listed(self) -> None:
+        """A person added on the People tab can be acted as at once (their profile is here)."""
+        stella = self.session.stella
+        if stella is None:
+            return
+        names = stella.profiles.names(stella.backend.target)  # a small local file
+        if names != [self.person.itemText(i) for i in range(self.person.count())]:
+            self._fill_people(names, stella.profile.name)
 
     def _follow_roles(self) -> None:
         """Offer only what the acting person's role may do (the core refuses the rest anyway):

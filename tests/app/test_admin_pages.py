@@ -265,3 +265,67 @@ def test_settings_saves_a_server_and_the_next_start_uses_it_without_the_variable
         return await running
 
     assert run(start_and_close()) == 0
+
+
+def test_registries_components_and_people_are_added_from_their_tabs(
+    desk, run, seeded, tmp_path
+) -> None:
+    page = admin_page(desk, run)
+    registries = page.show_tab(page.registries)
+    dialog = registries.open_add()
+    dialog.name.setText("mirror")
+    dialog.url.setText("https://registry.example.test")
+    dialog.username.setText("ci")
+    assert run(dialog.submit()) is None  # a user without a password
+    assert "password" in dialog.error.text()
+    dialog.password.setText("s3cret-p4ss")
+    shot(dialog, tmp_path / "add-registry.png")
+    assert run(dialog.submit()) is not None
+    [mirror] = [r for r in seeded.releases.list_registries() if r.name == "mirror"]
+    assert mirror.username == "ci"
+    assert mirror.has_password
+    run(until(lambda: registries.select_where(lambda r: r.name == "mirror")))
+    cells = [
+        registries.model.data(registries.model.index(row, col))
+        for row in range(registries.model.rowCount())
+        for col in range(registries.model.columnCount())
+    ]
+    assert "held (sealed)" in cells
+    assert not any("s3cret" in str(c) for c in cells)
+    shot(desk, tmp_path / "admin-registries.png")
+
+    components = page.show_tab(page.components)
+    dialog = components.open_add()
+    run(until(lambda: dialog.registry.count() > 0))
+    dialog.name.setText("cart")
+    dialog.registry.setCurrentText("mirror")
+    dialog.repository.setText("shop/cart")
+    assert run(dialog.submit()) is not None
+    [cart] = [c for c in seeded.releases.list_components() if c.name == "cart"]
+    assert (cart.registry, cart.repository) == ("mirror", "shop/cart")
+    run(until(lambda: components.select_where(lambda c: c.name == "cart")))
+    shot(desk, tmp_path / "admin-components.png")
+
+    people = page.show_tab(page.people)
+    dialog = people.open_add()
+    dialog.name.setText("erin")
+    dialog.role.setCurrentText("approver")
+    shot(dialog, tmp_path / "add-person.png")
+    assert run(dialog.submit()) is not None
+    assert seeded.tenancy.get_user("erin").role.value == "approver"
+    assert "erin" in seeded.profiles.names(seeded.backend.target)  # she can be acted as here
+    run(until(lambda: people.select_where(lambda u: u.name == "erin")))
+    assert desk.person.findText("erin") >= 0  # and the person switch offers her at once
+    shot(desk, tmp_path / "admin-people.png")
+
+    # The freeze and environment dialogs as a person first sees them.
+    freezes = page.show_tab(page.freezes)
+    add_freeze = freezes.open_add()
+    run(until(lambda: add_freeze.allow.count() > 0))
+    shot(add_freeze, tmp_path / "add-freeze.png")
+    add_freeze.reject()
+    environments = page.show_tab(page.environments)
+    add_env = environments.open_add()
+    run(until(lambda: add_env.people.count() > 0))
+    shot(add_env, tmp_path / "add-environment.png")
+    add_env.reject()

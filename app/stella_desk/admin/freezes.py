@@ -51,10 +51,10 @@ def changed_text(freeze: Freeze) -> str:
 
 COLUMNS = [
     Col("Environment", lambda f: f.environment, 110),
-    Col("State", state, 76),
+    Col("State", state, 92),
     Col("From", lambda f: humane.when(f.starts_at), 132),
     Col("Until", lambda f: humane.when(f.ends_at), 132),
-    Col("Reason", lambda f: f.reason, 150),
+    Col("Reason", lambda f: f.reason, 140),
     Col(
         "Allowed",
         lambda f: ", ".join(f.allow) or "nobody",

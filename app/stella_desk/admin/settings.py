@@ -85,6 +85,7 @@ class SettingsPage(QWidget):
         self.port = QSpinBox()
         self.port.setRange(1, 65535)
         self.port.setValue(5432)
+        self.port.setMaximumWidth(120)
         self.database = QLineEdit("stella")
         self.user = QLineEdit()
         self.user.setPlaceholderText("a role that may migrate the schema")
