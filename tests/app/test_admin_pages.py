@@ -178,6 +178,7 @@ def test_each_role_gets_only_its_controls_and_an_auditor_none(desk, run, seeded,
     assert page.freezes.edit.isHidden()
     assert page.freezes.read_only.text() == "Admins edit and lift freezes"
     assert not page.registries.add.isHidden()
+    assert not page.registries.remove.isHidden()
     assert not page.components.add.isHidden()
     assert page.environments.add.isHidden()
     assert page.people.add.isHidden()
@@ -305,6 +306,23 @@ def test_registries_components_and_people_are_added_from_their_tabs(
     assert (cart.registry, cart.repository) == ("mirror", "shop/cart")
     run(until(lambda: components.select_where(lambda c: c.name == "cart")))
     shot(desk, tmp_path / "admin-components.png")
+
+    # A registry a component uses stays (said in place); one nobody uses goes.
+    page.show_tab(registries)
+    assert registries.select_where(lambda r: r.name == "mirror")
+    remove = registries.open_remove()
+    assert remove is not None
+    assert run(remove.submit()) is None
+    assert "used by component(s) cart" in remove.error.text()
+    remove.reject()
+    seeded.releases.add_registry("spare", "https://spare.example.test")
+    run(registries.refresh())
+    assert registries.select_where(lambda r: r.name == "spare")
+    remove = registries.open_remove()
+    assert remove is not None
+    assert run(remove.submit()) is not None
+    assert "spare" not in [r.name for r in seeded.releases.list_registries()]
+    run(until(lambda: "spare" not in [r.name for r in registries.model.records]))
 
     people = page.show_tab(page.people)
     dialog = people.open_add()

@@ -39,9 +39,22 @@ class RegistriesTab(AdminTab):
     def __init__(self, ops: Ops, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(ops, session, COLUMNS, parent)
         self.add = self.add_button("Add registry…", self.open_add, primary=True)
+        self.remove = self.add_button("Remove…", self.open_remove)
 
     def load(self, stella: Stella) -> list[Any]:
         return stella.releases.list_registries()
+
+    def _selection_changed(self) -> None:
+        self.remove.setEnabled(self.selected() is not None)
+
+    def open_remove(self) -> RemoveRegistryDialog | None:
+        registry = self.selected()
+        if registry is None:
+            return None
+        dialog = RemoveRegistryDialog(self.ops, self.session, registry.name, parent=self)
+        dialog.done_with.connect(lambda r: self.status_message.emit(f"Removed registry {r.name}"))
+        self.open_dialog(dialog)
+        return dialog
 
     def open_add(self) -> RegistryDialog:
         dialog = RegistryDialog(self.ops, self.session, parent=self)
@@ -99,3 +112,26 @@ class RegistryDialog(FormDialog):
         return lambda stella: stella.releases.add_registry(
             name, url, username=username, password=password, insecure=insecure
         )
+
+
+class RemoveRegistryDialog(FormDialog):
+    """Remove a registry (refused by the core while a component names it)."""
+
+    def __init__(self, ops: Ops, session: Session, name: str, parent: QWidget | None = None):
+        super().__init__(
+            ops,
+            session,
+            title=f"Remove registry {name}",
+            intro=(
+                "Its address and sealed password are removed. Releases keep their digests; "
+                "a registry that components use stays."
+            ),
+            primary="Remove registry",
+            changes=[Change.RELEASES],
+            parent=parent,
+        )
+        self.name = name
+
+    def work(self) -> Callable[[Stella], Any]:
+        name = self.name
+        return lambda stella: stella.releases.remove_registry(name)

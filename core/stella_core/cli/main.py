@@ -199,6 +199,12 @@ def cmd_registry_add(args: argparse.Namespace) -> None:
     _out(args, _registry_json(reg), lambda: [f"added registry {reg.name} ({reg.url})"])
 
 
+def cmd_registry_remove(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        reg = stella.releases.remove_registry(args.name)
+    _out(args, _registry_json(reg), lambda: [f"removed registry {reg.name} ({reg.url})"])
+
+
 def cmd_registry_list(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         regs = stella.releases.list_registries()
@@ -789,6 +795,8 @@ def build_parser() -> argparse.ArgumentParser:
         "only) and skip TLS certificate verification",
     )
     leaf(reg, "list", cmd_registry_list, "list registries")
+    p = leaf(reg, "remove", cmd_registry_remove, "remove a registry no component uses")
+    p.add_argument("name")
 
     comp = groups.add_parser("component", help="components").add_subparsers(
         dest="cmd", required=True
