@@ -346,4 +346,11 @@ def test_registries_components_and_people_are_added_from_their_tabs(
     add_env = environments.open_add()
     run(until(lambda: add_env.people.count() > 0))
     shot(add_env, tmp_path / "add-environment.png")
+    # Everything fits a 1280x720 screen: the pages beside the 200 px navigation, under the
+    # tool and status bars, and the tallest dialog.
+    for widget in (page, desk.settings):
+        needs = widget.minimumSizeHint()
+        assert needs.width() <= 1080, needs
+        assert needs.height() <= 620, needs
+    assert add_env.sizeHint().height() <= 700
     add_env.reject()
