@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from stella_core.errors import StellaError
 from stella_core.tenancy.model import ProductRole
-from stella_desk.chrome import dialog_buttons, dialog_layout, label
+from stella_desk.chrome import dialog_buttons, dialog_layout, fit_height, label
 from stella_desk.ops import Change, OpChanges, OpFailed, Ops
 from stella_desk.session import Session
 
@@ -322,6 +322,7 @@ class FormDialog(QDialog):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
+        fit_height(self, self.outer)  # every row at its full height, none squeezed
         if not self._watching:
             # The next edit clears an error shown for the last attempt (its line stays).
             self._watching = True

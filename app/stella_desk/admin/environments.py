@@ -118,7 +118,7 @@ class EnvironmentsTab(AdminTab):
         self.edit.setEnabled(env is not None)
         if env is None:
             self.history.set_records([])
-            self.history_title.setText("POLICY HISTORY")
+            self.history_title.setText("POLICY HISTORY · SELECT AN ENVIRONMENT TO SEE ITS VERSIONS")
         elif self.session.ready:
             self.ops.spawn(self.show_history(env.name))
 
