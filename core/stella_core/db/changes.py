@@ -1,6 +1,6 @@
 """Change notices: hear what another process (the CLI, another desk, `stella serve`) changed.
 
-Every write to a table a view shows NOTIFYs `stella_<topic>_<tenant>` on commit (migration 0009).
+Every write to a table a view shows NOTIFYs `stella_<topic>_<tenant>` on commit (migration 0010).
 The payload is empty: PostgreSQL lets any login LISTEN on any channel, so a notice says only
 which kind of thing changed, never what; the listener reads it again under row-level security.
 """
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class Topic(StrEnum):
-    """What a notice can be about (the tables behind each are listed in migration 0009)."""
+    """What a notice can be about (the tables behind each are listed in migration 0010)."""
 
     RELEASES = "releases"  # releases, their components, components, registries
     ENVIRONMENTS = "environments"  # environments, their policy, freezes

@@ -1,7 +1,7 @@
 """Change notices: every write to what a view shows NOTIFYs the tenant's channel for its topic.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 
 Views (the desk's pages) LISTEN instead of polling, and hear changes made by any process: the CLI,
 another desk, `stella serve`. A notice is sent on commit only, once per channel and transaction
@@ -13,8 +13,8 @@ again under row-level security.
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
@@ -27,6 +27,7 @@ TABLES = {
     "env.environments": "environments",
     "env.policy_versions": "environments",
     "env.freezes": "environments",
+    "env.freeze_changes": "environments",
     "promotion.promotions": "promotions",
     "promotion.approvals": "promotions",
     "promotion.exceptions": "promotions",
