@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -31,6 +31,8 @@ from stella_desk.approvals.page import ApprovalsPage
 from stella_desk.chrome import Banner, RoleBadge, label
 from stella_desk.dashboard import Dashboard
 from stella_desk.evidence.page import EvidencePage
+from stella_desk.feed import ChangeFeed
+from stella_desk.fit import Floating
 from stella_desk.ops import Change, OpFailed, OpProgress, Ops
 from stella_desk.person import (
     DemoBadge,
@@ -75,10 +77,20 @@ COMING: dict[str, tuple[str, str]] = {
     ),
 }
 
-WINDOW_SIZE = QSize(1280, 800)
+# The size the desk opens at, and the smallest screen it must fit (or 2560x1440 at 2x scaling):
+# every page's minimum fits inside it. A smaller screen gets a window as large as it allows.
+WINDOW_SIZE = QSize(1280, 720)
 # The busy bar shows only for work that takes longer than this: the run monitor reads the run
 # log twice a second, and a bar flashing at that rate would say nothing.
 BUSY_DELAY_MS = 300
+
+
+def fitting_size(window: QWidget) -> QSize:
+    """WINDOW_SIZE, or as much of the screen's available area as there is."""
+    screen = window.screen() or QGuiApplication.primaryScreen()
+    if screen is None:
+        return WINDOW_SIZE
+    return WINDOW_SIZE.boundedTo(screen.availableGeometry().size())
 
 
 class StartingPage(QWidget):
@@ -141,9 +153,12 @@ class MainWindow(QMainWindow):
         self.ops = ops
         self.session = session
         self.setWindowTitle("Stella Release Desk")
-        self.resize(WINDOW_SIZE)
+        self.resize(fitting_size(self))
         self.opened_as: str | None = None  # the profile the desk was opened with
         self.passphrase_dialog: PassphraseDialog | None = None
+        # What other processes change reaches every page through ops.changed.
+        self.feed = ChangeFeed(ops, session, self)
+        self.feed.live_changed.connect(self._present_feed)
         theme.style(self)
 
         self._root = QStackedWidget()
@@ -174,14 +189,12 @@ class MainWindow(QMainWindow):
         column = QVBoxLayout(content)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
-        self.banner = Banner()
-        banner_box = QHBoxLayout()
-        banner_box.setContentsMargins(28, 12, 28, 0)
-        banner_box.addWidget(self.banner)
-        column.addLayout(banner_box)
         self.stack = QStackedWidget()
         column.addWidget(self.stack, 1)
         shell.addWidget(content, 1)
+        # Over the page, not in its layout: an error never moves a button under the pointer.
+        self.banner = Banner()
+        self._banner_float = Floating(self.banner, content, margin=20)
 
         self.releases = ReleaseBrowser(ops, session)
         self.dashboard = Dashboard(ops, session, self.releases.model)
@@ -309,6 +322,7 @@ class MainWindow(QMainWindow):
     async def attach(self, stella: Stella) -> None:
         """Show the product for an open core and load every page's data."""
         self.session.stella = stella
+        self.feed.start(stella)  # before the first reads: a change made meanwhile is heard
         self.opened_as = stella.profile.name
         identity, names, demo = await self.ops.run(
             lambda _report: (
@@ -400,6 +414,7 @@ class MainWindow(QMainWindow):
         finally:
             self.person.setEnabled(self.person.count() > 1)
         self.session.stella, self.session.identity = new, identity
+        self.feed.start(new)  # their tenant's channels, their connection
         self._fill_people(None, name)
         self._show_identity()
         self.ops.announce([Change.PERSON])
@@ -426,6 +441,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # main() closes the core after the loop hears this; the window just goes away.
+        self.feed.stop()
         self.closed.emit()
         event.accept()
 
@@ -486,6 +502,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"{progress.label}: {progress.done}/{progress.total} · {progress.message}", 5000
         )
+
+    def _present_feed(self, live: bool) -> None:
+        if not live and self.feed.problem:
+            self.statusBar().showMessage(
+                f"Not hearing changes made elsewhere ({self.feed.problem}): pages poll instead",
+                10000,
+            )
 
     def _present_failure(self, title: str, message: str) -> None:
         self.banner.show_message(title, message)

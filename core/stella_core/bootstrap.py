@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import getpass
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from stella_core.crypto.keys import personal_passphrase
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db import migrate
+from stella_core.db.changes import ChangeListener, Topic
 from stella_core.db.engine import Database, make_engine, translate
 from stella_core.environments.service import EnvironmentService
 from stella_core.errors import DatabaseError, DefinitionError, NotFoundError, StellaError
@@ -381,6 +383,11 @@ class Stella:
         profile = Profile(user, self.backend.target, user, password, str(self.profile.tenant))
         self.profiles.save(profile)
         return profile
+
+    def listen_changes(self, topics: Iterable[Topic] = tuple(Topic)) -> ChangeListener:
+        """A listener for what any process changes in this person's tenant (see
+        `stella_core.db.changes`); raises `DatabaseError` when it cannot connect."""
+        return ChangeListener.open(self.db, topics)
 
     def close(self, *, keep_backend: bool = False) -> None:
         self.db.dispose()
