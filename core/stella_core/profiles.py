@@ -22,10 +22,12 @@ from stella_core.errors import DefinitionError, NotFoundError
 EMBEDDED = "embedded"
 
 
-def stella_home() -> Path:
+def stella_home(*, create: bool = True) -> Path:
+    """STELLA_HOME, else the platform's data directory; made (0700) unless `create` is False."""
     override = os.environ.get("STELLA_HOME")
     home = Path(override) if override else Path(platformdirs.user_data_dir("stella-desk"))
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if create:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
     return home.resolve()
 
 
