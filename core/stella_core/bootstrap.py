@@ -11,7 +11,9 @@ import getpass
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import sqlalchemy.exc
@@ -22,9 +24,7 @@ from stella_core.crypto.keys import personal_passphrase
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db import migrate
 from stella_core.db.engine import Database, make_engine, translate
-from stella_core.environments.service import EnvironmentService
 from stella_core.errors import DatabaseError, NotFoundError, StellaError
-from stella_core.evidence.service import EvidenceService
 from stella_core.profiles import (
     EMBEDDED,
     OrchestratorLogin,
@@ -34,12 +34,16 @@ from stella_core.profiles import (
     stella_home,
     target_of,
 )
-from stella_core.promotions.service import PromotionService
-from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.keys import LocalKeys, RegisteredKey
 from stella_core.tenancy.model import ProductRole, User
 from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
-from stella_core.workflows.service import WorkflowService
+
+if TYPE_CHECKING:
+    from stella_core.environments.service import EnvironmentService
+    from stella_core.evidence.service import EvidenceService
+    from stella_core.promotions.service import PromotionService
+    from stella_core.releases.service import ReleaseService
+    from stella_core.workflows.service import WorkflowService
 
 log = logging.getLogger(__name__)
 
@@ -208,22 +212,41 @@ class Backend:
 
 class Orchestrator:
     """The orchestrator principal: its own database login and the orchestrator key. It alone
-    decides promotions, writes runs and steps, signs system evidence and seals the ledger."""
+    decides promotions, writes runs and steps, signs system evidence and seals the ledger.
+
+    Services are made (and their modules imported) on first use: a command that lists releases
+    never loads the workflow engine."""
 
     def __init__(self, backend: Backend, login: OrchestratorLogin, local_keys: LocalKeys) -> None:
         self.login = login
         self.backend = backend
+        self.local_keys = local_keys
         self.db = self.database()
         self.tenancy = TenancyService(self.db, None)
-        self.evidence = EvidenceService(self.db, self.tenancy, local_keys, orchestrator=True)
-        self.workflows = WorkflowService(
+
+    @cached_property
+    def evidence(self) -> EvidenceService:
+        from stella_core.evidence.service import EvidenceService
+
+        return EvidenceService(self.db, self.tenancy, self.local_keys, orchestrator=True)
+
+    @cached_property
+    def workflows(self) -> WorkflowService:
+        from stella_core.workflows.service import WorkflowService
+
+        return WorkflowService(
             self.db,
             self.tenancy,
             run_end=self._run_ended,
             hooks=[self._after_run],
             orchestrator=True,
         )
-        self.promotions = PromotionService(
+
+    @cached_property
+    def promotions(self) -> PromotionService:
+        from stella_core.promotions.service import PromotionService
+
+        return PromotionService(
             self.db, self.tenancy, self.evidence, self.workflows, orchestrator=True
         )
 
@@ -249,7 +272,9 @@ class Orchestrator:
 class Stella:
     """Every core service, acting as one person (a profile). Where this machine holds the
     orchestrator's login (the embedded default, the host of stella serve) the person's requests
-    are decided here at once by the orchestrator; elsewhere stella serve decides them."""
+    are decided here at once by the orchestrator; elsewhere stella serve decides them.
+
+    Services other than tenancy are made on first use (see Orchestrator)."""
 
     def __init__(
         self, backend: Backend, profile: Profile, orchestrator: Orchestrator | None = None
@@ -267,23 +292,40 @@ class Stella:
             login = backend.orchestrator_login(profile.tenant)
             orchestrator = Orchestrator(backend, login, self.local_keys) if login else None
         self.orchestrator = orchestrator
-        system = orchestrator
         self.tenancy = TenancyService(self.db, self.provisioner)
-        self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
-        self.evidence = EvidenceService(
-            self.db, self.tenancy, self.local_keys, system=system.evidence if system else None
-        )
-        self.environments = EnvironmentService(self.db, self.tenancy, self.evidence)
-        self.workflows = WorkflowService(
-            self.db, self.tenancy, system=system.workflows if system else None
-        )
-        self.promotions = PromotionService(
-            self.db,
-            self.tenancy,
-            self.evidence,
-            self.workflows,
-            system=system.promotions if system else None,
-        )
+
+    @cached_property
+    def releases(self) -> ReleaseService:
+        from stella_core.releases.service import ReleaseService
+
+        return ReleaseService(self.db, self.tenancy, self.secrets)
+
+    @cached_property
+    def evidence(self) -> EvidenceService:
+        from stella_core.evidence.service import EvidenceService
+
+        system = self.orchestrator.evidence if self.orchestrator else None
+        return EvidenceService(self.db, self.tenancy, self.local_keys, system=system)
+
+    @cached_property
+    def environments(self) -> EnvironmentService:
+        from stella_core.environments.service import EnvironmentService
+
+        return EnvironmentService(self.db, self.tenancy, self.evidence)
+
+    @cached_property
+    def workflows(self) -> WorkflowService:
+        from stella_core.workflows.service import WorkflowService
+
+        system = self.orchestrator.workflows if self.orchestrator else None
+        return WorkflowService(self.db, self.tenancy, system=system)
+
+    @cached_property
+    def promotions(self) -> PromotionService:
+        from stella_core.promotions.service import PromotionService
+
+        system = self.orchestrator.promotions if self.orchestrator else None
+        return PromotionService(self.db, self.tenancy, self.evidence, self.workflows, system=system)
 
     @classmethod
     def open(
