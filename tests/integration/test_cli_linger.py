@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from stella_core.db.embedded import SYSTEM_DIR, EmbeddedPostgres
+from tests.support.workflow_helpers import notify, template
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +216,68 @@ def test_help_imports_no_database_driver_orm_or_cryptography() -> None:
     assert "stella_core.cli.common" in imported  # the measurement saw our imports
     for heavy in ("sqlalchemy", "psycopg", "pydantic", "cryptography", "httpx", "alembic"):
         assert heavy not in imported, f"stella --help imported {heavy}"
+
+
+def warm_processes(home: Path) -> list[int]:
+    """Live warm command processes serving this home."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cli.warm import serve" in b" ".join(cmdline) and str(home).encode() in b" ".join(
+            cmdline
+        ):
+            found.append(int(proc.name))
+    return found
+
+
+def test_commands_on_a_lingering_server_run_warm_and_behave_the_same(
+    home: Path, tmp_path: Path
+) -> None:
+    env = cli_env(home, "600")
+    ok_json(env, "db", "upgrade", "-o", "json")
+    cold = ok_json(env, "whoami", "-o", "json")  # starts the home's warm process
+    socket_path = home / "pg" / "cli.sock"
+    wait_until(socket_path.exists, timeout=60)
+    assert len(warm_processes(home)) == 1
+    assert oct(socket_path.stat().st_mode & 0o777) == "0o600"
+
+    assert ok_json(env, "whoami", "-o", "json") == cold
+    # Exit codes, one-line errors, standard input and the working directory come through.
+    missing = stella(env, "release", "show", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr == "stella: error: no release named 'nope'\n"
+    doc = json.dumps(template("hello", [notify("a")]))
+    imported = subprocess.run(
+        [sys.executable, "-m", "stella_core.cli.main", "workflow", "import", "-", "-o", "json"],
+        input=doc,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["name"] == "hello"
+    (tmp_path / "hello.json").write_text(doc)
+    relative = subprocess.run(
+        [sys.executable, "-m", "stella_core.cli.main", "workflow", "validate", "hello.json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert relative.returncode == 0, relative.stderr  # found in the caller's directory
+    assert relative.stdout == "valid\n"
+    # The same answers with warm commands turned off.
+    assert ok_json({**env, "STELLA_CLI_WARM": "0"}, "whoami", "-o", "json") == cold
+
+    ok_json(env, "db", "stop", "-o", "json")
+    wait_until(lambda: not warm_processes(home), timeout=30)  # it leaves with the server
+    assert not socket_path.exists()

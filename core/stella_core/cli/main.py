@@ -114,9 +114,21 @@ def build_parser(only: str | None = None, *, every: bool = True) -> argparse.Arg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from stella_core.cli import warm
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    group = chosen_group(argv)
+    code = warm.run_warm(group, argv)
+    if code is not None:
+        return code
     try:
-        group = chosen_group(argv)
+        return _main(group, argv)
+    finally:
+        warm.start_if_useful(group, argv)
+
+
+def _main(group: str | None, argv: list[str]) -> int:
+    try:
         parser = build_parser(group, every=False)
         args = parser.parse_args(argv)
         logging.basicConfig(
