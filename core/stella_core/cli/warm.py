@@ -204,8 +204,10 @@ def start_if_useful(group: str | None, argv: Sequence[str]) -> None:
                 timeout=60,
                 check=False,
             )
-    except Exception as exc:  # never fail the command that already succeeded
-        print(f"stella: warm commands unavailable: {exc}", file=sys.stderr)
+    except Exception as exc:  # never fail or add to a command that already ran
+        import logging
+
+        logging.getLogger(__name__).debug("no warm command process: %s", exc)
 
 
 def _locked(path: Path) -> bool:
