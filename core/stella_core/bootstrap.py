@@ -69,6 +69,8 @@ class Backend:
     admin_url: str
     embedded: object | None = None
     _admin_engine: Engine | None = field(default=None, repr=False)
+    # The person's engine ensure_ready checked the schema with, connected: the command uses it.
+    _checked: dict[str, Engine] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(
@@ -140,15 +142,21 @@ class Backend:
             self._initialise(profiles)
             changed = True
         profile = profiles.get(self.target, profile_name)
-        person = make_engine(self.person_url(profile), pool_size=1)
+        url = self.person_url(profile)
+        person = make_engine(url)
         try:
             self.check_server(person)
             try:
                 behind = migrate.needs_upgrade(person)
             except sqlalchemy.exc.ProgrammingError:
                 behind = True  # schemas before 0008 let only the admin read their revision
-        finally:
+        except BaseException:
             person.dispose()
+            raise
+        if url in self._checked:
+            person.dispose()  # checked twice: one kept is enough
+        else:
+            self._checked[url] = person
         if behind:
             self.upgrade()
             self._embedded_defaults()
@@ -201,7 +209,14 @@ class Backend:
         with self.admin_engine.begin() as conn:
             enable_local_executor_everywhere(conn)
 
+    def engine_for(self, url: str) -> Engine:
+        """A person's engine: the one ensure_ready just used (its connection is open), else new."""
+        return self._checked.pop(url, None) or make_engine(url)
+
     def close(self) -> None:
+        for engine in self._checked.values():
+            engine.dispose()
+        self._checked.clear()
         if self._admin_engine is not None:
             self._admin_engine.dispose()
             self._admin_engine = None
@@ -283,7 +298,7 @@ class Stella:
         self.home = backend.home
         self.profile = profile
         self.profiles = ProfileStore(backend.home)
-        self.db = Database(make_engine(backend.person_url(profile)), profile.tenant)
+        self.db = Database(backend.engine_for(backend.person_url(profile)), profile.tenant)
         self.provisioner = Provisioner(backend.admin_engine)
         self.secrets = SecretBox.from_home(backend.home)
         self.local_keys = LocalKeys(backend.home, backend.target, self.secrets)
