@@ -78,12 +78,15 @@ def cmd_user_list(args: argparse.Namespace) -> None:
 
 
 def cmd_profile_list(args: argparse.Namespace) -> None:
-    import os
-
-    from stella_core.profiles import ProfileStore, stella_home, target_of
+    from stella_core.profiles import (
+        ProfileStore,
+        configured_database_url,
+        stella_home,
+        target_of,
+    )
 
     store = ProfileStore(stella_home())
-    target = target_of(os.environ.get("STELLA_DATABASE_URL"))
+    target = target_of(configured_database_url(stella_home()))
     default = store.default_name(target)
     names = store.names(target)
     value = [{"name": n, "default": n == default, "target": target} for n in names]

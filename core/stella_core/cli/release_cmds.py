@@ -40,6 +40,12 @@ def cmd_registry_add(args: argparse.Namespace) -> None:
     show(args, _registry_json(reg), lambda: [f"added registry {reg.name} ({reg.url})"])
 
 
+def cmd_registry_remove(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        reg = stella.releases.remove_registry(args.name)
+    show(args, _registry_json(reg), lambda: [f"removed registry {reg.name} ({reg.url})"])
+
+
 def cmd_registry_list(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         regs = stella.releases.list_registries()
@@ -132,6 +138,8 @@ def group_registry(groups: Any, leaf: Leaf, help_: str) -> None:
         "only) and skip TLS certificate verification",
     )
     leaf(reg, "list", cmd_registry_list, "list registries")
+    p = leaf(reg, "remove", cmd_registry_remove, "remove a registry no component uses")
+    p.add_argument("name")
 
 
 def group_component(groups: Any, leaf: Leaf, help_: str) -> None:
