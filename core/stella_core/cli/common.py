@@ -16,7 +16,35 @@ from pathlib import Path
 from typing import Any
 
 from stella_core.errors import DefinitionError
-from stella_core.limits import seconds, shown, text_problem, whole_number
+from stella_core.limits import (
+    INT32_MAX,
+    MAX_LIST_ROWS,
+    MAX_WAIT_SECONDS,
+    seconds,
+    shown,
+    text_problem,
+    whole_number,
+)
+
+Handler = Callable[[argparse.Namespace], Any]
+# leaf(subparsers, name, handler, help) -> the command's parser, with --output and --profile.
+Leaf = Callable[[Any, str, Handler, str], argparse.ArgumentParser]
+
+ROLES = ["release-manager", "approver", "auditor", "admin"]
+
+
+class UsageError(DefinitionError):
+    pass
+
+
+def show(args: argparse.Namespace, value: Any, text_lines: Callable[[], list[str]]) -> None:
+    """JSON with `--output json`, else the human lines (made only when shown)."""
+    if args.output == "json":
+        json.dump(value, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        for line in text_lines():
+            print(line)
 
 
 def out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:
@@ -162,3 +190,9 @@ def output_file(text: str, flag: str) -> Path:
     if not target.parent.is_dir():
         raise DefinitionError(f"{flag} {text}: directory {target.parent} does not exist")
     return target
+
+
+# Flags' ranges shared by several command modules: what the columns hold, and no more.
+LIMIT = number_flag(1, MAX_LIST_ROWS)
+VERSION = number_flag(1, INT32_MAX)
+TIMEOUT = seconds_flag(0, MAX_WAIT_SECONDS)

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from stella_core.cli.common import (
+    Leaf,
     acting,
     ask_passphrase,
     new_passphrase,
@@ -270,10 +271,8 @@ def cmd_keys_export(args: argparse.Namespace) -> None:
         sys.stdout.write(pem.decode("ascii"))
 
 
-def register(groups: Any, leaf: Any) -> None:
-    ev = groups.add_parser("evidence", help="signed evidence packets").add_subparsers(
-        dest="cmd", required=True
-    )
+def group_evidence(groups: Any, leaf: Leaf, help_: str) -> None:
+    ev = groups.add_parser("evidence", help=help_).add_subparsers(dest="cmd", required=True)
     p = leaf(ev, "list", cmd_evidence_list, "list evidence packets")
     p.add_argument("--type", default=None, help="vsa, approval, deployment, rollback, drift, run")
     p.add_argument("--release", default=None)
@@ -306,7 +305,9 @@ def register(groups: Any, leaf: Any) -> None:
     p.add_argument("--trusted-key", type=str, action="append", default=[], metavar="PEM")
     leaf(ev, "checkpoint", cmd_evidence_checkpoint, "seal the ledger with a signed checkpoint")
 
-    keys = groups.add_parser("keys", help="signing keys").add_subparsers(dest="cmd", required=True)
+
+def group_keys(groups: Any, leaf: Leaf, help_: str) -> None:
+    keys = groups.add_parser("keys", help=help_).add_subparsers(dest="cmd", required=True)
     leaf(keys, "list", cmd_keys_list, "registered public keys")
     p = leaf(keys, "rotate", cmd_keys_rotate, "create and register a new key")
     p.add_argument("--orchestrator", action="store_true", help="the orchestrator's (admins)")
@@ -321,3 +322,6 @@ def register(groups: Any, leaf: Any) -> None:
     p.add_argument("--owner", default=None, help="person name (default: the orchestrator)")
     p.add_argument("--key-id", default=None)
     p.add_argument("--out", type=str, default=None)
+
+
+GROUPS = {"evidence": group_evidence, "keys": group_keys}
