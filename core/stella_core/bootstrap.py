@@ -39,7 +39,7 @@ from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.keys import LocalKeys, RegisteredKey
 from stella_core.tenancy.model import ProductRole, User
 from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
-from stella_core.workflows.service import WorkflowService
+from stella_core.workflows.service import WorkflowService, enable_local_executor_everywhere
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,6 @@ class Backend:
         on this host: the local executor is turned on for tenants that have no setting yet."""
         if self.target != EMBEDDED:
             return
-        from stella_core.workflows.store import enable_local_executor_everywhere
-
         with self.admin_engine.begin() as conn:
             enable_local_executor_everywhere(conn)
 

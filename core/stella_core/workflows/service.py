@@ -48,16 +48,17 @@ from stella_core.workflows.engine import (
     run_tx,
 )
 from stella_core.workflows.executors import Executors
-from stella_core.workflows.model import InputSpec, Template
-from stella_core.workflows.steps.builtin import Failed, StepHandler, Succeeded, builtin_handlers
-from stella_core.workflows.steps.registry import StepRegistry, default_registry
-from stella_core.workflows.store import (
+from stella_core.workflows.model import (
+    InputSpec,
     RunEvent,
     RunInfo,
+    Template,
     TemplateSummary,
     TemplateVersionInfo,
-    WorkflowStore,
 )
+from stella_core.workflows.steps.builtin import Failed, StepHandler, Succeeded, builtin_handlers
+from stella_core.workflows.steps.registry import StepRegistry, default_registry
+from stella_core.workflows.store import WorkflowStore
 
 log = logging.getLogger(__name__)
 
@@ -666,3 +667,9 @@ def _run_uuid(value: UUID | str) -> UUID:
         return UUID(value)
     except ValueError:
         raise NotFoundError(f"no workflow run {value!r} (not a run id)") from None
+
+
+def enable_local_executor_everywhere(admin_conn: Connection) -> None:
+    """The embedded default runs scripts on this machine: the local executor is on for every
+    tenant not yet set (on the administrative connection, which sees every tenant)."""
+    WorkflowStore(admin_conn).enable_local_executor_everywhere()
