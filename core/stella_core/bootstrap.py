@@ -34,6 +34,8 @@ from stella_core.profiles import (
     stella_home,
     target_of,
 )
+from stella_core.promotions.decision import check_policy
+from stella_core.promotions.decision import replay as replay_decision
 from stella_core.promotions.service import PromotionService
 from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.keys import LocalKeys, RegisteredKey
@@ -213,7 +215,9 @@ class Orchestrator:
         self.backend = backend
         self.db = self.database()
         self.tenancy = TenancyService(self.db, None)
-        self.evidence = EvidenceService(self.db, self.tenancy, local_keys, orchestrator=True)
+        self.evidence = EvidenceService(
+            self.db, self.tenancy, local_keys, decisions=replay_decision, orchestrator=True
+        )
         self.workflows = WorkflowService(
             self.db,
             self.tenancy,
@@ -269,9 +273,15 @@ class Stella:
         self.tenancy = TenancyService(self.db, self.provisioner)
         self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
         self.evidence = EvidenceService(
-            self.db, self.tenancy, self.local_keys, system=system.evidence if system else None
+            self.db,
+            self.tenancy,
+            self.local_keys,
+            decisions=replay_decision,
+            system=system.evidence if system else None,
         )
-        self.environments = EnvironmentService(self.db, self.tenancy, self.evidence)
+        self.environments = EnvironmentService(
+            self.db, self.tenancy, self.evidence, check_policy=check_policy
+        )
         self.workflows = WorkflowService(
             self.db, self.tenancy, system=system.workflows if system else None
         )

@@ -16,7 +16,7 @@ import stat
 import sys
 from typing import Any, Final
 
-from stella_core.errors import DefinitionError
+from stella_core.errors import DefinitionError, InvalidNameError
 
 INT32_MAX: Final = 2**31 - 1  # PostgreSQL `integer`
 INT64_MAX: Final = 2**63 - 1  # PostgreSQL `bigint`
@@ -28,6 +28,19 @@ MAX_LIST_ROWS: Final = 1_000_000  # --limit
 MAX_WAIT_SECONDS: Final = 366 * 24 * 3600  # a timeout beyond a year is a typo, not a plan
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """A name of a person, environment, component or registry: one spelling everywhere."""
+    if not NAME_RE.match(value):
+        raise InvalidNameError(
+            f"invalid {kind} name {value!r}: use 1-63 characters a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SHOWN = 40
 

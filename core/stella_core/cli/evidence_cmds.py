@@ -78,7 +78,7 @@ def _read_policy(path: str | None) -> Any:
 
 # ------------------------------------------------------------------------------- evidence
 def cmd_evidence_list(args: argparse.Namespace) -> None:
-    from stella_core.evidence.ledger import Filter
+    from stella_core.evidence.model import Filter
 
     where = Filter(
         type=args.type,
@@ -181,8 +181,11 @@ def cmd_evidence_replay(args: argparse.Namespace) -> None:
         target = _archive(args.target)
         from stella_core.evidence.capsule import read_tar
         from stella_core.evidence.service import replay_capsule
+        from stella_core.promotions.decision import replay as replay_decision
 
-        value = replay_capsule(read_tar(target), _trusted_keys(args.trusted_key), policy)
+        value = replay_capsule(
+            read_tar(target), _trusted_keys(args.trusted_key), policy, decisions=replay_decision
+        )
     else:
         packet_id = _uuid(args.target, "packet id")
         if packet_id is None or "/" in args.target:

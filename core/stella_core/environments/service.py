@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -16,19 +17,23 @@ from stella_core.environments.model import (
     MAX_REQUIRED_APPROVALS,
     Environment,
     Freeze,
+    environment_policy,
 )
 from stella_core.environments.store import EnvironmentStore
 from stella_core.errors import AlreadyExistsError, DefinitionError, IntegrityError, NotFoundError
-from stella_core.evidence.ledger import Refs
+from stella_core.evidence.model import Refs
+from stella_core.evidence.packets import canonical_json
 from stella_core.evidence.predicates import POLICY_V1, rfc3339
 from stella_core.evidence.service import EvidenceService
-from stella_core.limits import check_text, in_range
-from stella_core.releases.reference import check_name
+from stella_core.limits import check_name, check_text, in_range
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
+from stella_core.workflows.service import WorkflowService
 
 _UNSET: Any = object()
+# The decision engine's validation of a policy document, normalised (given by bootstrap: the
+# promotions module decides by the policy, and sits above this one).
+PolicyCheck = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 class EnvironmentService:
@@ -36,10 +41,44 @@ class EnvironmentService:
     version is a `policy` evidence packet the admin signs; the database refuses a change that
     names none, and records and audits every version itself."""
 
-    def __init__(self, db: Database, tenancy: TenancyService, evidence: EvidenceService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tenancy: TenancyService,
+        evidence: EvidenceService,
+        *,
+        check_policy: PolicyCheck,
+    ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.evidence = evidence
+        self.check_policy = check_policy
+
+    # Other modules' reads, inside their own transaction.
+    @staticmethod
+    def get_in(conn: Connection, name: str) -> Environment | None:
+        return EnvironmentStore(conn).get(name)
+
+    @staticmethod
+    def list_in(conn: Connection) -> list[Environment]:
+        """Every environment, in promotion order."""
+        return EnvironmentStore(conn).list()
+
+    @staticmethod
+    def freezes_in(
+        conn: Connection, environment: str | None = None, *, ending_after: datetime | None = None
+    ) -> list[Freeze]:
+        return EnvironmentStore(conn).freezes(environment, ending_after=ending_after)
+
+    @staticmethod
+    def policy_document_in(conn: Connection, name: str) -> dict[str, Any] | None:
+        """The policy the database derives for this environment now (None: no such one)."""
+        return EnvironmentStore(conn).policy_document(name)
+
+    @staticmethod
+    def policy_packet_in(conn: Connection, name: str, version: int) -> str | None:
+        """The bundle digest of the packet that signs one policy version (None: unsigned)."""
+        return EnvironmentStore(conn).policy_packet(name, version)
 
     def add(
         self,
@@ -72,6 +111,7 @@ class EnvironmentService:
                 "auto_promote_from": auto_promote_from,
             },
             name,
+            self.check_policy,
         )
         check_text(reason, "--reason")
         identity = self.tenancy.require(ProductRole.ADMIN)
@@ -100,8 +140,8 @@ class EnvironmentService:
                 policy_packet_id=packet_id,
             )
             self._check_derived(conn, name, signed)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "environment.add", "environment", name, env.to_json()
+            TenancyService.audit(
+                conn, identity.tenant_id, "environment.add", "environment", name, env.to_json()
             )
             return env
 
@@ -153,7 +193,8 @@ class EnvironmentService:
             )
             env = store.update_policy(name, settings, packet_id)
             self._check_derived(conn, name, signed)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "environment.set",
                 "environment",
@@ -176,7 +217,7 @@ class EnvironmentService:
         if current is None:
             raise NotFoundError(f"no environment named {name!r}")
         before = _settings_of(current)
-        settings = _check_settings({**before, **_normalised(changes)}, name)
+        settings = _check_settings({**before, **_normalised(changes)}, name, self.check_policy)
         if settings == before:
             raise DefinitionError(f"environment {name} already has these settings")
         self._check_references(conn, name, settings, moving=settings["order"] != current.order)
@@ -206,16 +247,14 @@ class EnvironmentService:
             raise NotFoundError(
                 f"--workflow: no workflow template {settings['workflow']!r} (import it first)"
             )
-        known = {u.name for u in TenancyStore(conn).list_users()}
+        known = {u.name for u in TenancyService.users_in(conn)}
         unknown = sorted(set(settings["approver_persons"]) - known)
         if unknown:
             raise NotFoundError(f"--approver: no such person: {', '.join(unknown)}")
 
     @staticmethod
     def workflow_exists(conn: Connection, name: str) -> bool:
-        from stella_core.workflows.store import WorkflowStore
-
-        return WorkflowStore(conn).version(name, None) is not None
+        return WorkflowService.template_exists_in(conn, name)
 
     def _sign_policy(
         self,
@@ -228,12 +267,10 @@ class EnvironmentService:
     ) -> tuple[UUID, dict[str, Any]]:
         """The admin's signed `policy` packet for this version; its subject is the policy's
         digest, so the decisions that name the policy by digest find who set it."""
-        from stella_core.promotions.decision import policy_digest
-
         store = EnvironmentStore(conn)
         others = [e for e in store.list() if e.name != name and e.order < settings["order"]]
         previous = max(others, key=lambda e: e.order).name if others else None
-        policy = _policy(name, previous, settings)
+        policy = _policy(name, previous, settings, self.check_policy)
         signer = self.evidence.personal_signer(conn)
         packet = self.evidence.emit(
             conn,
@@ -307,13 +344,13 @@ class EnvironmentService:
             store = EnvironmentStore(conn)
             if store.get(name) is None:
                 raise NotFoundError(f"no environment named {name!r}")
-            known = {u.name for u in TenancyStore(conn).list_users()}
+            known = {u.name for u in TenancyService.users_in(conn)}
             unknown = sorted(set(allow) - known)
             if unknown:
                 raise NotFoundError(f"--allow: no such person: {', '.join(unknown)}")
             found = store.add_freeze(identity.tenant_id, name, start, end, reason, list(allow))
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "environment.freeze", "environment", name, found.to_json()
+            TenancyService.audit(
+                conn, identity.tenant_id, "environment.freeze", "environment", name, found.to_json()
             )
             return found
 
@@ -359,7 +396,9 @@ def _settings_of(env: Environment) -> dict[str, Any]:
     }
 
 
-def _check_settings(settings: dict[str, Any], name: str) -> dict[str, Any]:
+def _check_settings(
+    settings: dict[str, Any], name: str, check_policy: PolicyCheck
+) -> dict[str, Any]:
     """Settings that make a valid policy now, not at the first promotion (DefinitionError)."""
     in_range(settings["order"], "--order", low=0, high=MAX_ORDER)
     in_range(
@@ -377,23 +416,31 @@ def _check_settings(settings: dict[str, Any], name: str) -> dict[str, Any]:
             known = ", ".join(r.value for r in ProductRole)
             raise DefinitionError(f"approver role {role!r} is not a role ({known})")
     checked = {**settings, "approver_roles": roles}
-    _policy(name, None, checked)
+    _policy(name, None, checked, check_policy)
     return checked
 
 
-def _policy(name: str, previous: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
-    from stella_core.promotions.model import environment_policy
-
-    return environment_policy(
-        name,
-        previous=previous,
-        required_approvals=settings["required_approvals"],
-        separation_of_duties=settings["separation_of_duties"],
-        approver_roles=settings["approver_roles"],
-        approver_persons=tuple(settings["approver_persons"]),
-        quorum=dict(settings["quorum"]),
-        schedule=settings["schedule"],
+def _policy(
+    name: str, previous: str | None, settings: Mapping[str, Any], check_policy: PolicyCheck
+) -> dict[str, Any]:
+    """The environment's policy, checked by the decision engine (DefinitionError)."""
+    return check_policy(
+        environment_policy(
+            name,
+            previous=previous,
+            required_approvals=settings["required_approvals"],
+            separation_of_duties=settings["separation_of_duties"],
+            approver_roles=settings["approver_roles"],
+            approver_persons=tuple(settings["approver_persons"]),
+            quorum=dict(settings["quorum"]),
+            schedule=settings["schedule"],
+        )
     )
+
+
+def policy_digest(policy: Any) -> str:
+    """`sha256:<hex>` of the policy's canonical JSON (RFC 8785), as decisions name it."""
+    return "sha256:" + hashlib.sha256(canonical_json(policy)).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,15 +28,15 @@ from stella_core.errors import (
 )
 from stella_core.evidence import capsule
 from stella_core.evidence.chain import GENESIS, chain_hash
-from stella_core.evidence.ledger import (
+from stella_core.evidence.merkle import Checkpoint, MerkleTree, sign_checkpoint
+from stella_core.evidence.model import (
     CheckpointRow,
+    Decided,
     Filter,
     Input,
-    LedgerStore,
     PacketRow,
     Refs,
 )
-from stella_core.evidence.merkle import Checkpoint, MerkleTree, sign_checkpoint
 from stella_core.evidence.packets import (
     PacketError,
     bundle_bytes,
@@ -58,7 +58,8 @@ from stella_core.evidence.predicates import (
     run_predicate,
     vsa_predicate,
 )
-from stella_core.evidence.replay import replay_packet
+from stella_core.evidence.replay import DecisionReplay, replay_packet
+from stella_core.evidence.store import LedgerStore
 from stella_core.evidence.verify import Report, verify_capsule
 from stella_core.tenancy.keys import (
     ORCHESTRATOR,
@@ -70,7 +71,9 @@ from stella_core.tenancy.keys import (
 )
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
+from stella_core.workflows.service import WorkflowService
+from stella_core.workflows.template import canonical_json as template_json
+from stella_core.workflows.template import load_document
 
 TEMPLATE_MEDIA_TYPE = "application/vnd.stella.workflow-template+json"
 DECISION_RECORD_MEDIA_TYPE = "application/vnd.stella.decision-record+json"
@@ -154,12 +157,14 @@ class EvidenceService:
         tenancy: TenancyService,
         local: LocalKeys,
         *,
+        decisions: DecisionReplay,
         system: EvidenceService | None = None,
         orchestrator: bool = False,
     ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.local = local
+        self.decisions = decisions
         self.system = system
         self.is_orchestrator = orchestrator
         self._templates: dict[UUID, tuple[bytes, str]] = {}
@@ -201,7 +206,7 @@ class EvidenceService:
     def ensure_personal_key(self) -> RegisteredKey:
         """This person's active key, created on this machine and registered on first need."""
         with self.db.transaction() as conn:
-            identity = TenancyStore(conn).identity()
+            identity = TenancyService.identity_in(conn)
             if identity is None:
                 raise AuthorizationError("this profile's person is not an active member")
             store = KeyStore(conn)
@@ -231,7 +236,7 @@ class EvidenceService:
     def rotate_key(self, *, orchestrator: bool = False) -> RegisteredKey:
         """A new active key; the old public key stays registered for old evidence."""
         with self.db.transaction() as conn:
-            identity = TenancyStore(conn).identity()
+            identity = TenancyService.identity_in(conn)
             if identity is None:
                 raise AuthorizationError("this profile's person is not an active member")
             if orchestrator and identity.role is not ProductRole.ADMIN:
@@ -254,7 +259,7 @@ class EvidenceService:
         key = self.local.create(name)
         store = KeyStore(conn)
         store.register(self.tenant_id, kind, owner, key.public_key())
-        TenancyStore(conn).append_audit(self.tenant_id, action, "key", key.key_id, {"owner": owner})
+        TenancyService.audit(conn, self.tenant_id, action, "key", key.key_id, {"owner": owner})
         found = store.active(owner)
         assert found is not None
         if kind == "person" and self.is_orchestrator:
@@ -325,7 +330,7 @@ class EvidenceService:
         return key
 
     def personal_signer(self, conn: Connection) -> SigningKey:
-        identity = TenancyStore(conn).identity()
+        identity = TenancyService.identity_in(conn)
         if identity is None:
             raise AuthorizationError("this profile's person is not an active member")
         active = KeyStore(conn).active(identity.user)
@@ -381,13 +386,10 @@ class EvidenceService:
     def emit_run(self, conn: Connection, run_id: UUID, status: str) -> PacketRow:
         """The `run` packet of a run that just ended (the engine calls this in that
         transaction)."""
-        from stella_core.workflows.store import WorkflowStore
-
-        store = WorkflowStore(conn)
-        run = store.get_run(run_id)
+        run = WorkflowService.run_in(conn, run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}")
-        body, template_digest = self._template_input(store, run.template_version_id)
+        body, template_digest = self._template_input(conn, run.template_version_id)
         steps = [
             StepOutcome(
                 id=s.id,
@@ -426,7 +428,7 @@ class EvidenceService:
             refs=Refs(
                 release=release.get("name"),
                 run_id=run.id,
-                promotion_id=store.promotion_of(run.id),
+                promotion_id=WorkflowService.promotion_of_in(conn, run.id),
             ),
         )
 
@@ -436,19 +438,16 @@ class EvidenceService:
         *,
         policy: Mapping[str, Any],
         inputs: Mapping[str, Any],
-        decision: Any,
+        decision: Decided,
         subjects: Iterable[tuple[str, str]],
         resource_uri: str,
         refs: Refs | None = None,
     ) -> PacketRow:
         """A decision's VSA packet, signed by the orchestrator. The policy, each input part and
         the full decision record (everything replay needs) are stored as inputs by digest."""
-        from stella_core.promotions.decision import decision_record, policy_digest
-
-        record = decision_record(policy, inputs, decision)
+        record = decision.record(policy, inputs)
         record_input = Input(DECISION_RECORD_MEDIA_TYPE, canonical_json(record))
         policy_input = Input(JSON_MEDIA_TYPE, canonical_json(policy))
-        assert policy_input.digest == policy_digest(policy)
         parts = {
             name: Input(JSON_MEDIA_TYPE, canonical_json(part)) for name, part in inputs.items()
         }
@@ -475,15 +474,12 @@ class EvidenceService:
             refs=refs,
         )
 
-    def _template_input(self, store: Any, version_id: UUID) -> tuple[bytes, str]:
+    def _template_input(self, conn: Connection, version_id: UUID) -> tuple[bytes, str]:
         """The template version's canonical bytes (its digest is the template digest)."""
         cached = self._templates.get(version_id)
         if cached is not None:
             return cached
-        from stella_core.workflows.template import canonical_json as template_json
-        from stella_core.workflows.template import load_document
-
-        document = store.document(version_id)
+        document = WorkflowService.template_document_in(conn, version_id)
         if document is None:
             raise NotFoundError(f"no template version {version_id}")
         body = template_json(load_document(document), version=False)
@@ -763,7 +759,7 @@ class EvidenceService:
             verified = verify_bundle(json.loads(row.bundle), trusted)
             digests = [d for _, d in referenced_inputs(verified.predicate_type, verified.predicate)]
             inputs = {d: body for d, (_, body) in store.inputs(digests).items()}
-        outcome = replay_packet(str(row.id), verified, inputs, policy)
+        outcome = replay_packet(str(row.id), verified, inputs, policy, decisions=self.decisions)
         return {
             "same": outcome.same,
             "differences": outcome.differences,
@@ -772,9 +768,14 @@ class EvidenceService:
 
 
 def replay_capsule(
-    files: Mapping[str, bytes], trusted: Sequence[PublicKey] | None, policy: Any = None
+    files: Mapping[str, bytes],
+    trusted: Sequence[PublicKey] | None,
+    policy: Any = None,
+    *,
+    decisions: DecisionReplay,
 ) -> dict[str, Any]:
-    """Replay every packet of a capsule that verifies (with no database)."""
+    """Replay every packet of a capsule that verifies (with no database). `decisions` is the
+    decision engine's replay (`promotions.decision.replay`)."""
     report = verify_capsule(files, trusted)
     inputs = {
         "sha256:" + name.rsplit("/", 1)[-1]: body
@@ -782,7 +783,8 @@ def replay_capsule(
         if name.startswith("inputs/sha256/")
     }
     outcomes = [
-        replay_packet(label, packet, inputs, policy) for label, packet in report.verified.items()
+        replay_packet(label, packet, inputs, policy, decisions=decisions)
+        for label, packet in report.verified.items()
     ]
     # A decision replays the same from its record even when an approval it counted is not in
     # the capsule: that is a difference too, or a capsule could leave out what it relied on.

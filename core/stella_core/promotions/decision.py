@@ -98,6 +98,10 @@ class Decision:
             "gates": [result.to_json() for result in self.gates],
         }
 
+    def record(self, policy: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Everything replay needs (see `decision_record`): what evidence stores by digest."""
+        return decision_record(policy, inputs, self)
+
 
 # --- policy --------------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
+from sqlalchemy import Connection
+
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db.engine import Database
 from stella_core.errors import (
@@ -21,7 +23,7 @@ from stella_core.errors import (
     NotFoundError,
     StellaError,
 )
-from stella_core.limits import check_text, text_problem
+from stella_core.limits import check_name, check_text, text_problem
 from stella_core.releases.model import (
     Component,
     ComponentPin,
@@ -32,7 +34,6 @@ from stella_core.releases.model import (
     ResolvedManifest,
 )
 from stella_core.releases.reference import (
-    check_name,
     check_release_name,
     check_repository,
     parse_image,
@@ -40,7 +41,6 @@ from stella_core.releases.reference import (
 from stella_core.releases.store import ReleaseStore
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,11 @@ class ReleaseService:
         self.secrets = secrets
         self.timeout = timeout
 
+    @staticmethod
+    def releases_in(conn: Connection, name: str | None = None) -> list[Release]:
+        """Releases (newest first; one name or all) read in another module's transaction."""
+        return ReleaseStore(conn).get_releases(name)
+
     # registries -------------------------------------------------------------------------
     def add_registry(
         self,
@@ -177,7 +182,8 @@ class ReleaseService:
             registry = store.insert_registry(
                 identity.tenant_id, name, kind, url, username, sealed, insecure
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "registry.add",
                 "registry",
@@ -231,7 +237,8 @@ class ReleaseService:
             if store.component_rows([name]):
                 raise AlreadyExistsError(f"component {name!r} exists already")
             store.insert_component(identity.tenant_id, name, registry.id, repository)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "component.add",
                 "component",
@@ -342,7 +349,8 @@ class ReleaseService:
         with self.db.transaction() as conn:
             store = ReleaseStore(conn)
             store.insert_release(identity.tenant_id, name, pinned)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "release.create",
                 "release",

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import sqlalchemy.exc
 from psycopg import sql
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from stella_core.db.engine import Database, translate
 from stella_core.db.schema_sql import APP_ROLE, ORCHESTRATOR_ROLE
@@ -18,7 +18,7 @@ from stella_core.errors import (
     InvalidNameError,
     NotFoundError,
 )
-from stella_core.releases.reference import check_name
+from stella_core.limits import check_name
 from stella_core.tenancy.model import (
     RESERVED_NAMES,
     RESERVED_PREFIXES,
@@ -198,6 +198,28 @@ class TenancyService:
     def __init__(self, db: Database, provisioner: Provisioner | None) -> None:
         self.db = db
         self.provisioner = provisioner
+
+    # Other modules' use, inside their own transaction (so it commits or rolls back with it).
+    @staticmethod
+    def audit(
+        conn: Connection,
+        tenant_id: UUID,
+        action: str,
+        entity_type: str,
+        entity_id: str,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        """Append an entry to the tenant's audit log (the database chains and stamps it)."""
+        TenancyStore(conn).append_audit(tenant_id, action, entity_type, entity_id, details)
+
+    @staticmethod
+    def identity_in(conn: Connection) -> Identity | None:
+        """Who this transaction's session is (None: not an active member of the tenant)."""
+        return TenancyStore(conn).identity()
+
+    @staticmethod
+    def users_in(conn: Connection) -> list[User]:
+        return TenancyStore(conn).list_users()
 
     def whoami(self) -> Identity:
         with self.db.transaction() as conn:

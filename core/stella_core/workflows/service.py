@@ -30,10 +30,9 @@ from stella_core.errors import (
     OrchestratorUnavailableError,
 )
 from stella_core.limits import MAX_SAFE_INTEGER, check_text, load_json, whole_number
-from stella_core.releases.store import ReleaseStore
+from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
 from stella_core.workflows.engine import (
     DEFAULT_LEASE_S,
     Changes,
@@ -143,7 +142,7 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
 
 
 def release_snapshot(conn: Connection, name: str) -> tuple[UUID, dict[str, Any]]:
-    found = ReleaseStore(conn).get_releases(name)
+    found = ReleaseService.releases_in(conn, name)
     if not found:
         raise NotFoundError(f"no release named {name!r}")
     release = found[0]
@@ -187,6 +186,26 @@ class WorkflowService:
         self.coordinator = Coordinator(self.plans, run_end)
 
     # templates --------------------------------------------------------------------------
+    # Other modules' reads, inside their own transaction.
+    @staticmethod
+    def template_exists_in(conn: Connection, name: str) -> bool:
+        return WorkflowStore(conn).version(name, None) is not None
+
+    @staticmethod
+    def run_in(conn: Connection, run_id: UUID) -> RunInfo | None:
+        """A run with its steps."""
+        return WorkflowStore(conn).get_run(run_id)
+
+    @staticmethod
+    def template_document_in(conn: Connection, version_id: UUID) -> dict[str, Any] | None:
+        """The stored document of one template version."""
+        return WorkflowStore(conn).document(version_id)
+
+    @staticmethod
+    def promotion_of_in(conn: Connection, run_id: UUID) -> UUID | None:
+        """The promotion a run carries out (None: a run started by hand)."""
+        return WorkflowStore(conn).promotion_of(run_id)
+
     def check(self, raw: str | bytes | Mapping[str, Any]) -> tuple[Template | None, list[Any]]:
         """Load and validate (pure: no database)."""
         from stella_core.workflows.template import check
@@ -223,7 +242,8 @@ class WorkflowService:
             version_id = store.insert_version(
                 identity.tenant_id, template_id, number, document, content
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.import",
                 "template",
@@ -280,7 +300,8 @@ class WorkflowService:
         identity = self.tenancy.require(ProductRole.ADMIN)
         with self.db.transaction() as conn:
             WorkflowStore(conn).set_local_executor(identity.tenant_id, enabled)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.settings",
                 "tenant",
@@ -294,7 +315,8 @@ class WorkflowService:
         identity = self.tenancy.require(ProductRole.ADMIN)
         with self.db.transaction() as conn:
             WorkflowStore(conn).set_unsandboxed(identity.tenant_id, allowed)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.settings",
                 "tenant",
@@ -373,7 +395,8 @@ class WorkflowService:
         ch = Changes(store, run)
         self.coordinator.start(ch, plan)
         self.coordinator.flush(conn, ch, plan)
-        TenancyStore(conn).append_audit(
+        TenancyService.audit(
+            conn,
             tenant_id,
             "workflow.run.start",
             "run",
@@ -423,8 +446,13 @@ class WorkflowService:
             ch = Changes(store, run)
             engine.coordinator.end_run(ch, "cancelled", f"cancelled by {identity.user}")
             engine.coordinator.flush(conn, ch)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "workflow.run.cancel", "run", str(key), {"by": identity.user}
+            TenancyService.audit(
+                conn,
+                identity.tenant_id,
+                "workflow.run.cancel",
+                "run",
+                str(key),
+                {"by": identity.user},
             )
 
         run_tx(engine.db, work, engine.hooks)
@@ -473,7 +501,8 @@ class WorkflowService:
             ch.event("run.retried", None, step=step_id, by=identity.user)
             engine.coordinator.reset_for_retry(ch, plan)
             engine.coordinator.flush(conn, ch, plan)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.run.retry",
                 "run",
@@ -527,7 +556,8 @@ class WorkflowService:
             store.insert_approval(
                 identity.tenant_id, key, step_id, step.attempts, decision, comment
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 f"workflow.step.{decision}",
                 "run",
