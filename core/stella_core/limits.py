@@ -63,14 +63,16 @@ def _named(what: str, rest: str) -> str:
     return f"{what} {rest}" if what else rest
 
 
-def in_range(value: int, what: str, *, low: int, high: int) -> int:
-    """`value` when low <= value <= high, else a DefinitionError saying the range."""
+def in_range(value: int, what: str, *, low: int, high: int, field: str | None = None) -> int:
+    """`value` when low <= value <= high, else a DefinitionError saying the range (about
+    `field`, the input as a service names it)."""
     if not low <= value <= high:
         raise DefinitionError(
             _named(
                 what,
                 f"{_number(str(value))} is out of range: give a whole number from {low} to {high}",
-            )
+            ),
+            field=field,
         )
     return value
 
@@ -121,11 +123,12 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def check_text(value: str, what: str) -> str:
-    """`value` unchanged when PostgreSQL can store it as text, else a DefinitionError."""
+def check_text(value: str, what: str, *, field: str | None = None) -> str:
+    """`value` unchanged when PostgreSQL can store it as text, else a DefinitionError (about
+    `field`, the input as a service names it)."""
     problem = text_problem(value)
     if problem is not None:
-        raise DefinitionError(_named(what, problem))
+        raise DefinitionError(_named(what, problem), field=field)
     return value
 
 

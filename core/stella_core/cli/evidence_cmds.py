@@ -120,6 +120,26 @@ def cmd_evidence_show(args: argparse.Namespace) -> None:
     out(args, detail, lines)
 
 
+def _check_selection_flags(selection: Any) -> None:
+    """The export's selection rules, said with this command's flags (the core says them in
+    words, for the desktop too)."""
+    given = [
+        selection.promotion_id is not None,
+        selection.release is not None,
+        selection.run_id is not None,
+        selection.since is not None or selection.until is not None,
+    ]
+    if sum(given) != 1:
+        raise DefinitionError(
+            "choose one selection: --promotion ID, --release NAME, --run ID, "
+            "or --since ISO --until ISO"
+        )
+    if (selection.since is None) != (selection.until is None):
+        raise DefinitionError("a time range needs both --since and --until")
+    if selection.since is not None and selection.since >= selection.until:
+        raise DefinitionError("--since must be before --until")
+
+
 def cmd_evidence_export(args: argparse.Namespace) -> None:
     from stella_core.evidence.service import Selection
 
@@ -130,6 +150,7 @@ def cmd_evidence_export(args: argparse.Namespace) -> None:
         since=time_flag(args.since, "--since") if args.since else None,
         until=time_flag(args.until, "--until") if args.until else None,
     )
+    _check_selection_flags(selection)
     selection.check()
     target = output_file(args.out, "--out")
     with acting(args) as stella:

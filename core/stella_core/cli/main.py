@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from stella_core import __version__
-from stella_core.cli.common import acting, number_flag, seconds_flag, text_flag
+from stella_core.cli.common import acting, error_text, number_flag, seconds_flag, text_flag
 from stella_core.environments.model import MAX_ORDER, MAX_REQUIRED_APPROVALS
 from stella_core.errors import DefinitionError, StellaError
 from stella_core.limits import INT32_MAX, INT64_MAX, MAX_LIST_ROWS, MAX_WAIT_SECONDS
@@ -992,7 +992,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         args.handler(args)
     except StellaError as exc:
-        print(f"stella: error: {exc.message}", file=sys.stderr)
+        print(f"stella: error: {error_text(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("stella: interrupted", file=sys.stderr)

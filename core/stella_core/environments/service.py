@@ -113,7 +113,7 @@ class EnvironmentService:
             name,
             self.check_policy,
         )
-        check_text(reason, "--reason")
+        check_text(reason, "reason", field="reason")
         identity = self.tenancy.require(ProductRole.ADMIN)
         # Refused before the admin's key is made or registered: a bad value stores nothing.
         with self.db.transaction() as conn:
@@ -163,8 +163,8 @@ class EnvironmentService:
         """Change an environment's policy (admins only, with a reason): a new policy version,
         signed by the admin as a `policy` packet that later decisions name."""
         if not reason.strip():
-            raise DefinitionError("a policy change needs a reason (--reason)")
-        check_text(reason, "--reason")
+            raise DefinitionError("a policy change needs a reason", field="reason")
+        check_text(reason, "reason", field="reason")
         given = {
             "order": order,
             "required_approvals": required_approvals,
@@ -240,17 +240,20 @@ class EnvironmentService:
                 )
         source = settings["auto_promote_from"]
         if source is not None and (source == name or store.get(source) is None):
-            raise NotFoundError(f"--auto-promote-from: no other environment {source!r}")
+            raise NotFoundError(
+                f"auto promote from: no other environment {source!r}", field="auto promote from"
+            )
         if settings["workflow"] is not None and not self.workflow_exists(
             conn, settings["workflow"]
         ):
             raise NotFoundError(
-                f"--workflow: no workflow template {settings['workflow']!r} (import it first)"
+                f"workflow: no workflow template {settings['workflow']!r} (import it first)",
+                field="workflow",
             )
         known = {u.name for u in TenancyService.users_in(conn)}
         unknown = sorted(set(settings["approver_persons"]) - known)
         if unknown:
-            raise NotFoundError(f"--approver: no such person: {', '.join(unknown)}")
+            raise NotFoundError(f"approver: no such person: {', '.join(unknown)}", field="approver")
 
     @staticmethod
     def workflow_exists(conn: Connection, name: str) -> bool:
@@ -327,18 +330,22 @@ class EnvironmentService:
         allow: Sequence[str] = (),
     ) -> Freeze:
         """A freeze window on an environment (release managers and admins)."""
-        for when, flag in ((start, "--start"), (end, "--end")):
+        for when, field in ((start, "start"), (end, "end")):
             if when.tzinfo is None:
-                raise DefinitionError(f"{flag} needs a timezone (for example 2026-12-24T00:00:00Z)")
+                raise DefinitionError(
+                    f"{field} needs a timezone (for example 2026-12-24T00:00:00Z)", field=field
+                )
             try:
                 when.astimezone(UTC)
             except OverflowError:
-                raise DefinitionError(f"{flag} is outside years 1 to 9999 in UTC") from None
+                raise DefinitionError(
+                    f"{field} is outside years 1 to 9999 in UTC", field=field
+                ) from None
         if end <= start:
-            raise DefinitionError("--end must be after --start")
+            raise DefinitionError("end must be after start", field="end")
         if not reason.strip():
-            raise DefinitionError("--reason must say why the environment is frozen")
-        check_text(reason, "--reason")
+            raise DefinitionError("reason must say why the environment is frozen", field="reason")
+        check_text(reason, "reason", field="reason")
         identity = self.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
         with self.db.transaction() as conn:
             store = EnvironmentStore(conn)
@@ -347,7 +354,7 @@ class EnvironmentService:
             known = {u.name for u in TenancyService.users_in(conn)}
             unknown = sorted(set(allow) - known)
             if unknown:
-                raise NotFoundError(f"--allow: no such person: {', '.join(unknown)}")
+                raise NotFoundError(f"allow: no such person: {', '.join(unknown)}", field="allow")
             found = store.add_freeze(identity.tenant_id, name, start, end, reason, list(allow))
             TenancyService.audit(
                 conn, identity.tenant_id, "environment.freeze", "environment", name, found.to_json()
@@ -400,16 +407,22 @@ def _check_settings(
     settings: dict[str, Any], name: str, check_policy: PolicyCheck
 ) -> dict[str, Any]:
     """Settings that make a valid policy now, not at the first promotion (DefinitionError)."""
-    in_range(settings["order"], "--order", low=0, high=MAX_ORDER)
+    in_range(settings["order"], "order", low=0, high=MAX_ORDER, field="order")
     in_range(
-        settings["required_approvals"], "--required-approvals", low=0, high=MAX_REQUIRED_APPROVALS
+        settings["required_approvals"],
+        "required approvals",
+        low=0,
+        high=MAX_REQUIRED_APPROVALS,
+        field="required approvals",
     )
     for role, count in dict(settings["quorum"]).items():
-        in_range(count, f"--quorum {role}=N:", low=1, high=MAX_REQUIRED_APPROVALS)
+        in_range(count, f"quorum {role}=N:", low=1, high=MAX_REQUIRED_APPROVALS, field="quorum")
     for person in settings["approver_persons"]:
         if not person.strip():
-            raise DefinitionError("--approver needs a person's name, not an empty one")
-        check_text(person, "--approver")
+            raise DefinitionError(
+                "approver needs a person's name, not an empty one", field="approver"
+            )
+        check_text(person, "approver", field="approver")
     roles = tuple(settings["approver_roles"]) or DEFAULT_APPROVER_ROLES
     for role in roles:
         if role not in {r.value for r in ProductRole}:

@@ -172,7 +172,7 @@ def _replay_run(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: An
     if status != predicate.get("status"):
         out.differ("verdict", "status", predicate.get("status"), status)
     if policy is not None:
-        out.note = "a run has no policy; --policy applies to decisions"
+        out.note = "a run has no policy; a given policy applies to decisions"
 
 
 def _replay_approval(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: Any) -> None:

@@ -105,13 +105,12 @@ class Selection:
         ]
         if sum(given) != 1:
             raise DefinitionError(
-                "choose one selection: --promotion ID, --release NAME, --run ID, "
-                "or --since ISO --until ISO"
+                "choose one selection: a promotion, a release, a run, or a time range"
             )
         if (self.since is None) != (self.until is None):
-            raise DefinitionError("a time range needs both --since and --until")
+            raise DefinitionError("a time range needs both since and until")
         if self.since is not None and self.until is not None and self.since >= self.until:
-            raise DefinitionError("--since must be before --until")
+            raise DefinitionError("since must be before until", field="since")
 
     def filter(self) -> Filter:
         return Filter(
@@ -546,7 +545,7 @@ class EvidenceService:
         if altered:
             raise IntegrityError(
                 f"packet #{altered[0]} no longer matches the digest it was appended with: "
-                "refusing to seal the ledger; 'stella evidence verify --ledger' names every problem"
+                "refusing to seal the ledger; verifying the ledger names every problem"
             )
         existing = store.checkpoints()
         if existing and existing[-1].tree_size == len(chain):
@@ -556,8 +555,7 @@ class EvidenceService:
             if tree.root(previous.tree_size).hex() != previous.root_hash:
                 raise IntegrityError(
                     f"the ledger no longer matches checkpoint {previous.tree_size}: "
-                    "packets it sealed were changed or removed; 'stella evidence verify "
-                    "--ledger' names them"
+                    "packets it sealed were changed or removed; verifying the ledger names them"
                 )
         signer = self.orchestrator_signer(conn)
         head = Checkpoint(origin_of(self.tenant_id), len(chain), tree.root())
@@ -814,7 +812,7 @@ def _check_chain_links(chain: Sequence[Any]) -> None:
         ):
             raise IntegrityError(
                 f"the ledger's chain is broken at packet #{link.seq}: refusing to seal it; "
-                "'stella evidence verify --ledger' names every problem"
+                "verifying the ledger names every problem"
             )
         prev = link.hash
 

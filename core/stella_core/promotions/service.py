@@ -198,7 +198,7 @@ class PromotionService:
 
     def reject(self, promotion_id: UUID | str, reason: str) -> Promotion:
         if not reason.strip():
-            raise DefinitionError("a rejection needs a reason (--reason)")
+            raise DefinitionError("a rejection needs a reason", field="reason")
         return self._record(_uuid(promotion_id), "reject", reason)
 
     def _record(self, promotion_id: UUID, decision: str, comment: str) -> Promotion:

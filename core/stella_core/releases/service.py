@@ -106,7 +106,8 @@ def normalise_registry_url(url: str, *, insecure: bool) -> tuple[RegistryKind, s
         raise DefinitionError(f"registry URL must be http(s):// or a layout path: {url!r}")
     if parts.username or parts.password:
         raise DefinitionError(
-            "do not put credentials in the registry URL; use --username and --password-stdin"
+            "do not put credentials in the registry URL; give the username and the password apart",
+            field="username",
         )
     if not parts.hostname:
         raise DefinitionError(f"registry URL has no host: {url!r}")
@@ -155,7 +156,7 @@ class ReleaseService:
         check_name("registry", name)
         kind, url = normalise_registry_url(url, insecure=insecure)
         if password is not None and not username:
-            raise DefinitionError("a password needs a --username")
+            raise DefinitionError("a password needs a username", field="username")
         if kind is RegistryKind.OCI_LAYOUT:
             if username:
                 raise DefinitionError("an OCI layout directory takes no credentials")
@@ -258,7 +259,7 @@ class ReleaseService:
         """Resolve every pin against its registry, then store all of it or nothing."""
         check_release_name(name)
         if not pins:
-            raise DefinitionError("a release needs at least one --component")
+            raise DefinitionError("a release needs at least one component", field="component")
         if len(pins) > MAX_COMPONENTS_PER_RELEASE:
             raise DefinitionError(
                 f"a release holds at most {MAX_COMPONENTS_PER_RELEASE} components"
