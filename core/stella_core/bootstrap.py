@@ -216,7 +216,12 @@ class Orchestrator:
         self.db = self.database()
         self.tenancy = TenancyService(self.db, None)
         self.evidence = EvidenceService(
-            self.db, self.tenancy, local_keys, decisions=replay_decision, orchestrator=True
+            self.db,
+            self.tenancy,
+            local_keys,
+            decisions=replay_decision,
+            runs=WorkflowService,
+            orchestrator=True,
         )
         self.workflows = WorkflowService(
             self.db,
@@ -277,6 +282,7 @@ class Stella:
             self.tenancy,
             self.local_keys,
             decisions=replay_decision,
+            runs=WorkflowService,
             system=system.evidence if system else None,
         )
         self.environments = EnvironmentService(

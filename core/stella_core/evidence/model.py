@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from stella_core.workflows.model import RunInfo
+
 
 @dataclass(frozen=True, slots=True)
 class Input:
@@ -112,6 +114,17 @@ class Filter:
     ids: tuple[UUID, ...] | None = None
     bundle_digests: tuple[str, ...] | None = None
     limit: int | None = None
+
+
+class RunRecords(Protocol):
+    """How evidence reads a run that just ended, inside that transaction (the workflows service
+    is given by bootstrap: workflows sits below evidence, and offline paths need no engine)."""
+
+    def run_in(self, conn: Any, run_id: UUID) -> RunInfo | None: ...
+
+    def template_document_in(self, conn: Any, version_id: UUID) -> dict[str, Any] | None: ...
+
+    def promotion_of_in(self, conn: Any, run_id: UUID) -> UUID | None: ...
 
 
 class Decided(Protocol):

@@ -36,6 +36,7 @@ from stella_core.evidence.model import (
     Input,
     PacketRow,
     Refs,
+    RunRecords,
 )
 from stella_core.evidence.packets import (
     PacketError,
@@ -71,7 +72,6 @@ from stella_core.tenancy.keys import (
 )
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.workflows.service import WorkflowService
 from stella_core.workflows.template import canonical_json as template_json
 from stella_core.workflows.template import load_document
 
@@ -157,6 +157,7 @@ class EvidenceService:
         local: LocalKeys,
         *,
         decisions: DecisionReplay,
+        runs: RunRecords,
         system: EvidenceService | None = None,
         orchestrator: bool = False,
     ) -> None:
@@ -164,6 +165,7 @@ class EvidenceService:
         self.tenancy = tenancy
         self.local = local
         self.decisions = decisions
+        self.runs = runs
         self.system = system
         self.is_orchestrator = orchestrator
         self._templates: dict[UUID, tuple[bytes, str]] = {}
@@ -385,7 +387,7 @@ class EvidenceService:
     def emit_run(self, conn: Connection, run_id: UUID, status: str) -> PacketRow:
         """The `run` packet of a run that just ended (the engine calls this in that
         transaction)."""
-        run = WorkflowService.run_in(conn, run_id)
+        run = self.runs.run_in(conn, run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}")
         body, template_digest = self._template_input(conn, run.template_version_id)
@@ -427,7 +429,7 @@ class EvidenceService:
             refs=Refs(
                 release=release.get("name"),
                 run_id=run.id,
-                promotion_id=WorkflowService.promotion_of_in(conn, run.id),
+                promotion_id=self.runs.promotion_of_in(conn, run.id),
             ),
         )
 
@@ -478,7 +480,7 @@ class EvidenceService:
         cached = self._templates.get(version_id)
         if cached is not None:
             return cached
-        document = WorkflowService.template_document_in(conn, version_id)
+        document = self.runs.template_document_in(conn, version_id)
         if document is None:
             raise NotFoundError(f"no template version {version_id}")
         body = template_json(load_document(document), version=False)

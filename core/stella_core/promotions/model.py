@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from stella_core.errors import AuthorizationError, DefinitionError
+from stella_core.workflows.model import RunStatus
 
 # Gates an admin's signed exception may waive (a freeze has its own `allow` list; approvals are
 # never waived).
@@ -55,11 +56,11 @@ TRANSITIONS: dict[PromotionStatus, frozenset[PromotionStatus]] = {
 }
 # A finished workflow run decides how its promotion ends.
 RUN_OUTCOME: dict[str, PromotionStatus] = {
-    "succeeded": S.DEPLOYED,
-    "failed": S.FAILED,
-    "timed_out": S.FAILED,
-    "cancelled": S.CANCELLED,
-    "rolled_back": S.ROLLED_BACK,
+    RunStatus.SUCCEEDED: S.DEPLOYED,
+    RunStatus.FAILED: S.FAILED,
+    RunStatus.TIMED_OUT: S.FAILED,
+    RunStatus.CANCELLED: S.CANCELLED,
+    RunStatus.ROLLED_BACK: S.ROLLED_BACK,
 }
 
 

@@ -51,6 +51,7 @@ from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.keys import KeyStore
 from stella_core.tenancy.model import Identity, ProductRole
 from stella_core.tenancy.service import TenancyService
+from stella_core.workflows.model import RunStatus
 from stella_core.workflows.service import WorkflowService
 
 REQUESTERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
@@ -579,7 +580,7 @@ class PromotionService:
         """After a promotion's run succeeded (and committed): the orchestrator requests the
         promotions into the environments that auto-promote from where the release just landed
         (the database lets it request nothing else)."""
-        if status != "succeeded" or not self.is_orchestrator:
+        if status != RunStatus.SUCCEEDED or not self.is_orchestrator:
             return []
         with self.db.transaction() as conn:
             row = PromotionStore(conn).row_of_run(run_id)

@@ -51,6 +51,8 @@ from stella_core.workflows.model import (
     InputSpec,
     RunEvent,
     RunInfo,
+    RunStatus,
+    StepStatus,
     Template,
     TemplateSummary,
     TemplateVersionInfo,
@@ -444,7 +446,7 @@ class WorkflowService:
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended already ({run.status})")
             ch = Changes(store, run)
-            engine.coordinator.end_run(ch, "cancelled", f"cancelled by {identity.user}")
+            engine.coordinator.end_run(ch, RunStatus.CANCELLED, f"cancelled by {identity.user}")
             engine.coordinator.flush(conn, ch)
             TenancyService.audit(
                 conn,
@@ -465,7 +467,7 @@ class WorkflowService:
         if run is None or run.terminal:
             return False
         ch = Changes(store, run)
-        self.coordinator.end_run(ch, "cancelled", reason)
+        self.coordinator.end_run(ch, RunStatus.CANCELLED, reason)
         self.coordinator.flush(conn, ch)
         return True
 
@@ -489,15 +491,15 @@ class WorkflowService:
                 raise NotFoundError(f"no workflow run {run_id}")
             if step is None:
                 raise NotFoundError(f"run {run_id} has no step {step_id!r}")
-            if run.status not in ("failed", "timed_out") or run.phase != "main":
+            if run.status not in (RunStatus.FAILED, RunStatus.TIMED_OUT) or run.phase != "main":
                 raise DefinitionError(
                     f"only a failed run can be retried; run {run_id} is {run.status}"
                 )
-            if step.status not in ("failed", "timed_out"):
+            if step.status not in (StepStatus.FAILED, StepStatus.TIMED_OUT):
                 raise DefinitionError(f"step {step_id} did not fail (it is {step.status})")
             plan = engine.plans.get(store, run.template_version_id)
             store.reopen_run(key)
-            ch = Changes(store, replace(run, status="running"))
+            ch = Changes(store, replace(run, status=RunStatus.RUNNING))
             ch.event("run.retried", None, step=step_id, by=identity.user)
             engine.coordinator.reset_for_retry(ch, plan)
             engine.coordinator.flush(conn, ch, plan)
@@ -540,7 +542,7 @@ class WorkflowService:
                 raise DefinitionError(f"step {step_id} is a {step.step_type} step, not an approval")
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended ({run.status})")
-            if step.status != "waiting":
+            if step.status != StepStatus.WAITING:
                 raise DefinitionError(
                     f"step {step_id} is not waiting for a decision (it is {step.status})"
                 )
@@ -584,12 +586,16 @@ class WorkflowService:
             plan = self.plans.get(store, run.template_version_id)
             state = StepState(step_id, step.attempts, step.lost_leases, step.rollback)
             ch = Changes(store, run)
-            if run.terminal and step.status in ("pending", "ready", "waiting"):
+            if run.terminal and step.status in (
+                StepStatus.PENDING,
+                StepStatus.READY,
+                StepStatus.WAITING,
+            ):
                 # A cancel skipped this row while the decision was being recorded: close it.
                 self.coordinator.settle(ch, plan, state, Failed("run ended", cancelled=True))
                 self.coordinator.flush(conn, ch, plan)
                 return f"run {run_id} has ended ({run.status})"
-            if run.terminal or step.status != "waiting":
+            if run.terminal or step.status != StepStatus.WAITING:
                 return None
             inputs = step.inputs or {}
             approvers = {str(a) for a in inputs.get("approvers") or []}

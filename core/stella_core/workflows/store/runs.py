@@ -22,6 +22,7 @@ from stella_core.workflows.model import (
     RunInfo,
     RunStatus,
     StepRunInfo,
+    StepStatus,
     TemplateVersionInfo,
 )
 from stella_core.workflows.store.base import Rows, as_json
@@ -365,11 +366,11 @@ class RunRows(Rows):
         if limit:
             sql += f" LIMIT {int(limit)}"
         rows = list(self.conn.execute(text(sql)))
-        waiting = self._waiting_runs([r.id for r in rows if r.status == "running"])
+        waiting = self._waiting_runs([r.id for r in rows if r.status == RunStatus.RUNNING])
         return [self._run_info(r, [], r.id in waiting) for r in rows]
 
     def _derived_waiting(self, run_id: UUID, status: str) -> bool:
-        return status == "running" and run_id in self._waiting_runs([run_id])
+        return status == RunStatus.RUNNING and run_id in self._waiting_runs([run_id])
 
     def _waiting_runs(self, run_ids: list[UUID]) -> set[UUID]:
         """Running runs where only approvals or timers are outstanding: shown as `waiting`."""
@@ -395,7 +396,7 @@ class RunRows(Rows):
             template_version_id=row.template_version_id,
             release=row.release,
             inputs=row.inputs,
-            status="waiting" if waiting else row.status,
+            status=RunStatus.WAITING if waiting else row.status,
             phase=row.phase,
             error=row.error,
             rollback_from=row.rollback_from,
@@ -554,7 +555,7 @@ class RunRows(Rows):
                 tenant_id=row.tenant_id,
                 node_id=row.node_id,
                 template_version_id=row.template_version_id,
-                previous_status="ready",
+                previous_status=StepStatus.READY,
                 previous_owner=None,
                 attempts=row.attempts,
                 lost_leases=row.lost_leases,
