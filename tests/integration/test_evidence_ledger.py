@@ -155,7 +155,7 @@ def test_a_person_registers_only_their_own_key_and_signs_only_with_it(world, adm
     bob_key = bob.evidence.ensure_personal_key()
     assert bob_key.owner == "bob"
     # Carol may not register a key in bob's name, nor an orchestrator key.
-    from stella_core.tenancy.keys import KeyStore
+    from stella_core.tenancy.store import KeyStore
 
     for kind, owner in (("person", "bob"), ("orchestrator", "orchestrator")):
         key = SigningKey.generate().public_key()

@@ -64,7 +64,6 @@ from stella_core.evidence.store import LedgerStore
 from stella_core.evidence.verify import Report, verify_capsule
 from stella_core.tenancy.keys import (
     ORCHESTRATOR,
-    KeyStore,
     LocalKeys,
     NoSigningKeyError,
     RegisteredKey,
@@ -190,7 +189,7 @@ class EvidenceService:
     # keys -------------------------------------------------------------------------------
     def signing_keys(self) -> list[RegisteredKey]:
         with self.db.transaction() as conn:
-            return KeyStore(conn).registered()
+            return TenancyService.keys_in(conn)
 
     def ensure_orchestrator_key(self) -> RegisteredKey | None:
         """The tenant's orchestrator key, made and registered by the orchestrator on first
@@ -198,8 +197,7 @@ class EvidenceService:
         if not self.is_orchestrator:
             return self.system.ensure_orchestrator_key() if self.system else None
         with self.db.transaction() as conn:
-            store = KeyStore(conn)
-            active = store.active(ORCHESTRATOR)
+            active = TenancyService.active_key_in(conn, ORCHESTRATOR)
             if active is not None:
                 return active
             return self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
@@ -210,8 +208,7 @@ class EvidenceService:
             identity = TenancyService.identity_in(conn)
             if identity is None:
                 raise AuthorizationError("this profile's person is not an active member")
-            store = KeyStore(conn)
-            active = store.active(identity.user)
+            active = TenancyService.active_key_in(conn, identity.user)
             if active is not None and self.local.load(
                 person_key_name(identity.user), active.key_id
             ):
@@ -258,10 +255,9 @@ class EvidenceService:
         """A new key pair on this machine; its public part registered (and audited)."""
         name = ORCHESTRATOR if kind == "orchestrator" else person_key_name(owner)
         key = self.local.create(name)
-        store = KeyStore(conn)
-        store.register(self.tenant_id, kind, owner, key.public_key())
+        TenancyService.register_key_in(conn, self.tenant_id, kind, owner, key.public_key())
         TenancyService.audit(conn, self.tenant_id, action, "key", key.key_id, {"owner": owner})
-        found = store.active(owner)
+        found = TenancyService.active_key_in(conn, owner)
         assert found is not None
         if kind == "person" and self.is_orchestrator:
             self.endorse_keys(conn)
@@ -279,7 +275,7 @@ class EvidenceService:
         """Key packets: the orchestrator vouches for each registered personal key that has none
         yet, so an auditor who trusts the orchestrator key alone can verify approvals. Nothing
         when this machine does not hold the orchestrator key (exports try again)."""
-        keys = [k for k in KeyStore(conn).registered() if k.owner_kind == "person"]
+        keys = [k for k in TenancyService.keys_in(conn) if k.owner_kind == "person"]
         if not keys:
             return []
         endorsed = {
@@ -319,7 +315,7 @@ class EvidenceService:
             raise NoSigningKeyError(
                 "only the orchestrator's own session signs with the orchestrator key"
             )
-        active = KeyStore(conn).active(ORCHESTRATOR)
+        active = TenancyService.active_key_in(conn, ORCHESTRATOR)
         if active is None:
             active = self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
         key = self.local.load(ORCHESTRATOR, active.key_id)
@@ -334,7 +330,7 @@ class EvidenceService:
         identity = TenancyService.identity_in(conn)
         if identity is None:
             raise AuthorizationError("this profile's person is not an active member")
-        active = KeyStore(conn).active(identity.user)
+        active = TenancyService.active_key_in(conn, identity.user)
         key = self.local.load(person_key_name(identity.user), active.key_id) if active else None
         if key is None:
             raise NoSigningKeyError(
@@ -502,7 +498,7 @@ class EvidenceService:
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
             row = _stored_packet(store, packet_id)
-            keys = KeyStore(conn).registered()
+            keys = TenancyService.keys_in(conn)
             checkpoints = store.checkpoints()
         assert row.bundle is not None
         detail = row.to_json()
@@ -605,7 +601,7 @@ class EvidenceService:
             store = LedgerStore(conn)
             chain = store.chain(covering.tree_size)
             bundles = store.bundles([r.seq for r in rows])
-            registered = KeyStore(conn).registered()
+            registered = TenancyService.keys_in(conn)
             trusted = {k.key_id: k.public_key for k in registered}
             references: set[str] = set()
             for done, row in enumerate(rows, 1):
@@ -658,7 +654,7 @@ class EvidenceService:
         decisions = [r.seq for r in rows if r.predicate_type == SLSA_VSA_V1]
         if not decisions:
             return []
-        trusted = KeyStore(conn).public_keys()
+        trusted = TenancyService.public_keys_in(conn)
         records: set[str] = set()
         for bundle in store.bundles(decisions).values():
             try:
@@ -714,7 +710,7 @@ class EvidenceService:
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
             chain = store.chain()
-            registered = KeyStore(conn).registered()
+            registered = TenancyService.keys_in(conn)
             checkpoints = store.checkpoints()
             rows = store.select(Filter())
             bundles = store.bundles([r.seq for r in rows])
@@ -754,7 +750,7 @@ class EvidenceService:
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
             row = _stored_packet(store, packet_id)
-            trusted = KeyStore(conn).public_keys()
+            trusted = TenancyService.public_keys_in(conn)
             assert row.bundle is not None
             verified = verify_bundle(json.loads(row.bundle), trusted)
             digests = [d for _, d in referenced_inputs(verified.predicate_type, verified.predicate)]

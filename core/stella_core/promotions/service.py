@@ -48,7 +48,6 @@ from stella_core.promotions.model import (
 )
 from stella_core.promotions.store import PromotionStore
 from stella_core.releases.service import ReleaseService
-from stella_core.tenancy.keys import KeyStore
 from stella_core.tenancy.model import Identity, ProductRole
 from stella_core.tenancy.service import TenancyService
 from stella_core.workflows.model import RunStatus
@@ -665,7 +664,7 @@ class PromotionService:
     ) -> list[dict[str, Any]]:
         """Exceptions for this release and environment, with whether each is signed by an
         admin's registered key over exactly these digests (an unsigned one authorizes nothing)."""
-        keys = KeyStore(conn).registered()
+        keys = TenancyService.keys_in(conn)
         admins = {u.name for u in TenancyService.users_in(conn) if u.role is ProductRole.ADMIN}
         found = []
         for e in PromotionStore(conn).exceptions(release, environment):
@@ -702,7 +701,7 @@ class PromotionService:
     ) -> dict[UUID, list[Approval]]:
         """Each promotion's approvals, with whether its signature verifies: by a key registered
         to the approver, over this promotion, environment and exact digest set."""
-        keys = KeyStore(conn).registered()
+        keys = TenancyService.keys_in(conn)
         by_owner: dict[str, dict[str, Any]] = {}
         for k in keys:
             by_owner.setdefault(k.owner, {})[k.key_id] = k.public_key
