@@ -24,6 +24,9 @@ from PySide6.QtWidgets import (
 
 from stella_core.workflows.steps.registry import default_registry
 from stella_desk import theme
+from stella_desk.admin.common import WRITERS
+from stella_desk.admin.page import AdminPage
+from stella_desk.admin.settings import SettingsPage
 from stella_desk.approvals.page import ApprovalsPage
 from stella_desk.chrome import Banner, RoleBadge, label
 from stella_desk.dashboard import Dashboard
@@ -60,6 +63,7 @@ PAGES: list[tuple[str, str]] = [
     ("approvals", "Approvals"),
     ("evidence", "Evidence"),
     ("targets", "Targets"),
+    ("admin", "Administration"),
     ("settings", "Settings"),
 ]
 
@@ -68,10 +72,6 @@ COMING: dict[str, tuple[str, str]] = {
         "Hosts, agents and what runs on them.",
         "Enrol agents and agentless hosts (SSH, WinRM), watch their health, and detect drift "
         "between what runs and what was released.",
-    ),
-    "settings": (
-        "Connections, keys, plugins and limits.",
-        "Manage connection profiles, signing keys and plugins, and see usage against quotas.",
     ),
 }
 
@@ -191,6 +191,8 @@ class MainWindow(QMainWindow):
         self.promotions = PromotionsPage(ops, session)
         self.approvals = ApprovalsPage(ops, session)
         self.evidence = EvidencePage(ops, session)
+        self.admin = AdminPage(ops, session)
+        self.settings = SettingsPage(ops, session)
         self.pages: dict[str, QWidget] = {
             "dashboard": self.dashboard,
             "releases": self.releases,
@@ -199,6 +201,8 @@ class MainWindow(QMainWindow):
             "promotions": self.promotions,
             "approvals": self.approvals,
             "evidence": self.evidence,
+            "admin": self.admin,
+            "settings": self.settings,
         }
         for key, title in PAGES:
             if key not in self.pages:
@@ -227,6 +231,9 @@ class MainWindow(QMainWindow):
             lambda text: self.statusBar().showMessage(text, 6000)
         )
         self.approvals.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.admin.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.settings.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.admin.people.loaded.connect(self._people_listed)
         self.promotions.run_requested.connect(lambda run_id: self.ops.spawn(self.open_run(run_id)))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
@@ -324,7 +331,10 @@ class MainWindow(QMainWindow):
             self.promotions.refresh(),
             self.approvals.refresh(),
             self.evidence.refresh(),
+            self.admin.refresh(),
+            self.settings.refresh(),
         )
+        self._follow_roles()
 
     async def switch_person(self, name: str) -> bool:
         """The person switch: act as `name` at once where the rule allows (a demo's people, or
@@ -449,6 +459,28 @@ class MainWindow(QMainWindow):
         self.acting.setText(f"Acting as <b>{identity.user}</b> · tenant {identity.tenant_name}")
         self.role_badge.set_role(identity.role.value)
         self.target.setText(f"Database: {stella.backend.target}")
+        self._follow_roles()
+
+    def _people_listed(self) -> None:
+        """A person added on the People tab can be acted as at once (their profile is here)."""
+        stella = self.session.stella
+        if stella is None:
+            return
+        names = stella.profiles.names(stella.backend.target)  # a small local file
+        if names != [self.person.itemText(i) for i in range(self.person.count())]:
+            self._fill_people(names, stella.profile.name)
+
+    def _follow_roles(self) -> None:
+        """Offer only what the acting person's role may do (the core refuses the rest anyway):
+        an auditor gets no control that changes anything."""
+        role = self.session.identity.role if self.session.identity is not None else None
+        writes = role in WRITERS
+        self.releases.new_button.setVisible(writes)
+        self.promotions.promote_button.setVisible(writes)
+        self.workflows.save_button.setVisible(writes)
+        # An invisible action cannot be triggered by its shortcut either (Ctrl+S).
+        self.workflows.save_action.setVisible(writes)
+        self.admin.follow_role()
 
     def _present_progress(self, progress: OpProgress) -> None:
         self.statusBar().showMessage(

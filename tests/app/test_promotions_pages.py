@@ -283,7 +283,11 @@ def test_refused_decisions_are_explained_in_place(desk, run, people, qtbot) -> N
     run(until(lambda: dialog.view is not None))
     assert dialog.decision.isVisible()
     assert dialog.cancel_button.isVisible()  # she is a release manager
-    qtbot.mouseClick(dialog.decision.approve_button, Qt.MouseButton.LeftButton)
+    # She is not offered Approve on her own request; a rejection is asked, and refused.
+    assert not dialog.decision.approve_button.isEnabled()
+    assert "You requested this promotion" in dialog.decision.approve_button.toolTip()
+    dialog.decision.comment.setText("wrong release")
+    qtbot.mouseClick(dialog.decision.reject_button, Qt.MouseButton.LeftButton)
     run(until(lambda: dialog.decision.refusal() != ""))
     assert dialog.decision.refusal() == (
         "Refused: separation of duties: alice requested this promotion to prod and cannot "

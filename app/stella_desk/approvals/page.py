@@ -270,7 +270,9 @@ class ApprovalsPage(QWidget):
         stella = self.session.require()
         self._case_wanted = promotion_id
         self.case_view.show_loading("the promotion")
-        self.decision.set_promotion(promotion_id)
+        row = self.model.row_of(promotion_id)
+        requester = self.model.promotion_at(row).requested_by if row is not None else None
+        self.decision.set_promotion(promotion_id, requester)
         self.decision.setEnabled(True)
         try:
             case = await self.ops.run(
