@@ -234,7 +234,7 @@ class Backend:
         on this host: the local executor is turned on for tenants that have no setting yet."""
         if self.target != EMBEDDED:
             return
-        from stella_core.workflows.store import enable_local_executor_everywhere
+        from stella_core.workflows.service import enable_local_executor_everywhere
 
         with self.admin_engine.begin() as conn:
             enable_local_executor_everywhere(conn)
@@ -272,8 +272,17 @@ class Orchestrator:
     @cached_property
     def evidence(self) -> EvidenceService:
         from stella_core.evidence.service import EvidenceService
+        from stella_core.promotions.decision import replay as replay_decision
+        from stella_core.workflows.service import WorkflowService
 
-        return EvidenceService(self.db, self.tenancy, self.local_keys, orchestrator=True)
+        return EvidenceService(
+            self.db,
+            self.tenancy,
+            self.local_keys,
+            decisions=replay_decision,
+            runs=WorkflowService,
+            orchestrator=True,
+        )
 
     @cached_property
     def workflows(self) -> WorkflowService:
@@ -348,15 +357,25 @@ class Stella:
     @cached_property
     def evidence(self) -> EvidenceService:
         from stella_core.evidence.service import EvidenceService
+        from stella_core.promotions.decision import replay as replay_decision
+        from stella_core.workflows.service import WorkflowService
 
         system = self.orchestrator.evidence if self.orchestrator else None
-        return EvidenceService(self.db, self.tenancy, self.local_keys, system=system)
+        return EvidenceService(
+            self.db,
+            self.tenancy,
+            self.local_keys,
+            decisions=replay_decision,
+            runs=WorkflowService,
+            system=system,
+        )
 
     @cached_property
     def environments(self) -> EnvironmentService:
         from stella_core.environments.service import EnvironmentService
+        from stella_core.promotions.decision import check_policy
 
-        return EnvironmentService(self.db, self.tenancy, self.evidence)
+        return EnvironmentService(self.db, self.tenancy, self.evidence, check_policy=check_policy)
 
     @cached_property
     def workflows(self) -> WorkflowService:

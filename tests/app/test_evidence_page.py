@@ -17,7 +17,7 @@ from PySide6.QtGui import QFontMetrics, QGuiApplication, QImage
 
 from stella_core.evidence import capsule
 from stella_core.evidence.capsule import read_tar
-from stella_core.evidence.ledger import Filter
+from stella_core.evidence.model import Filter
 from stella_core.evidence.verify import verify_capsule
 from stella_desk.evidence import export as export_module
 from stella_desk.evidence.export import RANGE, RELEASE, RUN

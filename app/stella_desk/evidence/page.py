@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stella_core.evidence.ledger import CheckpointRow, Filter, PacketRow
+from stella_core.evidence.model import CheckpointRow, Filter, PacketRow
 from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, EmptyState, PageHeader, label
 from stella_desk.evidence.detail import PacketDetail

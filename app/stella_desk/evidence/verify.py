@@ -35,6 +35,7 @@ from stella_core.errors import DefinitionError
 from stella_core.evidence.capsule import read_tar
 from stella_core.evidence.service import replay_capsule
 from stella_core.evidence.verify import CHECKS, Report, verify_capsule
+from stella_core.promotions.decision import replay as replay_decision
 from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, label
 from stella_desk.evidence.detail import BAD, GOOD, pill, set_pill, short_value
 from stella_desk.ops import OpFailed, Ops
@@ -68,7 +69,7 @@ def verify_archive(path: Path, key_paths: Sequence[Path]) -> Report:
 
 def replay_archive(path: Path, key_paths: Sequence[Path]) -> dict[str, Any]:
     keys = trusted_keys(key_paths)
-    return replay_capsule(read_tar(path), keys or None, None)
+    return replay_capsule(read_tar(path), keys or None, None, decisions=replay_decision)
 
 
 def check_results(report: Report) -> list[tuple[str, int, int]]:

@@ -51,7 +51,7 @@ from stella_desk.session import Session
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
     from stella_core.promotions.model import Approval, Promotion
-    from stella_core.workflows.store import RunInfo
+    from stella_core.workflows.model import RunInfo
 
 POLL_MS = 1500
 

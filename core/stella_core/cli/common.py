@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stella_core.errors import DefinitionError
+from stella_core.errors import DefinitionError, StellaError
 from stella_core.limits import (
     INT32_MAX,
     MAX_LIST_ROWS,
@@ -45,6 +45,18 @@ def show(args: argparse.Namespace, value: Any, text_lines: Callable[[], list[str
     else:
         for line in text_lines():
             print(line)
+
+
+def error_text(exc: StellaError) -> str:
+    """An error as the command line says it: the core names an input in words (its `field`,
+    the desktop shows the same message), the command line names its flag instead."""
+    field = exc.field
+    if not field or field.startswith("-"):
+        return exc.message
+    flag = "--" + field.replace(" ", "-").replace("_", "-")
+    if exc.message.startswith(field):
+        return flag + exc.message[len(field) :]
+    return f"{exc.message} ({flag})"
 
 
 def out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:

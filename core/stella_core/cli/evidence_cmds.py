@@ -79,7 +79,7 @@ def _read_policy(path: str | None) -> Any:
 
 # ------------------------------------------------------------------------------- evidence
 def cmd_evidence_list(args: argparse.Namespace) -> None:
-    from stella_core.evidence.ledger import Filter
+    from stella_core.evidence.model import Filter
 
     where = Filter(
         type=args.type,
@@ -121,6 +121,26 @@ def cmd_evidence_show(args: argparse.Namespace) -> None:
     out(args, detail, lines)
 
 
+def _check_selection_flags(selection: Any) -> None:
+    """The export's selection rules, said with this command's flags (the core says them in
+    words, for the desktop too)."""
+    given = [
+        selection.promotion_id is not None,
+        selection.release is not None,
+        selection.run_id is not None,
+        selection.since is not None or selection.until is not None,
+    ]
+    if sum(given) != 1:
+        raise DefinitionError(
+            "choose one selection: --promotion ID, --release NAME, --run ID, "
+            "or --since ISO --until ISO"
+        )
+    if (selection.since is None) != (selection.until is None):
+        raise DefinitionError("a time range needs both --since and --until")
+    if selection.since is not None and selection.since >= selection.until:
+        raise DefinitionError("--since must be before --until")
+
+
 def cmd_evidence_export(args: argparse.Namespace) -> None:
     from stella_core.evidence.service import Selection
 
@@ -131,6 +151,7 @@ def cmd_evidence_export(args: argparse.Namespace) -> None:
         since=time_flag(args.since, "--since") if args.since else None,
         until=time_flag(args.until, "--until") if args.until else None,
     )
+    _check_selection_flags(selection)
     selection.check()
     target = output_file(args.out, "--out")
     with acting(args) as stella:
@@ -182,8 +203,11 @@ def cmd_evidence_replay(args: argparse.Namespace) -> None:
         target = _archive(args.target)
         from stella_core.evidence.capsule import read_tar
         from stella_core.evidence.service import replay_capsule
+        from stella_core.promotions.decision import replay as replay_decision
 
-        value = replay_capsule(read_tar(target), _trusted_keys(args.trusted_key), policy)
+        value = replay_capsule(
+            read_tar(target), _trusted_keys(args.trusted_key), policy, decisions=replay_decision
+        )
     else:
         packet_id = _uuid(args.target, "packet id")
         if packet_id is None or "/" in args.target:

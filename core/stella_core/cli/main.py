@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stella_core import __version__
-from stella_core.cli.common import Handler, UsageError, text_flag
+from stella_core.cli.common import Handler, UsageError, error_text, text_flag
 from stella_core.errors import StellaError
 
 # Every group or top-level command in the order `stella --help` lists them: name, help, the
@@ -137,7 +137,7 @@ def _main(group: str | None, argv: list[str]) -> int:
         )
         args.handler(args)
     except StellaError as exc:
-        print(f"stella: error: {exc.message}", file=sys.stderr)
+        print(f"stella: error: {error_text(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("stella: interrupted", file=sys.stderr)

@@ -30,10 +30,9 @@ from stella_core.errors import (
     OrchestratorUnavailableError,
 )
 from stella_core.limits import MAX_SAFE_INTEGER, check_text, load_json, whole_number
-from stella_core.releases.store import ReleaseStore
+from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
 from stella_core.workflows.engine import (
     DEFAULT_LEASE_S,
     Changes,
@@ -48,16 +47,19 @@ from stella_core.workflows.engine import (
     run_tx,
 )
 from stella_core.workflows.executors import Executors
-from stella_core.workflows.model import InputSpec, Template
-from stella_core.workflows.steps.builtin import Failed, StepHandler, Succeeded, builtin_handlers
-from stella_core.workflows.steps.registry import StepRegistry, default_registry
-from stella_core.workflows.store import (
+from stella_core.workflows.model import (
+    InputSpec,
     RunEvent,
     RunInfo,
+    RunStatus,
+    StepStatus,
+    Template,
     TemplateSummary,
     TemplateVersionInfo,
-    WorkflowStore,
 )
+from stella_core.workflows.steps.builtin import Failed, StepHandler, Succeeded, builtin_handlers
+from stella_core.workflows.steps.registry import StepRegistry, default_registry
+from stella_core.workflows.store import WorkflowStore
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
 
 
 def release_snapshot(conn: Connection, name: str) -> tuple[UUID, dict[str, Any]]:
-    found = ReleaseStore(conn).get_releases(name)
+    found = ReleaseService.releases_in(conn, name)
     if not found:
         raise NotFoundError(f"no release named {name!r}")
     release = found[0]
@@ -186,6 +188,26 @@ class WorkflowService:
         self.coordinator = Coordinator(self.plans, run_end)
 
     # templates --------------------------------------------------------------------------
+    # Other modules' reads, inside their own transaction.
+    @staticmethod
+    def template_exists_in(conn: Connection, name: str) -> bool:
+        return WorkflowStore(conn).version(name, None) is not None
+
+    @staticmethod
+    def run_in(conn: Connection, run_id: UUID) -> RunInfo | None:
+        """A run with its steps."""
+        return WorkflowStore(conn).get_run(run_id)
+
+    @staticmethod
+    def template_document_in(conn: Connection, version_id: UUID) -> dict[str, Any] | None:
+        """The stored document of one template version."""
+        return WorkflowStore(conn).document(version_id)
+
+    @staticmethod
+    def promotion_of_in(conn: Connection, run_id: UUID) -> UUID | None:
+        """The promotion a run carries out (None: a run started by hand)."""
+        return WorkflowStore(conn).promotion_of(run_id)
+
     def check(self, raw: str | bytes | Mapping[str, Any]) -> tuple[Template | None, list[Any]]:
         """Load and validate (pure: no database)."""
         from stella_core.workflows.template import check
@@ -222,7 +244,8 @@ class WorkflowService:
             version_id = store.insert_version(
                 identity.tenant_id, template_id, number, document, content
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.import",
                 "template",
@@ -279,7 +302,8 @@ class WorkflowService:
         identity = self.tenancy.require(ProductRole.ADMIN)
         with self.db.transaction() as conn:
             WorkflowStore(conn).set_local_executor(identity.tenant_id, enabled)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.settings",
                 "tenant",
@@ -293,7 +317,8 @@ class WorkflowService:
         identity = self.tenancy.require(ProductRole.ADMIN)
         with self.db.transaction() as conn:
             WorkflowStore(conn).set_unsandboxed(identity.tenant_id, allowed)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.settings",
                 "tenant",
@@ -372,7 +397,8 @@ class WorkflowService:
         ch = Changes(store, run)
         self.coordinator.start(ch, plan)
         self.coordinator.flush(conn, ch, plan)
-        TenancyStore(conn).append_audit(
+        TenancyService.audit(
+            conn,
             tenant_id,
             "workflow.run.start",
             "run",
@@ -420,10 +446,15 @@ class WorkflowService:
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended already ({run.status})")
             ch = Changes(store, run)
-            engine.coordinator.end_run(ch, "cancelled", f"cancelled by {identity.user}")
+            engine.coordinator.end_run(ch, RunStatus.CANCELLED, f"cancelled by {identity.user}")
             engine.coordinator.flush(conn, ch)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "workflow.run.cancel", "run", str(key), {"by": identity.user}
+            TenancyService.audit(
+                conn,
+                identity.tenant_id,
+                "workflow.run.cancel",
+                "run",
+                str(key),
+                {"by": identity.user},
             )
 
         run_tx(engine.db, work, engine.hooks)
@@ -436,7 +467,7 @@ class WorkflowService:
         if run is None or run.terminal:
             return False
         ch = Changes(store, run)
-        self.coordinator.end_run(ch, "cancelled", reason)
+        self.coordinator.end_run(ch, RunStatus.CANCELLED, reason)
         self.coordinator.flush(conn, ch)
         return True
 
@@ -460,19 +491,20 @@ class WorkflowService:
                 raise NotFoundError(f"no workflow run {run_id}")
             if step is None:
                 raise NotFoundError(f"run {run_id} has no step {step_id!r}")
-            if run.status not in ("failed", "timed_out") or run.phase != "main":
+            if run.status not in (RunStatus.FAILED, RunStatus.TIMED_OUT) or run.phase != "main":
                 raise DefinitionError(
                     f"only a failed run can be retried; run {run_id} is {run.status}"
                 )
-            if step.status not in ("failed", "timed_out"):
+            if step.status not in (StepStatus.FAILED, StepStatus.TIMED_OUT):
                 raise DefinitionError(f"step {step_id} did not fail (it is {step.status})")
             plan = engine.plans.get(store, run.template_version_id)
             store.reopen_run(key)
-            ch = Changes(store, replace(run, status="running"))
+            ch = Changes(store, replace(run, status=RunStatus.RUNNING))
             ch.event("run.retried", None, step=step_id, by=identity.user)
             engine.coordinator.reset_for_retry(ch, plan)
             engine.coordinator.flush(conn, ch, plan)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.run.retry",
                 "run",
@@ -510,7 +542,7 @@ class WorkflowService:
                 raise DefinitionError(f"step {step_id} is a {step.step_type} step, not an approval")
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended ({run.status})")
-            if step.status != "waiting":
+            if step.status != StepStatus.WAITING:
                 raise DefinitionError(
                     f"step {step_id} is not waiting for a decision (it is {step.status})"
                 )
@@ -526,7 +558,8 @@ class WorkflowService:
             store.insert_approval(
                 identity.tenant_id, key, step_id, step.attempts, decision, comment
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 f"workflow.step.{decision}",
                 "run",
@@ -553,12 +586,16 @@ class WorkflowService:
             plan = self.plans.get(store, run.template_version_id)
             state = StepState(step_id, step.attempts, step.lost_leases, step.rollback)
             ch = Changes(store, run)
-            if run.terminal and step.status in ("pending", "ready", "waiting"):
+            if run.terminal and step.status in (
+                StepStatus.PENDING,
+                StepStatus.READY,
+                StepStatus.WAITING,
+            ):
                 # A cancel skipped this row while the decision was being recorded: close it.
                 self.coordinator.settle(ch, plan, state, Failed("run ended", cancelled=True))
                 self.coordinator.flush(conn, ch, plan)
                 return f"run {run_id} has ended ({run.status})"
-            if run.terminal or step.status != "waiting":
+            if run.terminal or step.status != StepStatus.WAITING:
                 return None
             inputs = step.inputs or {}
             approvers = {str(a) for a in inputs.get("approvers") or []}
@@ -666,3 +703,9 @@ def _run_uuid(value: UUID | str) -> UUID:
         return UUID(value)
     except ValueError:
         raise NotFoundError(f"no workflow run {value!r} (not a run id)") from None
+
+
+def enable_local_executor_everywhere(admin_conn: Connection) -> None:
+    """The embedded default runs scripts on this machine: the local executor is on for every
+    tenant not yet set (on the administrative connection, which sees every tenant)."""
+    WorkflowStore(admin_conn).enable_local_executor_everywhere()
