@@ -47,6 +47,16 @@ CHECK_NAMES = {
     "checkpoints": ("Checkpoints", "the signed checkpoint and each packet's inclusion proof"),
 }
 MUTED = "#687086"
+# Valid signatures by keys the archive brought itself: consistent, but vouched for by nobody the
+# auditor chose. Amber, never green: anyone who rewrites an archive can re-sign it.
+UNTRUSTED = ("#a15c04", "#fdf1dc")
+UNTRUSTED_WORDS = "signatures valid, signers not trusted"
+UNTRUSTED_EXPLAINED = (
+    "Every signature checks out, but against the keys the archive carries: whoever could change "
+    "the archive could also have signed it with keys of their own. Add the public keys you "
+    "obtained yourself (from your organisation, not from this archive) under Trusted keys and "
+    "verify again to know who signed."
+)
 
 
 # --- worker-thread functions (called inside `ops.run`) ---------------------------------------
@@ -112,6 +122,9 @@ class VerifyDialog(QDialog):
         super().__init__(parent)
         self.ops = ops
         self.report: Report | None = None
+        # What the shown result is about: the archive and the keys it was verified with. A
+        # result never outlives a change of either (a new archive is a new question).
+        self.verified_with: tuple[Path, tuple[Path, ...]] | None = None
         self.replayed: dict[str, Any] | None = None
         self._generation = 0
         self._busy = False
@@ -240,7 +253,9 @@ class VerifyDialog(QDialog):
         self.choose_button.clicked.connect(self._choose_archive)
         self.add_key_button.clicked.connect(self._choose_keys)
         self.remove_key_button.clicked.connect(self._remove_key)
-        self.path.textChanged.connect(lambda _t: self._update_buttons())
+        self.path.textChanged.connect(lambda _t: self._question_changed())
+        self.keys.model().rowsInserted.connect(lambda *_a: self._question_changed())
+        self.keys.model().rowsRemoved.connect(lambda *_a: self._question_changed())
         self.keys.currentRowChanged.connect(lambda _r: self._update_buttons())
         self._update_buttons()
 
@@ -292,6 +307,34 @@ class VerifyDialog(QDialog):
         )
         dialog.filesSelected.connect(lambda chosen: self.add_keys([Path(c) for c in chosen]))
 
+    def _question_changed(self) -> None:
+        """Another archive or other keys: the result shown answered a different question, so it
+        goes, and a check still running for the old one is ignored when it ends."""
+        current = self.archive()
+        wanted = (current, tuple(self.key_paths())) if current is not None else None
+        if self.verified_with is not None and wanted != self.verified_with:
+            self.clear_result()
+        self._update_buttons()
+
+    def clear_result(self) -> None:
+        self._generation += 1
+        self.report = None
+        self.replayed = None
+        self.verified_with = None
+        self.results.hide()
+        self.verdict.setText("")
+        self.summary.setText("")
+        self.trust.setText("")
+        self.replay_text.setText("")
+        self.problems.setRowCount(0)
+        for row in range(self.checks.rowCount()):
+            for column in range(self.checks.columnCount()):
+                self.checks.setItem(row, column, None)
+        self._hide_error()
+        self.status.setText("")
+        if not self._busy:
+            self.progress.hide()
+
     def _update_buttons(self) -> None:
         self.verify_button.setEnabled(self.archive() is not None and not self._busy)
         self.replay_button.setEnabled(self.report is not None and not self._busy)
@@ -331,17 +374,33 @@ class VerifyDialog(QDialog):
             return None
         self.report = report
         self.replayed = None
-        self._show_report(report, path)
+        self.verified_with = (path, tuple(keys))
+        self._show_report(report, path, trusted_by_auditor=bool(keys))
         self._update_buttons()
         return report
 
-    def _show_report(self, report: Report, path: Path) -> None:
+    def trusted(self) -> bool:
+        """The result is green: every check passed and the signers were trusted by keys the
+        auditor chose."""
+        return (
+            self.report is not None
+            and self.report.ok
+            and self.verified_with is not None
+            and bool(self.verified_with[1])
+        )
+
+    def _show_report(self, report: Report, path: Path, *, trusted_by_auditor: bool) -> None:
         failed = {p.check for p in report.problems}
         packets = f"{report.packets} packet{'s' if report.packets != 1 else ''}"
-        if report.ok:
+        if report.ok and trusted_by_auditor:
             set_pill(self.verdict, "passed", GOOD)
             self.summary.setText(
                 f"<b>All {len(CHECKS)} checks passed</b> · {packets} in {path.name}"
+            )
+        elif report.ok:
+            set_pill(self.verdict, UNTRUSTED_WORDS, UNTRUSTED)
+            self.summary.setText(
+                f"<b>Consistent, but not yet trusted</b> · {packets} in {path.name}"
             )
         else:
             count = len(report.problems)
@@ -350,11 +409,17 @@ class VerifyDialog(QDialog):
                 f"<b>{count} problem{'s' if count != 1 else ''} in {len(failed)} "
                 f"check{'s' if len(failed) != 1 else ''}</b> · {packets} in {path.name}"
             )
-        self.trust.setText(f"Trust: {report.trust}")
+        if trusted_by_auditor:
+            self.trust.setText("Trust: the signers are trusted by the keys you added.")
+        else:
+            self.trust.setText(f"Trust: {UNTRUSTED_EXPLAINED}")
         for row, (check, checked, problems) in enumerate(check_results(report)):
             name, covers = CHECK_NAMES[check]
             if problems:
                 result = cell(f"✗ {problems} problem{'s' if problems != 1 else ''}", BAD[0])
+            elif checked and check in ("signatures", "checkpoints") and not trusted_by_auditor:
+                result = cell("✓ valid", UNTRUSTED[0])
+                result.setToolTip("valid against the archive's own keys: signers not trusted")
             elif checked:
                 result = cell("✓ passed", GOOD[0])
             else:
@@ -390,7 +455,7 @@ class VerifyDialog(QDialog):
             name, count, result = (self.checks.item(row, c) for c in (0, 2, 3))
             if name is None or count is None or result is None:
                 continue
-            rows.append((name.text(), int(count.text()), result.text() == "✓ passed"))
+            rows.append((name.text(), int(count.text()), result.text().startswith("✓")))
         return rows
 
     def problem_rows(self) -> list[tuple[str, str, str]]:
