@@ -327,9 +327,7 @@ class VerifyDialog(QDialog):
         self.trust.setText("")
         self.replay_text.setText("")
         self.problems.setRowCount(0)
-        for row in range(self.checks.rowCount()):
-            for column in range(self.checks.columnCount()):
-                self.checks.setItem(row, column, None)
+        self.checks.clearContents()
         self._hide_error()
         self.status.setText("")
         if not self._busy:
