@@ -126,3 +126,29 @@ def test_the_editor_screenshot_is_not_blank(desk: MainWindow, run, tmp_path: Pat
     editor = desk.workflows
     assert len(editor.scene.item_for_node) == 9  # the demo template is loaded
     assert len(editor.scene.item_for_edge) == 8
+
+
+def test_save_is_refused_while_the_name_field_is_invalid(desk: MainWindow, run) -> None:
+    editor = desk.workflows
+    stella = desk.session.stella
+    desk.show_page("workflows")
+    editor.open_sample()
+    assert run(editor.save()) == ("promote-web", 1)
+    editor.scene.select_nodes([])  # the inspector shows the workflow's own fields
+    name = editor.inspector.rows["template.name"].editor
+    name.setText("Promote Web!")  # typed, not yet left: Ctrl+S comes straight after
+    name.textEdited.emit(name.text())
+
+    assert run(editor.save()) is None
+    assert "Not saved" in editor.notice.text()
+    assert "name" in editor.notice.text()
+    assert name.property("invalid") is True
+    assert name.hasFocus() or editor.inspector.rows["template.name"].error.text()
+    assert "promote-web-2" not in [t.name for t in stella.workflows.list_templates()]
+    assert len(stella.workflows.template_versions("promote-web")) == 1
+
+    # Corrected, the save goes under the new name.
+    name.setText("promote-web-2")
+    name.textEdited.emit(name.text())
+    assert run(editor.save()) == ("promote-web-2", 1)
+    assert editor.inspector.rows["template.name"].error.text() == ""

@@ -88,6 +88,15 @@ QFrame[kind="canvas"] {{
 """
 
 
+def field_words(key: str) -> str:
+    """An inspector row's key as a person names the field."""
+    if key == "template.name":
+        return "the workflow's name"
+    if key.startswith("inputs."):
+        return f"input {key.removeprefix('inputs.')}"
+    return f"the field {key.replace('template.', '').replace('_', ' ')}"
+
+
 def _separator() -> QFrame:
     line = QFrame()
     line.setProperty("kind", "toolsep")
@@ -194,7 +203,8 @@ class WorkflowEditor(QWidget):
     def _build_actions(self) -> None:
         stack = self.document.undo_stack
         self.undo_action = self._action("Undo", stack.undo, QKeySequence.StandardKey.Undo)
-        redo_keys = [QKeySequence("Ctrl+Shift+Z")]
+        # Both conventions, whatever the platform's own: Ctrl+Y (Windows) and Ctrl+Shift+Z.
+        redo_keys = [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")]
         for key in QKeySequence.keyBindings(QKeySequence.StandardKey.Redo):
             if key not in redo_keys:  # a key bound twice would be ambiguous and do nothing
                 redo_keys.append(key)
@@ -209,7 +219,7 @@ class WorkflowEditor(QWidget):
         )
         stack.redoTextChanged.connect(
             lambda text: self.redo_action.setToolTip(
-                f"Redo {text} (Ctrl+Shift+Z)" if text else "Redo"
+                f"Redo {text} (Ctrl+Y, Ctrl+Shift+Z)" if text else "Redo"
             )
         )
         self.copy_action = self._action("Copy", self.copy, QKeySequence.StandardKey.Copy)
@@ -560,6 +570,14 @@ class WorkflowEditor(QWidget):
             self._notice("Saving needs the workflow service", bad=True)
             return None
         assert stella is not None
+        # What is typed and not yet committed goes in first; a field flagged invalid stops the
+        # save (the document still holds the old value, which is not what the person sees).
+        invalid = self.inspector.flush()
+        if invalid:
+            key, message = invalid[0]
+            self._notice(f"Not saved: {field_words(key)} is invalid: {message}", bad=True)
+            self.inspector.focus_field(key)
+            return None
         template = self.document.template
         before = self.document.origin
         try:
