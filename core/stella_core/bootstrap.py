@@ -277,6 +277,10 @@ class Stella:
         self.workflows = WorkflowService(
             self.db, self.tenancy, system=system.workflows if system else None
         )
+        environments = self.environments
+        self.workflows.deployed_with = lambda name: [
+            e.name for e in environments.list() if e.workflow == name
+        ]
         self.promotions = PromotionService(
             self.db,
             self.tenancy,

@@ -1,0 +1,75 @@
+"""A workflow renamed and deleted (retired) as a release manager expects: the runs keep the name
+they ran under, versions are never lost, an environment that deploys with it is not broken."""
+
+from __future__ import annotations
+
+import pytest
+
+from stella_core.errors import AlreadyExistsError, DefinitionError, NotFoundError
+from tests.support.workflow_helpers import notify, template
+
+
+def _doc(name: str, message: str = "hello") -> dict:
+    return template(name, [notify("a", message), notify("b")], [("a", "b")])
+
+
+def test_rename_keeps_versions_and_runs_keep_the_name_they_ran_under(world) -> None:
+    stella = world.open()
+    stella.workflows.set_local_executor(True)
+    stella.workflows.import_template(_doc("pipeline"))
+    stella.workflows.import_template(_doc("pipeline", "changed"))
+    run = stella.workflows.wait_run(stella.workflows.start_run("pipeline").id, timeout=30)
+    assert run.status == "succeeded"
+
+    renamed = stella.workflows.rename_template("pipeline", "shop-deploy")
+    assert (renamed.name, renamed.latest_version) == ("shop-deploy", 2)
+    assert [t.name for t in stella.workflows.list_templates()] == ["shop-deploy"]
+    assert [v.version for v in stella.workflows.template_versions("shop-deploy")] == [1, 2]
+    assert stella.workflows.get_run(run.id).template == "pipeline"
+    with pytest.raises(NotFoundError):
+        stella.workflows.start_run("pipeline")
+    started = stella.workflows.start_run("shop-deploy")
+    assert stella.workflows.wait_run(started.id, timeout=30).status == "succeeded"
+
+    stella.workflows.import_template(_doc("other"))
+    with pytest.raises(AlreadyExistsError):
+        stella.workflows.rename_template("shop-deploy", "other")
+    with pytest.raises(DefinitionError, match="not a workflow name"):
+        stella.workflows.rename_template("shop-deploy", "Shop Deploy!")
+    actions = [e.action for e in stella.tenancy.audit_entries()]
+    assert "workflow.rename" in actions
+
+
+def test_delete_retires_a_workflow_that_runs_used_and_import_brings_it_back(world) -> None:
+    stella = world.open()
+    stella.workflows.set_local_executor(True)
+    stella.workflows.import_template(_doc("pipeline"))
+    run = stella.workflows.wait_run(stella.workflows.start_run("pipeline").id, timeout=30)
+
+    assert stella.workflows.retire_template("pipeline") == 1  # one run used it
+    assert stella.workflows.list_templates() == []
+    with pytest.raises(NotFoundError):
+        stella.workflows.start_run("pipeline")
+    with pytest.raises(NotFoundError):
+        stella.workflows.retire_template("pipeline")
+    # The run's history and the version it ran stay readable.
+    assert stella.workflows.get_run(run.id).template == "pipeline"
+    assert stella.workflows.export_template("pipeline", 1)["name"] == "pipeline"
+
+    back = stella.workflows.import_template(_doc("pipeline", "again"))
+    assert (back.name, back.version) == ("pipeline", 2)
+    assert [t.name for t in stella.workflows.list_templates()] == ["pipeline"]
+    actions = [e.action for e in stella.tenancy.audit_entries()]
+    assert "workflow.retire" in actions
+    assert "workflow.restore" in actions
+
+
+def test_a_workflow_an_environment_deploys_with_is_neither_renamed_nor_deleted(world) -> None:
+    stella = world.open()
+    stella.workflows.import_template(_doc("deliver"))
+    stella.environments.add("prod", order=1, workflow="deliver")
+    with pytest.raises(DefinitionError, match="prod deploys with it"):
+        stella.workflows.retire_template("deliver")
+    with pytest.raises(DefinitionError, match="prod deploys with it"):
+        stella.workflows.rename_template("deliver", "deliver-2")
+    assert [t.name for t in stella.workflows.list_templates()] == ["deliver"]
