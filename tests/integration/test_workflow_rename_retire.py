@@ -73,3 +73,19 @@ def test_a_workflow_an_environment_deploys_with_is_neither_renamed_nor_deleted(w
     with pytest.raises(DefinitionError, match="prod deploys with it"):
         stella.workflows.rename_template("deliver", "deliver-2")
     assert [t.name for t in stella.workflows.list_templates()] == ["deliver"]
+
+
+def test_a_renamed_workflows_versions_read_under_the_new_name_and_old_runs_still_find_theirs(
+    world,
+) -> None:
+    stella = world.open()
+    stella.workflows.set_local_executor(True)
+    stella.workflows.import_template(_doc("pipeline"))
+    run = stella.workflows.wait_run(stella.workflows.start_run("pipeline").id, timeout=30)
+    stella.workflows.rename_template("pipeline", "shop-deploy")
+    assert stella.workflows.export_template("shop-deploy", 1)["name"] == "shop-deploy"
+    # The run monitor asks by the name the run recorded.
+    assert stella.workflows.get_template(run.template, run.template_version).name == "shop-deploy"
+    # Saving what was opened stores a version that carries the new name.
+    again = stella.workflows.import_template(stella.workflows.export_template("shop-deploy"))
+    assert (again.name, again.version) == ("shop-deploy", 2)

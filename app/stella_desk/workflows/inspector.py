@@ -117,7 +117,7 @@ class Row:
 
 
 class NodeInspector(QScrollArea):
-    """Shows one step (or, with none selected, the template's own name and description)."""
+    """Shows one step (or, with none selected, the workflow's own name and description)."""
 
     renamed = Signal(str)  # the shown step's new id
     field_checked = Signal(str)  # a typed value was checked (row key); its error is shown
@@ -215,11 +215,11 @@ class NodeInspector(QScrollArea):
     def _build_template(self) -> None:
         self._clear()
         template = self.document.template
-        self._column.addWidget(label("Template", "heading"))
+        self._column.addWidget(label("Workflow", "heading"))
         hint = label("Select a step on the canvas to edit it.", "muted")
         hint.setWordWrap(True)
         self._column.addWidget(hint)
-        self._section("Template")
+        self._section("Workflow")
         name = self._line("template.name", "Name", template.name, required=True)
         name_row = self.rows["template.name"]
         name.textEdited.connect(lambda _t: setattr(name_row, "dirty", True))
@@ -698,7 +698,7 @@ class NodeInspector(QScrollArea):
         text = editor.text()
         if text != self.document.template.description:
             self._edit(
-                "Set the template's description",
+                "Set the workflow's description",
                 lambda t: t.model_copy(update={"description": text}),
                 None,
             )

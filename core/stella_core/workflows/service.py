@@ -313,7 +313,9 @@ class WorkflowService:
             found = self._version(store, name, version)
             document = store.document(found.id)
         assert document is not None
-        return document
+        # Stored documents keep the name they were saved under; a renamed workflow's versions
+        # read under its name now (what opening, comparing and saving again expect).
+        return {**document, "name": found.name}
 
     def get_template(self, name: str, version: int | None = None) -> Template:
         return Template.model_validate(self.export_template(name, version))

@@ -502,7 +502,14 @@ class WorkflowStore:
                 "t.name = :n AND t.retired_at IS NULL ORDER BY v.version DESC LIMIT 1", n=name
             )
         else:
-            rows = self._versions("t.name = :n AND v.version = :v", n=name, v=version)
+            # A run names its workflow as it was called when it ran: a renamed workflow's
+            # versions are found by that name too (the current name first).
+            rows = self._versions(
+                "(t.name = :n OR v.document->>'name' = :n) AND v.version = :v "
+                "ORDER BY (t.name = :n) DESC LIMIT 1",
+                n=name,
+                v=version,
+            )
         return rows[0] if rows else None
 
     def _versions(self, where: str, **params: Any) -> list[TemplateVersionInfo]:
