@@ -126,7 +126,14 @@ class SubjectLine:
     """One subject: its name and full digest, never elided, with a copy button."""
 
     def __init__(
-        self, name: str, digest: str, grid: QGridLayout, row: int, on_copied: Callable[[str], None]
+        self,
+        name: str,
+        digest: str,
+        grid: QGridLayout,
+        row: int,
+        on_copied: Callable[[str], None],
+        *,
+        tag: str | None = None,
     ) -> None:
         self.name = name
         self.digest_text = digest
@@ -143,8 +150,15 @@ class SubjectLine:
         self.copy_button.clicked.connect(lambda _checked=False: self.copy())
         align = Qt.AlignmentFlag.AlignVCenter
         grid.addWidget(title, row, 0, align)
-        grid.addWidget(self.digest, row, 1, align)
-        grid.addWidget(self.copy_button, row, 2, align)
+        column = 1
+        self.tag: QLabel | None = None
+        if tag is not None:  # a release's component: its tag beside its digest
+            self.tag = label(tag, "chip")
+            self.tag.setToolTip("the tag this digest was resolved from")
+            grid.addWidget(self.tag, row, 1, align)
+            column = 2
+        grid.addWidget(self.digest, row, column, align)
+        grid.addWidget(self.copy_button, row, column + 1, align)
 
     def copy(self) -> str:
         QGuiApplication.clipboard().setText(self.digest_text)

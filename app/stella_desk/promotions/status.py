@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QLabel
 
 from stella_core.promotions.model import OPEN, TERMINAL, PromotionStatus
 from stella_core.tenancy.model import ProductRole
+from stella_desk import humane
 
 REQUESTERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
 OPEN_STATUSES = frozenset(s.value for s in OPEN)
@@ -62,6 +63,25 @@ VERDICT_WORDS = {
     "pending": "Would wait for approvals: every other gate passes.",
     "deny": "Would be blocked: it stays open and goes ahead once the failing gates clear.",
 }
+
+
+# A promotion's status as a sentence fragment a person reads in a list.
+STATUS_LABELS: dict[str, str] = {
+    "requested": "Requested",
+    "blocked": "Blocked by a gate",
+    "awaiting_approval": "Awaiting approval",
+    "approved": "Approved",
+    "deploying": "Deploying",
+    "deployed": "Deployed",
+    "rejected": "Rejected",
+    "cancelled": "Cancelled",
+    "failed": "Deployment failed",
+    "rolled_back": "Rolled back",
+}
+
+
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status_text(status).capitalize())
 
 
 def status_text(status: str) -> str:
@@ -121,22 +141,13 @@ def is_blocked(promotion: Mapping[str, Any]) -> bool:
 
 
 def when_text(value: str | datetime | None) -> str:
-    """An ISO time from the core, in local time to the minute."""
-    if not value:
-        return ""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+    """An ISO time from the core, as every page writes a moment (humane.when)."""
+    return humane.when(value)
 
 
 def short_when(value: str | datetime | None) -> str:
     """The time alone for today, the day alone before: for lines with little room."""
-    if not value:
-        return ""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    local = moment.astimezone()
-    if local.date() == datetime.now().astimezone().date():
-        return local.strftime("%H:%M")
-    return local.strftime("%d %b")
+    return humane.when_recent(value)
 
 
 def may_request(role: ProductRole | None) -> bool:

@@ -48,44 +48,53 @@ from stella_desk.workflows.view import CanvasView
 
 NOTICE_MS = 8000
 
-EDITOR_STYLE = f"""
+
+def editor_style(c: dict[str, str]) -> str:
+    return f"""
 QLabel[kind="heading"] {{ font-size: 15px; font-weight: 600; }}
 QLabel[kind="docname"] {{ font-size: 19px; font-weight: 600; }}
-QLabel[kind="modified"] {{ color: {theme.ACCENT}; font-size: 22px; font-weight: 700; }}
-QLabel[kind="notice"] {{ color: {theme.MUTED}; }}
-QLabel[kind="notice-bad"] {{ color: {theme.DANGER}; font-weight: 600; }}
-QLabel#fieldCaption {{ color: #3a4258; font-size: 12px; }}
-QWidget#inspectorBody {{ background: {theme.SURFACE}; }}
+QLabel[kind="modified"] {{ color: {c["accent"]}; font-size: 22px; font-weight: 700; }}
+QLabel[kind="notice"] {{ color: {c["muted"]}; }}
+QLabel[kind="notice-bad"] {{ color: {c["danger"]}; font-weight: 600; }}
+QLabel#fieldCaption {{ color: {c["caption"]}; font-size: 12px; }}
+QWidget#inspectorBody {{ background: {c["surface"]}; }}
 QToolButton[kind="tool"] {{
     background: transparent; border: 1px solid transparent; border-radius: 6px;
-    padding: 4px 8px; color: {theme.TEXT};
+    padding: 4px 8px; color: {c["text"]};
 }}
-QToolButton[kind="tool"]:hover {{ background: #eceefb; border-color: #d9dcf6; }}
-QToolButton[kind="tool"]:disabled {{ color: #a3a9b8; }}
-QFrame[kind="toolsep"] {{ background: {theme.BORDER}; }}
+QToolButton[kind="tool"]:hover {{
+    background: {c["tool_hover"]}; border-color: {c["tool_hover_border"]};
+}}
+QToolButton[kind="tool"]:disabled {{ color: {c["disabled_text"]}; }}
+QFrame[kind="toolsep"] {{ background: {c["border"]}; }}
 QTreeWidget, QPlainTextEdit {{
-    background: {theme.SURFACE}; border: 1px solid {theme.BORDER}; border-radius: 8px;
-    selection-background-color: #e7e6fd; selection-color: {theme.TEXT}; outline: 0;
+    background: {c["surface"]}; border: 1px solid {c["border"]}; border-radius: 8px;
+    selection-background-color: {c["selection"]}; selection-color: {c["text"]}; outline: 0;
 }}
 QTreeWidget::item {{ padding: 3px 2px; }}
 QTreeWidget#stepPalette, QTreeWidget#templateLibrary {{ border: none; }}
 QTabWidget::pane {{ border: none; }}
 QTabBar::tab {{
-    background: transparent; color: {theme.MUTED}; padding: 5px 12px; border: none;
+    background: transparent; color: {c["muted"]}; padding: 5px 12px; border: none;
     border-bottom: 2px solid transparent; font-weight: 600;
 }}
-QTabBar::tab:selected {{ color: {theme.ACCENT}; border-bottom: 2px solid {theme.ACCENT}; }}
+QTabBar::tab:selected {{ color: {c["accent"]}; border-bottom: 2px solid {c["accent"]}; }}
 QFrame[kind="confirm"] {{
-    background: #fff8e6; border: 1px solid #f1d48a; border-radius: 8px;
+    background: {c["confirm_bg"]}; border: 1px solid {c["confirm_border"]}; border-radius: 8px;
 }}
 QScrollBar:vertical {{ background: transparent; width: 8px; margin: 0; }}
-QScrollBar::handle:vertical {{ background: #cfd4e0; border-radius: 4px; min-height: 24px; }}
+QScrollBar::handle:vertical {{
+    background: {c["input_border"]}; border-radius: 4px; min-height: 24px;
+}}
 QScrollBar::add-line, QScrollBar::sub-line {{ height: 0; width: 0; }}
 QScrollBar::add-page, QScrollBar::sub-page {{ background: transparent; }}
 QFrame[kind="canvas"] {{
-    background: {theme.BACKGROUND}; border: 1px solid {theme.BORDER}; border-radius: 10px;
+    background: {c["background"]}; border: 1px solid {c["border"]}; border-radius: 10px;
 }}
 """
+
+
+EDITOR_STYLE = editor_style(theme.LIGHT)
 
 
 def field_words(key: str) -> str:
@@ -158,7 +167,7 @@ class WorkflowEditor(QWidget):
     ) -> None:
         super().__init__(parent)
         self.setObjectName("page")
-        self.setStyleSheet(EDITOR_STYLE)
+        self.setStyleSheet(editor_style(theme.colours(theme.saved_mode())))
         self.ops = ops
         self.session = session
         self.registry = registry
@@ -185,6 +194,11 @@ class WorkflowEditor(QWidget):
         self._build_layout()
         self._connect()
         self.new_template(confirm=False)
+
+    def restyle(self, mode: str) -> None:
+        """The window's theme changed (View > Theme)."""
+        self.setStyleSheet(editor_style(theme.colours(mode)))
+        self.scene.update()
 
     # --- building --------------------------------------------------------------------------
     def _action(
