@@ -412,7 +412,7 @@ def test_the_text_view_round_trips_and_applies_as_one_command(demo: WorkflowEdit
     bad["nodes"][0]["id"] = "Not An Id"
     text.editor.setPlainText(json.dumps(bad))
     assert not text.apply()
-    assert "Not a valid template" in text.error.text()
+    assert "Not a valid workflow" in text.error.text()
     assert document(editor) == before
     assert editor.document.undo_stack.count() == count
 

@@ -90,12 +90,11 @@ def digest_label(digest: str, colour: str | None = None) -> QLabel:
     return widget
 
 
-def tag_label(tag: str | None, *, struck: bool = False) -> QLabel:
-    """A digest's tag beside it: what people call the image, the digest is what runs."""
-    widget = label(tag_text(tag), "muted" if tag is None else "chip")
-    if struck:
-        widget.setStyleSheet("color: #8a93a8; text-decoration: line-through;")
-    widget.setToolTip("the tag this digest was resolved from when the release was created")
+def tag_label(text: str) -> QLabel:
+    """A digest's tag: what people call the image; the digest is what runs."""
+    widget = label(text, "muted")
+    widget.setStyleSheet("font-size: 11px;")
+    widget.setToolTip("the tag each digest was resolved from when its release was created")
     return widget
 
 
@@ -143,7 +142,7 @@ class ChangeList(QWidget):
         grid = QGridLayout()
         grid.setHorizontalSpacing(10)
         grid.setVerticalSpacing(2)
-        grid.setColumnStretch(4, 1)  # the tag sits right after its digest
+        grid.setColumnStretch(2, 1)
         row = 0
         for name, move in changed.items():
             pair = [self.current_tags.get(name), self.tags.get(name)]
@@ -175,7 +174,19 @@ class ChangeList(QWidget):
         title = label(name)
         title.setStyleSheet("font-weight: 600;")
         grid.addWidget(sign, row, 0, Qt.AlignmentFlag.AlignTop)
-        grid.addWidget(title, row, 1, Qt.AlignmentFlag.AlignTop)
+        # The tags under the name: what people call the images, beside what runs (digests).
+        name_cell = QWidget()
+        name_box = QVBoxLayout(name_cell)
+        name_box.setContentsMargins(0, 0, 0, 0)
+        name_box.setSpacing(0)
+        name_box.addWidget(title)
+        if len(digests) == 2:
+            name_box.addWidget(tag_label(f"{tag_text(tags[0])} → {tag_text(tags[1])}"))
+        else:
+            name_box.addWidget(tag_label(tag_text(tags[0])))
+        grid.addWidget(
+            name_cell, row, 1, 2 if len(digests) == 2 else 1, 1, Qt.AlignmentFlag.AlignTop
+        )
         if len(digests) == 2:
             before = digest_label(digests[0], "#8a93a8")
             before.setStyleSheet("color: #8a93a8; text-decoration: line-through;")
@@ -184,13 +195,9 @@ class ChangeList(QWidget):
             after.setToolTip("what this release brings")
             grid.addWidget(before, row, 2)
             grid.addWidget(after, row + 1, 2)
-            old_tag, new_tag = tag_label(tags[0], struck=True), tag_label(tags[1])
-            grid.addWidget(old_tag, row, 3)
-            grid.addWidget(new_tag, row + 1, 3)
             self.tag_lines.append((name, tags[0], tags[1]))
             return row + 2
         grid.addWidget(digest_label(digests[0]), row, 2)
-        grid.addWidget(tag_label(tags[0]), row, 3)
         self.tag_lines.append((name, tags[0], tags[0]) if mark == "-" else (name, None, tags[0]))
         return row + 1
 

@@ -42,11 +42,10 @@ POLL_MS = 5000
 BADGE_POLL_MS = 10000
 
 COLUMN_WIDTHS = {
-    Column.RELEASE: 118,
-    Column.ENVIRONMENT: 52,
+    Column.RELEASE: 122,
+    Column.ENVIRONMENT: 58,
     Column.STATUS: 128,
-    Column.PROGRESS: 72,
-    Column.BY: 64,
+    Column.PROGRESS: 56,
 }
 
 NOTHING_WAITS = (
@@ -103,8 +102,10 @@ class ApprovalsPage(QWidget):
         self.view = record_view(
             self.proxy, column_widths=COLUMN_WIDTHS, sort_column=Column.REQUESTED, row_height=32
         )
-        # Sorted by it, shown in each row's tooltip: the pane keeps its width for the case.
+        # Sorted by it, shown in each row's tooltip: the pane keeps its width for the case
+        # (whose digests are shown whole). Who asked is in the tooltip and the case too.
         self.view.hideColumn(Column.REQUESTED)
+        self.view.hideColumn(Column.BY)
         self.view.setMinimumWidth(300)
         self.count = label(kind="muted")
         left = QWidget()
@@ -130,7 +131,7 @@ class ApprovalsPage(QWidget):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.setSizes([440, 580])
+        self.splitter.setSizes([370, 650])
 
         self.empty = EmptyState()
         self.stack = QStackedWidget()

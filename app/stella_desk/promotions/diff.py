@@ -81,17 +81,22 @@ def tag_text(tag: str | None) -> str:
 
 
 def summary(changes: list[ComponentChange], environment: str, current: str | None) -> str:
-    moved = [c for c in changes if c.kind != UNCHANGED]
     if current is None:
         return (
             f"Nothing runs in {environment} yet: all {len(changes)} component"
             f"{'s' if len(changes) != 1 else ''} arrive new."
         )
-    if not moved:
+    counts = {kind: sum(1 for c in changes if c.kind == kind) for kind in MARKS}
+    if counts[UNCHANGED] == len(changes):
         return f"{environment} runs {current} now, with the same digests: nothing changes."
-    counts = {kind: sum(1 for c in moved if c.kind == kind) for kind in (CHANGED, ADDED, REMOVED)}
-    words = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    return f"{environment} runs {current} now; this changes {words}."
+    words = {
+        CHANGED: "{n} changed",
+        ADDED: "{n} new",
+        REMOVED: "{n} removed",
+        UNCHANGED: "{n} unchanged",
+    }
+    parts = [words[kind].format(n=n) for kind, n in counts.items() if n]
+    return f"{environment} runs {current} now. Components: {', '.join(parts)}."
 
 
 class ChangeTable(QWidget):

@@ -76,7 +76,7 @@ HEADERS = {
 COLUMN_WIDTHS = {
     Column.RELEASE: 150,
     Column.ROUTE: 140,
-    Column.BY: 100,
+    Column.BY: 112,
     Column.STATUS: 140,
     Column.REQUESTED: 110,
     Column.DECIDED: 110,
@@ -94,7 +94,7 @@ def came_from(p: Promotion) -> str | None:
 
 
 def route(p: Promotion) -> str:
-    return f"{came_from(p) or 'new'} → {p.environment}"
+    return f"{came_from(p) or '—'} → {p.environment}"
 
 
 def decided_at(p: Promotion) -> datetime | None:

@@ -6,6 +6,7 @@ a stored promotion's (and `why()`'s) are `"CODE: message"` strings. `gate_reason
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -110,15 +111,25 @@ def gate_title(gate: Mapping[str, Any]) -> str:
     return GATE_TITLES.get(name) or GATE_TITLES.get(kind) or name
 
 
+# A moment the core writes into a reason ("…active at 2026-12-02T06:57:25.186225Z").
+ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def humane_text(text: str) -> str:
+    """The core's words with its timestamps as a person reads them."""
+    return ISO_MOMENT.sub(lambda m: humane.when(m.group(0).replace("Z", "+00:00")), text)
+
+
 def gate_reasons(gate: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(code, message) per reason, whichever shape the core used."""
     found = []
     for reason in gate.get("reasons") or []:
         if isinstance(reason, Mapping):
-            found.append((str(reason.get("code", "")), str(reason.get("message", ""))))
+            code, message = str(reason.get("code", "")), str(reason.get("message", ""))
+            found.append((code, humane_text(message)))
         else:
             code, _, message = str(reason).partition(": ")
-            found.append((code, message) if message else ("", code))
+            found.append((code, humane_text(message)) if message else ("", humane_text(code)))
     return found
 
 
