@@ -329,7 +329,8 @@ class VerifyDialog(QDialog):
         self.problems.setRowCount(0)
         self.checks.clearContents()
         self._hide_error()
-        self.status.setText("")
+        # Say why the result went, so it does not look like a failure.
+        self.status.setText("The archive or the keys changed: Verify to check again.")
         if not self._busy:
             self.progress.hide()
 
