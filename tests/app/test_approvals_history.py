@@ -167,4 +167,8 @@ def test_the_history_lists_every_promotion_and_opens_one(desk: MainWindow, run, 
     assert dialog is not None
     assert dialog.promotion_id == rejected.id
     run(until(lambda: dialog.view is not None))
+    # The digests the decision named, each with the tag it came from.
+    assert {s.name: s.tag.text() for s in dialog.subjects if s.tag is not None} == {
+        name: f":{tag}" for name, tag in TAGS[R1].items()
+    }
     dialog.reject()
