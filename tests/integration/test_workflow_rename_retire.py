@@ -89,3 +89,39 @@ def test_a_renamed_workflows_versions_read_under_the_new_name_and_old_runs_still
     # Saving what was opened stores a version that carries the new name.
     again = stella.workflows.import_template(stella.workflows.export_template("shop-deploy"))
     assert (again.name, again.version) == ("shop-deploy", 2)
+
+
+def test_rename_and_delete_through_the_cli(world, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def stella(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stella_core.cli.main", *args],
+            env=world.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    world.open().workflows.import_template(_doc("pipeline"))
+    renamed = stella("workflow", "rename", "pipeline", "shop-deploy", "-o", "json")
+    assert renamed.returncode == 0, renamed.stderr
+    assert json.loads(renamed.stdout) == {
+        "name": "shop-deploy",
+        "renamed_from": "pipeline",
+        "version": 1,
+    }
+    bad = stella("workflow", "rename", "shop-deploy", "Shop Deploy")
+    assert bad.returncode == 2
+    assert "not a workflow name" in bad.stderr
+    deleted = stella("workflow", "delete", "shop-deploy", "-o", "json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout) == {"name": "shop-deploy", "retired": True, "runs": 0}
+    listed = stella("workflow", "list", "-o", "json")
+    assert json.loads(listed.stdout) == []
+    missing = stella("workflow", "delete", "shop-deploy")
+    assert missing.returncode != 0
+    assert "no workflow named" in missing.stderr
