@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
@@ -35,6 +36,7 @@ from stella_core.errors import DefinitionError
 from stella_core.evidence.capsule import read_tar
 from stella_core.evidence.service import replay_capsule
 from stella_core.evidence.verify import CHECKS, Report, verify_capsule
+from stella_desk import humane
 from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, label
 from stella_desk.evidence.detail import BAD, GOOD, pill, set_pill, short_value
 from stella_desk.ops import OpFailed, Ops
@@ -87,6 +89,17 @@ def check_results(report: Report) -> list[tuple[str, int, int]]:
         (check, report.checked.get(check, 0), sum(1 for p in report.problems if p.check == check))
         for check in CHECKS
     ]
+
+
+def packet_words(packet: str | None) -> str:
+    """A packet as the problems list names it: a packet id shortened (the full one is in the
+    tooltip), a sequence number as it is ("seq 3")."""
+    if not packet:
+        return "the archive"
+    try:
+        return f"packet {humane.short_id(UUID(packet))}"
+    except ValueError:
+        return packet
 
 
 def read_only_table(headers: Sequence[str]) -> QTableWidget:
@@ -430,7 +443,9 @@ class VerifyDialog(QDialog):
         self.problems.setRowCount(len(report.problems))
         mono = mono_font(8.5)
         for row, problem in enumerate(report.problems):
-            packet = cell(problem.packet or "the archive")
+            packet = cell(packet_words(problem.packet))
+            packet.setToolTip(problem.packet or "the archive as a whole")
+            packet.setData(Qt.ItemDataRole.UserRole, problem.packet)
             packet.setFont(mono)
             self.problems.setItem(row, 0, packet)
             self.problems.setItem(row, 1, cell(CHECK_NAMES[problem.check][0]))
@@ -458,11 +473,20 @@ class VerifyDialog(QDialog):
         return rows
 
     def problem_rows(self) -> list[tuple[str, str, str]]:
+        """(packet as shown, check, message) per problem."""
         rows = []
         for row in range(self.problems.rowCount()):
             items = [self.problems.item(row, c) for c in range(3)]
             rows.append(tuple(i.text() if i is not None else "" for i in items))
         return rows  # type: ignore[return-value]
+
+    def problem_packets(self) -> list[str | None]:
+        """The full packet id (or label) each problem row is about."""
+        found = []
+        for row in range(self.problems.rowCount()):
+            item = self.problems.item(row, 0)
+            found.append(item.data(Qt.ItemDataRole.UserRole) if item is not None else None)
+        return found
 
     # --- replaying -------------------------------------------------------------------------
     async def replay(self) -> dict[str, Any] | None:
