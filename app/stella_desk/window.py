@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -224,6 +224,8 @@ class MainWindow(QMainWindow):
 
         self.menus = build_menus(self, PAGES)
         self._check_theme_action()
+        # "Follow the system": the platform switching light/dark switches the desk too.
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self._system_scheme_changed)
         self._build_toolbar()
         self._build_status_bar()
         self._busy_timer = QTimer(self)
@@ -249,6 +251,7 @@ class MainWindow(QMainWindow):
         self.promotions.run_requested.connect(lambda run_id: self.ops.spawn(self.open_run(run_id)))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
+        self.set_theme(self.theme_mode, save=False)  # the palette too, as chosen last time
 
     @staticmethod
     def _version_text() -> str:
@@ -456,6 +459,10 @@ class MainWindow(QMainWindow):
         if save:
             theme.save_mode(mode)
         self._check_theme_action()
+
+    def _system_scheme_changed(self, *_args: object) -> None:
+        if self.theme_mode == theme.SYSTEM_MODE:
+            self.set_theme(theme.SYSTEM_MODE, save=False)
 
     def _check_theme_action(self) -> None:
         action = self.menus.theme_actions.get(self.theme_mode)
