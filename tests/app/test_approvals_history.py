@@ -46,7 +46,7 @@ def test_the_approver_reads_tags_beside_digests_and_a_status_column(
     assert row is not None
     header = page.model.headerData(InboxColumn.STATUS, Qt.Orientation.Horizontal)
     assert header == "Status"
-    assert page.model.index(row, InboxColumn.STATUS).data() == "Awaiting approval"
+    assert page.model.index(row, InboxColumn.STATUS).data() == "Awaiting approval · 0 of 1"
     assert not page.view.isColumnHidden(InboxColumn.STATUS)
 
     page.select_promotion(stage.id)

@@ -42,10 +42,9 @@ POLL_MS = 5000
 BADGE_POLL_MS = 10000
 
 COLUMN_WIDTHS = {
-    Column.RELEASE: 122,
-    Column.ENVIRONMENT: 58,
-    Column.STATUS: 128,
-    Column.PROGRESS: 56,
+    Column.RELEASE: 116,
+    Column.ENVIRONMENT: 52,
+    Column.STATUS: 162,
 }
 
 NOTHING_WAITS = (
@@ -106,6 +105,7 @@ class ApprovalsPage(QWidget):
         # (whose digests are shown whole). Who asked is in the tooltip and the case too.
         self.view.hideColumn(Column.REQUESTED)
         self.view.hideColumn(Column.BY)
+        self.view.hideColumn(Column.PROGRESS)  # the Status column says "· 1 of 2"
         self.view.setMinimumWidth(300)
         self.count = label(kind="muted")
         left = QWidget()
@@ -131,7 +131,7 @@ class ApprovalsPage(QWidget):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.setSizes([370, 650])
+        self.splitter.setSizes([335, 685])
 
         self.empty = EmptyState()
         self.stack = QStackedWidget()

@@ -107,7 +107,9 @@ class InboxModel(QAbstractTableModel):
             if column is Column.ENVIRONMENT:
                 return p.environment
             if column is Column.STATUS:
-                return status_label(p.status.value)
+                # The approvals so far ride along: "Awaiting approval · 1 of 2".
+                words = status_label(p.status.value)
+                return f"{words} · {p.progress()}" if p.required_approvals else words
             if column is Column.PROGRESS:
                 return p.progress()
             if column is Column.BY:
