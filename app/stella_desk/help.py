@@ -44,7 +44,11 @@ PAGE_HELP: dict[str, str] = {
         "offline: 'passed' is green only when keys you chose vouch for the signers."
     ),
     "targets": "Hosts, agents and what runs on them.",
-    "settings": "Connections, keys, plugins and limits.",
+    "admin": (
+        "Administration: environments and their signed policy, freezes, registries, "
+        "components and people (what your role may change)."
+    ),
+    "settings": "Where the desk keeps its data: the embedded database or a shared PostgreSQL.",
 }
 
 TERMS: list[tuple[str, str]] = [

@@ -1,7 +1,7 @@
 """Workflows can be renamed and retired (the desk's library: Rename…, Delete…).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 
 A workflow's versions are append-only and runs and evidence name them, so a workflow is never
 deleted: it is retired (`retired_at`, `retired_by`), leaves the library and can no longer be
@@ -15,8 +15,8 @@ from alembic import op
 
 from stella_core.db.schema_sql import APP_ROLE
 
-revision = "0009"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
