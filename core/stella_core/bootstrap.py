@@ -382,7 +382,12 @@ class Stella:
         from stella_core.workflows.service import WorkflowService
 
         system = self.orchestrator.workflows if self.orchestrator else None
-        return WorkflowService(self.db, self.tenancy, system=system)
+        workflows = WorkflowService(self.db, self.tenancy, system=system)
+        # Environments own which workflow each deploys with; a workflow in use is not retired.
+        workflows.deployed_with = lambda name: [
+            e.name for e in self.environments.list() if e.workflow == name
+        ]
+        return workflows
 
     @cached_property
     def promotions(self) -> PromotionService:

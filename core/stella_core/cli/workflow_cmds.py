@@ -90,6 +90,26 @@ def cmd_workflow_list(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_workflow_rename(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        renamed = stella.workflows.rename_template(args.name, args.new_name)
+    value = {"name": renamed.name, "renamed_from": args.name, "version": renamed.latest_version}
+    show(args, value, lambda: [f"{args.name} is now {renamed.name}"])
+
+
+def cmd_workflow_delete(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        runs = stella.workflows.retire_template(args.name)
+    value = {"name": args.name, "retired": True, "runs": runs}
+    show(
+        args,
+        value,
+        lambda: [
+            f"{args.name} deleted (retired: its versions stay for the {runs} run(s) that used it)"
+        ],
+    )
+
+
 def cmd_workflow_versions(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         versions = stella.workflows.template_versions(args.name)
@@ -289,6 +309,13 @@ def group_workflow(groups: Any, leaf: Leaf, help_: str) -> None:
     p.add_argument("--version", type=VERSION, default=None)
     leaf(wf, "list", cmd_workflow_list, "list templates")
     p = leaf(wf, "versions", cmd_workflow_versions, "list a template's versions")
+    p.add_argument("name")
+    p = leaf(wf, "rename", cmd_workflow_rename, "give a workflow another name")
+    p.add_argument("name")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p = leaf(
+        wf, "delete", cmd_workflow_delete, "take a workflow out of use (its versions are kept)"
+    )
     p.add_argument("name")
     p = leaf(wf, "settings", cmd_workflow_settings, "show or change the tenant's workflow settings")
     p.add_argument(

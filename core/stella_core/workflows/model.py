@@ -20,6 +20,10 @@ SCHEMA_VERSION = 1
 NODE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
 
+# A workflow's name: what the CLI, environments and runs refer to it by.
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -77,7 +81,7 @@ class Layout(Strict):
 
 class Template(Strict):
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=TEMPLATE_NAME_PATTERN)
     version: int = Field(default=1, ge=1)
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)

@@ -14,7 +14,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -48,6 +48,7 @@ from stella_core.workflows.engine import (
 )
 from stella_core.workflows.executors import Executors
 from stella_core.workflows.model import (
+    TEMPLATE_NAME_PATTERN,
     InputSpec,
     RunEvent,
     RunInfo,
@@ -186,6 +187,8 @@ class WorkflowService:
         self.plans = Plans()
         self.run_end = run_end
         self.coordinator = Coordinator(self.plans, run_end)
+        # Which environments deploy with a workflow (wired in bootstrap: environments own that).
+        self.deployed_with: Callable[[str], list[str]] | None = None
 
     # templates --------------------------------------------------------------------------
     # Other modules' reads, inside their own transaction.
@@ -236,6 +239,13 @@ class WorkflowService:
                 identity.tenant_id, template.name
             )
             store.lock_template(template_id)
+            if store.retired(template_id):
+                # The name was retired: importing under it brings the workflow back, its
+                # history continuing (versions are never deleted).
+                store.set_retired(template_id, False)
+                TenancyService.audit(
+                    conn, identity.tenant_id, "workflow.restore", "template", template.name, {}
+                )
             latest = store.latest_version(template_id)
             if latest is not None and latest.digest == content:
                 return ImportedTemplate(template.name, latest.version, latest.id)
@@ -256,13 +266,80 @@ class WorkflowService:
 
         return run_tx(self.db, work)
 
+    def rename_template(self, name: str, new_name: str) -> TemplateSummary:
+        """Give a workflow another name. Its versions keep the documents they were stored with
+        and its runs the name they ran under; an environment that deploys with it must be
+        pointed elsewhere first (it names the workflow)."""
+        identity = self.tenancy.require(*WRITERS)
+        new_name = new_name.strip()
+        if not re.fullmatch(TEMPLATE_NAME_PATTERN, new_name):
+            raise DefinitionError(
+                f"{new_name!r} is not a workflow name: a-z, 0-9, '.', '_' and '-' (at most 63), "
+                "starting with a-z or 0-9"
+            )
+        if new_name == name:
+            raise DefinitionError(f"the workflow is called {name!r} already")
+        self._refuse_if_deployed_with(name, "renamed")
+
+        def work(conn: Connection) -> TemplateSummary:
+            store = WorkflowStore(conn)
+            template_id = self._live_template(store, name)
+            if store.template_id(new_name) is not None:
+                raise AlreadyExistsError(f"a workflow called {new_name!r} exists already")
+            store.rename_template(template_id, new_name)
+            TenancyService.audit(
+                conn, identity.tenant_id, "workflow.rename", "template", new_name, {"from": name}
+            )
+            return next(t for t in store.list_templates() if t.id == template_id)
+
+        return run_tx(self.db, work)
+
+    def retire_template(self, name: str) -> int:
+        """Take a workflow out of use (the desk's Delete): it leaves the list and can no longer
+        be started or chosen for an environment. Its versions stay, append-only, for the runs and
+        evidence that name them; importing a workflow under the same name brings it back.
+        Returns how many runs used it."""
+        identity = self.tenancy.require(*WRITERS)
+        self._refuse_if_deployed_with(name, "deleted")
+
+        def work(conn: Connection) -> int:
+            store = WorkflowStore(conn)
+            template_id = self._live_template(store, name)
+            runs = store.runs_of(template_id)
+            store.set_retired(template_id, True)
+            TenancyService.audit(
+                conn, identity.tenant_id, "workflow.retire", "template", name, {"runs": runs}
+            )
+            return runs
+
+        return run_tx(self.db, work)
+
+    def _refuse_if_deployed_with(self, name: str, done: str) -> None:
+        users = self.deployed_with(name) if self.deployed_with is not None else []
+        if users:
+            which = ", ".join(users)
+            raise DefinitionError(
+                f"workflow {name!r} cannot be {done}: environment{'s' if len(users) > 1 else ''} "
+                f"{which} deploy{'s' if len(users) == 1 else ''} with it; choose another "
+                "workflow there first"
+            )
+
+    @staticmethod
+    def _live_template(store: WorkflowStore, name: str) -> UUID:
+        template_id = store.template_id(name)
+        if template_id is None or store.retired(template_id):
+            raise NotFoundError(f"no workflow named {name!r}")
+        return template_id
+
     def export_template(self, name: str, version: int | None = None) -> dict[str, Any]:
         with self.db.transaction() as conn:
             store = WorkflowStore(conn)
             found = self._version(store, name, version)
             document = store.document(found.id)
         assert document is not None
-        return document
+        # Stored documents keep the name they were saved under; a renamed workflow's versions
+        # read under its name now (what opening, comparing and saving again expect).
+        return {**document, "name": found.name}
 
     def get_template(self, name: str, version: int | None = None) -> Template:
         return Template.model_validate(self.export_template(name, version))

@@ -25,6 +25,39 @@ class TemplateRows(Rows):
         ).scalar_one()
         return UUID(str(value))
 
+    def retired(self, template_id: UUID) -> bool:
+        value = self.conn.execute(
+            text("SELECT retired_at IS NOT NULL FROM workflow.templates WHERE id = :t"),
+            {"t": template_id},
+        ).scalar()
+        return bool(value)
+
+    def rename_template(self, template_id: UUID, name: str) -> None:
+        self.conn.execute(
+            text("UPDATE workflow.templates SET name = :n WHERE id = :t"),
+            {"n": name, "t": template_id},
+        )
+
+    def set_retired(self, template_id: UUID, retired: bool) -> None:
+        self.conn.execute(
+            text(
+                # The database stamps when and by whom (workflow.stamp_retired).
+                "UPDATE workflow.templates SET retired_at = CASE WHEN :r THEN now() END "
+                "WHERE id = :t"
+            ),
+            {"r": retired, "t": template_id},
+        )
+
+    def runs_of(self, template_id: UUID) -> int:
+        value = self.conn.execute(
+            text(
+                "SELECT count(*) FROM workflow.runs r JOIN workflow.template_versions v "
+                "ON v.id = r.template_version_id WHERE v.template_id = :t"
+            ),
+            {"t": template_id},
+        ).scalar()
+        return int(value or 0)
+
     def lock_template(self, template_id: UUID) -> None:
         """Serialise version numbering of one template (the row itself is never updated)."""
         self.conn.execute(
@@ -59,9 +92,20 @@ class TemplateRows(Rows):
 
     def version(self, name: str, version: int | None) -> TemplateVersionInfo | None:
         if version is None:
-            rows = self._versions("t.name = :n ORDER BY v.version DESC LIMIT 1", n=name)
+            # "The workflow called NAME" is a live one: a retired workflow is not started or
+            # chosen by name (its versions stay readable by number for the runs that used them).
+            rows = self._versions(
+                "t.name = :n AND t.retired_at IS NULL ORDER BY v.version DESC LIMIT 1", n=name
+            )
         else:
-            rows = self._versions("t.name = :n AND v.version = :v", n=name, v=version)
+            # A run names its workflow as it was called when it ran: a renamed workflow's
+            # versions are found by that name too (the current name first).
+            rows = self._versions(
+                "(t.name = :n OR v.document->>'name' = :n) AND v.version = :v "
+                "ORDER BY (t.name = :n) DESC LIMIT 1",
+                n=name,
+                v=version,
+            )
         return rows[0] if rows else None
 
     def _versions(self, where: str, **params: Any) -> list[TemplateVersionInfo]:
@@ -99,7 +143,7 @@ class TemplateRows(Rows):
                 "SELECT DISTINCT ON (t.name) t.id, t.name, v.version, v.digest, v.created_at, "
                 "v.created_by FROM workflow.templates t "
                 "JOIN workflow.template_versions v ON v.template_id = t.id "
-                "ORDER BY t.name, v.version DESC"
+                "WHERE t.retired_at IS NULL ORDER BY t.name, v.version DESC"
             )
         )
         return [
