@@ -2,7 +2,8 @@
 
 One qasync loop, started here and only here. The core is opened on a worker thread while the
 window says so; on exit, operations get a bounded time to stop and then the core is closed
-(which stops the embedded PostgreSQL).
+(the embedded PostgreSQL then lingers for a while, STELLA_EMBEDDED_LINGER, so a command or the
+next start finds it running, and stops by itself).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ async def run_desk(args: argparse.Namespace, window: MainWindow, ops: Ops) -> in
         await window.runs.shutdown(SHUTDOWN_GRACE)
         await ops.shutdown(SHUTDOWN_GRACE)
         if session.stella is not None:
-            # Stops the embedded server; its own timeouts bound this.
+            # Lets go of the embedded server (it lingers, then stops by itself).
             await asyncio.to_thread(session.stella.close)
             session.stella = None
 

@@ -24,6 +24,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from stella_core.evidence.model import PacketRow
+from stella_desk import humane
 from stella_desk.tables import TextFilterProxy, follow_permutation, sort_permutation
 from stella_desk.theme import mono_font
 
@@ -90,7 +91,7 @@ def type_colours(kind: str) -> tuple[QColor, QColor]:
 
 
 def local_time(value: datetime) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return humane.when_exact(value)
 
 
 def signer_text(key_id: str, owner: str | None) -> str:

@@ -145,7 +145,7 @@ class RunsPage(QWidget):
             "Runs", "Every run of your workflows: start one on a release, watch it live."
         )
         self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Filter: template, release, status or person")
+        self.filter.setPlaceholderText("Filter: workflow, release, status or person")
         self.filter.setClearButtonEnabled(True)
         self.filter.setMinimumWidth(300)
         self.start_button = QPushButton("Start run")
@@ -349,7 +349,7 @@ class RunsPage(QWidget):
         writer = identity is not None and identity.role in WRITERS
         self.start_button.setEnabled(writer)
         self.start_button.setToolTip(
-            "Start a stored workflow template, on a release"
+            "Start a stored workflow, on a release"
             if writer
             else "Only a release manager or an admin can start a run"
         )

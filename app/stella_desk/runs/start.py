@@ -126,7 +126,7 @@ class StartRunDialog(QDialog):
             self,
             "Start run",
             (
-                "Run a stored workflow template, on a release if it uses one. The steps run on the "
+                "Run a stored workflow, on a release if it uses one. The steps run on the "
                 "workers (this window has one on the embedded default)."
             ),
         )
@@ -140,7 +140,7 @@ class StartRunDialog(QDialog):
         pick = QHBoxLayout()
         pick.addWidget(self.template, 1)
         pick.addWidget(self.version)
-        form.addRow("Template", pick)
+        form.addRow("Workflow", pick)
         self.release = QComboBox()
         form.addRow("Release", self.release)
         outer.addLayout(form)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from PySide6.QtGui import QColor
 
+from stella_desk import humane
 from stella_desk.workflows.items import STATUS_STYLES
 
 TERMINAL_RUN = frozenset({"succeeded", "failed", "cancelled", "timed_out", "rolled_back"})
@@ -51,11 +52,11 @@ def run_terminal(status: str) -> bool:
 
 
 def when_text(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else ""
+    return humane.when(value)
 
 
 def clock_text(value: datetime | None) -> str:
-    return value.astimezone().strftime("%H:%M:%S") if value else ""
+    return humane.clock(value)
 
 
 def duration_text(span: timedelta | float | None) -> str:

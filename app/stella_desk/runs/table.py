@@ -40,7 +40,7 @@ class Column(IntEnum):
 
 
 HEADERS = {
-    Column.TEMPLATE: "Template",
+    Column.TEMPLATE: "Workflow",
     Column.VERSION: "Version",
     Column.RELEASE: "Release",
     Column.STATUS: "Status",
