@@ -126,6 +126,7 @@ def test_a_script_on_the_embedded_default_reads_no_secret(
         "WORKFLOW_STEP_ID",
         "WORKFLOW_ATTEMPT",
         "WORKFLOW_IDEMPOTENCY_KEY",
+        "WORKFLOW_ATTEMPT_TOKEN",  # which attempt: a worker taking over finds it by this
     }
     assert environment["HOME"] == environment["PWD"]
     assert Path(environment["HOME"]).name.startswith("stella-step-")

@@ -1,9 +1,10 @@
 """The workflow engine: workers that claim ready steps, run them and move runs along their DAG.
 
 Claiming. A step is claimable when it is `ready` (and past `not_before`), `running` with an
-expired lease (its worker died: claimed again, the attempt counted) or `waiting` with a timer
-that fired. Workers claim one with `FOR UPDATE SKIP LOCKED` and take a lease; several workers
-in several processes share the work with no other coordination. LISTEN/NOTIFY (one channel per
+expired lease (its worker died: claimed again once the earlier attempt is fenced, see
+`fencing.py`; a lost lease is not a failed attempt) or `waiting` with a timer that fired.
+Workers claim one with `FOR UPDATE SKIP LOCKED` and take a lease; several workers in several
+processes share the work with no other coordination. LISTEN/NOTIFY (one channel per
 tenant) wakes idle workers; a poll bounded by the next timer, retry or lease expiry is the
 fallback.
 
@@ -70,6 +71,13 @@ from sqlalchemy import Connection, text
 from stella_core.db.engine import Database, translate
 from stella_core.errors import ConnectorError, DatabaseError, StellaError
 from stella_core.workflows.executors import Executors
+from stella_core.workflows.fencing import (
+    FENCE_GRACE_S,
+    AttemptStillRunningError,
+    attempt_token,
+    fence,
+    host_identity,
+)
 from stella_core.workflows.model import Node, OnFailure, Template
 from stella_core.workflows.steps.builtin import (
     Failed,
@@ -384,7 +392,7 @@ class Coordinator:
 
     def _failed(self, ch: Changes, plan: Plan, step: StepState, node: Node, result: Failed) -> None:
         run, store, node_id = ch.run, ch.store, step.node_id
-        used = step.attempts - step.lost_leases
+        used = step.attempts  # lost leases never counted an attempt
         if result.retryable and not result.cancelled and used < node.retry.max_attempts:
             delay = node.retry.delay_ms(max(used, 1))
             store.retry_later(run.id, node_id, delay, result.outputs, result.error)
@@ -577,6 +585,8 @@ class _Job:
     resume: bool
     lost: bool = False
     shutdown: bool = False
+    # When the lease we know of runs out (monotonic): past it, the step is stopped.
+    lease_deadline: float = float("inf")
 
 
 _DONE = object()
@@ -629,22 +639,32 @@ class Worker:
         self._validators: dict[str, Draft202012Validator] = {}
         self._stopping = threading.Event()
         self._announced = False
+        self._host = host_identity()
 
     # one step ---------------------------------------------------------------------------
     def run_once(self) -> bool:
         """Claim one step and take it as far as it goes; False when nothing was claimable."""
+        claiming = time.monotonic()
         job = run_tx(self.db, self._claim, self.hooks, tenant=False)
         if job is None:
             return False
         if not isinstance(job, _Job):
             return True
+        job.lease_deadline = claiming + self.lease_seconds
         result = self._execute(job)
         run_tx(self.db, lambda conn: self._complete(conn, job, result), self.hooks)
         return True
 
     def _claim(self, conn: Connection) -> _Job | object | None:
         store = WorkflowStore(conn)
-        found = store.claim(self.tenant_id, self.worker_id, self.lease_seconds, self.run_id)
+        found = store.claim(
+            self.tenant_id,
+            self.worker_id,
+            self.lease_seconds,
+            self.run_id,
+            host=self._host,
+            grace_seconds=FENCE_GRACE_S,
+        )
         if found is None:
             return None
         claimed, run = found
@@ -656,6 +676,7 @@ class Worker:
                 claimed.node_id,
                 previous_owner=claimed.previous_owner,
                 attempt=claimed.attempts,
+                **self._fence(claimed),
             )
         if not _moved_on(run, claimed.rollback) and run.status == "pending":
             store.set_run_started(run.id)
@@ -666,12 +687,36 @@ class Worker:
             # Instant steps of the same run ride along in this transaction: the run is locked
             # already and SKIP LOCKED never waits, so this costs one statement, not a transaction.
             more = store.claim_more(
-                run.id, self.worker_id, self.lease_seconds, self._instant, self.batch_size - 1
+                run.id,
+                self.worker_id,
+                self.lease_seconds,
+                self._instant,
+                self.batch_size - 1,
+                self._host,
             )
             for extra in more:
                 self._process(ch, plan, extra)
         self.coordinator.flush(conn, ch, plan)
         return job or _DONE
+
+    def _fence(self, claimed: ClaimedStep) -> dict[str, Any]:
+        """The earlier attempt of a step whose lease expired must have ended before this one
+        starts: on this host, kill what is left of it and remove its scratch directory (the
+        claim rolls back if it will not die); elsewhere the claim waited for the grace."""
+        if claimed.previous_host != self._host:
+            return {"fenced": "lease expired and its grace passed"}
+        try:
+            killed = fence(claimed.run_id, claimed.node_id, claimed.generation)
+        except AttemptStillRunningError as exc:
+            raise StellaError(str(exc)) from exc
+        if killed:
+            log.warning(
+                "killed %d process(es) left by the earlier attempt of %s/%s",
+                len(killed),
+                claimed.run_id,
+                claimed.node_id,
+            )
+        return {"fenced": f"on this host: {len(killed)} process(es) killed"}
 
     def _process(self, ch: Changes, plan: Plan, claimed: ClaimedStep) -> _Job | None:
         """Take one claimed step as far as this transaction can: settle it, or hand back a job
@@ -728,6 +773,7 @@ class Worker:
             local_executor_enabled=self._local_executor_enabled,
             unsandboxed_allowed=self._unsandboxed_allowed,
             approved_by=run.approved_by,
+            attempt_token=attempt_token(run.id, node_id, claimed.generation),
         )
         if claimed.resume:
             elapsed = claimed.db_now - claimed.started_at
@@ -796,8 +842,18 @@ class Worker:
         next_beat = time.monotonic() + self.heartbeat_seconds
         next_announce = time.monotonic() + WORKER_BEAT_S
         stop_at: float | None = None
+        beat: threading.Thread | None = None
         while not done.wait(_WATCH_TICK_S):
             now = time.monotonic()
+            if job.lost:
+                return
+            if now >= job.lease_deadline:
+                # The lease could not be renewed in time (database unreachable, a stall):
+                # another worker may take the step over now, so this attempt stops here.
+                log.warning("lease on %s/%s ran out", job.claimed.run_id, job.claimed.node_id)
+                job.lost = True
+                job.ctx.cancel.set()
+                return
             if self._announced and now >= next_announce:
                 # A long step must not make this worker look dead to `stella run wait`.
                 next_announce = now + WORKER_BEAT_S
@@ -807,19 +863,26 @@ class Worker:
             if stop_at is not None and now >= stop_at and not job.ctx.cancel.is_set():
                 job.shutdown = True
                 job.ctx.cancel.set()
-            if now >= next_beat:
+            if now >= next_beat and (beat is None or not beat.is_alive()):
+                # In a thread of its own: a heartbeat stuck on the database must not keep the
+                # watcher from stopping the step when the lease runs out.
                 next_beat = now + self.heartbeat_seconds
-                if not self._beat_lease(job):
-                    return
+                beat = threading.Thread(target=self._beat_lease, args=(job,), daemon=True)
+                beat.start()
 
     def _beat_lease(self, job: _Job) -> bool:
         """One heartbeat; False when the lease is lost."""
         claimed = job.claimed
+        sent = time.monotonic()
         try:
             state = run_tx(
                 self.db,
                 lambda conn: WorkflowStore(conn).heartbeat(
-                    claimed.run_id, claimed.node_id, self.worker_id, self.lease_seconds
+                    claimed.run_id,
+                    claimed.node_id,
+                    self.worker_id,
+                    self.lease_seconds,
+                    claimed.generation,
                 ),
             )
         except StellaError as exc:
@@ -830,6 +893,7 @@ class Worker:
             job.lost = True
             job.ctx.cancel.set()
             return False
+        job.lease_deadline = sent + self.lease_seconds
         status, phase, cancel_requested = state
         run = RunRow(
             claimed.run_id,
@@ -846,7 +910,9 @@ class Worker:
     def _complete(self, conn: Connection, job: _Job, result: StepResult) -> None:
         store = WorkflowStore(conn)
         claimed = job.claimed
-        if job.lost or not store.owns(claimed.run_id, claimed.node_id, self.worker_id):
+        if job.lost or not store.owns(
+            claimed.run_id, claimed.node_id, self.worker_id, claimed.generation
+        ):
             log.warning(
                 "result of %s/%s dropped: another worker owns the step now",
                 claimed.run_id,
@@ -903,7 +969,10 @@ class Worker:
                     continue
                 try:
                     due, ready_now = run_tx(
-                        self.db, lambda conn: WorkflowStore(conn).next_due(self.run_id)
+                        self.db,
+                        lambda conn: WorkflowStore(conn).next_due(
+                            self.run_id, self._host, FENCE_GRACE_S
+                        ),
                     )
                 except StellaError:
                     due, ready_now = None, False
