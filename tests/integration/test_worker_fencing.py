@@ -178,3 +178,31 @@ def test_a_stalled_workers_step_is_fenced_before_it_runs_again(
         assert not expired.details["fenced"].endswith(": 0 process(es) killed")
     finally:
         first.kill()
+
+
+def test_an_expired_lease_of_another_host_is_taken_only_after_its_grace(
+    admin, effects: Path
+) -> None:
+    """A worker cannot see another host's processes: it leaves that host's expired lease alone
+    until the grace has passed (by then the other worker has stopped its command)."""
+    from stella_core.workflows.engine import run_tx
+
+    admin.workflows.import_template(template("far", [script("s", "effect", str(effects))]))
+    run = admin.workflows.start_run("far")
+    elsewhere = admin.workflows.worker(lease_seconds=0.5)
+    elsewhere.host = "another-host/boot/ns/1000"
+    # It claims the step and is never heard of again (its host went away).
+    assert run_tx(elsewhere.db, elsewhere._claim, tenant=False) is not None
+    here = admin.workflows.worker(lease_seconds=5)
+    here.fence_grace_seconds = 2.0
+    time.sleep(1.0)
+    assert not here.run_once()  # the lease expired, but its grace has not passed
+    assert not lines(effects / "executions.log")
+    waited = time.monotonic()
+    wait_until(here.run_once, timeout=10, what="the takeover")
+    assert time.monotonic() - waited > 0.8
+    run = admin.workflows.get_run(run.id)
+    assert run.status == "succeeded"
+    assert run.steps[0].attempts == 1
+    expired = [e for e in admin.workflows.run_events(run.id) if e.kind == "step.lease_expired"]
+    assert [e.details["fenced"] for e in expired] == ["lease expired and its grace passed"]

@@ -639,7 +639,10 @@ class Worker:
         self._validators: dict[str, Draft202012Validator] = {}
         self._stopping = threading.Event()
         self._announced = False
-        self._host = host_identity()
+        # Where this worker's commands run (who can fence them), and how long it leaves an
+        # expired lease of another host alone (see fencing.py).
+        self.host = host_identity()
+        self.fence_grace_seconds = FENCE_GRACE_S
 
     # one step ---------------------------------------------------------------------------
     def run_once(self) -> bool:
@@ -662,8 +665,8 @@ class Worker:
             self.worker_id,
             self.lease_seconds,
             self.run_id,
-            host=self._host,
-            grace_seconds=FENCE_GRACE_S,
+            host=self.host,
+            grace_seconds=self.fence_grace_seconds,
         )
         if found is None:
             return None
@@ -692,7 +695,7 @@ class Worker:
                 self.lease_seconds,
                 self._instant,
                 self.batch_size - 1,
-                self._host,
+                self.host,
             )
             for extra in more:
                 self._process(ch, plan, extra)
@@ -703,7 +706,7 @@ class Worker:
         """The earlier attempt of a step whose lease expired must have ended before this one
         starts: on this host, kill what is left of it and remove its scratch directory (the
         claim rolls back if it will not die); elsewhere the claim waited for the grace."""
-        if claimed.previous_host != self._host:
+        if claimed.previous_host != self.host:
             return {"fenced": "lease expired and its grace passed"}
         try:
             killed = fence(claimed.run_id, claimed.node_id, claimed.generation)
@@ -971,7 +974,7 @@ class Worker:
                     due, ready_now = run_tx(
                         self.db,
                         lambda conn: WorkflowStore(conn).next_due(
-                            self.run_id, self._host, FENCE_GRACE_S
+                            self.run_id, self.host, self.fence_grace_seconds
                         ),
                     )
                 except StellaError:
