@@ -14,6 +14,7 @@ from typing import Any
 import rfc8785
 from cel_expr_python import cel
 
+from stella_core.workflows.expressions import guard
 from stella_core.workflows.expressions.errors import (
     ExpressionCompileError,
     ExpressionError,
@@ -31,8 +32,12 @@ from stella_core.workflows.expressions.source import (
     builds_collections,
     condition_source,
     precheck,
+    root_references,
     split_template_string,
 )
+
+# Evaluated in this process only when surely smaller than this; otherwise in the guard's child.
+IN_PROCESS_BYTES = 64 * 1024 * 1024
 
 DYN_MAP = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
 # cel-cpp Env thread safety is untested (expressions.md), so compiles are serialised; compiled
@@ -61,16 +66,19 @@ def _program(src: str) -> cel.Expression:
 class _Scope:
     """One activation over a context, shared by the expressions of one step."""
 
-    def __init__(self, context: Mapping[str, Any]) -> None:
+    def __init__(self, context: Mapping[str, Any], *, guarded: bool = True) -> None:
         if not isinstance(context, Mapping):
             raise ExpressionEvalError("the expression context must be a mapping")
         self._data = {root: context.get(root) or {} for root in ROOTS}
         self._act: cel.Activation | None = None
         self._largest = 0
+        self._bytes = 0
+        # False in the guard's own process, which evaluates everything itself.
+        self._guarded = guarded
 
     def _activation(self) -> cel.Activation:
         if self._act is None:
-            self._largest = _context_shape(self._data)
+            self._largest, self._bytes = _context_shape(self._data)
             try:
                 self._act = _runtime_env().Activation(self._data)
             except (RuntimeError, ValueError, TypeError) as exc:
@@ -90,6 +98,8 @@ class _Scope:
                 f"{self._largest} items (at most {MAX_COLLECTION_ITEMS}: their cost is quadratic)",
                 source=src,
             )
+        if self._guarded and not _bounded_here(src, self._bytes):
+            return guard.evaluate(src, self._data)
         try:
             value = program.eval(act)
         except MemoryError:
@@ -111,6 +121,21 @@ class _Scope:
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ExpressionEvalError(clean(str(exc)), source=src) from None
         return _to_json(plain, src, [MAX_RESULT_BYTES])
+
+
+def _bounded_here(src: str, context_bytes: int) -> bool:
+    """Whether `src` surely stays within IN_PROCESS_BYTES: no comprehension, and its root
+    references, each copying at most the whole context (squared: a chain of `+` keeps its
+    intermediate results), cannot add up to more."""
+    refs = root_references(src)
+    if refs is None:
+        return False
+    return (refs + 1) ** 2 * (context_bytes + len(src)) <= IN_PROCESS_BYTES
+
+
+def evaluate_unguarded(src: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate in this process whatever it costs (the guard's child process does this)."""
+    return _Scope(context, guarded=False).evaluate(src)
 
 
 def _duration_text(value: dt.timedelta) -> str:
@@ -276,17 +301,23 @@ def coerce_numbers(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def _context_shape(data: Mapping[str, Any]) -> int:
-    """Check the context is acyclic and shallow; return the size of its largest list or map."""
+def _context_shape(data: Mapping[str, Any]) -> tuple[int, int]:
+    """Check the context is acyclic and shallow; return the size of its largest list or map and
+    (roughly) its size in bytes."""
     largest = 0
+    size = 0
     stack: list[tuple[object, int]] = [(v, 1) for v in data.values()]
     while stack:
         value, depth = stack.pop()
+        size += 16
         if isinstance(value, dict):
             children: Any = value.values()
+            size += sum(len(k) for k in value if isinstance(k, str))
         elif isinstance(value, list | tuple):
             children = value
         else:
+            if isinstance(value, str | bytes):
+                size += len(value)
             continue
         if depth > MAX_CONTEXT_DEPTH:
             raise ExpressionLimitError(
@@ -295,4 +326,4 @@ def _context_shape(data: Mapping[str, Any]) -> int:
             )
         largest = max(largest, len(value))
         stack.extend((c, depth + 1) for c in children)
-    return largest
+    return largest, size

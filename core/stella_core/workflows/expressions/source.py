@@ -341,3 +341,21 @@ def builds_collections(src: str) -> bool:
         and toks[k - 2].text == "."
         for k, t in enumerate(toks)
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def root_references(src: str) -> int | None:
+    """How many times `src` names a root (`inputs`, `steps`, ...), which bounds how many copies
+    of its context it can make; None when it has a comprehension, whose body runs up to the
+    iteration budget (10,000 times) and so can build far more than its text suggests."""
+    toks = _tokens(src)
+    count = 0
+    for k, t in enumerate(toks):
+        if t.kind != "ident":
+            continue
+        after_dot = k >= 1 and toks[k - 1].text == "."
+        if t.text in _MACROS and after_dot and k + 1 < len(toks) and toks[k + 1].text == "(":
+            return None
+        if t.text in ROOTS and not after_dot:
+            count += 1
+    return count
