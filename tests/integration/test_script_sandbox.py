@@ -244,7 +244,7 @@ def test_without_a_sandbox_scripts_fail_until_an_admin_allows_them_unsandboxed(
         for e in admin.tenancy.audit_entries()
         if e.action == "workflow.settings"
     ]
-    me = admin.profile.user
+    me = admin.profile.person_name
     assert changes == [(me, {"local_executor": True}), (me, {"allow_unsandboxed": True})]
     run = admin.workflows.wait_run(admin.workflows.start_run("bare").id, timeout=60)
     assert run.status == "succeeded", run.error

@@ -1263,7 +1263,7 @@ class WorkflowStore:
 
     def session_person(self) -> tuple[str, str | None]:
         row = self.conn.execute(
-            text("SELECT session_user::text AS who, tenancy.current_product_role() AS role")
+            text("SELECT tenancy.actor_name() AS who, tenancy.current_product_role() AS role")
         ).one()
         return row.who, row.role
 
