@@ -206,3 +206,37 @@ def test_an_expired_lease_of_another_host_is_taken_only_after_its_grace(
     assert run.steps[0].attempts == 1
     expired = [e for e in admin.workflows.run_events(run.id) if e.kind == "step.lease_expired"]
     assert [e.details["fenced"] for e in expired] == ["lease expired and its grace passed"]
+
+
+def test_a_worker_that_cannot_renew_its_lease_stops_its_step_before_others_take_it(
+    admin, effects: Path, monkeypatch
+) -> None:
+    """Self-fencing: cut off from the database, a worker stops its command once the lease it
+    last renewed runs out, which is what lets another host take over after the grace."""
+    from stella_core.errors import DatabaseError
+    from stella_core.workflows.store import WorkflowStore
+
+    admin.workflows.import_template(
+        template("cut", [script("s", "effect", str(effects), "--sleep", "30", "--ticks")])
+    )
+    run = admin.workflows.start_run("cut")
+    worker = admin.workflows.worker(lease_seconds=1.5)
+
+    def unreachable(*args, **kwargs):
+        raise DatabaseError("database unavailable: connection refused")
+
+    monkeypatch.setattr(WorkflowStore, "heartbeat", unreachable)
+    started = time.monotonic()
+    assert worker.run_once()
+    took = time.monotonic() - started
+    # Stopped about when the lease ran out (plus the command's SIGTERM grace), not after 30 s.
+    assert took < 8
+    assert not processes_mentioning(str(effects))
+    ticks = _alive_between(effects)
+    assert len(ticks) == 1
+    ((first, last),) = ticks.values()
+    assert last - first < 1.5 + 0.5
+    # Its outcome was not written: the step waits, lease expired, for a worker to take it over.
+    step = admin.workflows.get_run(run.id).steps[0]
+    assert step.status == "running"
+    admin.workflows.cancel_run(run.id)
