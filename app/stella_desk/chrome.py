@@ -104,7 +104,10 @@ class Banner(QFrame):
 
 
 class InlineError(QFrame):
-    """An error shown in place inside a dialog (not dismissible: the next attempt clears it)."""
+    """An error shown in place inside a dialog (not dismissible: the next attempt clears it).
+
+    Its line is kept free while hidden, so when it appears the buttons next to it stay where
+    the pointer is (a button that moves gets the wrong click)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -113,7 +116,11 @@ class InlineError(QFrame):
         box.setContentsMargins(12, 8, 12, 8)
         self.text = label(selectable=True)
         self.text.setWordWrap(True)
+        self.text.setMinimumHeight(self.text.fontMetrics().lineSpacing())
         box.addWidget(self.text)
+        policy = self.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.setSizePolicy(policy)
         self.hide()
 
 

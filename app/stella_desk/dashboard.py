@@ -6,13 +6,16 @@ Only facts the core has today; pipeline status, drift and approvals join when th
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QSizePolicy, QVBoxLayout, QWidget
 
 from stella_core.environments.model import Environment
 from stella_desk.chrome import PAGE_MARGINS, Card, PageHeader, RoleBadge, label
+from stella_desk.fit import ElidedLabel, SidewaysScroll
 from stella_desk.ops import Change, OpChanges, OpFailed, Ops
 from stella_desk.releases.table import ReleaseTableModel, created_text
 from stella_desk.session import Session
+
+STAGE_WIDTH = 210  # the widest a stage of the path gets: a long name ends in "…" instead
 
 
 def environment_facts(env: Environment) -> str:
@@ -75,9 +78,16 @@ class Dashboard(QWidget):
         grid.addWidget(you_card, 0, 1)
 
         path_card = Card("Promotion path")
-        self._path_row = QHBoxLayout()
+        # However many environments, the path scrolls sideways: it never widens the window.
+        path = QWidget()
+        path.setObjectName("path")
+        path.setStyleSheet("QWidget#path { background: transparent; }")
+        self._path_row = QHBoxLayout(path)
+        self._path_row.setContentsMargins(0, 0, 0, 0)
         self._path_row.setSpacing(10)
-        path_card.body.addLayout(self._path_row)
+        self.path_scroll = SidewaysScroll(path)
+        path_card.body.addWidget(self.path_scroll)
+        self._stage_names: list[ElidedLabel] = []
         self.path_hint = label("", "muted")
         path_card.body.addWidget(self.path_hint)
         grid.addWidget(path_card, 1, 0, 1, 2)
@@ -117,6 +127,7 @@ class Dashboard(QWidget):
             return
         if changes.touches(Change.PERSON):
             self._show_identity()  # known already; only the environments need a fetch
+        # Releases arrive through the browser's model, which refreshes itself.
         if changes.touches(Change.ENVIRONMENTS, Change.PERSON):
             self.ops.spawn(self.refresh())
 
@@ -136,24 +147,37 @@ class Dashboard(QWidget):
             widget = item.widget() if item is not None else None
             if widget is not None:
                 widget.deleteLater()
+        self._stage_names = []
         envs = sorted(self.environments, key=lambda e: e.order)
         for i, env in enumerate(envs):
             if i:
                 self._path_row.addWidget(label("→", "arrow"))
             stage = Card()
+            stage.setMaximumWidth(STAGE_WIDTH)
+            # As wide as it needs (up to STAGE_WIDTH): the row scrolls rather than squeezes.
+            stage.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
             stage.body.setContentsMargins(14, 10, 14, 10)
             stage.body.setSpacing(2)
-            name = label(env.name)
+            name = ElidedLabel(env.name)
             name.setStyleSheet("font-size: 15px; font-weight: 600;")
+            self._stage_names.append(name)
             stage.body.addWidget(name)
-            stage.body.addWidget(label(environment_facts(env), "muted"))
+            stage.body.addWidget(ElidedLabel(environment_facts(env), "muted"))
             self._path_row.addWidget(stage)
         self._path_row.addStretch(1)
+        self.path_scroll.updateGeometry()
         self.path_hint.setText(
             "Releases are promoted left to right."
             if envs
             else "No environments yet. An admin adds them with 'stella env add'."
         )
+
+    def path_labels(self) -> list[ElidedLabel]:
+        """The environments' names on the path, in promotion order."""
+        return list(self._stage_names)
+
+    def path_names(self) -> list[str]:
+        return [name.full_text for name in self._stage_names]
 
     def _show_releases(self) -> None:
         count = self.releases.rowCount()

@@ -49,6 +49,9 @@ class Change(StrEnum):
     ENVIRONMENTS = "environments"
     PROMOTIONS = "promotions"  # requested, decided, cancelled or re-evaluated
     PEOPLE = "people"
+    RUNS = "runs"  # started, moved on, ended, approved
+    WORKFLOWS = "workflows"  # templates saved
+    EVIDENCE = "evidence"  # packets recorded or sealed
     PERSON = "person"  # the acting person switched: everything shown may differ
 
 
@@ -56,6 +59,7 @@ class Change(StrEnum):
 class OpChanges:
     topics: frozenset[Change]
     # Who asked for the change: it has usually applied it already and can skip a reload.
+    # The change feed (`stella_desk.feed`) is the initiator of what other processes changed.
     initiator: object | None = None
 
     def touches(self, *topics: Change) -> bool:
@@ -68,6 +72,38 @@ class OpProgress:
     done: int
     total: int
     message: str
+
+
+class Reads:
+    """A view's reads of one thing, newest wins: a read started later supersedes one still in
+    flight. The superseded caller then waits for the newer read to land (`settle`), so whoever
+    awaits a view's `refresh()` finds it at least as fresh as when they asked, even when a
+    change heard meanwhile started another read."""
+
+    def __init__(self) -> None:
+        self.generation = 0  # of the newest read started
+        self.landed = 0  # of the newest read shown
+        self.in_flight = 0
+
+    def begin(self) -> int:
+        self.generation += 1
+        self.in_flight += 1
+        return self.generation
+
+    def end(self) -> None:
+        """The read came back (or failed): call in `finally`."""
+        self.in_flight -= 1
+
+    def current(self, generation: int) -> bool:
+        return generation == self.generation
+
+    def land(self, generation: int) -> None:
+        self.landed = max(self.landed, generation)
+
+    async def settle(self, generation: int) -> None:
+        """Wait until a read at least as new as `generation` is shown, or none is in flight."""
+        while self.landed < generation and self.in_flight:
+            await asyncio.sleep(0.02)
 
 
 class OperationCancelled(Exception):
@@ -150,6 +186,7 @@ class Ops(QObject):
         self._tokens: set[CancelToken] = set()
         self._threads: set[asyncio.Future[Any]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closers: list[Callable[[], None]] = []
         self._closed = False
 
     @property
@@ -220,6 +257,10 @@ class Ops(QObject):
         """Tell every view what changed (also for changes made outside `run`)."""
         self.changed.emit(OpChanges(frozenset(changes), initiator))
 
+    def on_shutdown(self, close: Callable[[], None]) -> None:
+        """Call `close` first thing at shutdown (threads of our own that are not operations)."""
+        self._closers.append(close)
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Start a coroutine from a slot; keep it alive and log what nobody else handles."""
         task = asyncio.get_event_loop().create_task(coro)
@@ -255,6 +296,8 @@ class Ops(QObject):
         database timeouts and is left to finish on its own.
         """
         self._closed = True
+        for close in self._closers:
+            close()
         for token in list(self._tokens):
             token.cancel()
         for task in list(self._tasks):

@@ -21,6 +21,8 @@ class Session:
         self.identity: Identity | None = None
         # The database says it is a demo: the person switch is one click for its people.
         self.demo = False
+        # Changes made elsewhere are heard (the change feed listens): views need not poll.
+        self.live = False
 
     @property
     def ready(self) -> bool:

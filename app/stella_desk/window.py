@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -24,10 +24,15 @@ from PySide6.QtWidgets import (
 
 from stella_core.workflows.steps.registry import default_registry
 from stella_desk import theme
+from stella_desk.admin.common import WRITERS
+from stella_desk.admin.page import AdminPage
+from stella_desk.admin.settings import SettingsPage
 from stella_desk.approvals.page import ApprovalsPage
 from stella_desk.chrome import Banner, RoleBadge, label
 from stella_desk.dashboard import Dashboard
 from stella_desk.evidence.page import EvidencePage
+from stella_desk.feed import ChangeFeed
+from stella_desk.fit import Floating
 from stella_desk.ops import Change, OpFailed, OpProgress, Ops
 from stella_desk.person import (
     DemoBadge,
@@ -60,6 +65,7 @@ PAGES: list[tuple[str, str]] = [
     ("approvals", "Approvals"),
     ("evidence", "Evidence"),
     ("targets", "Targets"),
+    ("admin", "Administration"),
     ("settings", "Settings"),
 ]
 
@@ -69,16 +75,22 @@ COMING: dict[str, tuple[str, str]] = {
         "Enrol agents and agentless hosts (SSH, WinRM), watch their health, and detect drift "
         "between what runs and what was released.",
     ),
-    "settings": (
-        "Connections, keys, plugins and limits.",
-        "Manage connection profiles, signing keys and plugins, and see usage against quotas.",
-    ),
 }
 
-WINDOW_SIZE = QSize(1280, 800)
+# The size the desk opens at, and the smallest screen it must fit (or 2560x1440 at 2x scaling):
+# every page's minimum fits inside it. A smaller screen gets a window as large as it allows.
+WINDOW_SIZE = QSize(1280, 720)
 # The busy bar shows only for work that takes longer than this: the run monitor reads the run
 # log twice a second, and a bar flashing at that rate would say nothing.
 BUSY_DELAY_MS = 300
+
+
+def fitting_size(window: QWidget) -> QSize:
+    """WINDOW_SIZE, or as much of the screen's available area as there is."""
+    screen = window.screen() or QGuiApplication.primaryScreen()
+    if screen is None:
+        return WINDOW_SIZE
+    return WINDOW_SIZE.boundedTo(screen.availableGeometry().size())
 
 
 class StartingPage(QWidget):
@@ -141,9 +153,12 @@ class MainWindow(QMainWindow):
         self.ops = ops
         self.session = session
         self.setWindowTitle("Stella Release Desk")
-        self.resize(WINDOW_SIZE)
+        self.resize(fitting_size(self))
         self.opened_as: str | None = None  # the profile the desk was opened with
         self.passphrase_dialog: PassphraseDialog | None = None
+        # What other processes change reaches every page through ops.changed.
+        self.feed = ChangeFeed(ops, session, self)
+        self.feed.live_changed.connect(self._present_feed)
         theme.style(self)
 
         self._root = QStackedWidget()
@@ -174,14 +189,12 @@ class MainWindow(QMainWindow):
         column = QVBoxLayout(content)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
-        self.banner = Banner()
-        banner_box = QHBoxLayout()
-        banner_box.setContentsMargins(28, 12, 28, 0)
-        banner_box.addWidget(self.banner)
-        column.addLayout(banner_box)
         self.stack = QStackedWidget()
         column.addWidget(self.stack, 1)
         shell.addWidget(content, 1)
+        # Over the page, not in its layout: an error never moves a button under the pointer.
+        self.banner = Banner()
+        self._banner_float = Floating(self.banner, content, margin=20)
 
         self.releases = ReleaseBrowser(ops, session)
         self.dashboard = Dashboard(ops, session, self.releases.model)
@@ -191,6 +204,8 @@ class MainWindow(QMainWindow):
         self.promotions = PromotionsPage(ops, session)
         self.approvals = ApprovalsPage(ops, session)
         self.evidence = EvidencePage(ops, session)
+        self.admin = AdminPage(ops, session)
+        self.settings = SettingsPage(ops, session)
         self.pages: dict[str, QWidget] = {
             "dashboard": self.dashboard,
             "releases": self.releases,
@@ -199,6 +214,8 @@ class MainWindow(QMainWindow):
             "promotions": self.promotions,
             "approvals": self.approvals,
             "evidence": self.evidence,
+            "admin": self.admin,
+            "settings": self.settings,
         }
         for key, title in PAGES:
             if key not in self.pages:
@@ -227,6 +244,9 @@ class MainWindow(QMainWindow):
             lambda text: self.statusBar().showMessage(text, 6000)
         )
         self.approvals.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.admin.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.settings.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.admin.people.loaded.connect(self._people_listed)
         self.promotions.run_requested.connect(lambda run_id: self.ops.spawn(self.open_run(run_id)))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
@@ -302,6 +322,7 @@ class MainWindow(QMainWindow):
     async def attach(self, stella: Stella) -> None:
         """Show the product for an open core and load every page's data."""
         self.session.stella = stella
+        self.feed.start(stella)  # before the first reads: a change made meanwhile is heard
         self.opened_as = stella.profile.name
         identity, names, demo = await self.ops.run(
             lambda _report: (
@@ -324,7 +345,10 @@ class MainWindow(QMainWindow):
             self.promotions.refresh(),
             self.approvals.refresh(),
             self.evidence.refresh(),
+            self.admin.refresh(),
+            self.settings.refresh(),
         )
+        self._follow_roles()
 
     async def switch_person(self, name: str) -> bool:
         """The person switch: act as `name` at once where the rule allows (a demo's people, or
@@ -390,6 +414,7 @@ class MainWindow(QMainWindow):
         finally:
             self.person.setEnabled(self.person.count() > 1)
         self.session.stella, self.session.identity = new, identity
+        self.feed.start(new)  # their tenant's channels, their connection
         self._fill_people(None, name)
         self._show_identity()
         self.ops.announce([Change.PERSON])
@@ -416,6 +441,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # main() closes the core after the loop hears this; the window just goes away.
+        self.feed.stop()
         self.closed.emit()
         event.accept()
 
@@ -449,11 +475,40 @@ class MainWindow(QMainWindow):
         self.acting.setText(f"Acting as <b>{identity.user}</b> · tenant {identity.tenant_name}")
         self.role_badge.set_role(identity.role.value)
         self.target.setText(f"Database: {stella.backend.target}")
+        self._follow_roles()
+
+    def _people_listed(self) -> None:
+        """A person added on the People tab can be acted as at once (their profile is here)."""
+        stella = self.session.stella
+        if stella is None:
+            return
+        names = stella.profiles.names(stella.backend.target)  # a small local file
+        if names != [self.person.itemText(i) for i in range(self.person.count())]:
+            self._fill_people(names, stella.profile.name)
+
+    def _follow_roles(self) -> None:
+        """Offer only what the acting person's role may do (the core refuses the rest anyway):
+        an auditor gets no control that changes anything."""
+        role = self.session.identity.role if self.session.identity is not None else None
+        writes = role in WRITERS
+        self.releases.new_button.setVisible(writes)
+        self.promotions.promote_button.setVisible(writes)
+        self.workflows.save_button.setVisible(writes)
+        # An invisible action cannot be triggered by its shortcut either (Ctrl+S).
+        self.workflows.save_action.setVisible(writes)
+        self.admin.follow_role()
 
     def _present_progress(self, progress: OpProgress) -> None:
         self.statusBar().showMessage(
             f"{progress.label}: {progress.done}/{progress.total} · {progress.message}", 5000
         )
+
+    def _present_feed(self, live: bool) -> None:
+        if not live and self.feed.problem:
+            self.statusBar().showMessage(
+                f"Not hearing changes made elsewhere ({self.feed.problem}): pages poll instead",
+                10000,
+            )
 
     def _present_failure(self, title: str, message: str) -> None:
         self.banner.show_message(title, message)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import getpass
 import logging
-import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
@@ -21,9 +21,10 @@ from sqlalchemy.engine import make_url
 from stella_core.crypto.keys import personal_passphrase
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db import migrate
+from stella_core.db.changes import ChangeListener, Topic
 from stella_core.db.engine import Database, make_engine, translate
 from stella_core.environments.service import EnvironmentService
-from stella_core.errors import DatabaseError, NotFoundError, StellaError
+from stella_core.errors import DatabaseError, DefinitionError, NotFoundError, StellaError
 from stella_core.evidence.service import EvidenceService
 from stella_core.profiles import (
     EMBEDDED,
@@ -31,6 +32,7 @@ from stella_core.profiles import (
     OrchestratorLogins,
     Profile,
     ProfileStore,
+    configured_database_url,
     stella_home,
     target_of,
 )
@@ -61,6 +63,34 @@ def _driver_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def probe_database(url: str) -> str:
+    """Connect to a shared PostgreSQL server once and say what it is ('PostgreSQL 16.4'), or
+    raise a clear error (an unusable URL, a refused login, a server older than 16). Neither the
+    result nor the errors carry the password."""
+    form = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    try:
+        driver_url = _driver_url(url)
+        host = make_url(url).host
+    except (sqlalchemy.exc.ArgumentError, ValueError, DatabaseError) as exc:
+        raise DefinitionError(f"not a PostgreSQL URL: give {form}") from exc
+    if not host:
+        raise DefinitionError(f"the URL names no server: give {form}")
+    engine = make_engine(driver_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            number = int(conn.execute(text("SHOW server_version_num")).scalar_one())
+            shown = str(conn.execute(text("SHOW server_version")).scalar_one()).split()[0]
+    except sqlalchemy.exc.DBAPIError as exc:
+        raise translate(exc) from exc
+    finally:
+        engine.dispose()
+    if number < MIN_SERVER_VERSION:
+        raise DatabaseError(
+            f"PostgreSQL {shown} is too old; Stella Release Desk needs PostgreSQL 16 or newer"
+        )
+    return f"PostgreSQL {shown}"
+
+
 @dataclass
 class Backend:
     """Where the database is and the administrative connection to it."""
@@ -76,7 +106,7 @@ class Backend:
         cls, home: Path | None = None, database_url: str | None = None, *, durable: bool = True
     ) -> Backend:
         home = home or stella_home()
-        database_url = database_url or os.environ.get("STELLA_DATABASE_URL") or None
+        database_url = database_url or configured_database_url(home)
         if database_url:
             return cls(
                 home=home, target=target_of(database_url), admin_url=_driver_url(database_url)
@@ -366,6 +396,11 @@ class Stella:
         profile = Profile(name, target, login, password, str(tenant), person=user)
         self.profiles.save(profile)
         return profile
+
+    def listen_changes(self, topics: Iterable[Topic] = tuple(Topic)) -> ChangeListener:
+        """A listener for what any process changes in this person's tenant (see
+        `stella_core.db.changes`); raises `DatabaseError` when it cannot connect."""
+        return ChangeListener.open(self.db, topics)
 
     def close(self, *, keep_backend: bool = False) -> None:
         self.db.dispose()

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 import platformdirs
@@ -20,6 +20,7 @@ import platformdirs
 from stella_core.errors import DefinitionError, NotFoundError
 
 EMBEDDED = "embedded"
+DATABASE_URL_ENV = "STELLA_DATABASE_URL"
 
 
 def stella_home() -> Path:
@@ -39,6 +40,83 @@ def target_of(database_url: str | None) -> str:
     return f"postgresql://{host}:{port}{parts.path or '/postgres'}"
 
 
+class DatabaseSetting:
+    """Which database this machine's desk and CLI use when STELLA_DATABASE_URL is not set: the
+    embedded default, or a shared PostgreSQL server. STELLA_HOME/database.json (mode 0600)
+    holds the server's address without its password; the password is sealed with this
+    machine's secret box (as registry passwords are), so the file never shows it."""
+
+    _CONTEXT = "database-url"
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / "database.json"
+
+    def _box(self) -> Any:
+        from stella_core.crypto.secretbox import SecretBox
+
+        return SecretBox.from_home(self.home)
+
+    def shown(self) -> str | None:
+        """The saved server's URL without its password (None: the embedded default)."""
+        value = read_private_json(self.path, "database setting").get("url")
+        return str(value) if value else None
+
+    def has_password(self) -> bool:
+        return bool(read_private_json(self.path, "database setting").get("password"))
+
+    def url(self) -> str | None:
+        """The saved server's URL with its password, to connect with (None: embedded)."""
+        data = read_private_json(self.path, "database setting")
+        shown = data.get("url")
+        if not shown:
+            return None
+        sealed = data.get("password")
+        if not sealed:
+            return str(shown)
+        password = self._box().open(bytes.fromhex(str(sealed)), context=self._CONTEXT)
+        return with_password(str(shown), password)
+
+    def save(self, url: str | None) -> None:
+        """Use this server from now on (None: the embedded default again)."""
+        if not url:
+            write_private_json(self.path, {})
+            return
+        parts = urlsplit(url)
+        data: dict[str, Any] = {"url": without_password(url)}
+        if parts.password:
+            sealed = self._box().seal(unquote(parts.password), context=self._CONTEXT)
+            data["password"] = sealed.hex()
+        write_private_json(self.path, data)
+
+
+def without_password(url: str) -> str:
+    """A database URL as it may be shown or logged: its password left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, parts.query, ""))
+
+
+def with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+def configured_database_url(home: Path) -> str | None:
+    """The database to use: STELLA_DATABASE_URL when set, else the saved setting, else None
+    (the embedded default)."""
+    return os.environ.get(DATABASE_URL_ENV) or DatabaseSetting(home).url() or None
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -49,7 +127,7 @@ class Profile:
     # The person's key files are encrypted under their own passphrase ('stella keys
     # passphrase'), not the one derived from this machine's secret.
     key_passphrase: bool = False
-    # The person's name; `user` is their login role (named by tenant and person since 0010;
+    # The person's name; `user` is their login role (named by tenant and person since 0012;
     # profiles from before have neither this field nor a different role).
     person: str | None = None
 

@@ -141,8 +141,9 @@ def test_the_wizard_previews_the_gates_then_requests(desk, run, people, qtbot) -
     run(until(lambda: dialog.promotion is not None))
     promotion = dialog.promotion
     assert not dialog.isVisible()
-    # The board hears of it and shows the card in prod.
-    run(until(lambda: page.card(promotion.id) is not None))
+    # The board hears of it and shows the card in prod (once decided: a change heard from the
+    # database may show it "requested" for a moment first).
+    run(until(lambda: (c := page.card(promotion.id)) is not None and c.status != "requested"))
     card = page.card(promotion.id)
     assert card is not None
     assert card.pill.text() == "awaiting approval"
@@ -223,7 +224,9 @@ def test_separation_of_duties_in_the_inbox_and_a_counted_approval(
     qtbot.mouseClick(page.decision.approve_button, Qt.MouseButton.LeftButton)
     # Decided: it leaves bob's inbox, the board shows "1 of 2".
     run(until(lambda: page.model.row_of(prod.id) is None))
-    assert "Approved shop-2026.11.1 into prod: 1 of 2" in desk.statusBar().currentMessage()
+    # (The row may leave first: the change is heard from the database as the approval returns.)
+    approved = "Approved shop-2026.11.1 into prod: 1 of 2"
+    run(until(lambda: approved in desk.statusBar().currentMessage()))
     decided = people.alice.promotions.get(prod.id)
     assert decided.progress() == "1 of 2"
     assert [(a.by, a.comment, a.signature_ok) for a in decided.approvals] == [
@@ -283,7 +286,11 @@ def test_refused_decisions_are_explained_in_place(desk, run, people, qtbot) -> N
     run(until(lambda: dialog.view is not None))
     assert dialog.decision.isVisible()
     assert dialog.cancel_button.isVisible()  # she is a release manager
-    qtbot.mouseClick(dialog.decision.approve_button, Qt.MouseButton.LeftButton)
+    # She is not offered Approve on her own request; a rejection is asked, and refused.
+    assert not dialog.decision.approve_button.isEnabled()
+    assert "You requested this promotion" in dialog.decision.approve_button.toolTip()
+    dialog.decision.comment.setText("wrong release")
+    qtbot.mouseClick(dialog.decision.reject_button, Qt.MouseButton.LeftButton)
     run(until(lambda: dialog.decision.refusal() != ""))
     assert dialog.decision.refusal() == (
         "Refused: separation of duties: alice requested this promotion to prod and cannot "

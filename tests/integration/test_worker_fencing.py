@@ -96,10 +96,9 @@ def _alive_between(effects: Path) -> dict[str, tuple[float, float]]:
     return spans
 
 
-def _start(admin, effects: Path, servers, world, *, sandbox: bool):
-    admin.workflows.import_template(
-        template("fenced", [script("b", "effect", str(effects), "--sleep", "5", "--ticks")])
-    )
+def _start(admin, effects: Path, servers, world, *, sandbox: bool, sleep: float = 5):
+    step = script("b", "effect", str(effects), "--sleep", str(sleep), "--ticks")
+    admin.workflows.import_template(template("fenced", [step]))
     first = serve(world, sandbox=sandbox)
     servers.append(first)
     run = admin.workflows.start_run("fenced")
@@ -163,14 +162,15 @@ def test_a_stalled_workers_step_is_fenced_before_it_runs_again(
     """A worker that stops (SIGSTOP: its command runs on, its lease runs out) is fenced by the
     worker that takes the step over: that one kills the command before starting its own."""
     require_sandbox()
-    first, run = _start(admin, effects, servers, world, sandbox=True)
+    # Long enough to outlast the takeover by far: it must be killed, not end by itself.
+    first, run = _start(admin, effects, servers, world, sandbox=True, sleep=30)
     first.send_signal(signal.SIGSTOP)
     try:
         time.sleep(float(LEASE_S) + 0.5)
         # Still running, with the lease expired: a takeover now would overlap it.
         assert processes_mentioning(str(effects))
         servers.append(serve(world, sandbox=True))
-        run = admin.workflows.wait_run(run.id, timeout=60, drive=False)
+        run = admin.workflows.wait_run(run.id, timeout=90, drive=False)
         _check_once_in_flight(admin, run, effects, first.pid)
         expired = next(
             e for e in admin.workflows.run_events(run.id) if e.kind == "step.lease_expired"

@@ -4,7 +4,8 @@ case (what it changes, its digests, gates and approvals) with Approve and Reject
 The inbox is the core's (`promotions.inbox()`): it leaves out what this person requested where
 separation of duties applies, what they decided already and environments their role may not
 approve. The page reads it again when it is shown, after every decision, when the person
-switches, and every `POLL_MS` while it is on screen (others request and decide meanwhile).
+switches, when another process changes a promotion (the change feed), and every `POLL_MS` while
+it is on screen only when those changes are not heard (others request and decide meanwhile).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from stella_core.tenancy.model import ProductRole
 from stella_desk.approvals.detail import Case, CaseView, read_case
 from stella_desk.approvals.table import Column, InboxModel, PromotionRole
 from stella_desk.chrome import PAGE_MARGINS, EmptyState, PageHeader, label
-from stella_desk.ops import Change, OpChanges, OpFailed, Ops
+from stella_desk.ops import Change, OpChanges, OpFailed, Ops, Reads
 from stella_desk.promotions.decide import DecisionBar
 from stella_desk.promotions.status import status_text
 from stella_desk.session import Session
@@ -75,6 +76,7 @@ class ApprovalsPage(QWidget):
         self.model = InboxModel(self)
         self.proxy = TextFilterProxy(self.model, self)
         self._generation = 0
+        self._reads = Reads()
         self._case_generation = 0
         self._case_wanted: UUID | None = None  # the case being read now
         self._restoring = False
@@ -138,8 +140,7 @@ class ApprovalsPage(QWidget):
     # --- loading ---------------------------------------------------------------------------
     async def refresh(self) -> list[Promotion] | None:
         """Read the inbox; keep the selected promotion selected (else select the newest)."""
-        self._generation += 1
-        generation = self._generation
+        generation = self._generation = self._reads.begin()
         stella = self.session.require()
         self._loading = True
         try:
@@ -149,9 +150,12 @@ class ApprovalsPage(QWidget):
         except OpFailed:
             return None  # presented by the window's banner
         finally:
+            self._reads.end()
             self._loading = False
         if generation != self._generation:
-            return None
+            await self._reads.settle(generation)  # a newer read: its result is the answer
+            return list(self.model.promotions())
+        self._reads.land(generation)
         self._loaded_once = True
         selected = self.selected_promotion()
         # The selection is put back here; the case is (re)read below, once, only if needed.
@@ -195,7 +199,7 @@ class ApprovalsPage(QWidget):
         return self.empty.text.text() if self.stack.currentWidget() is self.empty else ""
 
     def _schedule(self) -> None:
-        if self.isVisible() and self.session.ready:
+        if self.isVisible() and self.session.ready and not self.session.live:
             if not self._timer.isActive():
                 self._timer.start()
         else:
@@ -270,7 +274,9 @@ class ApprovalsPage(QWidget):
         stella = self.session.require()
         self._case_wanted = promotion_id
         self.case_view.show_loading("the promotion")
-        self.decision.set_promotion(promotion_id)
+        row = self.model.row_of(promotion_id)
+        requester = self.model.promotion_at(row).requested_by if row is not None else None
+        self.decision.set_promotion(promotion_id, requester)
         self.decision.setEnabled(True)
         try:
             case = await self.ops.run(

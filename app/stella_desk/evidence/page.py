@@ -46,7 +46,7 @@ from stella_desk.evidence.table import (
     local_time,
 )
 from stella_desk.evidence.verify import VerifyDialog
-from stella_desk.ops import Change, OpChanges, OpFailed, Ops
+from stella_desk.ops import Change, OpChanges, OpFailed, Ops, Reads
 from stella_desk.session import Session
 from stella_desk.tables import record_view
 
@@ -118,6 +118,7 @@ class EvidencePage(QWidget):
         self.export_dialog: ExportDialog | None = None
         self.verify_dialog: VerifyDialog | None = None
         self._generation = 0  # a newer load supersedes an older one still in flight
+        self._reads = Reads()
         self._detail_generation = 0
         self._loaded_once = False
         self._restoring = False
@@ -196,8 +197,7 @@ class EvidencePage(QWidget):
     # --- loading ---------------------------------------------------------------------------
     async def refresh(self) -> None:
         """Ask the ledger for what the filters select; keep the selected packet selected."""
-        self._generation += 1
-        generation = self._generation
+        generation = self._generation = self._reads.begin()
         stella = self.session.require()
         where = self.filters.where()
         try:
@@ -206,8 +206,12 @@ class EvidencePage(QWidget):
             )
         except OpFailed:
             return  # presented by the window's banner
+        finally:
+            self._reads.end()
         if generation != self._generation:
+            await self._reads.settle(generation)  # a newer read: its result is the answer
             return
+        self._reads.land(generation)
         self._loaded_once = True
         selected = self.selected_packet()
         self.checkpoint = ledger.checkpoint
@@ -229,7 +233,12 @@ class EvidencePage(QWidget):
         self.loaded.emit()
 
     def _on_changes(self, changes: OpChanges) -> None:
-        if self.session.ready and changes.touches(Change.PERSON):
+        if not self.session.ready:
+            return
+        # Off screen, the next showEvent reads the ledger anyway.
+        if changes.touches(Change.PERSON) or (
+            changes.touches(Change.EVIDENCE) and self.isVisible()
+        ):
             self.ops.spawn(self.refresh())
 
     def showEvent(self, event: QShowEvent) -> None:

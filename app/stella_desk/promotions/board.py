@@ -1,11 +1,13 @@
 """The Promotions page: the pipeline board. One column per environment, in promotion order: what
 runs there and since when, an active freeze, and the promotions on their way in.
 
-The board reads `promotions.pipeline()` every `POLL_MS` while it is on screen (faster while a
-promotion deploys, so "deploying" becomes "deployed" without a click) and rebuilds its columns
-only when what it read differs. A promotion card opens the promotion; a blocked one says why
-in one line and opens the gate-by-gate panel from "Why?". "Promote…" opens the wizard.
-While a promotion is blocked, a poll every `RECHECK_SECONDS` first decides it again if its gates
+The board reads `promotions.pipeline()` when it is shown and whenever a promotion or an
+environment changes, here or in another process (the change feed, `stella_desk.feed`), and
+rebuilds its columns only when what it read differs. Only while that feed is down does it poll,
+every `POLL_MS` (faster while a promotion deploys, so "deploying" becomes "deployed" unaided).
+A promotion card opens the promotion; a blocked one says why in one line and opens the
+gate-by-gate panel from "Why?". "Promote…" opens the wizard.
+While a promotion is blocked, a read every `RECHECK_SECONDS` first decides it again if its gates
 have cleared (the recheck `stella serve` does), so a freeze that ends lets it go on by itself.
 """
 
@@ -33,6 +35,8 @@ from PySide6.QtWidgets import (
 from stella_core.promotions.model import PromotionStatus
 from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, Card, EmptyState, PageHeader, label
+from stella_desk.fit import ElidedLabel, slim_scrollbar
+from stella_desk.humane import clock, short_id, when, when_recent
 from stella_desk.ops import Change, OpChanges, OpFailed, Ops
 from stella_desk.promotions.detail import PromotionDialog
 from stella_desk.promotions.status import (
@@ -41,10 +45,8 @@ from stella_desk.promotions.status import (
     gate_reasons,
     is_blocked,
     main_reason,
-    short_when,
     status_pill,
     status_text,
-    when_text,
 )
 from stella_desk.promotions.why import WhyDialog
 from stella_desk.promotions.wizard import PromoteDialog, describe_request
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 
 RECENT_READ = 30  # ended promotions read per refresh, newest first
 RECENT_SHOWN = 3  # of those, shown per environment
+COLUMN_WIDTH = 290
 POLL_MS = 2000
 MOVING_POLL_MS = 700  # while a promotion is approved or deploying
 RETRY_MS = 5000  # after a failed read
@@ -169,10 +172,9 @@ class PromotionCard(PromotionFrame):
         column.setSpacing(3)
         top = QHBoxLayout()
         top.setSpacing(8)
-        self.release = label(promotion["release"])
+        self.release = ElidedLabel(promotion["release"])
         self.release.setStyleSheet("font-weight: 600;")
-        top.addWidget(self.release)
-        top.addStretch(1)
+        top.addWidget(self.release, 1)
         self.pill = status_pill(self.status)
         top.addWidget(self.pill, 0, Qt.AlignmentFlag.AlignVCenter)
         column.addLayout(top)
@@ -219,16 +221,15 @@ class HistoryLine(PromotionFrame):
         row = QHBoxLayout(self)
         row.setContentsMargins(6, 3, 6, 3)
         row.setSpacing(8)
-        self.release = label(promotion["release"])
-        row.addWidget(self.release)
+        self.release = ElidedLabel(promotion["release"])
+        row.addWidget(self.release, 1)
         self.pill = status_pill(self.status)
         row.addWidget(self.pill, 0, Qt.AlignmentFlag.AlignVCenter)
-        row.addStretch(1)
-        self.when = label(short_when(promotion.get("updated_at")), "muted")
+        self.when = label(when_recent(promotion.get("updated_at")), "muted")
         row.addWidget(self.when)
         self.setToolTip(
             f"{promotion['release']} {status_text(self.status)} on "
-            f"{when_text(promotion.get('updated_at'))}: open it"
+            f"{when(promotion.get('updated_at'))}: open it"
         )
 
 
@@ -239,7 +240,7 @@ class FreezeBanner(QFrame):
         column = QVBoxLayout(self)
         column.setContentsMargins(10, 7, 10, 8)
         column.setSpacing(2)
-        self.title = label(f"❄ Frozen until {when_text(freeze['end'])}")
+        self.title = label(f"❄ Frozen until {when(freeze['end'])}")
         self.title.setStyleSheet("font-weight: 600;")
         column.addWidget(self.title)
         self.reason = label(str(freeze.get("reason") or ""))
@@ -248,7 +249,7 @@ class FreezeBanner(QFrame):
         allow = list(freeze.get("allow") or [])
         if allow:
             column.addWidget(label(f"Allowed to promote anyway: {', '.join(allow)}"))
-        self.setToolTip(f"freeze {freeze['id']}, from {when_text(freeze['start'])}")
+        self.setToolTip(f"freeze {short_id(freeze['id'])}, from {when(freeze['start'])}")
 
     def text(self) -> str:
         return f"{self.title.text()} {self.reason.text()}"
@@ -269,10 +270,11 @@ class EnvironmentColumn(Card):
         self.cards: list[PromotionCard] = []
         self.history: list[HistoryLine] = []
         self.freezes: list[FreezeBanner] = []
-        self.setMinimumWidth(270)
+        # Fixed width: eight columns scroll sideways rather than squeeze or widen the window.
+        self.setFixedWidth(COLUMN_WIDTH)
         body = self.body
         body.setSpacing(6)
-        self.title = label(self.name, "env")
+        self.title = ElidedLabel(self.name, "env")
         body.addWidget(self.title)
         facts = QHBoxLayout()
         facts.setSpacing(6)
@@ -301,11 +303,11 @@ class EnvironmentColumn(Card):
         body.addWidget(label("RUNS NOW", "section"))
         current = column.get("current")
         self.current_release: str | None = current["release"] if current else None
-        self.current = label(current["release"] if current else "Nothing yet", "release")
+        self.current = ElidedLabel(current["release"] if current else "Nothing yet", "release")
         if not current:
             self.current.setProperty("kind", "muted")
         body.addWidget(self.current)
-        self.since = label(f"since {when_text(current['since'])}" if current else "", "muted")
+        self.since = label(f"since {when(current['since'])}" if current else "", "muted")
         self.since.setVisible(bool(current))
         body.addWidget(self.since)
 
@@ -315,7 +317,7 @@ class EnvironmentColumn(Card):
             body.addWidget(banner)
         for freeze in column.get("upcoming_freezes") or []:
             planned = label(
-                f"Freeze planned {when_text(freeze['start'])} to {when_text(freeze['end'])}: "
+                f"Freeze planned {when(freeze['start'])} to {when(freeze['end'])}: "
                 f"{freeze.get('reason') or ''}",
                 "muted",
             )
@@ -361,7 +363,9 @@ class PromotionsPage(QWidget):
         self.dialog: PromotionDialog | None = None
         self.why_dialog: WhyDialog | None = None
         self._generation = 0
-        self._loading = False
+        self._shown_generation = 0  # the generation of the read the board shows
+        self._loads = 0  # reads in flight
+        self._poll_task: asyncio.Task[Any] | None = None
         self._failing = False
         self._rechecked_at = time.monotonic()
         self._timer = QTimer(self)
@@ -388,6 +392,7 @@ class PromotionsPage(QWidget):
         self.board_scroll = QScrollArea()
         self.board_scroll.setWidgetResizable(True)
         self.board_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        slim_scrollbar(self.board_scroll)
         board = QWidget()
         self._row = QHBoxLayout(board)
         self._row.setContentsMargins(0, 0, 0, 0)
@@ -408,11 +413,12 @@ class PromotionsPage(QWidget):
 
     # --- loading ---------------------------------------------------------------------------
     async def refresh(self, *, poll: bool = False) -> Board | None:
-        """Read the pipeline; rebuild the board only when it changed."""
+        """Read the pipeline; rebuild the board only when it changed. Returns what the board
+        shows once it is at least as new as this call (a newer read may have superseded it)."""
         self._generation += 1
         generation = self._generation
         stella = self.session.require()
-        self._loading = True
+        self._loads += 1
         recheck = poll and self._recheck_due()
         try:
             board = await self.ops.run(
@@ -428,13 +434,17 @@ class PromotionsPage(QWidget):
                 self._schedule()
             return None
         finally:
-            self._loading = False
+            self._loads -= 1
         if generation != self._generation:
-            return None
+            # A newer read (a change heard meanwhile) is on its way: its board is the answer.
+            while self._shown_generation < generation and self._loads:
+                await asyncio.sleep(0.02)
+            return self.data if self._shown_generation >= generation else None
+        self._shown_generation = generation
         self._failing = False
         if board != self.data:
             self._show(board)
-        self._set_live(f"Updated {datetime.now().astimezone():%H:%M:%S}")
+        self._set_live(f"Updated {clock(datetime.now().astimezone())}")
         self._schedule()
         self.loaded.emit()
         return board
@@ -480,7 +490,8 @@ class PromotionsPage(QWidget):
     def _recheck_due(self) -> bool:
         blocked = PromotionStatus.BLOCKED.value in self._pending_statuses()
         now = time.monotonic()
-        if not blocked or now - self._rechecked_at < RECHECK_SECONDS:
+        # (A tenth of slack: the timer that asks may fire a hair early.)
+        if not blocked or now - self._rechecked_at < RECHECK_SECONDS * 0.9:
             return False
         self._rechecked_at = now
         return True
@@ -489,24 +500,39 @@ class PromotionsPage(QWidget):
         if not (self.isVisible() and self.session.ready):
             self._timer.stop()
             return
-        interval = RETRY_MS if self._failing else MOVING_POLL_MS if self._moving() else POLL_MS
+        if self.session.live and not self._failing:
+            # Changes arrive by themselves; only a blocked promotion needs a timed look (a
+            # freeze ends by the clock, not by a write).
+            if PromotionStatus.BLOCKED.value not in self._pending_statuses():
+                self._timer.stop()
+                return
+            interval = int(RECHECK_SECONDS * 1000)
+        else:
+            interval = RETRY_MS if self._failing else MOVING_POLL_MS if self._moving() else POLL_MS
         if self._timer.interval() != interval:
             self._timer.setInterval(interval)
         if not self._timer.isActive():
             self._timer.start()
 
     def _tick(self) -> None:
-        if self._loading or not self.isVisible() or not self.session.ready:
+        polling = self._poll_task is not None and not self._poll_task.done()
+        if polling or self._loads or not self.isVisible() or not self.session.ready:
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # the loop has ended (shutdown): nothing may be started now
             self._timer.stop()
             return
-        self.ops.spawn(self.refresh(poll=True))
+        # Kept: a timer that fires again before this task starts must not start a second one.
+        self._poll_task = self.ops.spawn(self.refresh(poll=True))
 
     def _on_changes(self, changes: OpChanges) -> None:
-        if self.session.ready and changes.touches(Change.PROMOTIONS, Change.PERSON):
+        if not self.session.ready:
+            return
+        # Off screen, the next showEvent reads the board anyway.
+        if changes.touches(Change.PERSON) or (
+            changes.touches(Change.PROMOTIONS, Change.ENVIRONMENTS) and self.isVisible()
+        ):
             self.ops.spawn(self.refresh())
 
     def showEvent(self, event: QShowEvent) -> None:

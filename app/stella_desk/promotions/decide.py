@@ -67,13 +67,22 @@ class DecisionBar(QFrame):
         self.reject_button.clicked.connect(lambda: self.ops.spawn(self.reject()))
         self.comment.textEdited.connect(lambda _text: self.error_box.hide())
         self._busy = False
+        self._own = False  # the acting person requested the promotion shown
 
-    def set_promotion(self, promotion_id: UUID | None) -> None:
-        """Decide this promotion next; a different one clears the comment and any refusal."""
+    def set_promotion(self, promotion_id: UUID | None, requested_by: str | None = None) -> None:
+        """Decide this promotion next; a different one clears the comment and any refusal.
+        The person who requested it is not offered Approve (they may still reject it)."""
         if promotion_id != self.promotion_id:
             self.comment.clear()
             self.error_box.hide()
         self.promotion_id = promotion_id
+        identity = self.session.identity
+        self._own = identity is not None and requested_by == identity.user
+        self.approve_button.setToolTip(
+            "You requested this promotion: someone else approves it"
+            if self._own
+            else "Sign your approval with your own key"
+        )
         self._set_busy(False)
 
     async def approve(self) -> Promotion | None:
@@ -84,7 +93,7 @@ class DecisionBar(QFrame):
 
     async def _decide(self, *, approve: bool) -> Promotion | None:
         promotion_id = self.promotion_id
-        if promotion_id is None or self._busy:
+        if promotion_id is None or self._busy or (approve and self._own):
             return None
         comment = self.comment.text().strip()
         if not approve and not comment:
@@ -133,3 +142,5 @@ class DecisionBar(QFrame):
         self._busy = busy
         for widget in (self.comment, self.approve_button, self.reject_button):
             widget.setEnabled(not busy and self.promotion_id is not None)
+        if self._own:
+            self.approve_button.setEnabled(False)

@@ -291,9 +291,11 @@ class PromotionDialog(QDialog):
         self.gates.set_gates(view.why["gates"] if is_open else p.gates_json())
         if previous is None:
             self._show_digests(p)
-        self.decision.setVisible(is_open)
-        self.decision.set_promotion(p.id if is_open else None)
         identity = self.session.identity
+        # Auditors read decisions and take none: no decision bar for them.
+        audits = identity is not None and identity.role.value == "auditor"
+        self.decision.setVisible(is_open and not audits)
+        self.decision.set_promotion(p.id if is_open else None, p.requested_by)
         can_cancel = identity is not None and may_request(identity.role)
         self.cancel_button.setVisible(can_cancel and p.status.value not in ENDED_STATUSES)
         if p.status.value in ENDED_STATUSES:

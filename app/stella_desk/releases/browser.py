@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
 
 from stella_core.releases.model import Release
 from stella_desk.chrome import PAGE_MARGINS, PageHeader, label
-from stella_desk.ops import Change, OpChanges, OpFailed, Ops
+from stella_desk.ops import Change, OpChanges, OpFailed, Ops, Reads
 from stella_desk.releases.create import CreateReleaseDialog
 from stella_desk.releases.detail import ReleaseDetail
 from stella_desk.releases.table import Column, ReleaseFilterProxy, ReleaseRole, ReleaseTableModel
@@ -40,6 +40,7 @@ class ReleaseBrowser(QWidget):
         self.proxy = ReleaseFilterProxy(self.model, self)
         self.dialog: CreateReleaseDialog | None = None
         self._generation = 0  # a newer load supersedes an older one still in flight
+        self._reads = Reads()
 
         page = QVBoxLayout(self)
         page.setContentsMargins(*PAGE_MARGINS)
@@ -95,8 +96,7 @@ class ReleaseBrowser(QWidget):
     # --- loading ---------------------------------------------------------------------------
     async def refresh(self) -> None:
         """Fetch the list once; keep the selected release selected."""
-        self._generation += 1
-        generation = self._generation
+        generation = self._generation = self._reads.begin()
         stella = self.session.require()
         try:
             releases = await self.ops.run(
@@ -104,8 +104,12 @@ class ReleaseBrowser(QWidget):
             )
         except OpFailed:
             return  # presented by the window's banner
+        finally:
+            self._reads.end()
         if generation != self._generation:
+            await self._reads.settle(generation)  # a newer read: its result is the answer
             return
+        self._reads.land(generation)
         selected = self.selected_release()
         self.model.set_releases(releases)
         if selected is None or not self.select_release(selected.name):

@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
 
 from stella_core.releases.model import Release, ReleaseComponent
 from stella_desk.chrome import Card, label
+from stella_desk.fit import ElidedLabel
+from stella_desk.humane import short_id
 from stella_desk.releases.table import created_text
 from stella_desk.theme import mono_font
 
@@ -132,26 +134,22 @@ class ReleaseDetail(QWidget):
 
     @staticmethod
     def _heading(release: Release) -> QHBoxLayout:
+        # The name gives way ("…", full in the tooltip) so the digests keep their width.
         row = QHBoxLayout()
         row.setSpacing(12)
-        title = label(release.name, selectable=True)
+        title = ElidedLabel(release.name)
         title.setObjectName("releaseName")
         title.setStyleSheet("font-size: 17px; font-weight: 600;")
-        row.addWidget(title)
+        row.addWidget(title, 1)
         count = len(release.components)
         noun = "component" if count == 1 else "components"
-        row.addWidget(
-            label(
-                f"created {created_text(release)} by {release.created_by} · {count} {noun}",
-                "muted",
-            ),
-            0,
-            Qt.AlignmentFlag.AlignBottom,
+        facts = label(
+            f"created {created_text(release)} by {release.created_by} · {count} {noun} · "
+            f"id {short_id(release.id)}",
+            "muted",
         )
-        row.addStretch(1)
-        ident = label(f"id {release.id}", "muted", selectable=True)
-        ident.setFont(mono_font(8.5))
-        row.addWidget(ident, 0, Qt.AlignmentFlag.AlignBottom)
+        facts.setToolTip(f"release id {release.id}")
+        row.addWidget(facts, 0, Qt.AlignmentFlag.AlignBottom)
         return row
 
     def digest_texts(self) -> list[str]:

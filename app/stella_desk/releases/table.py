@@ -20,6 +20,7 @@ from PySide6.QtCore import (
 )
 
 from stella_core.releases.model import Release
+from stella_desk.humane import when, when_exact
 from stella_desk.tables import TextFilterProxy, follow_permutation, sort_permutation
 from stella_desk.theme import mono_font
 
@@ -58,8 +59,7 @@ SORT_KEYS: dict[Column, Callable[[Release], Any]] = {
 
 
 def created_text(release: Release) -> str:
-    text: str = release.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    return text
+    return when(release.created_at)
 
 
 def digest_summary(release: Release) -> str:
@@ -177,6 +177,10 @@ class ReleaseTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole and column is Column.DIGESTS:
             return "\n".join(f"{c.name}  {c.digest}" for c in release.components)
+        if role == Qt.ItemDataRole.ToolTipRole and column is Column.NAME:
+            return release.name  # the column may cut a long one short
+        if role == Qt.ItemDataRole.ToolTipRole and column is Column.CREATED:
+            return when_exact(release.created_at)
         return None
 
     def headerData(

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, PageHeader, label
-from stella_desk.ops import Change, OpChanges, OpFailed, Ops
+from stella_desk.ops import Change, OpChanges, OpFailed, Ops, Reads
 from stella_desk.runs.monitor import WRITERS, RunMonitor
 from stella_desk.runs.sandbox import SandboxNotice, sandbox_notice
 from stella_desk.runs.start import StartRunDialog
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from stella_core.workflows.store import RunInfo
 
 RUN_LIMIT = 10_000  # newest runs listed
-LIST_REFRESH_MS = 5000  # while the list shows runs that are still going
+LIST_REFRESH_MS = 5000  # while the list shows runs still going and the change feed is down
 
 COLUMN_WIDTHS = {
     Column.TEMPLATE: 220,
@@ -111,6 +111,7 @@ class RunsPage(QWidget):
         self.proxy = RunFilterProxy(self.model, self)
         self.dialog: StartRunDialog | None = None
         self._generation = 0
+        self._reads = Reads()
         self._list_timer = QTimer(self)
         self._list_timer.setInterval(LIST_REFRESH_MS)
         self._list_timer.timeout.connect(self._refresh_tick)
@@ -182,8 +183,7 @@ class RunsPage(QWidget):
     # --- loading ---------------------------------------------------------------------------
     async def refresh(self) -> None:
         """Fetch the list; start this window's worker the first time, if it should run one."""
-        self._generation += 1
-        generation = self._generation
+        generation = self._generation = self._reads.begin()
         stella = self.session.require()
         self._serve()
         self._update_actions()
@@ -197,8 +197,12 @@ class RunsPage(QWidget):
             )
         except OpFailed:
             return  # presented by the window's banner
+        finally:
+            self._reads.end()
         if generation != self._generation:
+            await self._reads.settle(generation)  # a newer read: its result is the answer
             return
+        self._reads.land(generation)
         runs_here = self.worker is not None and self.worker.running
         self.sandbox_notice.show_notice(sandbox_notice(settings, runs_here=runs_here))
         selected = self.selected_run()
@@ -233,7 +237,8 @@ class RunsPage(QWidget):
             self.ops.spawn(self.refresh())
 
     def _schedule_list(self) -> None:
-        going = any(r.status in ACTIVE_RUN for r in self.model.runs())
+        # Polled only while changes made elsewhere are not heard (the change feed is down).
+        going = not self.session.live and any(r.status in ACTIVE_RUN for r in self.model.runs())
         on_screen = self.isVisible() and self.stack.currentWidget() is self.list_page
         if going and on_screen:
             if not self._list_timer.isActive():
@@ -249,6 +254,13 @@ class RunsPage(QWidget):
             self.ops.spawn(self.refresh())
             if self.monitor.run is not None:
                 self.ops.spawn(self.monitor.open_run(self.monitor.run.id))
+        elif (
+            changes.touches(Change.RUNS)
+            and self.isVisible()
+            and self.stack.currentWidget() is self.list_page
+        ):
+            # Off screen or in the monitor, showing the list reads it again anyway.
+            self.ops.spawn(self.refresh())
 
     # --- list and monitor ------------------------------------------------------------------
     def selected_run(self) -> RunInfo | None:

@@ -155,12 +155,15 @@ def cmd_user_list(args: argparse.Namespace) -> None:
 
 
 def cmd_profile_list(args: argparse.Namespace) -> None:
-    import os
-
-    from stella_core.profiles import ProfileStore, stella_home, target_of
+    from stella_core.profiles import (
+        ProfileStore,
+        configured_database_url,
+        stella_home,
+        target_of,
+    )
 
     store = ProfileStore(stella_home())
-    target = target_of(os.environ.get("STELLA_DATABASE_URL"))
+    target = target_of(configured_database_url(stella_home()))
     default = store.default_name(target)
     names = store.names(target)
     value = [{"name": n, "default": n == default, "target": target} for n in names]
@@ -197,6 +200,12 @@ def cmd_registry_add(args: argparse.Namespace) -> None:
             args.name, args.url, username=args.username, password=password, insecure=args.insecure
         )
     _out(args, _registry_json(reg), lambda: [f"added registry {reg.name} ({reg.url})"])
+
+
+def cmd_registry_remove(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        reg = stella.releases.remove_registry(args.name)
+    _out(args, _registry_json(reg), lambda: [f"removed registry {reg.name} ({reg.url})"])
 
 
 def cmd_registry_list(args: argparse.Namespace) -> None:
@@ -789,6 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
         "only) and skip TLS certificate verification",
     )
     leaf(reg, "list", cmd_registry_list, "list registries")
+    p = leaf(reg, "remove", cmd_registry_remove, "remove a registry no component uses")
+    p.add_argument("name")
 
     comp = groups.add_parser("component", help="components").add_subparsers(
         dest="cmd", required=True

@@ -1,4 +1,5 @@
-"""`stella env freeze`, `stella promote`, `stella promotion …`, `stella approve|reject`.
+"""`stella env freeze|freezes|freeze-lift|freeze-edit`, `stella promote`, `stella promotion …`,
+`stella approve|reject`.
 
 A refused decision (self-approval under separation of duties, not eligible, already decided)
 exits 3 with the reason, so a script can tell a refusal from a failure (1) or bad input (2).
@@ -69,20 +70,52 @@ def cmd_env_freeze(args: argparse.Namespace) -> None:
     )
 
 
+def _freeze_line(f: Any) -> str:
+    lifted = f"  (lifted by {f.changed_by})" if f.lifted else ""
+    return (
+        f"{f.environment:12} {f.starts_at:%Y-%m-%d %H:%M} → {f.ends_at:%Y-%m-%d %H:%M}"
+        f"  {f.reason}  [{str(f.id).replace('-', '')[:8]}]{lifted}"
+    )
+
+
 def cmd_env_freezes(args: argparse.Namespace) -> None:
     with acting(args) as stella:
         freezes = stella.environments.freezes(args.name)
     value = [f.to_json() for f in freezes]
+    out(args, value, [_freeze_line(f) for f in freezes] or ["no freeze windows"])
+
+
+def cmd_env_freeze_lift(args: argparse.Namespace) -> None:
+    """Admins: end a freeze now (kept and audited by the database)."""
+    with acting(args) as stella:
+        freeze = stella.environments.lift_freeze(args.freeze, reason=args.reason)
     out(
         args,
-        value,
-        [
-            f"{f.environment:12} {f.starts_at:%Y-%m-%d %H:%M} → {f.ends_at:%Y-%m-%d %H:%M}"
-            f"  {f.reason}"
-            for f in freezes
-        ]
-        or ["no freeze windows"],
+        freeze.to_json(),
+        [f"lifted the freeze on {freeze.environment}: {_freeze_line(freeze)}"],
     )
+
+
+def cmd_env_freeze_edit(args: argparse.Namespace) -> None:
+    """Admins: change a freeze's dates, reason or allow list (kept and audited)."""
+    changes: dict[str, Any] = {}
+    if args.start is not None:
+        changes["start"] = time_flag(args.start, "--start")
+    if args.end is not None:
+        changes["end"] = time_flag(args.end, "--end")
+    if args.freeze_reason is not None:
+        changes["freeze_reason"] = args.freeze_reason
+    if args.no_allow:
+        changes["allow"] = []
+    elif args.allow:
+        changes["allow"] = args.allow
+    if not changes:
+        raise DefinitionError(
+            "nothing to change: give --start, --end, --freeze-reason, --allow or --no-allow"
+        )
+    with acting(args) as stella:
+        freeze = stella.environments.edit_freeze(args.freeze, reason=args.reason, **changes)
+    out(args, freeze.to_json(), [_freeze_line(freeze)])
 
 
 def _promotion_lines(p: dict[str, Any]) -> list[str]:
@@ -250,6 +283,24 @@ def register(groups: Any, leaf: Any, env: Any) -> None:
     )
     p = leaf(env, "freezes", cmd_env_freezes, "list freeze windows")
     p.add_argument("name", nargs="?", default=None)
+    p = leaf(env, "freeze-lift", cmd_env_freeze_lift, "admins: end a freeze window now")
+    p.add_argument("freeze", help="the freeze's id (its first 8 characters are enough)")
+    p.add_argument("--reason", required=True, help="why it is lifted")
+    p = leaf(env, "freeze-edit", cmd_env_freeze_edit, "admins: change a freeze window")
+    p.add_argument("freeze", help="the freeze's id (its first 8 characters are enough)")
+    p.add_argument("--reason", required=True, help="why it changes")
+    p.add_argument("--start", default=None, help="ISO 8601 time with a timezone")
+    p.add_argument("--end", default=None, help="ISO 8601 time with a timezone")
+    p.add_argument("--freeze-reason", default=None, help="the freeze's own reason, new text")
+    p.add_argument(
+        "--allow",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PERSON",
+        help="people who may still promote into it (replaces the list)",
+    )
+    p.add_argument("--no-allow", action="store_true", help="nobody may promote into it")
 
     p = leaf(groups, "promote", cmd_promote, "request a promotion of a release")
     p.add_argument("release")

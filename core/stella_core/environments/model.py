@@ -65,9 +65,19 @@ class Freeze(BaseModel):
     allow: tuple[str, ...]
     created_at: datetime
     created_by: str
+    # The latest change (an admin's edit or lift), if any: the fields above are as it left them.
+    lifted_at: datetime | None = None
+    changed_at: datetime | None = None
+    changed_by: str | None = None
+    change_reason: str | None = None
+    changes: int = Field(default=0, ge=0)
 
     def active(self, at: datetime) -> bool:
         return self.starts_at <= at < self.ends_at
+
+    @property
+    def lifted(self) -> bool:
+        return self.lifted_at is not None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -79,4 +89,9 @@ class Freeze(BaseModel):
             "allow": list(self.allow),
             "created_at": self.created_at.isoformat(),
             "created_by": self.created_by,
+            "lifted_at": self.lifted_at.isoformat() if self.lifted_at else None,
+            "changed_at": self.changed_at.isoformat() if self.changed_at else None,
+            "changed_by": self.changed_by,
+            "change_reason": self.change_reason,
+            "changes": self.changes,
         }

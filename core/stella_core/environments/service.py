@@ -317,6 +317,99 @@ class EnvironmentService:
             )
             return found
 
+    def find_freeze(self, ref: str | UUID) -> Freeze:
+        """A freeze by its id, or by the start of its id as the desk shows it (8 characters)."""
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            freeze_id = _freeze_id(store, ref)
+            found = store.get_freeze(freeze_id)
+        if found is None:
+            raise NotFoundError(f"no freeze {ref}")
+        return found
+
+    def lift_freeze(self, ref: str | UUID, *, reason: str) -> Freeze:
+        """End a freeze now (admins only, with a reason; a freeze not yet started never starts).
+        The database keeps the change, its author and time, and audits it."""
+        _check_why(reason)
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            current = self._changeable(store, _freeze_id(store, ref))
+            return store.change_freeze(identity.tenant_id, current, lift=True, why=reason)
+
+    def edit_freeze(
+        self,
+        ref: str | UUID,
+        *,
+        reason: str,
+        start: datetime = _UNSET,
+        end: datetime = _UNSET,
+        freeze_reason: str = _UNSET,
+        allow: Sequence[str] = _UNSET,
+    ) -> Freeze:
+        """Change a freeze's dates, its reason or who may still promote (admins only, with a
+        reason for the change). An end in the past is a lift; the start of a freeze in force
+        stays."""
+        _check_why(reason)
+        for when, flag in ((start, "--start"), (end, "--end")):
+            if when is not _UNSET:
+                _check_time(when, flag)
+        if freeze_reason is not _UNSET:
+            if not freeze_reason.strip():
+                raise DefinitionError("--freeze-reason must say why the environment is frozen")
+            check_text(freeze_reason, "--freeze-reason")
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            current = self._changeable(store, _freeze_id(store, ref))
+            now = datetime.now(UTC)
+            after = current.model_copy(
+                update={
+                    k: v
+                    for k, v in {
+                        "starts_at": start,
+                        "ends_at": end,
+                        "reason": freeze_reason,
+                        "allow": tuple(allow) if allow is not _UNSET else _UNSET,
+                    }.items()
+                    if v is not _UNSET
+                }
+            )
+            if after.ends_at <= after.starts_at:
+                raise DefinitionError("--end must be after --start")
+            if after.ends_at <= now:
+                raise DefinitionError(
+                    "--end is in the past: to end a freeze now, lift it (stella env freeze-lift)"
+                )
+            if after.starts_at != current.starts_at and (
+                current.starts_at <= now or after.starts_at < now
+            ):
+                raise DefinitionError(
+                    "the start of a freeze in force stays, and a start cannot move into the past"
+                )
+            unknown = sorted(set(after.allow) - {u.name for u in TenancyStore(conn).list_users()})
+            if unknown:
+                raise NotFoundError(f"--allow: no such person: {', '.join(unknown)}")
+            if (after.starts_at, after.ends_at, after.reason, after.allow) == (
+                current.starts_at,
+                current.ends_at,
+                current.reason,
+                current.allow,
+            ):
+                raise DefinitionError("the edit changes nothing")
+            return store.change_freeze(identity.tenant_id, after, lift=False, why=reason)
+
+    @staticmethod
+    def _changeable(store: EnvironmentStore, freeze_id: UUID) -> Freeze:
+        current = store.get_freeze(freeze_id)
+        if current is None:
+            raise NotFoundError(f"no freeze {freeze_id}")
+        if current.lifted:
+            raise DefinitionError(f"freeze {freeze_id} was lifted already")
+        if current.ends_at <= datetime.now(UTC):
+            raise DefinitionError(f"freeze {freeze_id} has ended; an ended freeze is history")
+        return current
+
     def freezes(
         self, name: str | None = None, *, ending_after: datetime | None = None
     ) -> list[Freeze]:
@@ -333,6 +426,43 @@ class EnvironmentService:
         if env is None:
             raise NotFoundError(f"no environment named {name!r}")
         return env
+
+
+def _check_why(reason: str) -> None:
+    if not reason.strip():
+        raise DefinitionError("changing a freeze needs a reason (--reason)")
+    check_text(reason, "--reason")
+
+
+def _check_time(when: datetime, flag: str) -> None:
+    if when.tzinfo is None:
+        raise DefinitionError(f"{flag} needs a timezone (for example 2026-12-24T00:00:00Z)")
+    try:
+        when.astimezone(UTC)
+    except OverflowError:
+        raise DefinitionError(f"{flag} is outside years 1 to 9999 in UTC") from None
+
+
+def _freeze_id(store: EnvironmentStore, ref: str | UUID) -> UUID:
+    """A freeze's id from its full form or a unique start of it (at least 4 hex digits)."""
+    if isinstance(ref, UUID):
+        return ref
+    text = ref.strip().lower()
+    try:
+        return UUID(text)
+    except ValueError:
+        pass
+    prefix = text.replace("-", "")
+    if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+        raise DefinitionError(
+            f"{ref!r} is not a freeze id (its first 8 characters are enough, as listed)"
+        )
+    found = store.freeze_ids(prefix)
+    if not found:
+        raise NotFoundError(f"no freeze {ref}")
+    if len(found) > 1:
+        raise DefinitionError(f"{ref!r} names {len(found)} freezes; give more of the id")
+    return found[0]
 
 
 def _normalised(changes: Mapping[str, Any]) -> dict[str, Any]:

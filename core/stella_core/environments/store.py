@@ -62,6 +62,42 @@ freezes = Table(
     Column("created_by", Text, server_default=FetchedValue()),
 )
 
+# Each freeze as its latest change leaves it (a view over `freezes` and `freeze_changes`).
+current_freezes = Table(
+    "current_freezes",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", PgUUID(as_uuid=True)),
+    Column("environment", Text),
+    Column("starts_at", DateTime(timezone=True)),
+    Column("ends_at", DateTime(timezone=True)),
+    Column("reason", Text),
+    Column("allow", ARRAY(Text)),
+    Column("created_at", DateTime(timezone=True)),
+    Column("created_by", Text),
+    Column("lifted_at", DateTime(timezone=True)),
+    Column("changed_at", DateTime(timezone=True)),
+    Column("changed_by", Text),
+    Column("change_reason", Text),
+    Column("changes", Integer),
+)
+
+freeze_changes = Table(
+    "freeze_changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, server_default=FetchedValue()),
+    Column("tenant_id", PgUUID(as_uuid=True), nullable=False),
+    Column("freeze_id", PgUUID(as_uuid=True), nullable=False),
+    Column("lift", Boolean, nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("allow", ARRAY(Text), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), server_default=FetchedValue()),
+    Column("changed_by", Text, server_default=FetchedValue()),
+)
+
 
 def _env(row: Any) -> Environment:
     return Environment(
@@ -92,6 +128,11 @@ def _freeze(row: Any) -> Freeze:
         allow=tuple(row.allow),
         created_at=row.created_at,
         created_by=row.created_by,
+        lifted_at=getattr(row, "lifted_at", None),
+        changed_at=getattr(row, "changed_at", None),
+        changed_by=getattr(row, "changed_by", None),
+        change_reason=getattr(row, "change_reason", None),
+        changes=getattr(row, "changes", 0) or 0,
     )
 
 
@@ -148,12 +189,55 @@ class EnvironmentStore:
     def freezes(
         self, environment: str | None = None, *, ending_after: datetime | None = None
     ) -> list[Freeze]:
-        query = select(freezes).order_by(freezes.c.starts_at, freezes.c.id)
+        """Freezes as their latest change leaves them (a lifted one ends when it was lifted)."""
+        view = current_freezes
+        query = select(view).order_by(view.c.starts_at, view.c.id)
         if environment is not None:
-            query = query.where(freezes.c.environment == environment)
+            query = query.where(view.c.environment == environment)
         if ending_after is not None:
-            query = query.where(freezes.c.ends_at > ending_after)
+            query = query.where(view.c.ends_at > ending_after)
         return [_freeze(r) for r in self.conn.execute(query)]
+
+    def get_freeze(self, freeze_id: UUID) -> Freeze | None:
+        row = self.conn.execute(
+            select(current_freezes).where(current_freezes.c.id == freeze_id)
+        ).first()
+        return _freeze(row) if row else None
+
+    def freeze_ids(self, prefix: str) -> builtins.list[UUID]:
+        """Freezes whose id, written without dashes, starts with `prefix` (lowercase hex)."""
+        rows = self.conn.execute(
+            select(freezes.c.id).where(
+                text("replace(env.freezes.id::text, '-', '') LIKE :p").bindparams(p=prefix + "%")
+            )
+        )
+        return [r.id for r in rows]
+
+    def change_freeze(
+        self,
+        tenant_id: UUID,
+        freeze: Freeze,
+        *,
+        lift: bool,
+        why: str,
+    ) -> Freeze:
+        """Record a change (the database stamps who and when, and for a lift keeps the dates);
+        the freeze as it now is."""
+        self.conn.execute(
+            freeze_changes.insert().values(
+                tenant_id=tenant_id,
+                freeze_id=freeze.id,
+                lift=lift,
+                starts_at=freeze.starts_at,
+                ends_at=freeze.ends_at,
+                reason=freeze.reason,
+                allow=list(freeze.allow),
+                why=why,
+            )
+        )
+        changed = self.get_freeze(freeze.id)
+        assert changed is not None  # the row was just read under the same transaction
+        return changed
 
     def list(self) -> list[Environment]:
         rows = self.conn.execute(select(environments).order_by(environments.c.promotion_order))

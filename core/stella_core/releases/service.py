@@ -187,6 +187,28 @@ class ReleaseService:
             )
         return registry
 
+    def remove_registry(self, name: str) -> Registry:
+        """Remove a registry no component uses (release managers and admins); its sealed
+        password goes with it. Releases keep their digests: they never name a registry row."""
+        identity = self.tenancy.require(*WRITERS)
+        with self.db.transaction() as conn:
+            store = ReleaseStore(conn)
+            row = store.registry_row(name)
+            if row is None:
+                raise NotFoundError(f"no registry named {name!r}")
+            used = store.components_using(row.id)
+            if used:
+                raise DefinitionError(
+                    f"registry {name!r} is used by component(s) {', '.join(used)}; "
+                    "it stays while a component names it"
+                )
+            removed = next(r for r in store.list_registries() if r.name == name)
+            store.delete_registry(row.id)
+            TenancyStore(conn).append_audit(
+                identity.tenant_id, "registry.remove", "registry", name, {"url": row.url}
+            )
+        return removed
+
     def list_registries(self) -> list[Registry]:
         with self.db.transaction() as conn:
             return ReleaseStore(conn).list_registries()

@@ -135,6 +135,17 @@ class ReleaseStore:
     def registry_row(self, name: str) -> Any | None:
         return self.conn.execute(select(registries).where(registries.c.name == name)).first()
 
+    def components_using(self, registry_id: UUID) -> list[str]:
+        rows = self.conn.execute(
+            select(components.c.name)
+            .where(components.c.registry_id == registry_id)
+            .order_by(components.c.name)
+        )
+        return [r.name for r in rows]
+
+    def delete_registry(self, registry_id: UUID) -> None:
+        self.conn.execute(registries.delete().where(registries.c.id == registry_id))
+
     def registry_rows_by_id(self, ids: set[UUID]) -> dict[UUID, Any]:
         rows = self.conn.execute(select(registries).where(registries.c.id.in_(ids)))
         return {r.id: r for r in rows}

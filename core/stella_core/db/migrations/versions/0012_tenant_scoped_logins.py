@@ -1,7 +1,7 @@
 """A person's name is unique in their tenant only: login roles are named by tenant and name.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 
 PostgreSQL role names are cluster-wide, so while a person's login role was named after them, a
 tenant that added `alice` kept every other tenant from having an `alice`. New login roles are
@@ -18,8 +18,8 @@ that expression; lookups of the session's own row (`db_role = session_user`) sta
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
@@ -70,4 +70,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0010 is not reversible: login roles are named by tenant now")
+    raise NotImplementedError("0012 is not reversible: login roles are named by tenant now")
