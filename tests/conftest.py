@@ -23,6 +23,9 @@ import pytest
 from psycopg import sql
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Embedded servers the tests start stop with their last client, as before lingering existed:
+# runs must not leave servers behind. Tests of lingering set their own value.
+os.environ.setdefault("STELLA_EMBEDDED_LINGER", "0")
 
 _counter = itertools.count()
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QListWidget,
@@ -33,6 +34,9 @@ from stella_desk.dashboard import Dashboard
 from stella_desk.evidence.page import EvidencePage
 from stella_desk.feed import ChangeFeed
 from stella_desk.fit import Floating
+from stella_desk.help import AboutDialog, HelpDialog
+from stella_desk.menus import build_menus
+from stella_desk.nav import NavDelegate, set_badge
 from stella_desk.ops import Change, OpFailed, OpProgress, Ops
 from stella_desk.person import (
     DemoBadge,
@@ -44,6 +48,7 @@ from stella_desk.person import (
 )
 from stella_desk.placeholder import ComingLater
 from stella_desk.promotions.board import PromotionsPage
+from stella_desk.promotions.history import HistoryPage
 from stella_desk.releases.browser import ReleaseBrowser
 from stella_desk.runs.page import RunsPage
 from stella_desk.runs.worker import DeskWorker
@@ -63,6 +68,7 @@ PAGES: list[tuple[str, str]] = [
     ("runs", "Runs"),
     ("promotions", "Promotions"),
     ("approvals", "Approvals"),
+    ("history", "History"),
     ("evidence", "Evidence"),
     ("targets", "Targets"),
     ("admin", "Administration"),
@@ -156,10 +162,13 @@ class MainWindow(QMainWindow):
         self.resize(fitting_size(self))
         self.opened_as: str | None = None  # the profile the desk was opened with
         self.passphrase_dialog: PassphraseDialog | None = None
+        self.help_dialog: HelpDialog | None = None
+        self.about_dialog: AboutDialog | None = None
+        self.theme_mode = theme.saved_mode()
         # What other processes change reaches every page through ops.changed.
         self.feed = ChangeFeed(ops, session, self)
         self.feed.live_changed.connect(self._present_feed)
-        theme.style(self)
+        theme.style(self, self.theme_mode)
 
         self._root = QStackedWidget()
         self.starting = StartingPage()
@@ -172,14 +181,17 @@ class MainWindow(QMainWindow):
         shell.setContentsMargins(0, 0, 0, 0)
         shell.setSpacing(0)
         sidebar = QWidget()
-        sidebar.setObjectName("sidebar")
+        sidebar.setObjectName("deskSidebar")  # not "sidebar": QFileDialog's has that name
         sidebar.setFixedWidth(200)
         side = QVBoxLayout(sidebar)
         side.setContentsMargins(0, 16, 0, 12)
         side.setSpacing(2)
         self.nav = QListWidget()
         self.nav.setObjectName("nav")
-        self.nav.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        # A keyboard path: Tab reaches the list, the arrow keys move between pages.
+        self.nav.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.nav.setAccessibleName("Pages")
+        self.nav.setItemDelegate(NavDelegate(self.nav))
         side.addWidget(self.nav, 1)
         side.addWidget(self._version_label())
         shell.addWidget(sidebar)
@@ -203,6 +215,7 @@ class MainWindow(QMainWindow):
         self.runs = RunsPage(ops, session, registry, worker=worker)
         self.promotions = PromotionsPage(ops, session)
         self.approvals = ApprovalsPage(ops, session)
+        self.history = HistoryPage(ops, session)
         self.evidence = EvidencePage(ops, session)
         self.admin = AdminPage(ops, session)
         self.settings = SettingsPage(ops, session)
@@ -213,6 +226,7 @@ class MainWindow(QMainWindow):
             "runs": self.runs,
             "promotions": self.promotions,
             "approvals": self.approvals,
+            "history": self.history,
             "evidence": self.evidence,
             "admin": self.admin,
             "settings": self.settings,
@@ -225,6 +239,10 @@ class MainWindow(QMainWindow):
             self.nav.addItem(title)
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
 
+        self.menus = build_menus(self, PAGES)
+        self._check_theme_action()
+        # "Follow the system": the platform switching light/dark switches the desk too.
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self._system_scheme_changed)
         self._build_toolbar()
         self._build_status_bar()
         self._busy_timer = QTimer(self)
@@ -244,21 +262,28 @@ class MainWindow(QMainWindow):
             lambda text: self.statusBar().showMessage(text, 6000)
         )
         self.approvals.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.history.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.history.run_requested.connect(lambda run_id: self.ops.spawn(self.open_run(run_id)))
+        self.approvals.pending_changed.connect(self._show_pending)
         self.admin.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.settings.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.admin.people.loaded.connect(self._people_listed)
         self.promotions.run_requested.connect(lambda run_id: self.ops.spawn(self.open_run(run_id)))
         self.starting.quit.clicked.connect(self.close)
         self.nav.setCurrentRow(0)
+        self.set_theme(self.theme_mode, save=False)  # the palette too, as chosen last time
 
-    def _version_label(self) -> QWidget:
+    @staticmethod
+    def _version_text() -> str:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            text = f"v{version('stella-release-desk')}"
+            return f"v{version('stella-release-desk')}"
         except PackageNotFoundError:
-            text = ""
-        widget = label(text)
+            return ""
+
+    def _version_label(self) -> QWidget:
+        widget = label(self._version_text())
         widget.setStyleSheet("color: #6f7792; padding: 0 22px; font-size: 11px;")
         return widget
 
@@ -344,6 +369,7 @@ class MainWindow(QMainWindow):
             self.runs.refresh(),
             self.promotions.refresh(),
             self.approvals.refresh(),
+            self.history.refresh(),
             self.evidence.refresh(),
             self.admin.refresh(),
             self.settings.refresh(),
@@ -438,6 +464,52 @@ class MainWindow(QMainWindow):
     def show_page(self, key: str) -> QWidget:
         self.nav.setCurrentRow([k for k, _ in PAGES].index(key))
         return self.pages[key]
+
+    # --- menu bar, badge and theme (issue 10 §5) --------------------------------------------
+    def _show_pending(self, count: int) -> None:
+        row = [k for k, _ in PAGES].index("approvals")
+        set_badge(self.nav, row, count, "waiting for your decision")
+
+    def set_theme(self, mode: str, *, save: bool = True) -> None:
+        """View > Theme: light, dark or the system's; kept for the next start."""
+        self.theme_mode = mode
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            theme.apply(app, mode)
+        theme.style(self, mode)
+        for page in self.pages.values():
+            restyle = getattr(page, "restyle", None)
+            if callable(restyle):
+                restyle(mode)
+        if save:
+            theme.save_mode(mode)
+        self._check_theme_action()
+
+    def _system_scheme_changed(self, *_args: object) -> None:
+        if self.theme_mode == theme.SYSTEM_MODE:
+            self.set_theme(theme.SYSTEM_MODE, save=False)
+
+    def _check_theme_action(self) -> None:
+        action = self.menus.theme_actions.get(self.theme_mode)
+        if action is not None:
+            action.setChecked(True)
+
+    def open_help(self, tab: str = "pages") -> HelpDialog:
+        if self.help_dialog is None:
+            self.help_dialog = HelpDialog(PAGES, parent=self)
+        self.help_dialog.show_tab(tab)
+        self.help_dialog.open()  # window-modal but asynchronous: the loop keeps running
+        return self.help_dialog
+
+    def open_about(self) -> AboutDialog:
+        if self.about_dialog is None:
+            self.about_dialog = AboutDialog(self._version_text(), parent=self)
+        self.about_dialog.open()
+        return self.about_dialog
+
+    def open_verify(self) -> None:
+        self.show_page("evidence")
+        self.evidence.open_verify_dialog()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # main() closes the core after the loop hears this; the window just goes away.

@@ -11,7 +11,9 @@ import getpass
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import sqlalchemy.exc
@@ -23,9 +25,7 @@ from stella_core.crypto.secretbox import SecretBox
 from stella_core.db import migrate
 from stella_core.db.changes import ChangeListener, Topic
 from stella_core.db.engine import Database, make_engine, translate
-from stella_core.environments.service import EnvironmentService
 from stella_core.errors import DatabaseError, DefinitionError, NotFoundError, StellaError
-from stella_core.evidence.service import EvidenceService
 from stella_core.profiles import (
     EMBEDDED,
     OrchestratorLogin,
@@ -36,8 +36,6 @@ from stella_core.profiles import (
     stella_home,
     target_of,
 )
-from stella_core.promotions.service import PromotionService
-from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.keys import LocalKeys, RegisteredKey
 from stella_core.tenancy.model import ProductRole, User
 from stella_core.tenancy.service import (
@@ -46,7 +44,13 @@ from stella_core.tenancy.service import (
     person_name_from_os,
     person_role_name,
 )
-from stella_core.workflows.service import WorkflowService
+
+if TYPE_CHECKING:
+    from stella_core.environments.service import EnvironmentService
+    from stella_core.evidence.service import EvidenceService
+    from stella_core.promotions.service import PromotionService
+    from stella_core.releases.service import ReleaseService
+    from stella_core.workflows.service import WorkflowService
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class Backend:
     admin_url: str
     embedded: object | None = None
     _admin_engine: Engine | None = field(default=None, repr=False)
+    # The person's engine ensure_ready checked the schema with, connected: the command uses it.
+    _checked: dict[str, Engine] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(
@@ -171,15 +177,21 @@ class Backend:
             self._initialise(profiles)
             changed = True
         profile = profiles.get(self.target, profile_name)
-        person = make_engine(self.person_url(profile), pool_size=1)
+        url = self.person_url(profile)
+        person = make_engine(url)
         try:
             self.check_server(person)
             try:
                 behind = migrate.needs_upgrade(person)
             except sqlalchemy.exc.ProgrammingError:
                 behind = True  # schemas before 0008 let only the admin read their revision
-        finally:
+        except BaseException:
             person.dispose()
+            raise
+        if url in self._checked:
+            person.dispose()  # checked twice: one kept is enough
+        else:
+            self._checked[url] = person
         if behind:
             self.upgrade()
             self._embedded_defaults()
@@ -229,12 +241,19 @@ class Backend:
         on this host: the local executor is turned on for tenants that have no setting yet."""
         if self.target != EMBEDDED:
             return
-        from stella_core.workflows.store import enable_local_executor_everywhere
+        from stella_core.workflows.service import enable_local_executor_everywhere
 
         with self.admin_engine.begin() as conn:
             enable_local_executor_everywhere(conn)
 
+    def engine_for(self, url: str) -> Engine:
+        """A person's engine: the one ensure_ready just used (its connection is open), else new."""
+        return self._checked.pop(url, None) or make_engine(url)
+
     def close(self) -> None:
+        for engine in self._checked.values():
+            engine.dispose()
+        self._checked.clear()
         if self._admin_engine is not None:
             self._admin_engine.dispose()
             self._admin_engine = None
@@ -245,22 +264,50 @@ class Backend:
 
 class Orchestrator:
     """The orchestrator principal: its own database login and the orchestrator key. It alone
-    decides promotions, writes runs and steps, signs system evidence and seals the ledger."""
+    decides promotions, writes runs and steps, signs system evidence and seals the ledger.
+
+    Services are made (and their modules imported) on first use: a command that lists releases
+    never loads the workflow engine."""
 
     def __init__(self, backend: Backend, login: OrchestratorLogin, local_keys: LocalKeys) -> None:
         self.login = login
         self.backend = backend
+        self.local_keys = local_keys
         self.db = self.database()
         self.tenancy = TenancyService(self.db, None)
-        self.evidence = EvidenceService(self.db, self.tenancy, local_keys, orchestrator=True)
-        self.workflows = WorkflowService(
+
+    @cached_property
+    def evidence(self) -> EvidenceService:
+        from stella_core.evidence.service import EvidenceService
+        from stella_core.promotions.decision import replay as replay_decision
+        from stella_core.workflows.service import WorkflowService
+
+        return EvidenceService(
+            self.db,
+            self.tenancy,
+            self.local_keys,
+            decisions=replay_decision,
+            runs=WorkflowService,
+            orchestrator=True,
+        )
+
+    @cached_property
+    def workflows(self) -> WorkflowService:
+        from stella_core.workflows.service import WorkflowService
+
+        return WorkflowService(
             self.db,
             self.tenancy,
             run_end=self._run_ended,
             hooks=[self._after_run],
             orchestrator=True,
         )
-        self.promotions = PromotionService(
+
+    @cached_property
+    def promotions(self) -> PromotionService:
+        from stella_core.promotions.service import PromotionService
+
+        return PromotionService(
             self.db, self.tenancy, self.evidence, self.workflows, orchestrator=True
         )
 
@@ -286,7 +333,9 @@ class Orchestrator:
 class Stella:
     """Every core service, acting as one person (a profile). Where this machine holds the
     orchestrator's login (the embedded default, the host of stella serve) the person's requests
-    are decided here at once by the orchestrator; elsewhere stella serve decides them."""
+    are decided here at once by the orchestrator; elsewhere stella serve decides them.
+
+    Services other than tenancy are made on first use (see Orchestrator)."""
 
     def __init__(
         self, backend: Backend, profile: Profile, orchestrator: Orchestrator | None = None
@@ -295,7 +344,7 @@ class Stella:
         self.home = backend.home
         self.profile = profile
         self.profiles = ProfileStore(backend.home)
-        self.db = Database(make_engine(backend.person_url(profile)), profile.tenant)
+        self.db = Database(backend.engine_for(backend.person_url(profile)), profile.tenant)
         self.provisioner = Provisioner(backend.admin_engine)
         self.secrets = SecretBox.from_home(backend.home)
         self.local_keys = LocalKeys(backend.home, backend.target, self.secrets)
@@ -304,23 +353,55 @@ class Stella:
             login = backend.orchestrator_login(profile.tenant)
             orchestrator = Orchestrator(backend, login, self.local_keys) if login else None
         self.orchestrator = orchestrator
-        system = orchestrator
         self.tenancy = TenancyService(self.db, self.provisioner)
-        self.releases = ReleaseService(self.db, self.tenancy, self.secrets)
-        self.evidence = EvidenceService(
-            self.db, self.tenancy, self.local_keys, system=system.evidence if system else None
-        )
-        self.environments = EnvironmentService(self.db, self.tenancy, self.evidence)
-        self.workflows = WorkflowService(
-            self.db, self.tenancy, system=system.workflows if system else None
-        )
-        self.promotions = PromotionService(
+
+    @cached_property
+    def releases(self) -> ReleaseService:
+        from stella_core.releases.service import ReleaseService
+
+        return ReleaseService(self.db, self.tenancy, self.secrets)
+
+    @cached_property
+    def evidence(self) -> EvidenceService:
+        from stella_core.evidence.service import EvidenceService
+        from stella_core.promotions.decision import replay as replay_decision
+        from stella_core.workflows.service import WorkflowService
+
+        system = self.orchestrator.evidence if self.orchestrator else None
+        return EvidenceService(
             self.db,
             self.tenancy,
-            self.evidence,
-            self.workflows,
-            system=system.promotions if system else None,
+            self.local_keys,
+            decisions=replay_decision,
+            runs=WorkflowService,
+            system=system,
         )
+
+    @cached_property
+    def environments(self) -> EnvironmentService:
+        from stella_core.environments.service import EnvironmentService
+        from stella_core.promotions.decision import check_policy
+
+        return EnvironmentService(self.db, self.tenancy, self.evidence, check_policy=check_policy)
+
+    @cached_property
+    def workflows(self) -> WorkflowService:
+        from stella_core.workflows.service import WorkflowService
+
+        system = self.orchestrator.workflows if self.orchestrator else None
+        workflows = WorkflowService(self.db, self.tenancy, system=system)
+        # Environments own which workflow each deploys with; a workflow in use is not retired.
+        workflows.deployed_with = lambda name: [
+            e.name for e in self.environments.list() if e.workflow == name
+        ]
+        return workflows
+
+    @cached_property
+    def promotions(self) -> PromotionService:
+        from stella_core.promotions.service import PromotionService
+
+        system = self.orchestrator.promotions if self.orchestrator else None
+        return PromotionService(self.db, self.tenancy, self.evidence, self.workflows, system=system)
 
     @classmethod
     def open(

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 
 class StellaError(Exception):
-    """Root of every error the core raises on purpose."""
+    """Root of every error the core raises on purpose.
+
+    The message names inputs as the service does, never a command-line flag (the desktop shows
+    it too); `field`, when given, is the input it is about, in those words, so the command line
+    can name its own flag instead (`cli.common.error_text`)."""
 
     exit_code = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
 
 
 class DefinitionError(StellaError):

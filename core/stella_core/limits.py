@@ -16,7 +16,7 @@ import stat
 import sys
 from typing import Any, Final
 
-from stella_core.errors import DefinitionError
+from stella_core.errors import DefinitionError, InvalidNameError
 
 INT32_MAX: Final = 2**31 - 1  # PostgreSQL `integer`
 INT64_MAX: Final = 2**63 - 1  # PostgreSQL `bigint`
@@ -28,6 +28,19 @@ MAX_LIST_ROWS: Final = 1_000_000  # --limit
 MAX_WAIT_SECONDS: Final = 366 * 24 * 3600  # a timeout beyond a year is a typo, not a plan
 
 _WHOLE = re.compile(r"[+-]?[0-9]+")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """A name of a person, environment, component or registry: one spelling everywhere."""
+    if not NAME_RE.match(value):
+        raise InvalidNameError(
+            f"invalid {kind} name {value!r}: use 1-63 characters a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SHOWN = 40
 
@@ -50,14 +63,16 @@ def _named(what: str, rest: str) -> str:
     return f"{what} {rest}" if what else rest
 
 
-def in_range(value: int, what: str, *, low: int, high: int) -> int:
-    """`value` when low <= value <= high, else a DefinitionError saying the range."""
+def in_range(value: int, what: str, *, low: int, high: int, field: str | None = None) -> int:
+    """`value` when low <= value <= high, else a DefinitionError saying the range (about
+    `field`, the input as a service names it)."""
     if not low <= value <= high:
         raise DefinitionError(
             _named(
                 what,
                 f"{_number(str(value))} is out of range: give a whole number from {low} to {high}",
-            )
+            ),
+            field=field,
         )
     return value
 
@@ -108,11 +123,12 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def check_text(value: str, what: str) -> str:
-    """`value` unchanged when PostgreSQL can store it as text, else a DefinitionError."""
+def check_text(value: str, what: str, *, field: str | None = None) -> str:
+    """`value` unchanged when PostgreSQL can store it as text, else a DefinitionError (about
+    `field`, the input as a service names it)."""
     problem = text_problem(value)
     if problem is not None:
-        raise DefinitionError(_named(what, problem))
+        raise DefinitionError(_named(what, problem), field=field)
     return value
 
 

@@ -23,10 +23,12 @@ EMBEDDED = "embedded"
 DATABASE_URL_ENV = "STELLA_DATABASE_URL"
 
 
-def stella_home() -> Path:
+def stella_home(*, create: bool = True) -> Path:
+    """STELLA_HOME, else the platform's data directory; made (0700) unless `create` is False."""
     override = os.environ.get("STELLA_HOME")
     home = Path(override) if override else Path(platformdirs.user_data_dir("stella-desk"))
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if create:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
     return home.resolve()
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 import qasync
-from PySide6.QtCore import SignalInstance
+from PySide6.QtCore import QSettings, SignalInstance
 from PySide6.QtWidgets import QApplication
 
 from stella_core.demo.seed import seed
@@ -45,6 +45,13 @@ class _AlwaysRunningLoop(qasync.QEventLoop):  # type: ignore[misc]
     def _after_run_forever(self) -> None:
         super()._after_run_forever()
         asyncio.events._set_running_loop(self)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The desk keeps view choices (the theme) in QSettings: each test starts from none.
+    folder = tmp_path_factory.mktemp("settings")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
 
 
 @pytest.fixture(autouse=True)

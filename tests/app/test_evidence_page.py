@@ -17,9 +17,10 @@ from PySide6.QtGui import QFontMetrics, QGuiApplication, QImage
 
 from stella_core.evidence import capsule
 from stella_core.evidence.capsule import read_tar
-from stella_core.evidence.ledger import Filter
+from stella_core.evidence.model import Filter
 from stella_core.evidence.verify import verify_capsule
 from stella_desk.evidence import export as export_module
+from stella_desk.evidence.detail import GOOD
 from stella_desk.evidence.export import RANGE, RELEASE, RUN
 from stella_desk.evidence.page import EvidencePage
 from stella_desk.screenshots import save, show_evidence
@@ -279,19 +280,26 @@ def test_export_writes_an_archive_that_verifies_with_four_passing_checks(
     counts = {name: count for name, count, _ in verify.check_results()}
     assert counts["Signatures"] == 2  # the run packet and the signed manifest
     assert all(count > 0 for count in counts.values())
-    assert verify.verdict.text() == "passed"
+    # Only the archive's own keys vouch for it: consistent, but not green "passed".
+    assert verify.verdict.text() == "signatures valid, signers not trusted"
+    assert not verify.trusted()
+    assert GOOD[0] not in verify.verdict.styleSheet()
+    assert "keys the archive carries" in verify.trust.text()
     assert verify.problem_rows() == []
     assert verify.problems.isHidden()
-    assert "keys carried in the archive" in verify.trust.text()
 
     # With the auditor's own copy of the orchestrator key.
     key = next(k for k in admin.evidence.signing_keys() if k.owner == "orchestrator")
     pem = tmp_path / "orchestrator.pem"
     pem.write_bytes(key.public_key.pem())
     verify.add_keys([pem])
+    assert verify.results.isHidden()  # other keys, another question: the old answer went
     run(verify.verify())
     assert [(name, ok) for name, _, ok in verify.check_results()] == ALL_PASSED
-    assert verify.trust.text() == "Trust: trusted keys given"
+    assert verify.verdict.text() == "passed"
+    assert GOOD[0] in verify.verdict.styleSheet()
+    assert verify.trusted()
+    assert verify.trust.text() == "Trust: the signers are trusted by the keys you added."
 
     result = run(verify.replay())
     assert result is not None
@@ -331,7 +339,10 @@ def test_a_tampered_archive_fails_its_checks_and_names_the_packet(
     assert results["Checkpoints"][1] is True
     assert verify.verdict.text() == "failed"
     problems = verify.problem_rows()
-    assert any(packet == packet_id and check == "Signatures" for packet, check, _ in problems)
+    # Named by its short id (the full one in the row's tooltip and data), as everywhere.
+    short = f"packet {packet_id.replace('-', '')[:8]}"
+    assert any(packet == short and check == "Signatures" for packet, check, _ in problems)
+    assert packet_id in verify.problem_packets()
     assert any(packet == "seq 1" and "SHA256SUMS" in message for packet, _, message in problems)
     assert verify.problems.isVisible()
 
@@ -441,3 +452,55 @@ def test_the_core_filter_is_what_the_bar_describes(desk: MainWindow, run, admin)
     where = page.filters.where()
     assert where == Filter(type="vsa", release="shop-1", person="root")
     run(next_emission(page.loaded))
+
+
+def test_switching_to_a_tampered_archive_clears_passed(
+    qtbot, desk: MainWindow, run, admin, ledger, tmp_path: Path
+) -> None:
+    page = open_page(desk, run)
+    good = tmp_path / "good.tar"
+    result = run(page.ops.run(lambda _r: export_range(admin, good), label="export"))
+    assert result["packets"] == TOTAL
+    files = read_tar(good)
+    name = capsule.packet_file(1)
+    files[name] = flip_base64_field(files[name], "sig")
+    tampered = tmp_path / "tampered.tar"
+    capsule.write_tar(files, tampered)
+    key = next(k for k in admin.evidence.signing_keys() if k.owner == "orchestrator")
+    pem = tmp_path / "orchestrator.pem"
+    pem.write_bytes(key.public_key.pem())
+
+    verify = page.open_verify_dialog(good)
+    verify.add_keys([pem])
+    run(verify.verify())
+    assert verify.verdict.text() == "passed"
+    assert verify.results.isVisible()
+
+    # The auditor picks another archive: the green result of the first one must not stay up.
+    verify.path.setText(str(tampered))
+    assert verify.results.isHidden()
+    assert verify.verdict.text() == ""
+    assert verify.report is None
+    assert not verify.replay_button.isEnabled()
+    run(verify.verify())
+    assert verify.verdict.text() == "failed"
+    assert not verify.trusted()
+
+    # Back to the good one: nothing of the tampered result remains until it is verified again.
+    verify.path.setText(str(good))
+    assert verify.results.isHidden()
+    run(verify.verify())
+    assert verify.verdict.text() == "passed"
+    assert verify.problem_rows() == []
+    save(verify, tmp_path / "verify.png")
+
+
+def export_range(stella, out: Path) -> dict:
+    from datetime import UTC, datetime, timedelta
+
+    from stella_core.evidence.service import Selection
+
+    now = datetime.now(UTC)
+    return stella.evidence.export(
+        Selection(since=now - timedelta(days=1), until=now + timedelta(days=1)), out
+    )

@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtGui import QColor, QImage
 
-from stella_core.evidence.ledger import Filter
+from stella_core.evidence.model import Filter
 from stella_core.tenancy.model import ProductRole
 from stella_desk.person import DEMO_TEXT
 from stella_desk.session import Session

@@ -17,7 +17,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
-from stella_core.evidence.ledger import Filter
+from stella_core.evidence.model import Filter
 from stella_core.promotions.model import PromotionStatus
 from stella_desk.approvals.page import ApprovalsPage
 from stella_desk.promotions import board as board_module

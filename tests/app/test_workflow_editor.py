@@ -412,7 +412,7 @@ def test_the_text_view_round_trips_and_applies_as_one_command(demo: WorkflowEdit
     bad["nodes"][0]["id"] = "Not An Id"
     text.editor.setPlainText(json.dumps(bad))
     assert not text.apply()
-    assert "Not a valid template" in text.error.text()
+    assert "Not a valid workflow" in text.error.text()
     assert document(editor) == before
     assert editor.document.undo_stack.count() == count
 
@@ -624,3 +624,69 @@ def test_keyboard_shortcuts_on_the_canvas(demo: WorkflowEditor, qtbot) -> None:
     field.setFocus()
     qtbot.keyClick(field, Qt.Key.Key_Delete)
     assert editor.document.template.node("pull") is not None
+
+
+def test_ctrl_y_and_ctrl_shift_z_redo(demo: WorkflowEditor, qtbot) -> None:
+    editor = demo
+    editor.activateWindow()
+    qtbot.waitActive(editor)
+    view = editor.view
+    view.setFocus()
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    editor.scene.select_nodes(["announce"])
+    qtbot.keyClick(view, Qt.Key.Key_Delete)
+    assert editor.document.template.node("announce") is None
+    qtbot.keyClick(view, Qt.Key.Key_Z, ctrl)
+    assert editor.document.template.node("announce") is not None
+    qtbot.keyClick(view, Qt.Key.Key_Y, ctrl)
+    assert editor.document.template.node("announce") is None  # Ctrl+Y redid the delete
+    qtbot.keyClick(view, Qt.Key.Key_Z, ctrl)
+    qtbot.keyClick(view, Qt.Key.Key_Z, ctrl | Qt.KeyboardModifier.ShiftModifier)
+    assert editor.document.template.node("announce") is None
+    assert "Ctrl+Y" in editor.redo_action.toolTip() or not editor.redo_action.isEnabled()
+
+
+def test_a_list_input_is_edited_one_item_per_row(demo: WorkflowEditor) -> None:
+    from stella_desk.workflows.listedit import ListEditor
+
+    editor = demo
+    editor.scene.select_nodes(["pull"])
+    row = editor.inspector.rows["inputs.command"]
+    items = row.editor
+    assert isinstance(items, ListEditor)
+    # One row per item, as the person reads them: no brackets, no quotes.
+    assert [r.text() for r in items.rows] == ["./deploy/pull.sh", "web", "worker"]
+
+    added = items.add_item()
+    added.setText("api")
+    added.editingFinished.emit()
+    assert editor.document.template.node("pull").inputs["command"] == [
+        "./deploy/pull.sh",
+        "web",
+        "worker",
+        "api",
+    ]
+    items.remove_item(1)  # "web"
+    assert editor.document.template.node("pull").inputs["command"] == [
+        "./deploy/pull.sh",
+        "worker",
+        "api",
+    ]
+    # Each change is one undoable command.
+    editor.document.undo_stack.undo()
+    assert editor.document.template.node("pull").inputs["command"][1] == "web"
+    assert [r.text() for r in items.rows] == ["./deploy/pull.sh", "web", "worker", "api"]
+
+    # A blank row is being filled in: it is not an item yet and the edit waits for it.
+    items.add_item()
+    assert editor.document.template.node("pull").inputs["command"][-1] == "api"
+    assert len(items.rows) == 5
+
+    # The approval step's people are a list of strings too.
+    editor.scene.select_nodes(["approve"])
+    approvers = editor.inspector.rows["inputs.approvers"].editor
+    assert isinstance(approvers, ListEditor)
+    first = approvers.rows[0]
+    first.setText("carol")
+    first.editingFinished.emit()
+    assert editor.document.template.node("approve").inputs["approvers"] == ["carol"]

@@ -13,6 +13,7 @@ from stella_desk.screenshots import render_screens
 from stella_desk.window import MainWindow
 from stella_desk.workflows.items import Mark
 
+from .conftest import next_emission
 from .test_screens import distinct_colours
 
 
@@ -126,3 +127,96 @@ def test_the_editor_screenshot_is_not_blank(desk: MainWindow, run, tmp_path: Pat
     editor = desk.workflows
     assert len(editor.scene.item_for_node) == 9  # the demo template is loaded
     assert len(editor.scene.item_for_edge) == 8
+
+
+def test_save_is_refused_while_the_name_field_is_invalid(desk: MainWindow, run) -> None:
+    editor = desk.workflows
+    stella = desk.session.stella
+    desk.show_page("workflows")
+    editor.open_sample()
+    assert run(editor.save()) == ("promote-web", 1)
+    editor.scene.select_nodes([])  # the inspector shows the workflow's own fields
+    name = editor.inspector.rows["template.name"].editor
+    name.setText("Promote Web!")  # typed, not yet left: Ctrl+S comes straight after
+    name.textEdited.emit(name.text())
+
+    assert run(editor.save()) is None
+    assert "Not saved" in editor.notice.text()
+    assert "name" in editor.notice.text()
+    assert name.property("invalid") is True
+    assert name.hasFocus() or editor.inspector.rows["template.name"].error.text()
+    assert "promote-web-2" not in [t.name for t in stella.workflows.list_templates()]
+    assert len(stella.workflows.template_versions("promote-web")) == 1
+
+    # Corrected, the save goes under the new name.
+    name.setText("promote-web-2")
+    name.textEdited.emit(name.text())
+    assert run(editor.save()) == ("promote-web-2", 1)
+    assert editor.inspector.rows["template.name"].error.text() == ""
+
+
+def test_rename_and_delete_a_workflow_from_the_library(desk: MainWindow, run, qtbot) -> None:
+    from PySide6.QtCore import Qt
+
+    editor = desk.workflows
+    stella = desk.session.stella
+    desk.show_page("workflows")
+    editor.open_sample()
+    assert run(editor.save()) == ("promote-web", 1)
+    assert not editor.rename_button.isEnabled() or editor.library.selected_name() is not None
+
+    assert editor.library.select_name("promote-web")
+    assert editor.rename_button.isEnabled()
+    editor.rename_button.click()
+    dialog = editor.rename_dialog
+    assert dialog is not None
+    assert dialog.isVisible()
+    dialog.name.setText("Web Promote!")  # not a name: refused before anything is asked
+    assert not dialog.rename_button.isEnabled()
+    assert dialog.error_box.isVisible()
+    dialog.name.setText("deliver")  # the seed's workflow has this name
+    assert dialog.rename_button.isEnabled()
+    run(dialog.submit())
+    assert dialog.isVisible()
+    assert "exists already" in dialog.error_box.text.text()
+    dialog.name.setText("web-promote")
+    qtbot.mouseClick(dialog.rename_button, Qt.MouseButton.LeftButton)
+    run(next_emission(dialog.renamed))
+    run(desk.ops.idle())
+    names = [t.name for t in stella.workflows.list_templates()]
+    assert "web-promote" in names
+    assert "promote-web" not in names
+    assert editor.library.versions_of("web-promote") == [1]
+    assert editor.name_label.text() == "web-promote"  # the canvas shows it under its new name
+    assert "Renamed promote-web to web-promote" in editor.notice.text()
+
+    # Delete asks first, in place; "Keep it" changes nothing.
+    editor.library.select_name("web-promote")
+    editor.delete_button.click()
+    assert editor.confirm.isVisible()
+    assert "web-promote" in editor.confirm.text.text()
+    editor.confirm.keep.click()
+    assert "web-promote" in [t.name for t in stella.workflows.list_templates()]
+    editor.delete_button.click()
+    editor.confirm.go.click()
+    run(desk.ops.idle())
+    assert "web-promote" not in [t.name for t in stella.workflows.list_templates()]
+    assert editor.library.versions_of("web-promote") == []
+    assert "Deleted web-promote" in editor.notice.text()
+
+
+def test_deleting_the_workflow_an_environment_deploys_with_is_refused(
+    desk: MainWindow, run
+) -> None:
+    editor = desk.workflows
+    stella = desk.session.stella
+    desk.show_page("workflows")
+    run(editor.refresh())
+    used = next(e.workflow for e in stella.environments.list() if e.workflow)
+    assert editor.library.select_name(used)
+    editor.delete_button.click()
+    editor.confirm.go.click()
+    run(desk.ops.idle())
+    assert "Not deleted" in editor.notice.text()
+    assert "deploy with it" in editor.notice.text()
+    assert used in [t.name for t in stella.workflows.list_templates()]

@@ -15,6 +15,7 @@ from stella_core.evidence import capsule
 from stella_core.evidence.packets import verify_bundle
 from stella_core.evidence.service import replay_capsule
 from stella_core.evidence.verify import Report, verify_capsule
+from stella_core.promotions.decision import replay as replay_decision
 from tests.support.evidence_helpers import rewrite, without_packet
 from tests.support.memory_ledger import MemoryLedger, entry
 
@@ -146,7 +147,7 @@ def test_an_honest_decision_with_its_named_approvals_verifies_and_replays(ledger
     report = verify_capsule(files, [ledger.orchestrator.public_key()])
     assert report.ok, report.to_json()
     assert report.approval_gaps == []
-    result = replay_capsule(files, [ledger.orchestrator.public_key()])
+    result = replay_capsule(files, [ledger.orchestrator.public_key()], decisions=replay_decision)
     assert result["same"], result
     # The same in forked processes, as the CLI checks large capsules.
     many = verify_capsule(
@@ -176,7 +177,7 @@ def test_an_approval_left_out_of_a_signed_capsule_is_named_and_replay_differs(le
             f"its inputs count bob's approval {digest}, which is not in the capsule",
         )
     ]
-    result = replay_capsule(files, [ledger.orchestrator.public_key()])
+    result = replay_capsule(files, [ledger.orchestrator.public_key()], decisions=replay_decision)
     assert result["same"] is False
     assert result["differences"] == [
         {

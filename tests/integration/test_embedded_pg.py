@@ -75,7 +75,7 @@ def run_child(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     code = CHILD_PRELUDE + textwrap.dedent(script)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "STELLA_EMBEDDED_LINGER": "0"}
     if home_dir is not None:
         env["HOME"] = str(home_dir)
     return subprocess.run(

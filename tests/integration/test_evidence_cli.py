@@ -163,8 +163,9 @@ def test_a_capsule_missing_a_counted_approval_fails_verify_and_replay(
 
 
 def test_verify_ledger_names_a_row_over_another_persons_bundle(world) -> None:
-    from stella_core.evidence.ledger import LedgerStore, Refs
+    from stella_core.evidence.model import Refs
     from stella_core.evidence.predicates import APPROVAL_V1
+    from stella_core.evidence.store import LedgerStore
 
     admin = world.open()
     for name in ("bob", "carol"):

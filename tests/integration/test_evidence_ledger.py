@@ -19,11 +19,12 @@ from stella_core.errors import IntegrityError, StellaError
 from stella_core.evidence import capsule
 from stella_core.evidence.capsule import CapsuleError, read_tar
 from stella_core.evidence.chain import chain_hash
-from stella_core.evidence.ledger import Filter
 from stella_core.evidence.merkle import verify_checkpoint
+from stella_core.evidence.model import Filter
 from stella_core.evidence.predicates import APPROVAL_V1
 from stella_core.evidence.service import Selection, replay_capsule
 from stella_core.evidence.verify import verify_capsule
+from stella_core.promotions.decision import replay as replay_decision
 from stella_core.tenancy.keys import NoSigningKeyError
 from stella_core.tenancy.model import ProductRole
 from tests.support.evidence_helpers import (
@@ -154,14 +155,15 @@ def test_a_person_registers_only_their_own_key_and_signs_only_with_it(world, adm
     bob_key = bob.evidence.ensure_personal_key()
     assert bob_key.owner == "bob"
     # Carol may not register a key in bob's name, nor an orchestrator key.
-    from stella_core.tenancy.keys import KeyStore
+    from stella_core.tenancy.store import KeyStore
 
     for kind, owner in (("person", "bob"), ("orchestrator", "orchestrator")):
         key = SigningKey.generate().public_key()
         with pytest.raises(StellaError), carol.db.transaction() as conn:
             KeyStore(conn).register(carol.db.tenant_id, kind, owner, key)
     # A packet claiming bob's key, appended by carol, is refused by the database.
-    from stella_core.evidence.ledger import LedgerStore, Refs
+    from stella_core.evidence.model import Refs
+    from stella_core.evidence.store import LedgerStore
 
     with pytest.raises(StellaError), carol.db.transaction() as conn:
         LedgerStore(conn).append(
@@ -266,14 +268,14 @@ def test_a_decision_capsule_carries_every_input_and_replays(admin, tmp_path: Pat
     # the policy, the decision record and the request/release/approvals/freezes/history parts
     assert len(inputs) == 7
     assert verify_capsule(files).ok
-    result = replay_capsule(files, None)
+    result = replay_capsule(files, None, decisions=replay_decision)
     assert result["same"] is True
     assert result["differences"] == []
     assert admin.evidence.replay(row.id)["same"] is True
     # What if prod had needed three approvals?
     stricter = json.loads(json.dumps(POLICY))
     stricter["gates"][2]["config"]["required"] = 3
-    what_if = replay_capsule(files, None, stricter)
+    what_if = replay_capsule(files, None, stricter, decisions=replay_decision)
     assert what_if["same"] is False
     kinds = [(d["kind"], d["name"]) for d in what_if["differences"]]
     assert ("gate", "approvals") in kinds
@@ -288,7 +290,7 @@ def test_every_packet_type_replays_the_same(admin, tmp_path: Path) -> None:
     assert count == 7  # with the orchestrator's endorsement of the approver's key
     report = verify_capsule(files)
     assert report.ok, report.to_json()
-    result = replay_capsule(files, None)
+    result = replay_capsule(files, None, decisions=replay_decision)
     assert sorted(p["type"] for p in result["packets"]) == sorted(
         ["run", "vsa", "approval", "deployment", "rollback", "drift", "key"]
     )
@@ -312,7 +314,7 @@ def test_an_export_carries_every_approval_its_decisions_name(world, admin) -> No
     ]
     report = verify_capsule(files, orchestrator)
     assert report.ok, report.to_json()
-    assert replay_capsule(files, orchestrator)["same"]
+    assert replay_capsule(files, orchestrator, decisions=replay_decision)["same"]
 
 
 def test_an_approval_removed_consistently_is_named_and_replay_differs(world, admin) -> None:
@@ -328,7 +330,7 @@ def test_an_approval_removed_consistently_is_named_and_replay_differs(world, adm
         "digests",
         f"its inputs count bob's approval {bob.bundle_digest}, which is not in the capsule",
     ) in [(p.packet, p.check, p.message) for p in report.problems]
-    result = replay_capsule(removed, None)
+    result = replay_capsule(removed, None, decisions=replay_decision)
     assert result["same"] is False
     assert {
         "packet": str(decision.id),
@@ -508,7 +510,8 @@ def test_verify_ledger_holds_each_row_to_its_bundles_signer(world, admin, superu
     emit_other_types(admin)  # orchestrator-signed packets appended by the admin: no problem
     carol_key = carol.evidence.ensure_personal_key()
     assert admin.evidence.verify_ledger().ok
-    from stella_core.evidence.ledger import LedgerStore, Refs
+    from stella_core.evidence.model import Refs
+    from stella_core.evidence.store import LedgerStore
 
     with bob.db.transaction() as conn:
         copied = LedgerStore(conn).bundles([approval.seq])[approval.seq]

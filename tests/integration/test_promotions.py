@@ -17,9 +17,10 @@ from sqlalchemy import text
 from stella_core.demo.seed import seed
 from stella_core.errors import AuthorizationError, StellaError
 from stella_core.evidence.capsule import read_tar
-from stella_core.evidence.ledger import Filter
+from stella_core.evidence.model import Filter
 from stella_core.evidence.service import Selection, replay_capsule
 from stella_core.evidence.verify import verify_capsule
+from stella_core.promotions.decision import replay as replay_decision
 from stella_core.promotions.model import (
     TRANSITIONS,
     ApprovalRefusedError,
@@ -322,14 +323,14 @@ def test_the_decision_replays_from_its_capsule(demo: Demo, tmp_path: Path) -> No
     files = read_tar(out)
     report = verify_capsule(files)
     assert report.ok, report.to_json()
-    result = replay_capsule(files, None)
+    result = replay_capsule(files, None, decisions=replay_decision)
     assert result["same"] is True
     types = sorted({p["type"] for p in result["packets"]})
     assert types == ["approval", "key", "run", "vsa"]
     # What if prod had needed three approvals: the last decision would not have allowed it.
     policy = json.loads(json.dumps(prod.policy))
     next(g for g in policy["gates"] if g["type"] == "approval")["config"]["required"] = 3
-    what_if = replay_capsule(files, None, policy)
+    what_if = replay_capsule(files, None, policy, decisions=replay_decision)
     assert what_if["same"] is False
     assert any(d["name"] == "approval" for d in what_if["differences"])
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stella_core.evidence.ledger import Input, Refs
+from stella_core.evidence.model import Input, Refs
 from stella_core.evidence.packets import IN_TOTO_PAYLOAD_TYPE, b64decode, pae
 from stella_core.evidence.service import Selection
 from stella_core.evidence.verify import verify_capsule
@@ -73,7 +73,7 @@ def test_sign_and_append_then_verify_a_10k_capsule(world) -> None:
     t_single = time.perf_counter() - start
 
     with admin.db.transaction() as conn:
-        from stella_core.evidence.ledger import LedgerStore
+        from stella_core.evidence.store import LedgerStore
 
         bundles = LedgerStore(conn).bundles(list(range(1, APPENDED + 1)))
     messages = [

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stella_core.evidence import capsule
-from stella_core.evidence.ledger import Refs
+from stella_core.evidence.model import Refs
 from stella_core.evidence.predicates import APPROVAL_V1, DEPLOYMENT_V1, DRIFT_V1, ROLLBACK_V1
 from stella_core.promotions.decision import decide
 from tests.support.workflow_helpers import notify, template

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from stella_core.environments.model import MAX_ORDER, MAX_REQUIRED_APPROVALS, Environment
 from stella_core.errors import DefinitionError
-from stella_core.releases.reference import check_name
+from stella_core.limits import check_name
 from stella_desk import humane
 from stella_desk.admin.common import (
     ADMINS,

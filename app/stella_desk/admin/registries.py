@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtWidgets import QCheckBox, QLineEdit, QWidget
 
 from stella_core.errors import DefinitionError
-from stella_core.releases.reference import check_name
+from stella_core.limits import check_name
 from stella_desk import humane
 from stella_desk.admin.common import WRITERS, AdminTab, Col, FormDialog, field_note
 from stella_desk.ops import Change, Ops

@@ -5,7 +5,7 @@ the release's digests. The page fetches; this widget only shows what it is given
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -21,9 +21,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stella_core.errors import NotFoundError
 from stella_desk.chrome import Card, label
 from stella_desk.evidence.detail import SubjectLine
 from stella_desk.promotions.detail import approval_html, signature_pill
+from stella_desk.promotions.diff import tag_text, tags_for
 from stella_desk.promotions.gates import GateList
 from stella_desk.promotions.status import GREEN, RED, set_status_pill, status_pill, when_text
 from stella_desk.promotions.why import approvers_text
@@ -32,6 +34,7 @@ from stella_desk.theme import mono_font
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
     from stella_core.promotions.model import Promotion
+    from stella_core.releases.model import Release
 
 ADDED = "#15803d"
 REMOVED = "#b91c1c"
@@ -45,14 +48,38 @@ class Case:
     promotion: Promotion
     changes: dict[str, Any]
     why: dict[str, Any]
+    # component -> tag, as the release recorded it (None: pinned by digest alone), for the
+    # release being promoted and for the one running in the environment now.
+    tags: dict[str, str | None] = field(default_factory=dict)
+    current_tags: dict[str, str | None] = field(default_factory=dict)
 
 
 # --- worker-thread functions (called inside `ops.run`) ---------------------------------------
 def read_case(stella: Stella, promotion_id: UUID) -> Case:
     promotion = stella.promotions.get(promotion_id)
+    changes = stella.promotions.changes(promotion_id)
+    release = _release(stella, promotion.release)
+    current_name = changes.get("current_release")
+    current = _release(stella, current_name) if current_name else None
+    current_components = {
+        **dict(changes.get("removed") or {}),
+        **{c: m["from"] for c, m in (changes.get("changed") or {}).items()},
+        **{c: promotion.components[c] for c in changes.get("unchanged") or []},
+    }
     return Case(
-        promotion, stella.promotions.changes(promotion_id), stella.promotions.why(promotion_id)
+        promotion,
+        changes,
+        stella.promotions.why(promotion_id),
+        tags_for(promotion.components, release),
+        tags_for(current_components, current),
     )
+
+
+def _release(stella: Stella, name: str) -> Release | None:
+    try:
+        return stella.releases.get_release(name)
+    except NotFoundError:
+        return None  # tags are a help to read digests: without them the digests still show
 
 
 def digest_label(digest: str, colour: str | None = None) -> QLabel:
@@ -63,13 +90,31 @@ def digest_label(digest: str, colour: str | None = None) -> QLabel:
     return widget
 
 
+def tag_label(text: str) -> QLabel:
+    """A digest's tag: what people call the image; the digest is what runs."""
+    widget = label(text, "muted")
+    widget.setStyleSheet("font-size: 11px;")
+    widget.setToolTip("the tag each digest was resolved from when its release was created")
+    return widget
+
+
 class ChangeList(QWidget):
     """Component by component: added, changed (from → to), removed, and what stays."""
 
-    def __init__(self, changes: dict[str, Any], parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        changes: dict[str, Any],
+        parent: QWidget | None = None,
+        *,
+        tags: dict[str, str | None] | None = None,
+        current_tags: dict[str, str | None] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.changes = changes
+        self.tags = tags or {}
+        self.current_tags = current_tags or {}
         self.lines: list[tuple[str, str]] = []  # (mark, component), in the order shown
+        self.tag_lines: list[tuple[str, str | None, str | None]] = []  # (component, now, after)
         column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(6)
@@ -100,18 +145,28 @@ class ChangeList(QWidget):
         grid.setColumnStretch(2, 1)
         row = 0
         for name, move in changed.items():
-            row = self._line(grid, row, "~", name, CHANGED, [move["from"], move["to"]])
+            pair = [self.current_tags.get(name), self.tags.get(name)]
+            row = self._line(grid, row, "~", name, CHANGED, [move["from"], move["to"]], pair)
         for name, digest in added.items():
-            row = self._line(grid, row, "+", name, ADDED, [digest])
+            row = self._line(grid, row, "+", name, ADDED, [digest], [self.tags.get(name)])
         for name, digest in removed.items():
-            row = self._line(grid, row, "-", name, REMOVED, [digest])
+            row = self._line(grid, row, "-", name, REMOVED, [digest], [self.current_tags.get(name)])
         column.addLayout(grid)
         if unchanged:
+            kept = [f"{name} {tag_text(self.tags.get(name))}" for name in unchanged]
             self.unchanged = label(f"Unchanged: {', '.join(unchanged)}", "muted")
+            self.unchanged.setToolTip("\n".join(kept))
             column.addWidget(self.unchanged)
 
     def _line(
-        self, grid: QGridLayout, row: int, mark: str, name: str, colour: str, digests: list[str]
+        self,
+        grid: QGridLayout,
+        row: int,
+        mark: str,
+        name: str,
+        colour: str,
+        digests: list[str],
+        tags: list[str | None],
     ) -> int:
         self.lines.append((mark, name))
         sign = label(mark)
@@ -119,7 +174,19 @@ class ChangeList(QWidget):
         title = label(name)
         title.setStyleSheet("font-weight: 600;")
         grid.addWidget(sign, row, 0, Qt.AlignmentFlag.AlignTop)
-        grid.addWidget(title, row, 1, Qt.AlignmentFlag.AlignTop)
+        # The tags under the name: what people call the images, beside what runs (digests).
+        name_cell = QWidget()
+        name_box = QVBoxLayout(name_cell)
+        name_box.setContentsMargins(0, 0, 0, 0)
+        name_box.setSpacing(0)
+        name_box.addWidget(title)
+        if len(digests) == 2:
+            name_box.addWidget(tag_label(f"{tag_text(tags[0])} → {tag_text(tags[1])}"))
+        else:
+            name_box.addWidget(tag_label(tag_text(tags[0])))
+        grid.addWidget(
+            name_cell, row, 1, 2 if len(digests) == 2 else 1, 1, Qt.AlignmentFlag.AlignTop
+        )
         if len(digests) == 2:
             before = digest_label(digests[0], "#8a93a8")
             before.setStyleSheet("color: #8a93a8; text-decoration: line-through;")
@@ -128,8 +195,10 @@ class ChangeList(QWidget):
             after.setToolTip("what this release brings")
             grid.addWidget(before, row, 2)
             grid.addWidget(after, row + 1, 2)
+            self.tag_lines.append((name, tags[0], tags[1]))
             return row + 2
         grid.addWidget(digest_label(digests[0]), row, 2)
+        self.tag_lines.append((name, tags[0], tags[0]) if mark == "-" else (name, None, tags[0]))
         return row + 1
 
 
@@ -238,7 +307,7 @@ class CaseView(QWidget):
     def _change(self, card: Card, case: Case) -> None:
         environment = case.promotion.environment
         card.body.addWidget(label(f"CHANGE IN {environment.upper()}", "section"))
-        self.change_list = ChangeList(case.changes)
+        self.change_list = ChangeList(case.changes, tags=case.tags, current_tags=case.current_tags)
         card.body.addWidget(self.change_list)
 
     def _gates(self, card: Card, case: Case) -> None:
@@ -255,7 +324,9 @@ class CaseView(QWidget):
         grid.setColumnStretch(1, 1)
         components = sorted(case.promotion.components.items())
         self.subjects = [
-            SubjectLine(name, digest, grid, row, self.copied.emit)
+            SubjectLine(
+                name, digest, grid, row, self.copied.emit, tag=tag_text(case.tags.get(name))
+            )
             for row, (name, digest) in enumerate(components)
         ]
         card.body.addLayout(grid)

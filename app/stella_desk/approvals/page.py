@@ -39,12 +39,13 @@ if TYPE_CHECKING:
     from stella_core.promotions.model import Promotion
 
 POLL_MS = 5000
+# While the page is not on screen, only the number waiting is read, for the navigation's badge.
+BADGE_POLL_MS = 10000
 
 COLUMN_WIDTHS = {
-    Column.RELEASE: 118,
+    Column.RELEASE: 116,
     Column.ENVIRONMENT: 52,
-    Column.PROGRESS: 80,
-    Column.BY: 70,
+    Column.STATUS: 162,
 }
 
 NOTHING_WAITS = (
@@ -67,6 +68,7 @@ def empty_text(role: ProductRole | None) -> str:
 class ApprovalsPage(QWidget):
     loaded = Signal()  # after every (re)load of the inbox
     status_message = Signal(str)
+    pending_changed = Signal(int)  # how many promotions wait for this person's decision
 
     def __init__(self, ops: Ops, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,6 +87,11 @@ class ApprovalsPage(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._tick)
+        self.pending = 0
+        self._counting = False
+        self._badge_timer = QTimer(self)
+        self._badge_timer.setInterval(BADGE_POLL_MS)
+        self._badge_timer.timeout.connect(self._badge_tick)
 
         page = QVBoxLayout(self)
         page.setContentsMargins(*PAGE_MARGINS)
@@ -96,8 +103,11 @@ class ApprovalsPage(QWidget):
         self.view = record_view(
             self.proxy, column_widths=COLUMN_WIDTHS, sort_column=Column.REQUESTED, row_height=32
         )
-        # Sorted by it, shown in each row's tooltip: the pane keeps its width for the case.
+        # Sorted by it, shown in each row's tooltip: the pane keeps its width for the case
+        # (whose digests are shown whole). Who asked is in the tooltip and the case too.
         self.view.hideColumn(Column.REQUESTED)
+        self.view.hideColumn(Column.BY)
+        self.view.hideColumn(Column.PROGRESS)  # the Status column says "· 1 of 2"
         self.view.setMinimumWidth(300)
         self.count = label(kind="muted")
         left = QWidget()
@@ -123,7 +133,7 @@ class ApprovalsPage(QWidget):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.setSizes([330, 690])
+        self.splitter.setSizes([335, 685])
 
         self.empty = EmptyState()
         self.stack = QStackedWidget()
@@ -183,8 +193,43 @@ class ApprovalsPage(QWidget):
             self.decision.setEnabled(False)
         self._show_empty()
         self._schedule()
+        self._set_pending(len(promotions))
         self.loaded.emit()
         return promotions
+
+    async def count_pending(self) -> int | None:
+        """Read how many promotions wait for this person (the badge), nothing else."""
+        stella = self.session.stella
+        if stella is None or self._counting:
+            return None
+        self._counting = True
+        try:
+            found = await self.ops.run(
+                lambda _report: len(stella.promotions.inbox()),
+                label="Counting your approvals",
+                present_errors=False,  # a missed count is retried at the next tick
+            )
+        except OpFailed:
+            return None
+        finally:
+            self._counting = False
+        self._set_pending(found)
+        return found
+
+    def _set_pending(self, count: int) -> None:
+        if count != self.pending:
+            self.pending = count
+            self.pending_changed.emit(count)
+
+    def _badge_tick(self) -> None:
+        if self.isVisible() or self._loading or not self.session.ready:
+            return  # on screen, the inbox's own poll keeps the count
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._badge_timer.stop()
+            return
+        self.ops.spawn(self.count_pending())
 
     def _show_empty(self) -> None:
         total = self.model.rowCount()
@@ -199,6 +244,13 @@ class ApprovalsPage(QWidget):
         return self.empty.text.text() if self.stack.currentWidget() is self.empty else ""
 
     def _schedule(self) -> None:
+        # Polled only while nothing is heard: with the change feed live, a request or a
+        # decision made anywhere reaches refresh() through ops.changed.
+        polling = self.session.ready and not self.session.live
+        if polling and not self._badge_timer.isActive():
+            self._badge_timer.start()
+        elif not polling:
+            self._badge_timer.stop()
         if self.isVisible() and self.session.ready and not self.session.live:
             if not self._timer.isActive():
                 self._timer.start()

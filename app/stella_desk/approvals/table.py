@@ -11,7 +11,8 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersisten
 from PySide6.QtGui import QColor
 
 from stella_core.promotions.model import Promotion
-from stella_desk.promotions.status import STATUS_COLOURS, status_text, when_text
+from stella_desk import humane
+from stella_desk.promotions.status import STATUS_COLOURS, status_label, status_text
 
 PromotionRole = Qt.ItemDataRole.UserRole + 1
 AnyIndex = QModelIndex | QPersistentModelIndex
@@ -20,14 +21,16 @@ AnyIndex = QModelIndex | QPersistentModelIndex
 class Column(IntEnum):
     RELEASE = 0
     ENVIRONMENT = 1
-    PROGRESS = 2
-    BY = 3
-    REQUESTED = 4
+    STATUS = 2
+    PROGRESS = 3
+    BY = 4
+    REQUESTED = 5
 
 
 HEADERS = {
     Column.RELEASE: "Release",
     Column.ENVIRONMENT: "Into",
+    Column.STATUS: "Status",
     Column.PROGRESS: "Approvals",
     Column.BY: "By",
     Column.REQUESTED: "Requested",
@@ -36,6 +39,7 @@ HEADERS = {
 SORT_KEYS: dict[Column, Callable[[Promotion], Any]] = {
     Column.RELEASE: lambda p: (p.release.lower(), p.requested_at),
     Column.ENVIRONMENT: lambda p: (p.environment.lower(), p.requested_at),
+    Column.STATUS: lambda p: (status_label(p.status.value), p.requested_at),
     Column.PROGRESS: lambda p: (len(p.counted_approvals()), p.requested_at),
     Column.BY: lambda p: (p.requested_by.lower(), p.requested_at),
     Column.REQUESTED: lambda p: p.requested_at,
@@ -44,7 +48,15 @@ SORT_KEYS: dict[Column, Callable[[Promotion], Any]] = {
 
 def search_text(p: Promotion) -> str:
     return "\n".join(
-        [p.release, p.environment, p.requested_by, p.reason, p.status.value, str(p.id)]
+        [
+            p.release,
+            p.environment,
+            p.requested_by,
+            p.reason,
+            p.status.value,
+            status_label(p.status.value),
+            str(p.id),
+        ]
     ).lower()
 
 
@@ -94,18 +106,22 @@ class InboxModel(QAbstractTableModel):
                 return p.release
             if column is Column.ENVIRONMENT:
                 return p.environment
+            if column is Column.STATUS:
+                # The approvals so far ride along: "Awaiting approval · 1 of 2".
+                words = status_label(p.status.value)
+                return f"{words} · {p.progress()}" if p.required_approvals else words
             if column is Column.PROGRESS:
                 return p.progress()
             if column is Column.BY:
                 return p.requested_by
-            return when_text(p.requested_at)
+            return humane.when_recent(p.requested_at)
         if role == PromotionRole:
             return p
-        if role == Qt.ItemDataRole.ForegroundRole and column is Column.PROGRESS:
+        if role == Qt.ItemDataRole.ForegroundRole and column in (Column.PROGRESS, Column.STATUS):
             return QColor(STATUS_COLOURS.get(p.status.value, ("#374151", ""))[0])
         if role == Qt.ItemDataRole.ToolTipRole:
             text = f"{p.release} into {p.environment}: {status_text(p.status.value)}"
-            text += f"\nrequested by {p.requested_by} on {when_text(p.requested_at)}"
+            text += f"\nrequested by {p.requested_by}, {humane.when(p.requested_at)}"
             return text + (f"\n“{p.reason}”" if p.reason else "")
         return None
 

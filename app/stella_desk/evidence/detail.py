@@ -52,8 +52,8 @@ QFrame[kind="replay-same"] QLabel, QFrame[kind="replay-differs"] QLabel {
     background: transparent;
 }
 QPlainTextEdit[kind="json"] {
-    background: #fbfbfd; border: 1px solid #e2e5ee; border-radius: 8px;
-    selection-background-color: #e7e6fd; selection-color: #1c2233;
+    background: palette(base); border: 1px solid palette(mid); border-radius: 8px;
+    selection-background-color: palette(highlight); selection-color: palette(highlighted-text);
 }
 QTabWidget::pane { border: none; }
 QTabBar::tab {
@@ -126,7 +126,14 @@ class SubjectLine:
     """One subject: its name and full digest, never elided, with a copy button."""
 
     def __init__(
-        self, name: str, digest: str, grid: QGridLayout, row: int, on_copied: Callable[[str], None]
+        self,
+        name: str,
+        digest: str,
+        grid: QGridLayout,
+        row: int,
+        on_copied: Callable[[str], None],
+        *,
+        tag: str | None = None,
     ) -> None:
         self.name = name
         self.digest_text = digest
@@ -142,7 +149,20 @@ class SubjectLine:
         self.copy_button.setToolTip(f"Copy {digest}")
         self.copy_button.clicked.connect(lambda _checked=False: self.copy())
         align = Qt.AlignmentFlag.AlignVCenter
-        grid.addWidget(title, row, 0, align)
+        self.tag: QLabel | None = None
+        if tag is None:
+            grid.addWidget(title, row, 0, align)
+        else:  # a release's component: its tag under its name (the digest keeps the width)
+            cell = QWidget()
+            box = QVBoxLayout(cell)
+            box.setContentsMargins(0, 0, 0, 0)
+            box.setSpacing(0)
+            self.tag = label(tag, "muted")
+            self.tag.setStyleSheet("font-size: 11px;")
+            self.tag.setToolTip("the tag this digest was resolved from")
+            box.addWidget(title)
+            box.addWidget(self.tag)
+            grid.addWidget(cell, row, 0, align)
         grid.addWidget(self.digest, row, 1, align)
         grid.addWidget(self.copy_button, row, 2, align)
 

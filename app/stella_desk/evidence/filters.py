@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stella_core.evidence.ledger import Filter
+from stella_core.evidence.model import Filter
 from stella_desk.chrome import label
 
 TYPE_CHOICES: list[tuple[str, str | None]] = [

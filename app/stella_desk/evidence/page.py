@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from stella_core.evidence.ledger import CheckpointRow, Filter, PacketRow
+from stella_core.evidence.model import CheckpointRow, Filter, PacketRow
 from stella_desk import theme
 from stella_desk.chrome import PAGE_MARGINS, EmptyState, PageHeader, label
 from stella_desk.evidence.detail import PacketDetail
@@ -53,24 +53,26 @@ from stella_desk.tables import record_view
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
 
-# Date edits and the key list are not in the window's sheet; they follow its line edits.
+# Date edits and the key list are not in the window's sheet; they follow its line edits. Colours
+# are the palette's, so they follow View > Theme too.
 EVIDENCE_STYLE = f"""
 QDateEdit, QDateTimeEdit {{
-    background: {theme.SURFACE}; border: 1px solid #cfd4e0; border-radius: 6px;
+    background: palette(base); border: 1px solid palette(dark); border-radius: 6px;
     padding: 4px 6px;
 }}
-QDateEdit:focus, QDateTimeEdit:focus {{ border: 1px solid {theme.ACCENT}; }}
-QDateEdit:disabled, QDateTimeEdit:disabled {{ color: #a3a9b8; background: #f0f1f5; }}
+QDateEdit:focus, QDateTimeEdit:focus {{ border: 1px solid palette(highlight); }}
+QDateEdit:disabled, QDateTimeEdit:disabled {{ color: palette(mid); background: palette(window); }}
 QDateEdit::drop-down, QDateTimeEdit::drop-down {{ border: none; width: 22px; }}
 QDateEdit::down-arrow, QDateTimeEdit::down-arrow {{
     image: url({theme.CHEVRON}); width: 12px; height: 12px;
 }}
 QListWidget#trustedKeys {{
-    background: {theme.SURFACE}; border: 1px solid #cfd4e0; border-radius: 6px; padding: 2px;
+    background: palette(base); border: 1px solid palette(dark); border-radius: 6px; padding: 2px;
 }}
 QTableWidget {{
-    background: {theme.SURFACE}; border: 1px solid {theme.BORDER}; border-radius: 8px;
-    selection-background-color: #e7e6fd; selection-color: {theme.TEXT}; outline: 0;
+    background: palette(base); border: 1px solid palette(mid); border-radius: 8px;
+    selection-background-color: palette(highlight); selection-color: palette(highlighted-text);
+    outline: 0;
 }}
 QTableWidget::item {{ padding: 0 6px; border: none; }}
 """

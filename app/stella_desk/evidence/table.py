@@ -23,7 +23,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from stella_core.evidence.ledger import PacketRow
+from stella_core.evidence.model import PacketRow
 from stella_desk.tables import TextFilterProxy, follow_permutation, sort_permutation
 from stella_desk.theme import mono_font
 

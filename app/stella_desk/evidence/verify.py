@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
@@ -35,6 +36,8 @@ from stella_core.errors import DefinitionError
 from stella_core.evidence.capsule import read_tar
 from stella_core.evidence.service import replay_capsule
 from stella_core.evidence.verify import CHECKS, Report, verify_capsule
+from stella_core.promotions.decision import replay as replay_decision
+from stella_desk import humane
 from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, label
 from stella_desk.evidence.detail import BAD, GOOD, pill, set_pill, short_value
 from stella_desk.ops import OpFailed, Ops
@@ -47,6 +50,16 @@ CHECK_NAMES = {
     "checkpoints": ("Checkpoints", "the signed checkpoint and each packet's inclusion proof"),
 }
 MUTED = "#687086"
+# Valid signatures by keys the archive brought itself: consistent, but vouched for by nobody the
+# auditor chose. Amber, never green: anyone who rewrites an archive can re-sign it.
+UNTRUSTED = ("#a15c04", "#fdf1dc")
+UNTRUSTED_WORDS = "signatures valid, signers not trusted"
+UNTRUSTED_EXPLAINED = (
+    "Every signature checks out, but against the keys the archive carries: whoever could change "
+    "the archive could also have signed it with keys of their own. Add the public keys you "
+    "obtained yourself (from your organisation, not from this archive) under Trusted keys and "
+    "verify again to know who signed."
+)
 
 
 # --- worker-thread functions (called inside `ops.run`) ---------------------------------------
@@ -68,7 +81,7 @@ def verify_archive(path: Path, key_paths: Sequence[Path]) -> Report:
 
 def replay_archive(path: Path, key_paths: Sequence[Path]) -> dict[str, Any]:
     keys = trusted_keys(key_paths)
-    return replay_capsule(read_tar(path), keys or None, None)
+    return replay_capsule(read_tar(path), keys or None, None, decisions=replay_decision)
 
 
 def check_results(report: Report) -> list[tuple[str, int, int]]:
@@ -77,6 +90,17 @@ def check_results(report: Report) -> list[tuple[str, int, int]]:
         (check, report.checked.get(check, 0), sum(1 for p in report.problems if p.check == check))
         for check in CHECKS
     ]
+
+
+def packet_words(packet: str | None) -> str:
+    """A packet as the problems list names it: a packet id shortened (the full one is in the
+    tooltip), a sequence number as it is ("seq 3")."""
+    if not packet:
+        return "the archive"
+    try:
+        return f"packet {humane.short_id(UUID(packet))}"
+    except ValueError:
+        return packet
 
 
 def read_only_table(headers: Sequence[str]) -> QTableWidget:
@@ -112,6 +136,9 @@ class VerifyDialog(QDialog):
         super().__init__(parent)
         self.ops = ops
         self.report: Report | None = None
+        # What the shown result is about: the archive and the keys it was verified with. A
+        # result never outlives a change of either (a new archive is a new question).
+        self.verified_with: tuple[Path, tuple[Path, ...]] | None = None
         self.replayed: dict[str, Any] | None = None
         self._generation = 0
         self._busy = False
@@ -240,7 +267,9 @@ class VerifyDialog(QDialog):
         self.choose_button.clicked.connect(self._choose_archive)
         self.add_key_button.clicked.connect(self._choose_keys)
         self.remove_key_button.clicked.connect(self._remove_key)
-        self.path.textChanged.connect(lambda _t: self._update_buttons())
+        self.path.textChanged.connect(lambda _t: self._question_changed())
+        self.keys.model().rowsInserted.connect(lambda *_a: self._question_changed())
+        self.keys.model().rowsRemoved.connect(lambda *_a: self._question_changed())
         self.keys.currentRowChanged.connect(lambda _r: self._update_buttons())
         self._update_buttons()
 
@@ -292,6 +321,33 @@ class VerifyDialog(QDialog):
         )
         dialog.filesSelected.connect(lambda chosen: self.add_keys([Path(c) for c in chosen]))
 
+    def _question_changed(self) -> None:
+        """Another archive or other keys: the result shown answered a different question, so it
+        goes, and a check still running for the old one is ignored when it ends."""
+        current = self.archive()
+        wanted = (current, tuple(self.key_paths())) if current is not None else None
+        if self.verified_with is not None and wanted != self.verified_with:
+            self.clear_result()
+        self._update_buttons()
+
+    def clear_result(self) -> None:
+        self._generation += 1
+        self.report = None
+        self.replayed = None
+        self.verified_with = None
+        self.results.hide()
+        self.verdict.setText("")
+        self.summary.setText("")
+        self.trust.setText("")
+        self.replay_text.setText("")
+        self.problems.setRowCount(0)
+        self.checks.clearContents()
+        self._hide_error()
+        # Say why the result went, so it does not look like a failure.
+        self.status.setText("The archive or the keys changed: Verify to check again.")
+        if not self._busy:
+            self.progress.hide()
+
     def _update_buttons(self) -> None:
         self.verify_button.setEnabled(self.archive() is not None and not self._busy)
         self.replay_button.setEnabled(self.report is not None and not self._busy)
@@ -331,17 +387,33 @@ class VerifyDialog(QDialog):
             return None
         self.report = report
         self.replayed = None
-        self._show_report(report, path)
+        self.verified_with = (path, tuple(keys))
+        self._show_report(report, path, trusted_by_auditor=bool(keys))
         self._update_buttons()
         return report
 
-    def _show_report(self, report: Report, path: Path) -> None:
+    def trusted(self) -> bool:
+        """The result is green: every check passed and the signers were trusted by keys the
+        auditor chose."""
+        return (
+            self.report is not None
+            and self.report.ok
+            and self.verified_with is not None
+            and bool(self.verified_with[1])
+        )
+
+    def _show_report(self, report: Report, path: Path, *, trusted_by_auditor: bool) -> None:
         failed = {p.check for p in report.problems}
         packets = f"{report.packets} packet{'s' if report.packets != 1 else ''}"
-        if report.ok:
+        if report.ok and trusted_by_auditor:
             set_pill(self.verdict, "passed", GOOD)
             self.summary.setText(
                 f"<b>All {len(CHECKS)} checks passed</b> · {packets} in {path.name}"
+            )
+        elif report.ok:
+            set_pill(self.verdict, UNTRUSTED_WORDS, UNTRUSTED)
+            self.summary.setText(
+                f"<b>Consistent, but not yet trusted</b> · {packets} in {path.name}"
             )
         else:
             count = len(report.problems)
@@ -350,11 +422,17 @@ class VerifyDialog(QDialog):
                 f"<b>{count} problem{'s' if count != 1 else ''} in {len(failed)} "
                 f"check{'s' if len(failed) != 1 else ''}</b> · {packets} in {path.name}"
             )
-        self.trust.setText(f"Trust: {report.trust}")
+        if trusted_by_auditor:
+            self.trust.setText("Trust: the signers are trusted by the keys you added.")
+        else:
+            self.trust.setText(f"Trust: {UNTRUSTED_EXPLAINED}")
         for row, (check, checked, problems) in enumerate(check_results(report)):
             name, covers = CHECK_NAMES[check]
             if problems:
                 result = cell(f"✗ {problems} problem{'s' if problems != 1 else ''}", BAD[0])
+            elif checked and check in ("signatures", "checkpoints") and not trusted_by_auditor:
+                result = cell("✓ valid", UNTRUSTED[0])
+                result.setToolTip("valid against the archive's own keys: signers not trusted")
             elif checked:
                 result = cell("✓ passed", GOOD[0])
             else:
@@ -366,7 +444,9 @@ class VerifyDialog(QDialog):
         self.problems.setRowCount(len(report.problems))
         mono = mono_font(8.5)
         for row, problem in enumerate(report.problems):
-            packet = cell(problem.packet or "the archive")
+            packet = cell(packet_words(problem.packet))
+            packet.setToolTip(problem.packet or "the archive as a whole")
+            packet.setData(Qt.ItemDataRole.UserRole, problem.packet)
             packet.setFont(mono)
             self.problems.setItem(row, 0, packet)
             self.problems.setItem(row, 1, cell(CHECK_NAMES[problem.check][0]))
@@ -390,15 +470,24 @@ class VerifyDialog(QDialog):
             name, count, result = (self.checks.item(row, c) for c in (0, 2, 3))
             if name is None or count is None or result is None:
                 continue
-            rows.append((name.text(), int(count.text()), result.text() == "✓ passed"))
+            rows.append((name.text(), int(count.text()), result.text().startswith("✓")))
         return rows
 
     def problem_rows(self) -> list[tuple[str, str, str]]:
+        """(packet as shown, check, message) per problem."""
         rows = []
         for row in range(self.problems.rowCount()):
             items = [self.problems.item(row, c) for c in range(3)]
             rows.append(tuple(i.text() if i is not None else "" for i in items))
         return rows  # type: ignore[return-value]
+
+    def problem_packets(self) -> list[str | None]:
+        """The full packet id (or label) each problem row is about."""
+        found = []
+        for row in range(self.problems.rowCount()):
+            item = self.problems.item(row, 0)
+            found.append(item.data(Qt.ItemDataRole.UserRole) if item is not None else None)
+        return found
 
     # --- replaying -------------------------------------------------------------------------
     async def replay(self) -> dict[str, Any] | None:

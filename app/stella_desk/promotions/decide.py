@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 NEEDS_REASON = "A rejection needs a reason: say in the comment why it should not go ahead."
 
 DECIDE_STYLE = """
-QFrame[kind="decide"] { background: #ffffff; border: 1px solid #e2e5ee; border-radius: 10px; }
+QFrame[kind="decide"] {
+    background: palette(base); border: 1px solid palette(mid); border-radius: 10px;
+}
 QPushButton[kind="danger"] { color: #c42b2b; }
 QPushButton[kind="danger"]:hover { border-color: #c42b2b; }
 QPushButton[kind="danger"]:disabled { color: #c9a3a3; }

@@ -8,7 +8,7 @@ it again every `POLL_MS`, so "deploying" turns into "deployed" in front of the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -25,11 +25,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from stella_core.errors import NotFoundError
 from stella_core.promotions.model import PromotionStatus
 from stella_desk.chrome import InlineError, label
 from stella_desk.evidence.detail import SubjectLine
 from stella_desk.ops import Change, OpFailed, Ops
 from stella_desk.promotions.decide import DECIDE_STYLE, DecisionBar
+from stella_desk.promotions.diff import tag_text, tags_for
 from stella_desk.promotions.gates import GateList
 from stella_desk.promotions.status import (
     ENDED_STATUSES,
@@ -51,7 +53,7 @@ from stella_desk.session import Session
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
     from stella_core.promotions.model import Approval, Promotion
-    from stella_core.workflows.store import RunInfo
+    from stella_core.workflows.model import RunInfo
 
 POLL_MS = 1500
 
@@ -72,6 +74,7 @@ class PromotionView:
     promotion: Promotion
     why: dict[str, Any]  # the gates as they stand now, who may still approve
     run: RunInfo | None
+    tags: dict[str, str | None] = field(default_factory=dict)  # component -> its tag
 
 
 # --- worker-thread functions (called inside `ops.run`) ---------------------------------------
@@ -79,7 +82,11 @@ def read_promotion(stella: Stella, promotion_id: UUID) -> PromotionView:
     promotion = stella.promotions.get(promotion_id)
     why = stella.promotions.why(promotion_id)
     run = stella.workflows.get_run(promotion.run_id) if promotion.run_id else None
-    return PromotionView(promotion, why, run)
+    try:
+        release = stella.releases.get_release(promotion.release)
+    except NotFoundError:
+        release = None  # the digests still show; the tags are a help to read them
+    return PromotionView(promotion, why, run, tags_for(promotion.components, release))
 
 
 def approval_html(approval: Approval) -> str:
@@ -290,7 +297,7 @@ class PromotionDialog(QDialog):
         self.gates_title.setText("GATES, AS THEY STAND NOW" if is_open else "GATES, AS DECIDED")
         self.gates.set_gates(view.why["gates"] if is_open else p.gates_json())
         if previous is None:
-            self._show_digests(p)
+            self._show_digests(p, view.tags)
         identity = self.session.identity
         # Auditors read decisions and take none: no decision bar for them.
         audits = identity is not None and identity.role.value == "auditor"
@@ -354,9 +361,16 @@ class PromotionDialog(QDialog):
         self._approvals = box
         self._approvals_box.addWidget(box)
 
-    def _show_digests(self, p: Promotion) -> None:
+    def _show_digests(self, p: Promotion, tags: dict[str, str | None] | None = None) -> None:
         self.subjects = [
-            SubjectLine(name, digest, self._digests, row, self.copied.emit)
+            SubjectLine(
+                name,
+                digest,
+                self._digests,
+                row,
+                self.copied.emit,
+                tag=tag_text((tags or {}).get(name)),
+            )
             for row, (name, digest) in enumerate(sorted(p.components.items()))
         ]
 

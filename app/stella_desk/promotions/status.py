@@ -6,6 +6,7 @@ a stored promotion's (and `why()`'s) are `"CODE: message"` strings. `gate_reason
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import QLabel
 
 from stella_core.promotions.model import OPEN, TERMINAL, PromotionStatus
 from stella_core.tenancy.model import ProductRole
+from stella_desk import humane
 
 REQUESTERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
 OPEN_STATUSES = frozenset(s.value for s in OPEN)
@@ -64,6 +66,25 @@ VERDICT_WORDS = {
 }
 
 
+# A promotion's status as a sentence fragment a person reads in a list.
+STATUS_LABELS: dict[str, str] = {
+    "requested": "Requested",
+    "blocked": "Blocked by a gate",
+    "awaiting_approval": "Awaiting approval",
+    "approved": "Approved",
+    "deploying": "Deploying",
+    "deployed": "Deployed",
+    "rejected": "Rejected",
+    "cancelled": "Cancelled",
+    "failed": "Deployment failed",
+    "rolled_back": "Rolled back",
+}
+
+
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status_text(status).capitalize())
+
+
 def status_text(status: str) -> str:
     return status.replace("_", " ")
 
@@ -90,15 +111,25 @@ def gate_title(gate: Mapping[str, Any]) -> str:
     return GATE_TITLES.get(name) or GATE_TITLES.get(kind) or name
 
 
+# A moment the core writes into a reason ("…active at 2026-12-02T06:57:25.186225Z").
+ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def humane_text(text: str) -> str:
+    """The core's words with its timestamps as a person reads them."""
+    return ISO_MOMENT.sub(lambda m: humane.when(m.group(0).replace("Z", "+00:00")), text)
+
+
 def gate_reasons(gate: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(code, message) per reason, whichever shape the core used."""
     found = []
     for reason in gate.get("reasons") or []:
         if isinstance(reason, Mapping):
-            found.append((str(reason.get("code", "")), str(reason.get("message", ""))))
+            code, message = str(reason.get("code", "")), str(reason.get("message", ""))
+            found.append((code, humane_text(message)))
         else:
             code, _, message = str(reason).partition(": ")
-            found.append((code, message) if message else ("", code))
+            found.append((code, humane_text(message)) if message else ("", humane_text(code)))
     return found
 
 
@@ -121,22 +152,13 @@ def is_blocked(promotion: Mapping[str, Any]) -> bool:
 
 
 def when_text(value: str | datetime | None) -> str:
-    """An ISO time from the core, in local time to the minute."""
-    if not value:
-        return ""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+    """An ISO time from the core, as every page writes a moment (humane.when)."""
+    return humane.when(value)
 
 
 def short_when(value: str | datetime | None) -> str:
     """The time alone for today, the day alone before: for lines with little room."""
-    if not value:
-        return ""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    local = moment.astimezone()
-    if local.date() == datetime.now().astimezone().date():
-        return local.strftime("%H:%M")
-    return local.strftime("%d %b")
+    return humane.when_recent(value)
 
 
 def may_request(role: ProductRole | None) -> bool:

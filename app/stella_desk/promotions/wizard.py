@@ -1,5 +1,5 @@
-"""Promote: a release, the environment it goes to, the gates checked before anything is stored,
-a reason, and the request.
+"""Promote: a release, the environment it goes to, what changes there (component by component,
+tag and digest), the gates checked before anything is stored, a reason, and the request.
 
 Opened with `open()` (never `exec()`). Every change of release or environment asks the core for
 a dry-run decision (`promotions.preview`) on a worker thread; a newer question supersedes an older
@@ -9,7 +9,7 @@ it must (not a release manager, an open promotion already); the refusal is shown
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Signal
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from stella_desk.chrome import InlineError, dialog_buttons, dialog_layout, fit_height, label
 from stella_desk.ops import Change, OpFailed, Ops
+from stella_desk.promotions.diff import ChangeTable, ComponentChange, component_changes
 from stella_desk.promotions.gates import GateList
 from stella_desk.promotions.status import VERDICT_WORDS, may_request, status_text
 from stella_desk.session import Session
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
     from stella_core.environments.model import Environment
     from stella_core.promotions.model import Promotion
+    from stella_core.releases.model import Release
 
 VERDICT_COLOURS = {"allow": "#15803d", "pending": "#a15c04", "deny": "#b91c1c"}
 
@@ -40,6 +42,7 @@ class Choices:
     releases: list[str]  # newest first
     environments: list[Environment]  # in promotion order
     current: dict[str, str]  # environment -> the release there now
+    by_name: dict[str, Release] = field(default_factory=dict)
 
 
 # --- worker-thread functions (called inside `ops.run`) ---------------------------------------
@@ -51,7 +54,7 @@ def read_choices(stella: Stella) -> Choices:
         for column in stella.promotions.pipeline()
         if column["current"]
     }
-    return Choices([r.name for r in releases], environments, current)
+    return Choices([r.name for r in releases], environments, current, {r.name: r for r in releases})
 
 
 def environment_text(env: Environment) -> str:
@@ -112,6 +115,12 @@ class PromoteDialog(QDialog):
         form.addRow("Release", self.release)
         form.addRow("Environment", self.environment)
         outer.addLayout(form)
+
+        outer.addSpacing(4)
+        self.change_title = label("WHAT CHANGES", "section")
+        outer.addWidget(self.change_title)
+        self.change_table = ChangeTable()
+        outer.addWidget(self.change_table)
 
         outer.addSpacing(4)
         outer.addWidget(label("GATE PREVIEW", "section"))
@@ -211,7 +220,24 @@ class PromoteDialog(QDialog):
 
     def _chosen(self) -> None:
         self._hide_error()
+        self.show_changes()
         self.ops.spawn(self.check())
+
+    def show_changes(self) -> list[ComponentChange]:
+        """What the chosen release changes in the chosen environment against what runs there
+        (read with the choices: no question to the database)."""
+        release, environment = self.release_name(), self.environment_name()
+        new = self.choices.by_name.get(release or "")
+        if new is None or environment is None:
+            self.change_table.clear()
+            return []
+        self.change_title.setText(f"WHAT CHANGES IN {environment.upper()}")
+        current_name = self.choices.current.get(environment)
+        current = self.choices.by_name.get(current_name or "")
+        changes = component_changes(current, new)
+        self.change_table.show_changes(changes, environment, current_name)
+        self.fit_contents()
+        return changes
 
     # --- the preview -----------------------------------------------------------------------
     async def check(self) -> dict[str, Any] | None:

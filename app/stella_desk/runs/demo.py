@@ -23,7 +23,7 @@ from stella_desk.workflows.library import sample_document
 
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
-    from stella_core.workflows.store import RunInfo
+    from stella_core.workflows.model import RunInfo
 
 BROKEN_RELEASE = "shop-2026.11.2"  # the demo's bad release: its web deploy never gets ready
 APPROVER = "alice"  # the seeded release manager decides the demo approvals

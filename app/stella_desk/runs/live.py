@@ -22,8 +22,7 @@ from stella_desk.session import Session
 
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
-    from stella_core.workflows.model import Template
-    from stella_core.workflows.store import RunEvent, RunInfo, StepRunInfo
+    from stella_core.workflows.model import RunEvent, RunInfo, StepRunInfo, Template
 
 POLL_MS = 500
 RETRY_MS = 3000  # after a failed poll: try again, less often

@@ -15,7 +15,7 @@ from typing import Any
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
 
-from stella_core.workflows.store import RunEvent, StepRunInfo
+from stella_core.workflows.model import RunEvent, StepRunInfo
 from stella_desk import theme
 from stella_desk.chrome import label
 from stella_desk.runs.status import clock_text, status_text, step_colour

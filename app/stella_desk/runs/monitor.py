@@ -58,7 +58,7 @@ from stella_desk.workflows.view import CanvasView
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from stella_core.workflows.store import RunInfo, StepRunInfo
+    from stella_core.workflows.model import RunInfo, StepRunInfo
 
 WRITERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
 PULSE_MS = 80  # a running card's halo breathes (only while a step runs)

@@ -48,7 +48,7 @@ from stella_desk.tables import record_view
 from stella_desk.workflows.steps import Registry
 
 if TYPE_CHECKING:
-    from stella_core.workflows.store import RunInfo
+    from stella_core.workflows.model import RunInfo
 
 RUN_LIMIT = 10_000  # newest runs listed
 LIST_REFRESH_MS = 5000  # while the list shows runs still going and the change feed is down

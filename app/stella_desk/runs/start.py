@@ -30,7 +30,7 @@ from stella_desk.theme import repolish
 
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
-    from stella_core.workflows.store import RunInfo
+    from stella_core.workflows.model import RunInfo
 
 NO_RELEASE = "(no release)"
 

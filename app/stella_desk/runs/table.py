@@ -22,7 +22,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QFont, QFontMetricsF, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from stella_core.workflows.store import RunInfo
+from stella_core.workflows.model import RunInfo
 from stella_desk.runs.status import run_badge, status_text, when_text
 from stella_desk.tables import TextFilterProxy, follow_permutation, sort_permutation
 

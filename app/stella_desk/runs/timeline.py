@@ -16,7 +16,7 @@ from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QHelpEvent, QMouseEvent, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
-from stella_core.workflows.store import RunEvent, StepRunInfo
+from stella_core.workflows.model import RunEvent, StepRunInfo
 from stella_desk import theme
 from stella_desk.runs.status import (
     TERMINAL_STEP,

@@ -111,7 +111,7 @@ class VersionCompare(QWidget):
             self.newer.setCurrentIndex(self.newer.findData(ordered[-1]))
         self.compare_button.setEnabled(bool(ordered))
         if not ordered:
-            self.summary.setText("Save the template to compare its versions.")
+            self.summary.setText("Save the workflow to compare its versions.")
 
     def select(self, older: int, newer: int) -> None:
         self.older.setCurrentIndex(self.older.findData(older))
@@ -160,7 +160,7 @@ class VersionCompare(QWidget):
             f"input {n}" for n in (*result.inputs_added, *result.inputs_removed)
         ]
         if other or result.nodes_moved:
-            top = self._group("Template", None)
+            top = self._group("Workflow", None)
             if other:
                 self._leaf(top, "changed", ", ".join(other), None)
             if result.nodes_moved:

@@ -8,7 +8,7 @@ template; the scene, the inspector, the text view and the problems panel all fol
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -48,44 +48,62 @@ from stella_desk.workflows.view import CanvasView
 
 NOTICE_MS = 8000
 
-EDITOR_STYLE = f"""
+
+def editor_style(c: dict[str, str]) -> str:
+    return f"""
 QLabel[kind="heading"] {{ font-size: 15px; font-weight: 600; }}
 QLabel[kind="docname"] {{ font-size: 19px; font-weight: 600; }}
-QLabel[kind="modified"] {{ color: {theme.ACCENT}; font-size: 22px; font-weight: 700; }}
-QLabel[kind="notice"] {{ color: {theme.MUTED}; }}
-QLabel[kind="notice-bad"] {{ color: {theme.DANGER}; font-weight: 600; }}
-QLabel#fieldCaption {{ color: #3a4258; font-size: 12px; }}
-QWidget#inspectorBody {{ background: {theme.SURFACE}; }}
+QLabel[kind="modified"] {{ color: {c["accent"]}; font-size: 22px; font-weight: 700; }}
+QLabel[kind="notice"] {{ color: {c["muted"]}; }}
+QLabel[kind="notice-bad"] {{ color: {c["danger"]}; font-weight: 600; }}
+QLabel#fieldCaption {{ color: {c["caption"]}; font-size: 12px; }}
+QWidget#inspectorBody {{ background: {c["surface"]}; }}
 QToolButton[kind="tool"] {{
     background: transparent; border: 1px solid transparent; border-radius: 6px;
-    padding: 4px 8px; color: {theme.TEXT};
+    padding: 4px 8px; color: {c["text"]};
 }}
-QToolButton[kind="tool"]:hover {{ background: #eceefb; border-color: #d9dcf6; }}
-QToolButton[kind="tool"]:disabled {{ color: #a3a9b8; }}
-QFrame[kind="toolsep"] {{ background: {theme.BORDER}; }}
+QToolButton[kind="tool"]:hover {{
+    background: {c["tool_hover"]}; border-color: {c["tool_hover_border"]};
+}}
+QToolButton[kind="tool"]:disabled {{ color: {c["disabled_text"]}; }}
+QFrame[kind="toolsep"] {{ background: {c["border"]}; }}
 QTreeWidget, QPlainTextEdit {{
-    background: {theme.SURFACE}; border: 1px solid {theme.BORDER}; border-radius: 8px;
-    selection-background-color: #e7e6fd; selection-color: {theme.TEXT}; outline: 0;
+    background: {c["surface"]}; border: 1px solid {c["border"]}; border-radius: 8px;
+    selection-background-color: {c["selection"]}; selection-color: {c["text"]}; outline: 0;
 }}
 QTreeWidget::item {{ padding: 3px 2px; }}
 QTreeWidget#stepPalette, QTreeWidget#templateLibrary {{ border: none; }}
 QTabWidget::pane {{ border: none; }}
 QTabBar::tab {{
-    background: transparent; color: {theme.MUTED}; padding: 5px 12px; border: none;
+    background: transparent; color: {c["muted"]}; padding: 5px 12px; border: none;
     border-bottom: 2px solid transparent; font-weight: 600;
 }}
-QTabBar::tab:selected {{ color: {theme.ACCENT}; border-bottom: 2px solid {theme.ACCENT}; }}
+QTabBar::tab:selected {{ color: {c["accent"]}; border-bottom: 2px solid {c["accent"]}; }}
 QFrame[kind="confirm"] {{
-    background: #fff8e6; border: 1px solid #f1d48a; border-radius: 8px;
+    background: {c["confirm_bg"]}; border: 1px solid {c["confirm_border"]}; border-radius: 8px;
 }}
 QScrollBar:vertical {{ background: transparent; width: 8px; margin: 0; }}
-QScrollBar::handle:vertical {{ background: #cfd4e0; border-radius: 4px; min-height: 24px; }}
+QScrollBar::handle:vertical {{
+    background: {c["input_border"]}; border-radius: 4px; min-height: 24px;
+}}
 QScrollBar::add-line, QScrollBar::sub-line {{ height: 0; width: 0; }}
 QScrollBar::add-page, QScrollBar::sub-page {{ background: transparent; }}
 QFrame[kind="canvas"] {{
-    background: {theme.BACKGROUND}; border: 1px solid {theme.BORDER}; border-radius: 10px;
+    background: {c["background"]}; border: 1px solid {c["border"]}; border-radius: 10px;
 }}
 """
+
+
+EDITOR_STYLE = editor_style(theme.LIGHT)
+
+
+def field_words(key: str) -> str:
+    """An inspector row's key as a person names the field."""
+    if key == "template.name":
+        return "the workflow's name"
+    if key.startswith("inputs."):
+        return f"input {key.removeprefix('inputs.')}"
+    return f"the field {key.replace('template.', '').replace('_', ' ')}"
 
 
 def _separator() -> QFrame:
@@ -108,6 +126,7 @@ class ConfirmBar(QFrame):
         row.addWidget(self.text, 1)
         self.go = QPushButton("Discard changes")
         self.keep = QPushButton("Keep editing")
+        self._texts = ("Discard changes", "Keep editing")
         row.addWidget(self.go)
         row.addWidget(self.keep)
         self._then: Callable[[], None] | None = None
@@ -115,8 +134,12 @@ class ConfirmBar(QFrame):
         self.keep.clicked.connect(self.dismiss)
         self.hide()
 
-    def ask(self, text: str, then: Callable[[], None]) -> None:
+    def ask(
+        self, text: str, then: Callable[[], None], *, go: str | None = None, keep: str | None = None
+    ) -> None:
         self.text.setText(text)
+        self.go.setText(go or self._texts[0])
+        self.keep.setText(keep or self._texts[1])
         self._then = then
         self.show()
 
@@ -144,7 +167,7 @@ class WorkflowEditor(QWidget):
     ) -> None:
         super().__init__(parent)
         self.setObjectName("page")
-        self.setStyleSheet(EDITOR_STYLE)
+        self.setStyleSheet(editor_style(theme.colours(theme.saved_mode())))
         self.ops = ops
         self.session = session
         self.registry = registry
@@ -161,6 +184,7 @@ class WorkflowEditor(QWidget):
         self.compare = VersionCompare()
         self.library = TemplateLibrary()
         self.confirm = ConfirmBar()
+        self.rename_dialog: library.RenameDialog | None = None
         self._library_loaded = False
         self._notice_timer = QTimer(self)
         self._notice_timer.setSingleShot(True)
@@ -170,6 +194,11 @@ class WorkflowEditor(QWidget):
         self._build_layout()
         self._connect()
         self.new_template(confirm=False)
+
+    def restyle(self, mode: str) -> None:
+        """The window's theme changed (View > Theme)."""
+        self.setStyleSheet(editor_style(theme.colours(mode)))
+        self.scene.update()
 
     # --- building --------------------------------------------------------------------------
     def _action(
@@ -194,7 +223,8 @@ class WorkflowEditor(QWidget):
     def _build_actions(self) -> None:
         stack = self.document.undo_stack
         self.undo_action = self._action("Undo", stack.undo, QKeySequence.StandardKey.Undo)
-        redo_keys = [QKeySequence("Ctrl+Shift+Z")]
+        # Both conventions, whatever the platform's own: Ctrl+Y (Windows) and Ctrl+Shift+Z.
+        redo_keys = [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")]
         for key in QKeySequence.keyBindings(QKeySequence.StandardKey.Redo):
             if key not in redo_keys:  # a key bound twice would be ambiguous and do nothing
                 redo_keys.append(key)
@@ -209,7 +239,7 @@ class WorkflowEditor(QWidget):
         )
         stack.redoTextChanged.connect(
             lambda text: self.redo_action.setToolTip(
-                f"Redo {text} (Ctrl+Shift+Z)" if text else "Redo"
+                f"Redo {text} (Ctrl+Y, Ctrl+Shift+Z)" if text else "Redo"
             )
         )
         self.copy_action = self._action("Copy", self.copy, QKeySequence.StandardKey.Copy)
@@ -234,13 +264,13 @@ class WorkflowEditor(QWidget):
         )
         self.fit_action = self._action("Fit", self.view.fit, None, "Show the whole graph (F)")
         self.new_action = self._action(
-            "New template", self.new_template, None, "Start an empty template"
+            "New workflow", self.new_template, None, "Start an empty workflow"
         )
         self.save_action = self._action(
             "Save as new version",
             lambda: self.ops.spawn(self.save()),
             [QKeySequence(QKeySequence.StandardKey.Save)],
-            "Store the template as its next version",
+            "Store the workflow as its next version",
         )
 
     def _tool(self, action: QAction, text: str | None = None) -> QToolButton:
@@ -274,7 +304,7 @@ class WorkflowEditor(QWidget):
         self.notice.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.notice.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         bar.addWidget(self.notice, 1)
-        self.new_button = QPushButton("New template")
+        self.new_button = QPushButton("New workflow")
         self.new_button.clicked.connect(self.new_template)
         self.save_button = QPushButton("Save as new version")
         self.save_button.setProperty("kind", "primary")
@@ -306,9 +336,23 @@ class WorkflowEditor(QWidget):
         page.addWidget(self.confirm)
 
         # Left: stored templates above the palette.
-        templates = Card("Templates")
+        templates = Card("Workflows")
         templates.body.setContentsMargins(10, 10, 6, 6)
         templates.body.addWidget(self.library, 1)
+        manage = QHBoxLayout()
+        manage.setSpacing(4)
+        self.rename_button = QPushButton("Rename…")
+        self.rename_button.setToolTip("Give the selected workflow another name")
+        self.delete_button = QPushButton("Delete…")
+        self.delete_button.setToolTip(
+            "Take the selected workflow out of use (runs that used it keep their history)"
+        )
+        for button in (self.rename_button, self.delete_button):
+            button.setProperty("kind", "small")
+            button.setEnabled(False)
+            manage.addWidget(button)
+        manage.addStretch(1)
+        templates.body.addLayout(manage)
         steps = Card("Steps")
         steps.body.setContentsMargins(10, 10, 6, 6)
         steps.body.addWidget(self.step_palette, 1)
@@ -374,6 +418,15 @@ class WorkflowEditor(QWidget):
         self.problems.count_changed.connect(self._show_problem_count)
         self.library.open_requested.connect(
             lambda name, version: self.ops.spawn(self.open_template(name, version))
+        )
+        self.library.rename_requested.connect(self.open_rename_dialog)
+        self.library.delete_requested.connect(self.ask_delete)
+        self.library.currentItemChanged.connect(lambda *_a: self._update_manage())
+        self.rename_button.clicked.connect(
+            lambda: self.open_rename_dialog(self.library.selected_name() or "")
+        )
+        self.delete_button.clicked.connect(
+            lambda: self.ask_delete(self.library.selected_name() or "")
         )
         self.compare.compare_requested.connect(
             lambda older, newer: self.ops.spawn(self.compare_versions(older, newer))
@@ -478,7 +531,7 @@ class WorkflowEditor(QWidget):
             self.view.set_zoom(1.0)
             self.view.centerOn(0, 0)
 
-        self._unless_modified("Start a new template", start, confirm=confirm)
+        self._unless_modified("Start a new workflow", start, confirm=confirm)
 
     def open_sample(self) -> None:
         """The bundled example, unsaved (screenshots and a first look)."""
@@ -503,17 +556,21 @@ class WorkflowEditor(QWidget):
         stella = self.session.stella
         self._update_actions()
         if not library.service_available(stella):
-            self.library.show_notice("Stored templates are not available")
+            self.library.show_notice("Stored workflows are not available")
             return
         assert stella is not None
         try:
             stored = await self.ops.run(
-                lambda _report: library.read_library(stella), label="Loading workflow templates"
+                lambda _report: library.read_library(stella), label="Loading workflows"
             )
         except OpFailed:
-            self.library.show_notice("Could not load the templates")
+            self.library.show_notice("Could not load the workflows")
             return
+        selected = self.library.selected_name()
         self.library.set_templates(stored, self.document.origin)
+        if selected is not None:
+            self.library.select_name(selected)
+        self._update_manage()
         self._update_compare_versions()
         first = not self._library_loaded
         self._library_loaded = True
@@ -560,6 +617,14 @@ class WorkflowEditor(QWidget):
             self._notice("Saving needs the workflow service", bad=True)
             return None
         assert stella is not None
+        # What is typed and not yet committed goes in first; a field flagged invalid stops the
+        # save (the document still holds the old value, which is not what the person sees).
+        invalid = self.inspector.flush()
+        if invalid:
+            key, message = invalid[0]
+            self._notice(f"Not saved: {field_words(key)} is invalid: {message}", bad=True)
+            self.inspector.focus_field(key)
+            return None
         template = self.document.template
         before = self.document.origin
         try:
@@ -582,6 +647,70 @@ class WorkflowEditor(QWidget):
         with contextlib.suppress(OpFailed):
             await self.refresh()
         return name, version
+
+    # --- renaming and deleting stored workflows ---------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.ops.spawn(coro)
+
+    def _update_manage(self) -> None:
+        chosen = self.library.selected_name() is not None
+        writable = library.service_available(self.session.stella)
+        self.rename_button.setEnabled(chosen and writable)
+        self.delete_button.setEnabled(chosen and writable)
+
+    def open_rename_dialog(self, name: str) -> library.RenameDialog | None:
+        stella = self.session.stella
+        if not name or stella is None:
+            return None
+        if self.rename_dialog is not None:
+            self.rename_dialog.reject()
+        dialog = library.RenameDialog(self.ops, stella, name, parent=self)
+        dialog.renamed.connect(lambda old, new: self.ops.spawn(self._renamed(old, new)))
+        self.rename_dialog = dialog
+        dialog.open()  # window-modal, asynchronous: the loop keeps running
+        return dialog
+
+    async def _renamed(self, old: str, new: str) -> None:
+        self._notice(f"Renamed {old} to {new}")
+        origin = self.document.origin
+        shown = origin is not None and origin[0] == old
+        await self.refresh()
+        self.library.select_name(new)
+        if shown and not self.document.modified:
+            latest = max(self.library.versions_of(new), default=0)
+            if latest:
+                await self.open_template(new, latest, confirm=False)
+
+    def ask_delete(self, name: str) -> None:
+        if not name:
+            return
+        self.confirm.ask(
+            f"Delete the workflow {name}? It leaves this list and can no longer be started; the "
+            "runs that used it keep their history, and importing a workflow with this name "
+            "brings it back.",
+            lambda: self._spawn(self.delete_workflow(name)),
+            go=f"Delete {name}",
+            keep="Keep it",
+        )
+
+    async def delete_workflow(self, name: str) -> bool:
+        stella = self.session.require()
+        try:
+            runs = await self.ops.run(
+                lambda _report: library.delete_workflow(stella, name),
+                label=f"Deleting {name}",
+                present_errors=False,
+            )
+        except OpFailed as exc:
+            self._notice(f"Not deleted: {exc.message}", bad=True)
+            return False
+        kept = f"; {runs} run{'s' if runs != 1 else ''} keep{'s' if runs == 1 else ''} its history"
+        self._notice(f"Deleted {name}{kept if runs else ''}")
+        origin = self.document.origin
+        if origin is not None and origin[0] == name and not self.document.modified:
+            self.new_template(confirm=False)
+        await self.refresh()
+        return True
 
     async def compare_versions(self, older: int, newer: int) -> None:
         origin = self.document.origin

@@ -40,6 +40,7 @@ from stella_desk import theme
 from stella_desk.chrome import label
 from stella_desk.ops import Ops
 from stella_desk.workflows.document import WorkflowDocument
+from stella_desk.workflows.listedit import ListEditor
 from stella_desk.workflows.steps import (
     Registry,
     input_properties,
@@ -116,7 +117,7 @@ class Row:
 
 
 class NodeInspector(QScrollArea):
-    """Shows one step (or, with none selected, the template's own name and description)."""
+    """Shows one step (or, with none selected, the workflow's own name and description)."""
 
     renamed = Signal(str)  # the shown step's new id
     field_checked = Signal(str)  # a typed value was checked (row key); its error is shown
@@ -214,13 +215,14 @@ class NodeInspector(QScrollArea):
     def _build_template(self) -> None:
         self._clear()
         template = self.document.template
-        self._column.addWidget(label("Template", "heading"))
+        self._column.addWidget(label("Workflow", "heading"))
         hint = label("Select a step on the canvas to edit it.", "muted")
         hint.setWordWrap(True)
         self._column.addWidget(hint)
-        self._section("Template")
+        self._section("Workflow")
         name = self._line("template.name", "Name", template.name, required=True)
         name_row = self.rows["template.name"]
+        name.textEdited.connect(lambda _t: setattr(name_row, "dirty", True))
         name.editingFinished.connect(lambda: self._commit_template_name(name_row))
         description = self._line("template.description", "Description", template.description)
         description.editingFinished.connect(lambda: self._commit_template_description(description))
@@ -379,9 +381,18 @@ class NodeInspector(QScrollArea):
         *,
         undeclared: bool = False,
     ) -> None:
+        hint = "not declared by this step type" if undeclared else schema_hint(schema)
+        if schema.get("type") == "array" and not isinstance(value, str):
+            # A list gets a row per item; an expression (a string) keeps the text field.
+            items = ListEditor(schema.get("items"))
+            items.set_values(value or [])
+            if schema.get("description"):
+                items.setToolTip(str(schema["description"]))
+            list_row = self._add_row(f"inputs.{key}", key, items, required=required, hint=hint)
+            items.edited.connect(lambda: self._commit_list(node_id, key, schema, list_row))
+            return
         editor = QLineEdit(value_text(value))
         editor.setFont(theme.mono_font(9.5))
-        hint = "not declared by this step type" if undeclared else schema_hint(schema)
         if schema.get("description"):
             editor.setToolTip(str(schema["description"]))
         editor.setPlaceholderText(
@@ -479,8 +490,11 @@ class NodeInspector(QScrollArea):
         for key, row in self.rows.items():
             if row.dirty:
                 continue
-            if key.startswith("inputs."):
-                value: Any = value_text(node.inputs.get(key.removeprefix("inputs.")))
+            if key.startswith("inputs.") and isinstance(row.editor, ListEditor):
+                current = node.inputs.get(key.removeprefix("inputs."))
+                value: Any = current if isinstance(current, list) else []
+            elif key.startswith("inputs."):
+                value = value_text(node.inputs.get(key.removeprefix("inputs.")))
             elif key in values:
                 value = values[key]
             else:
@@ -572,6 +586,38 @@ class NodeInspector(QScrollArea):
             row,
         )
 
+    def _commit_list(self, node_id: str, key: str, schema: dict[str, Any], row: Row) -> None:
+        node = self.document.node(node_id)
+        editor = row.editor
+        assert isinstance(editor, ListEditor)
+        items, error = editor.values()
+        if error is None and items:
+            found = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(schema).iter_errors(items)
+            )
+            error = f"Expected {schema_hint(schema)}: {found.message}" if found else None
+        if node is None:
+            return
+        if error is not None:
+            row.show_error(error)
+            return
+        if not items:
+            if key in node.inputs:
+                self._edit(
+                    f"Remove input {key} of {node_id}",
+                    lambda t: wf_edit.remove_input(t, node_id, key),
+                    row,
+                )
+            return
+        if node.inputs.get(key, REMOVE) == items:
+            row.show_error(None)
+            return
+        self._edit(
+            f"Set input {key} of {node_id}",
+            lambda t: wf_edit.set_input(t, node_id, key, items),
+            row,
+        )
+
     def _commit_condition(self, node_id: str, editor: QLineEdit, row: Row) -> None:
         row.dirty = False
         self._commit_field(node_id, "condition", editor.text().strip() or None, row)
@@ -629,18 +675,30 @@ class NodeInspector(QScrollArea):
         assert isinstance(editor, QLineEdit)
         name = editor.text().strip()
         if name == self.document.template.name:
+            row.dirty = False
             row.show_error(None)
             return
         if not re.match(TEMPLATE_NAME_PATTERN, name):
             row.show_error("A name has a-z, 0-9, '.', '_' and '-' (at most 63), starting a-z/0-9.")
             return
-        self._edit(f"Rename template to {name}", lambda t: t.model_copy(update={"name": name}), row)
+        if self._edit(
+            f"Rename workflow to {name}", lambda t: t.model_copy(update={"name": name}), row
+        ):
+            row.dirty = False
+
+    def flush(self) -> list[tuple[str, str]]:
+        """Commit every field typed into and not yet committed (as leaving it would), then
+        return the fields flagged invalid: (row key, the error shown under it)."""
+        for row in list(self.rows.values()):
+            if row.dirty and isinstance(row.editor, QLineEdit):
+                row.editor.editingFinished.emit()
+        return [(row.key, row.error.text()) for row in self.rows.values() if row.error.text()]
 
     def _commit_template_description(self, editor: QLineEdit) -> None:
         text = editor.text()
         if text != self.document.template.description:
             self._edit(
-                "Set the template's description",
+                "Set the workflow's description",
                 lambda t: t.model_copy(update={"description": text}),
                 None,
             )
@@ -676,6 +734,8 @@ def _set_editor(editor: QWidget, value: Any) -> None:
             editor.setCurrentIndex(max(0, editor.findData(value)))
         elif isinstance(editor, QCheckBox):
             editor.setChecked(bool(value))
+        elif isinstance(editor, ListEditor):
+            editor.set_values(value)
     finally:
         editor.blockSignals(False)
 

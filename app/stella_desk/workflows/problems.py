@@ -38,13 +38,13 @@ class ProblemsPanel(QTreeWidget):
         self.problems = list(problems)
         self.clear()
         if not problems:
-            item = QTreeWidgetItem(["", "", "No problems: the template is valid."])
+            item = QTreeWidgetItem(["", "", "No problems: the workflow is valid."])
             item.setForeground(2, QBrush(QColor("#15803d")))
             item.setFlags(Qt.ItemFlag.ItemIsEnabled)
             self.addTopLevelItem(item)
         for problem in problems:
             item = QTreeWidgetItem(
-                [problem.node or "(template)", problem.field or "", problem.message]
+                [problem.node or "(workflow)", problem.field or "", problem.message]
             )
             item.setToolTip(2, problem.message)
             item.setForeground(0, QBrush(QColor(theme.DANGER)))

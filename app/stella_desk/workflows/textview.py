@@ -51,7 +51,7 @@ class TemplateText(QWidget):
         self.status = label("", "muted")
         row.addWidget(self.status, 1)
         self.revert_button = QPushButton("Revert")
-        self.revert_button.setToolTip("Show the canvas's template again, dropping text edits")
+        self.revert_button.setToolTip("Show the canvas's workflow again, dropping text edits")
         self.apply_button = QPushButton("Apply to canvas")
         self.apply_button.setProperty("kind", "primary")
         row.addWidget(self.revert_button)
@@ -95,10 +95,10 @@ class TemplateText(QWidget):
         except wf_template.TemplateError as exc:
             problems = getattr(exc, "problems", None) or []
             lines = [
-                f"{p.node or 'template'}{'.' + p.field if p.field else ''}: {p.message}"
+                f"{p.node or 'workflow'}{'.' + p.field if p.field else ''}: {p.message}"
                 for p in problems
             ] or [str(exc)]
-            self._show_error("Not a valid template:\n" + "\n".join(lines[:12]))
+            self._show_error("Not a valid workflow:\n" + "\n".join(lines[:12]))
             return False
         self.error.hide()
         self.document.edit("Edit as JSON", lambda _t: template)
@@ -128,7 +128,7 @@ class TemplateText(QWidget):
         elif self._stale and self._shown is not None:
             self.status.setText("The canvas changed since this text was shown.")
         else:
-            self.status.setText("The template exactly as the canvas holds it.")
+            self.status.setText("The workflow exactly as the canvas holds it.")
 
     def _on_document_changed(self) -> None:
         if self.document.template is self._shown:

@@ -15,8 +15,48 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stella_core.errors import DefinitionError
-from stella_core.limits import seconds, shown, text_problem, whole_number
+from stella_core.errors import DefinitionError, StellaError
+from stella_core.limits import (
+    INT32_MAX,
+    MAX_LIST_ROWS,
+    MAX_WAIT_SECONDS,
+    seconds,
+    shown,
+    text_problem,
+    whole_number,
+)
+
+Handler = Callable[[argparse.Namespace], Any]
+# leaf(subparsers, name, handler, help) -> the command's parser, with --output and --profile.
+Leaf = Callable[[Any, str, Handler, str], argparse.ArgumentParser]
+
+ROLES = ["release-manager", "approver", "auditor", "admin"]
+
+
+class UsageError(DefinitionError):
+    pass
+
+
+def show(args: argparse.Namespace, value: Any, text_lines: Callable[[], list[str]]) -> None:
+    """JSON with `--output json`, else the human lines (made only when shown)."""
+    if args.output == "json":
+        json.dump(value, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        for line in text_lines():
+            print(line)
+
+
+def error_text(exc: StellaError) -> str:
+    """An error as the command line says it: the core names an input in words (its `field`,
+    the desktop shows the same message), the command line names its flag instead."""
+    field = exc.field
+    if not field or field.startswith("-"):
+        return exc.message
+    flag = "--" + field.replace(" ", "-").replace("_", "-")
+    if exc.message.startswith(field):
+        return flag + exc.message[len(field) :]
+    return f"{exc.message} ({flag})"
 
 
 def out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:
@@ -162,3 +202,9 @@ def output_file(text: str, flag: str) -> Path:
     if not target.parent.is_dir():
         raise DefinitionError(f"{flag} {text}: directory {target.parent} does not exist")
     return target
+
+
+# Flags' ranges shared by several command modules: what the columns hold, and no more.
+LIMIT = number_flag(1, MAX_LIST_ROWS)
+VERSION = number_flag(1, INT32_MAX)
+TIMEOUT = seconds_flag(0, MAX_WAIT_SECONDS)

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from stella_core.cli.common import (
+    Leaf,
     acting,
     ask_passphrase,
     new_passphrase,
@@ -78,7 +79,7 @@ def _read_policy(path: str | None) -> Any:
 
 # ------------------------------------------------------------------------------- evidence
 def cmd_evidence_list(args: argparse.Namespace) -> None:
-    from stella_core.evidence.ledger import Filter
+    from stella_core.evidence.model import Filter
 
     where = Filter(
         type=args.type,
@@ -120,6 +121,26 @@ def cmd_evidence_show(args: argparse.Namespace) -> None:
     out(args, detail, lines)
 
 
+def _check_selection_flags(selection: Any) -> None:
+    """The export's selection rules, said with this command's flags (the core says them in
+    words, for the desktop too)."""
+    given = [
+        selection.promotion_id is not None,
+        selection.release is not None,
+        selection.run_id is not None,
+        selection.since is not None or selection.until is not None,
+    ]
+    if sum(given) != 1:
+        raise DefinitionError(
+            "choose one selection: --promotion ID, --release NAME, --run ID, "
+            "or --since ISO --until ISO"
+        )
+    if (selection.since is None) != (selection.until is None):
+        raise DefinitionError("a time range needs both --since and --until")
+    if selection.since is not None and selection.since >= selection.until:
+        raise DefinitionError("--since must be before --until")
+
+
 def cmd_evidence_export(args: argparse.Namespace) -> None:
     from stella_core.evidence.service import Selection
 
@@ -130,6 +151,7 @@ def cmd_evidence_export(args: argparse.Namespace) -> None:
         since=time_flag(args.since, "--since") if args.since else None,
         until=time_flag(args.until, "--until") if args.until else None,
     )
+    _check_selection_flags(selection)
     selection.check()
     target = output_file(args.out, "--out")
     with acting(args) as stella:
@@ -181,8 +203,11 @@ def cmd_evidence_replay(args: argparse.Namespace) -> None:
         target = _archive(args.target)
         from stella_core.evidence.capsule import read_tar
         from stella_core.evidence.service import replay_capsule
+        from stella_core.promotions.decision import replay as replay_decision
 
-        value = replay_capsule(read_tar(target), _trusted_keys(args.trusted_key), policy)
+        value = replay_capsule(
+            read_tar(target), _trusted_keys(args.trusted_key), policy, decisions=replay_decision
+        )
     else:
         packet_id = _uuid(args.target, "packet id")
         if packet_id is None or "/" in args.target:
@@ -270,10 +295,8 @@ def cmd_keys_export(args: argparse.Namespace) -> None:
         sys.stdout.write(pem.decode("ascii"))
 
 
-def register(groups: Any, leaf: Any) -> None:
-    ev = groups.add_parser("evidence", help="signed evidence packets").add_subparsers(
-        dest="cmd", required=True
-    )
+def group_evidence(groups: Any, leaf: Leaf, help_: str) -> None:
+    ev = groups.add_parser("evidence", help=help_).add_subparsers(dest="cmd", required=True)
     p = leaf(ev, "list", cmd_evidence_list, "list evidence packets")
     p.add_argument("--type", default=None, help="vsa, approval, deployment, rollback, drift, run")
     p.add_argument("--release", default=None)
@@ -306,7 +329,9 @@ def register(groups: Any, leaf: Any) -> None:
     p.add_argument("--trusted-key", type=str, action="append", default=[], metavar="PEM")
     leaf(ev, "checkpoint", cmd_evidence_checkpoint, "seal the ledger with a signed checkpoint")
 
-    keys = groups.add_parser("keys", help="signing keys").add_subparsers(dest="cmd", required=True)
+
+def group_keys(groups: Any, leaf: Leaf, help_: str) -> None:
+    keys = groups.add_parser("keys", help=help_).add_subparsers(dest="cmd", required=True)
     leaf(keys, "list", cmd_keys_list, "registered public keys")
     p = leaf(keys, "rotate", cmd_keys_rotate, "create and register a new key")
     p.add_argument("--orchestrator", action="store_true", help="the orchestrator's (admins)")
@@ -321,3 +346,6 @@ def register(groups: Any, leaf: Any) -> None:
     p.add_argument("--owner", default=None, help="person name (default: the orchestrator)")
     p.add_argument("--key-id", default=None)
     p.add_argument("--out", type=str, default=None)
+
+
+GROUPS = {"evidence": group_evidence, "keys": group_keys}

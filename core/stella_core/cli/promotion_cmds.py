@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stella_core.cli.common import acting, number_flag, out, seconds_flag, time_flag
+from stella_core.cli.common import Leaf, acting, number_flag, out, seconds_flag, time_flag
 from stella_core.environments.model import MAX_REQUIRED_APPROVALS
 from stella_core.errors import DefinitionError
 from stella_core.limits import MAX_LIST_ROWS, MAX_WAIT_SECONDS, whole_number
@@ -267,7 +267,8 @@ def _waiting(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(groups: Any, leaf: Any, env: Any) -> None:
+def register_env(env: Any, leaf: Leaf) -> None:
+    """`env freeze` and `env freezes`, in the env group."""
     p = leaf(env, "freeze", cmd_env_freeze, "add a freeze window to an environment")
     p.add_argument("name")
     p.add_argument("--start", required=True, help="ISO 8601 time with a timezone")
@@ -302,15 +303,17 @@ def register(groups: Any, leaf: Any, env: Any) -> None:
     )
     p.add_argument("--no-allow", action="store_true", help="nobody may promote into it")
 
-    p = leaf(groups, "promote", cmd_promote, "request a promotion of a release")
+
+def group_promote(groups: Any, leaf: Leaf, help_: str) -> None:
+    p = leaf(groups, "promote", cmd_promote, help_)
     p.add_argument("release")
     p.add_argument("--to", required=True, help="target environment")
     p.add_argument("--reason", default="")
     _waiting(p)
 
-    promo = groups.add_parser("promotion", help="promotions").add_subparsers(
-        dest="cmd", required=True
-    )
+
+def group_promotion(groups: Any, leaf: Leaf, help_: str) -> None:
+    promo = groups.add_parser("promotion", help=help_).add_subparsers(dest="cmd", required=True)
     p = leaf(promo, "show", cmd_promotion_show, "a promotion, its approvals and gates")
     p.add_argument("promotion_id")
     p = leaf(promo, "why", cmd_promotion_why, "why a promotion is blocked, gate by gate")
@@ -340,10 +343,23 @@ def register(groups: Any, leaf: Any, env: Any) -> None:
     p.add_argument("--expires", required=True, help="ISO 8601 time with a timezone")
     p.add_argument("--gate", default="predecessor", choices=list(EXCEPTION_GATES))
 
-    p = leaf(groups, "approve", cmd_approve, "approve a promotion (signed with your key)")
+
+def group_approve(groups: Any, leaf: Leaf, help_: str) -> None:
+    p = leaf(groups, "approve", cmd_approve, help_)
     p.add_argument("promotion_id")
     p.add_argument("--comment", default="")
     _waiting(p)
-    p = leaf(groups, "reject", cmd_reject, "reject a promotion (signed with your key)")
+
+
+def group_reject(groups: Any, leaf: Leaf, help_: str) -> None:
+    p = leaf(groups, "reject", cmd_reject, help_)
     p.add_argument("promotion_id")
     p.add_argument("--reason", required=True)
+
+
+GROUPS = {
+    "promote": group_promote,
+    "promotion": group_promotion,
+    "approve": group_approve,
+    "reject": group_reject,
+}

@@ -14,8 +14,14 @@ others) and the data lives in ``/var/lib/stella-desk/clusters/<sha256(home)[:16]
 (stella-pg, 0700); ``<home>/pg/cluster`` points there and the locks and password stay in home.
 
 Sharing. Every process using the server holds a shared flock on ``clients.lock`` for as long as it
-uses it; ``start.lock`` (exclusive) serialises initialising, starting and stopping. The last
-process to release stops the server. A process killed with -9 loses its flock automatically.
+uses it; ``start.lock`` (exclusive) serialises initialising, starting and stopping. A process
+killed with -9 loses its flock automatically.
+
+Lingering. Starting PostgreSQL costs a second or more, so the server outlives its last client by
+``STELLA_EMBEDDED_LINGER`` seconds (default 600; 0 stops it as the last client leaves). A small
+detached watcher (the reaper, one per home, holding ``reaper.lock``) stops it, fast and clean,
+once no process has held ``clients.lock`` for that long: it never stops a server the desk or
+``stella serve`` holds. The last client to leave records the time and its linger in ``idle``.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import logging
+import math
 import os
 import pwd
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -41,7 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from stella_core.errors import DatabaseError
+from stella_core.errors import DatabaseError, DefinitionError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,12 @@ _START_TIMEOUT_S = 60
 _COMMAND_TIMEOUT_S = 120.0
 _LOG_ROTATE_BYTES = 10 * 1024 * 1024
 _LOG_TAIL_LINES = 20
+LINGER_ENV = "STELLA_EMBEDDED_LINGER"
+DEFAULT_LINGER_S = 600.0
+MAX_LINGER_S = 7 * 24 * 3600.0
+# How often the reaper looks: often enough for a short linger, rarely enough to cost nothing.
+_REAP_POLL_MIN_S = 0.1
+_REAP_POLL_MAX_S = 5.0
 # A clean environment: the caller's PGDATA/PGPORT/PGPASSWORD must not leak into our cluster.
 _CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}
 
@@ -105,6 +119,22 @@ class _PidFile:
     status: str
 
 
+def configured_linger() -> float:
+    """Seconds the server stays up after its last client: STELLA_EMBEDDED_LINGER, else 600."""
+    raw = os.environ.get(LINGER_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LINGER_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= MAX_LINGER_S:
+        raise DefinitionError(
+            f"{LINGER_ENV}={raw[:40]!r} must be a number of seconds from 0 to {MAX_LINGER_S:.0f}"
+        )
+    return value
+
+
 def pg_bin_dir() -> Path:
     """The wheel's ``pginstall/bin``, found without importing its Python wrapper."""
     spec = importlib.util.find_spec(_WHEEL_PKG)
@@ -121,11 +151,20 @@ class EmbeddedPostgres:
     """A PostgreSQL server private to one Stella home, shared by the processes using that home.
 
     ``pg_bin`` overrides the wheel's binaries; as root it is used in place, so stella-pg must be
-    able to reach it. ``durable=False`` (tests only) turns fsync and friends off.
+    able to reach it. ``durable=False`` (tests only) turns fsync and friends off. ``linger`` is
+    how long the server outlives its last client (default: ``configured_linger()``).
     """
 
-    def __init__(self, home: Path, *, pg_bin: Path | None = None, durable: bool = True) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        pg_bin: Path | None = None,
+        durable: bool = True,
+        linger: float | None = None,
+    ) -> None:
         self._home = Path(home).absolute()
+        self._linger = configured_linger() if linger is None else linger
         self._state_dir = self._home / "pg"
         self._pg_bin = pg_bin
         self._durable = durable
@@ -168,7 +207,8 @@ class EmbeddedPostgres:
                 raise self._error(f"embedded PostgreSQL could not start: {exc}") from exc
 
     def release(self) -> None:
-        """This process is done with the server; stop it if no other process uses it."""
+        """This process is done with the server. The last client leaves it running for the
+        linger period (the reaper stops it then), or stops it at once when the linger is 0."""
         with self._mutex:
             if self._clients_fd is None:
                 return
@@ -182,22 +222,42 @@ class EmbeddedPostgres:
                         fcntl.flock(self._clients_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
                         return
-                    self._stop_server()
+                    if self._linger <= 0:
+                        self._stop_server()
+                        return
+                    self._record_idle()
+                    self._ensure_reaper()
             finally:
                 self._drop_client()
 
-    def stop(self) -> None:
-        """Stop the server now (fast mode), even if other processes use it."""
+    def stop(self) -> bool:
+        """Stop the server now (fast mode), even if other processes use it; False when it was
+        not running."""
         with self._mutex:
             try:
                 if self._state_dir.is_dir():
                     with self._start_lock():
-                        self._stop_server()
-                else:
-                    self._stop_server()  # never recreate a deleted home just to lock it
+                        return self._stop_server()
+                return self._stop_server()  # never recreate a deleted home just to lock it
             finally:
                 self._unregister_atexit()
                 self._drop_client()
+
+    def in_use(self) -> bool:
+        """Whether a process (the desk, stella serve, a command) is using the server now."""
+        if not (self._state_dir / "clients.lock").exists():
+            return False
+        with self._mutex:
+            if self._clients_fd is not None:
+                return True
+            fd = self._open_lock("clients.lock")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)  # closing drops the probe's lock
+            return False
 
     def is_running(self) -> bool:
         return self._running_pidfile() is not None
@@ -229,7 +289,12 @@ class EmbeddedPostgres:
                 # Never blocks for long: only a releaser holding start.lock takes it exclusively.
                 _flock(fd, fcntl.LOCK_SH, "the clients lock")
                 self._clients_fd = fd
+                # In use again: the idle period starts over when the last client leaves.
+                (self._state_dir / "idle").unlink(missing_ok=True)
             self._info = PgConnectionInfo(HOST, port, SUPERUSER, password, DATABASE)
+            if self._linger > 0:
+                # Also for a server whose last client was killed -9 before it could leave.
+                self._ensure_reaper()
             if not self._atexit_registered:
                 atexit.register(self._release_at_exit)
                 self._atexit_registered = True
@@ -429,9 +494,11 @@ class EmbeddedPostgres:
 
     # ------------------------------------------------------------------ stop
 
-    def _stop_server(self) -> None:
+    def _stop_server(self) -> bool:
         if not self.is_running():
-            return
+            return False
+        # Fast mode: clients are disconnected, open transactions roll back, and the server
+        # writes a shutdown checkpoint, so nothing committed is lost and no recovery is needed.
         self._run(
             [
                 self._binary("pg_ctl"),
@@ -446,6 +513,107 @@ class EmbeddedPostgres:
             ],
             what="pg_ctl stop",
         )
+        return True
+
+    # ------------------------------------------------------------------ linger
+
+    def _record_idle(self) -> None:
+        """When the last client left, and the linger it asked for (read by the reaper)."""
+        with contextlib.suppress(OSError):
+            (self._state_dir / "idle").write_text(f"{self._linger}\n", encoding="utf-8")
+
+    def _idle_record(self) -> tuple[float, float] | None:
+        """(time the last client left, linger it asked for), if one left since the start."""
+        path = self._state_dir / "idle"
+        try:
+            return path.stat().st_mtime, float(path.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            return None
+
+    def _ensure_reaper(self) -> None:
+        """Start the detached reaper of this home unless one already watches it."""
+        fd = self._open_lock("reaper.lock")
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a reaper holds it
+            fcntl.flock(fd, fcntl.LOCK_UN)  # the reaper takes it itself (and exits if beaten)
+        finally:
+            os.close(fd)
+        code = (
+            "import os, sys\n"
+            # Detach: the intermediate exits at once, init adopts the reaper (no zombie).
+            "if os.fork():\n    os._exit(0)\n"
+            "os.setsid()\n"
+            f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+            "from stella_core.db.embedded import run_reaper\n"
+            "run_reaper(sys.argv[1], sys.argv[2] or None, float(sys.argv[3]))\n"
+        )
+        log_path = self._state_dir / "reaper.log"
+        with open(log_path, "ab") as log_file:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    code,
+                    str(self._home),
+                    str(self._pg_bin or ""),
+                    str(self._linger),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                cwd="/",
+                env=_CHILD_ENV,
+                start_new_session=True,
+                timeout=_COMMAND_TIMEOUT_S,
+                check=False,
+            )
+
+    def reap(self) -> None:
+        """The reaper's loop: stop the server once no client has held it for the linger
+        period; return when the server is stopped (by us or anyone else)."""
+        reaper_fd = self._open_lock("reaper.lock")
+        try:
+            fcntl.flock(reaper_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(reaper_fd)
+            return  # another reaper watches this home
+        # Kept open for our whole life: the locks still work if the home is deleted meanwhile.
+        clients_fd = self._open_lock("clients.lock")
+        start_fd = self._open_lock("start.lock")
+        idle_since: float | None = None
+        while self.is_running():
+            linger = self._linger
+            try:
+                _flock(start_fd, fcntl.LOCK_EX, "the start lock")
+            except DatabaseError:
+                time.sleep(_REAP_POLL_MAX_S)
+                continue
+            try:
+                try:
+                    fcntl.flock(clients_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    idle_since = None  # in use: the desk, stella serve or a command
+                else:
+                    try:
+                        now = time.time()
+                        idle_since = idle_since or now
+                        left = self._idle_record()
+                        since = idle_since
+                        if left is not None:
+                            since, linger = max(idle_since, left[0]), left[1]
+                        if now - since >= linger:
+                            log.info("no client for %.0f s: stopping the server", now - since)
+                            self._stop_server()
+                            return
+                    finally:
+                        fcntl.flock(clients_fd, fcntl.LOCK_UN)
+            finally:
+                fcntl.flock(start_fd, fcntl.LOCK_UN)
+            time.sleep(min(_REAP_POLL_MAX_S, max(_REAP_POLL_MIN_S, linger / 20)))
 
     def _drop_client(self) -> None:
         if self._clients_fd is not None:
@@ -593,6 +761,15 @@ class EmbeddedPostgres:
 
 
 # ---------------------------------------------------------------------- module helpers
+
+
+def run_reaper(home: str, pg_bin: str | None, linger: float) -> None:
+    """Entry point of the detached reaper process (see EmbeddedPostgres.reap)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s reaper %(process)d: %(message)s")
+    try:
+        EmbeddedPostgres(Path(home), pg_bin=Path(pg_bin) if pg_bin else None, linger=linger).reap()
+    except (DatabaseError, OSError) as exc:
+        log.error("the reaper of %s stopped: %s", home, exc)
 
 
 def _flock(fd: int, operation: int, what: str) -> None:

@@ -26,6 +26,8 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         pool_size=pool_size,
         max_overflow=5,
         pool_pre_ping=True,
+        # No hstore here: skips a type lookup on every engine's first connection.
+        use_native_hstore=False,
         connect_args={"connect_timeout": 10, "application_name": "stella"},
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -95,3 +96,34 @@ class Freeze(BaseModel):
             "change_reason": self.change_reason,
             "changes": self.changes,
         }
+
+
+def environment_policy(
+    environment: str,
+    *,
+    previous: str | None,
+    required_approvals: int,
+    separation_of_duties: bool,
+    approver_roles: Sequence[str],
+    approver_persons: Sequence[str] = (),
+    quorum: Mapping[str, int] | None = None,
+    schedule: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The gate configuration an environment is decided by, before the decision engine checks
+    it (the environment service is given that check)."""
+    approval: dict[str, Any] = {
+        "required": required_approvals,
+        "separationOfDuties": separation_of_duties,
+        "eligibleRoles": sorted(set(approver_roles)),
+        "eligiblePersons": sorted(set(approver_persons)),
+    }
+    if quorum:
+        approval["quorum"] = dict(sorted(quorum.items()))
+    gates: list[dict[str, Any]] = [
+        {"id": "freeze-window", "type": "freeze-window", "config": {}},
+        {"id": "predecessor", "type": "predecessor", "config": {"previous": previous}},
+        {"id": "approval", "type": "approval", "config": approval},
+    ]
+    if schedule is not None:
+        gates.append({"id": "schedule", "type": "schedule", "config": {"windows": schedule}})
+    return {"environment": environment, "gates": gates}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -16,19 +17,23 @@ from stella_core.environments.model import (
     MAX_REQUIRED_APPROVALS,
     Environment,
     Freeze,
+    environment_policy,
 )
 from stella_core.environments.store import EnvironmentStore
 from stella_core.errors import AlreadyExistsError, DefinitionError, IntegrityError, NotFoundError
-from stella_core.evidence.ledger import Refs
+from stella_core.evidence.model import Refs
+from stella_core.evidence.packets import canonical_json
 from stella_core.evidence.predicates import POLICY_V1, rfc3339
 from stella_core.evidence.service import EvidenceService
-from stella_core.limits import check_text, in_range
-from stella_core.releases.reference import check_name
+from stella_core.limits import check_name, check_text, in_range
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
+from stella_core.workflows.service import WorkflowService
 
 _UNSET: Any = object()
+# The decision engine's validation of a policy document, normalised (given by bootstrap: the
+# promotions module decides by the policy, and sits above this one).
+PolicyCheck = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 class EnvironmentService:
@@ -36,10 +41,44 @@ class EnvironmentService:
     version is a `policy` evidence packet the admin signs; the database refuses a change that
     names none, and records and audits every version itself."""
 
-    def __init__(self, db: Database, tenancy: TenancyService, evidence: EvidenceService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tenancy: TenancyService,
+        evidence: EvidenceService,
+        *,
+        check_policy: PolicyCheck,
+    ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.evidence = evidence
+        self.check_policy = check_policy
+
+    # Other modules' reads, inside their own transaction.
+    @staticmethod
+    def get_in(conn: Connection, name: str) -> Environment | None:
+        return EnvironmentStore(conn).get(name)
+
+    @staticmethod
+    def list_in(conn: Connection) -> list[Environment]:
+        """Every environment, in promotion order."""
+        return EnvironmentStore(conn).list()
+
+    @staticmethod
+    def freezes_in(
+        conn: Connection, environment: str | None = None, *, ending_after: datetime | None = None
+    ) -> list[Freeze]:
+        return EnvironmentStore(conn).freezes(environment, ending_after=ending_after)
+
+    @staticmethod
+    def policy_document_in(conn: Connection, name: str) -> dict[str, Any] | None:
+        """The policy the database derives for this environment now (None: no such one)."""
+        return EnvironmentStore(conn).policy_document(name)
+
+    @staticmethod
+    def policy_packet_in(conn: Connection, name: str, version: int) -> str | None:
+        """The bundle digest of the packet that signs one policy version (None: unsigned)."""
+        return EnvironmentStore(conn).policy_packet(name, version)
 
     def add(
         self,
@@ -72,8 +111,9 @@ class EnvironmentService:
                 "auto_promote_from": auto_promote_from,
             },
             name,
+            self.check_policy,
         )
-        check_text(reason, "--reason")
+        check_text(reason, "reason", field="reason")
         identity = self.tenancy.require(ProductRole.ADMIN)
         # Refused before the admin's key is made or registered: a bad value stores nothing.
         with self.db.transaction() as conn:
@@ -100,8 +140,8 @@ class EnvironmentService:
                 policy_packet_id=packet_id,
             )
             self._check_derived(conn, name, signed)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "environment.add", "environment", name, env.to_json()
+            TenancyService.audit(
+                conn, identity.tenant_id, "environment.add", "environment", name, env.to_json()
             )
             return env
 
@@ -123,8 +163,8 @@ class EnvironmentService:
         """Change an environment's policy (admins only, with a reason): a new policy version,
         signed by the admin as a `policy` packet that later decisions name."""
         if not reason.strip():
-            raise DefinitionError("a policy change needs a reason (--reason)")
-        check_text(reason, "--reason")
+            raise DefinitionError("a policy change needs a reason", field="reason")
+        check_text(reason, "reason", field="reason")
         given = {
             "order": order,
             "required_approvals": required_approvals,
@@ -153,7 +193,8 @@ class EnvironmentService:
             )
             env = store.update_policy(name, settings, packet_id)
             self._check_derived(conn, name, signed)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "environment.set",
                 "environment",
@@ -176,7 +217,7 @@ class EnvironmentService:
         if current is None:
             raise NotFoundError(f"no environment named {name!r}")
         before = _settings_of(current)
-        settings = _check_settings({**before, **_normalised(changes)}, name)
+        settings = _check_settings({**before, **_normalised(changes)}, name, self.check_policy)
         if settings == before:
             raise DefinitionError(f"environment {name} already has these settings")
         self._check_references(conn, name, settings, moving=settings["order"] != current.order)
@@ -199,23 +240,24 @@ class EnvironmentService:
                 )
         source = settings["auto_promote_from"]
         if source is not None and (source == name or store.get(source) is None):
-            raise NotFoundError(f"--auto-promote-from: no other environment {source!r}")
+            raise NotFoundError(
+                f"auto promote from: no other environment {source!r}", field="auto promote from"
+            )
         if settings["workflow"] is not None and not self.workflow_exists(
             conn, settings["workflow"]
         ):
             raise NotFoundError(
-                f"--workflow: no workflow template {settings['workflow']!r} (import it first)"
+                f"workflow: no workflow template {settings['workflow']!r} (import it first)",
+                field="workflow",
             )
-        known = {u.name for u in TenancyStore(conn).list_users()}
+        known = {u.name for u in TenancyService.users_in(conn)}
         unknown = sorted(set(settings["approver_persons"]) - known)
         if unknown:
-            raise NotFoundError(f"--approver: no such person: {', '.join(unknown)}")
+            raise NotFoundError(f"approver: no such person: {', '.join(unknown)}", field="approver")
 
     @staticmethod
     def workflow_exists(conn: Connection, name: str) -> bool:
-        from stella_core.workflows.store import WorkflowStore
-
-        return WorkflowStore(conn).version(name, None) is not None
+        return WorkflowService.template_exists_in(conn, name)
 
     def _sign_policy(
         self,
@@ -228,12 +270,10 @@ class EnvironmentService:
     ) -> tuple[UUID, dict[str, Any]]:
         """The admin's signed `policy` packet for this version; its subject is the policy's
         digest, so the decisions that name the policy by digest find who set it."""
-        from stella_core.promotions.decision import policy_digest
-
         store = EnvironmentStore(conn)
         others = [e for e in store.list() if e.name != name and e.order < settings["order"]]
         previous = max(others, key=lambda e: e.order).name if others else None
-        policy = _policy(name, previous, settings)
+        policy = _policy(name, previous, settings, self.check_policy)
         signer = self.evidence.personal_signer(conn)
         packet = self.evidence.emit(
             conn,
@@ -290,30 +330,34 @@ class EnvironmentService:
         allow: Sequence[str] = (),
     ) -> Freeze:
         """A freeze window on an environment (release managers and admins)."""
-        for when, flag in ((start, "--start"), (end, "--end")):
+        for when, field in ((start, "start"), (end, "end")):
             if when.tzinfo is None:
-                raise DefinitionError(f"{flag} needs a timezone (for example 2026-12-24T00:00:00Z)")
+                raise DefinitionError(
+                    f"{field} needs a timezone (for example 2026-12-24T00:00:00Z)", field=field
+                )
             try:
                 when.astimezone(UTC)
             except OverflowError:
-                raise DefinitionError(f"{flag} is outside years 1 to 9999 in UTC") from None
+                raise DefinitionError(
+                    f"{field} is outside years 1 to 9999 in UTC", field=field
+                ) from None
         if end <= start:
-            raise DefinitionError("--end must be after --start")
+            raise DefinitionError("end must be after start", field="end")
         if not reason.strip():
-            raise DefinitionError("--reason must say why the environment is frozen")
-        check_text(reason, "--reason")
+            raise DefinitionError("reason must say why the environment is frozen", field="reason")
+        check_text(reason, "reason", field="reason")
         identity = self.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
         with self.db.transaction() as conn:
             store = EnvironmentStore(conn)
             if store.get(name) is None:
                 raise NotFoundError(f"no environment named {name!r}")
-            known = {u.name for u in TenancyStore(conn).list_users()}
+            known = {u.name for u in TenancyService.users_in(conn)}
             unknown = sorted(set(allow) - known)
             if unknown:
-                raise NotFoundError(f"--allow: no such person: {', '.join(unknown)}")
+                raise NotFoundError(f"allow: no such person: {', '.join(unknown)}", field="allow")
             found = store.add_freeze(identity.tenant_id, name, start, end, reason, list(allow))
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "environment.freeze", "environment", name, found.to_json()
+            TenancyService.audit(
+                conn, identity.tenant_id, "environment.freeze", "environment", name, found.to_json()
             )
             return found
 
@@ -351,13 +395,15 @@ class EnvironmentService:
         reason for the change). An end in the past is a lift; the start of a freeze in force
         stays."""
         _check_why(reason)
-        for when, flag in ((start, "--start"), (end, "--end")):
+        for when, field in ((start, "start"), (end, "end")):
             if when is not _UNSET:
-                _check_time(when, flag)
+                _check_time(when, field)
         if freeze_reason is not _UNSET:
             if not freeze_reason.strip():
-                raise DefinitionError("--freeze-reason must say why the environment is frozen")
-            check_text(freeze_reason, "--freeze-reason")
+                raise DefinitionError(
+                    "freeze reason must say why the environment is frozen", field="freeze reason"
+                )
+            check_text(freeze_reason, "freeze reason", field="freeze reason")
         identity = self.tenancy.require(ProductRole.ADMIN)
         with self.db.transaction() as conn:
             store = EnvironmentStore(conn)
@@ -376,10 +422,10 @@ class EnvironmentService:
                 }
             )
             if after.ends_at <= after.starts_at:
-                raise DefinitionError("--end must be after --start")
+                raise DefinitionError("end must be after start", field="end")
             if after.ends_at <= now:
                 raise DefinitionError(
-                    "--end is in the past: to end a freeze now, lift it (stella env freeze-lift)"
+                    "end is in the past: to end a freeze now, lift it", field="end"
                 )
             if after.starts_at != current.starts_at and (
                 current.starts_at <= now or after.starts_at < now
@@ -387,9 +433,9 @@ class EnvironmentService:
                 raise DefinitionError(
                     "the start of a freeze in force stays, and a start cannot move into the past"
                 )
-            unknown = sorted(set(after.allow) - {u.name for u in TenancyStore(conn).list_users()})
+            unknown = sorted(set(after.allow) - {u.name for u in TenancyService.users_in(conn)})
             if unknown:
-                raise NotFoundError(f"--allow: no such person: {', '.join(unknown)}")
+                raise NotFoundError(f"allow: no such person: {', '.join(unknown)}", field="allow")
             if (after.starts_at, after.ends_at, after.reason, after.allow) == (
                 current.starts_at,
                 current.ends_at,
@@ -430,17 +476,19 @@ class EnvironmentService:
 
 def _check_why(reason: str) -> None:
     if not reason.strip():
-        raise DefinitionError("changing a freeze needs a reason (--reason)")
-    check_text(reason, "--reason")
+        raise DefinitionError("changing a freeze needs a reason", field="reason")
+    check_text(reason, "reason", field="reason")
 
 
-def _check_time(when: datetime, flag: str) -> None:
+def _check_time(when: datetime, field: str) -> None:
     if when.tzinfo is None:
-        raise DefinitionError(f"{flag} needs a timezone (for example 2026-12-24T00:00:00Z)")
+        raise DefinitionError(
+            f"{field} needs a timezone (for example 2026-12-24T00:00:00Z)", field=field
+        )
     try:
         when.astimezone(UTC)
     except OverflowError:
-        raise DefinitionError(f"{flag} is outside years 1 to 9999 in UTC") from None
+        raise DefinitionError(f"{field} is outside years 1 to 9999 in UTC", field=field) from None
 
 
 def _freeze_id(store: EnvironmentStore, ref: str | UUID) -> UUID:
@@ -489,41 +537,57 @@ def _settings_of(env: Environment) -> dict[str, Any]:
     }
 
 
-def _check_settings(settings: dict[str, Any], name: str) -> dict[str, Any]:
+def _check_settings(
+    settings: dict[str, Any], name: str, check_policy: PolicyCheck
+) -> dict[str, Any]:
     """Settings that make a valid policy now, not at the first promotion (DefinitionError)."""
-    in_range(settings["order"], "--order", low=0, high=MAX_ORDER)
+    in_range(settings["order"], "order", low=0, high=MAX_ORDER, field="order")
     in_range(
-        settings["required_approvals"], "--required-approvals", low=0, high=MAX_REQUIRED_APPROVALS
+        settings["required_approvals"],
+        "required approvals",
+        low=0,
+        high=MAX_REQUIRED_APPROVALS,
+        field="required approvals",
     )
     for role, count in dict(settings["quorum"]).items():
-        in_range(count, f"--quorum {role}=N:", low=1, high=MAX_REQUIRED_APPROVALS)
+        in_range(count, f"quorum {role}=N:", low=1, high=MAX_REQUIRED_APPROVALS, field="quorum")
     for person in settings["approver_persons"]:
         if not person.strip():
-            raise DefinitionError("--approver needs a person's name, not an empty one")
-        check_text(person, "--approver")
+            raise DefinitionError(
+                "approver needs a person's name, not an empty one", field="approver"
+            )
+        check_text(person, "approver", field="approver")
     roles = tuple(settings["approver_roles"]) or DEFAULT_APPROVER_ROLES
     for role in roles:
         if role not in {r.value for r in ProductRole}:
             known = ", ".join(r.value for r in ProductRole)
             raise DefinitionError(f"approver role {role!r} is not a role ({known})")
     checked = {**settings, "approver_roles": roles}
-    _policy(name, None, checked)
+    _policy(name, None, checked, check_policy)
     return checked
 
 
-def _policy(name: str, previous: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
-    from stella_core.promotions.model import environment_policy
-
-    return environment_policy(
-        name,
-        previous=previous,
-        required_approvals=settings["required_approvals"],
-        separation_of_duties=settings["separation_of_duties"],
-        approver_roles=settings["approver_roles"],
-        approver_persons=tuple(settings["approver_persons"]),
-        quorum=dict(settings["quorum"]),
-        schedule=settings["schedule"],
+def _policy(
+    name: str, previous: str | None, settings: Mapping[str, Any], check_policy: PolicyCheck
+) -> dict[str, Any]:
+    """The environment's policy, checked by the decision engine (DefinitionError)."""
+    return check_policy(
+        environment_policy(
+            name,
+            previous=previous,
+            required_approvals=settings["required_approvals"],
+            separation_of_duties=settings["separation_of_duties"],
+            approver_roles=settings["approver_roles"],
+            approver_persons=tuple(settings["approver_persons"]),
+            quorum=dict(settings["quorum"]),
+            schedule=settings["schedule"],
+        )
     )
+
+
+def policy_digest(policy: Any) -> str:
+    """`sha256:<hex>` of the policy's canonical JSON (RFC 8785), as decisions name it."""
+    return "sha256:" + hashlib.sha256(canonical_json(policy)).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

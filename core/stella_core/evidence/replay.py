@@ -2,7 +2,9 @@
 differs.
 
 - decisions (SLSA VSA): the decision record (an input, by digest) holds the policy, every input
-  and the evaluation time; `promotions.decision.replay` runs the same `decide` as the live path.
+  and the evaluation time; the decision engine's replay (`promotions.decision.replay`, given by
+  the caller as `decisions`: promotions sits above evidence) runs the same `decide` as the live
+  path.
   With a different policy ("what if we had had this policy") the differences are the gates and
   the verdict that would have changed.
 - runs: the run's status is derived again from its template (an input, by digest) and the step
@@ -20,7 +22,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 from stella_core.errors import StellaError
 from stella_core.evidence.packets import VerifiedPacket
@@ -72,6 +75,19 @@ Inputs = Mapping[str, bytes]  # `sha256:<hex>` -> document bytes
 Replayer = Callable[[Outcome, VerifiedPacket, Inputs, Any], None]
 
 
+class ReplayedDecision(Protocol):
+    """What the decision engine's replay reports: each difference, and both verdicts."""
+
+    @property
+    def differences(self) -> list[dict[str, Any]]: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+# The decision engine's replay: (decision record, policy or None for the recorded one).
+DecisionReplay = Callable[[Any, Any], ReplayedDecision]
+
+
 def _document(inputs: Inputs, digest_set: Any, what: str) -> Any:
     hex_digest = digest_set.get("sha256") if isinstance(digest_set, Mapping) else None
     body = inputs.get(f"sha256:{hex_digest}") if isinstance(hex_digest, str) else None
@@ -83,9 +99,14 @@ def _document(inputs: Inputs, digest_set: Any, what: str) -> Any:
         raise LookupError(f"{what} is not JSON: {exc}") from exc
 
 
-def _replay_decision(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: Any) -> None:
-    from stella_core.promotions.decision import replay as replay_decision
-
+def _replay_decision(
+    out: Outcome,
+    packet: VerifiedPacket,
+    inputs: Inputs,
+    policy: Any,
+    *,
+    replay_decision: DecisionReplay,
+) -> None:
     predicate = packet.predicate
     record = _document(
         inputs, (predicate.get(DECISION_RECORD_FIELD) or {}).get("digest"), "the decision record"
@@ -151,7 +172,7 @@ def _replay_run(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: An
     if status != predicate.get("status"):
         out.differ("verdict", "status", predicate.get("status"), status)
     if policy is not None:
-        out.note = "a run has no policy; --policy applies to decisions"
+        out.note = "a run has no policy; a given policy applies to decisions"
 
 
 def _replay_approval(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: Any) -> None:
@@ -239,7 +260,6 @@ def _replay_key(out: Outcome, packet: VerifiedPacket, inputs: Inputs, policy: An
 REPLAYERS: dict[str, Replayer] = {
     KEY_V1: _replay_key,
     EXCEPTION_V1: _replay_exception,
-    SLSA_VSA_V1: _replay_decision,
     RUN_V1: _replay_run,
     APPROVAL_V1: _replay_approval,
     DEPLOYMENT_V1: _replay_deployment,
@@ -249,13 +269,22 @@ REPLAYERS: dict[str, Replayer] = {
 
 
 def replay_packet(
-    label: str, packet: VerifiedPacket, inputs: Inputs, policy: Any = None
+    label: str,
+    packet: VerifiedPacket,
+    inputs: Inputs,
+    policy: Any = None,
+    *,
+    decisions: DecisionReplay,
 ) -> Outcome:
     """Replay one verified packet. A missing or unreadable input is a difference, never a pass."""
     out = Outcome(
         packet=label, type=PREDICATE_NAMES.get(packet.predicate_type, packet.predicate_type)
     )
-    replayer = REPLAYERS.get(packet.predicate_type)
+    replayer = (
+        partial(_replay_decision, replay_decision=decisions)
+        if packet.predicate_type == SLSA_VSA_V1
+        else REPLAYERS.get(packet.predicate_type)
+    )
     if replayer is None:
         out.differ("type", packet.predicate_type, "known", "no replayer for this type")
         return out

@@ -28,15 +28,16 @@ from stella_core.errors import (
 )
 from stella_core.evidence import capsule
 from stella_core.evidence.chain import GENESIS, chain_hash
-from stella_core.evidence.ledger import (
+from stella_core.evidence.merkle import Checkpoint, MerkleTree, sign_checkpoint
+from stella_core.evidence.model import (
     CheckpointRow,
+    Decided,
     Filter,
     Input,
-    LedgerStore,
     PacketRow,
     Refs,
+    RunRecords,
 )
-from stella_core.evidence.merkle import Checkpoint, MerkleTree, sign_checkpoint
 from stella_core.evidence.packets import (
     PacketError,
     bundle_bytes,
@@ -58,11 +59,11 @@ from stella_core.evidence.predicates import (
     run_predicate,
     vsa_predicate,
 )
-from stella_core.evidence.replay import replay_packet
+from stella_core.evidence.replay import DecisionReplay, replay_packet
+from stella_core.evidence.store import LedgerStore
 from stella_core.evidence.verify import Report, verify_capsule
 from stella_core.tenancy.keys import (
     ORCHESTRATOR,
-    KeyStore,
     LocalKeys,
     NoSigningKeyError,
     RegisteredKey,
@@ -70,7 +71,8 @@ from stella_core.tenancy.keys import (
 )
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
+from stella_core.workflows.template import canonical_json as template_json
+from stella_core.workflows.template import load_document
 
 TEMPLATE_MEDIA_TYPE = "application/vnd.stella.workflow-template+json"
 DECISION_RECORD_MEDIA_TYPE = "application/vnd.stella.decision-record+json"
@@ -102,13 +104,12 @@ class Selection:
         ]
         if sum(given) != 1:
             raise DefinitionError(
-                "choose one selection: --promotion ID, --release NAME, --run ID, "
-                "or --since ISO --until ISO"
+                "choose one selection: a promotion, a release, a run, or a time range"
             )
         if (self.since is None) != (self.until is None):
-            raise DefinitionError("a time range needs both --since and --until")
+            raise DefinitionError("a time range needs both since and until")
         if self.since is not None and self.until is not None and self.since >= self.until:
-            raise DefinitionError("--since must be before --until")
+            raise DefinitionError("since must be before until", field="since")
 
     def filter(self) -> Filter:
         return Filter(
@@ -154,12 +155,16 @@ class EvidenceService:
         tenancy: TenancyService,
         local: LocalKeys,
         *,
+        decisions: DecisionReplay,
+        runs: RunRecords,
         system: EvidenceService | None = None,
         orchestrator: bool = False,
     ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.local = local
+        self.decisions = decisions
+        self.runs = runs
         self.system = system
         self.is_orchestrator = orchestrator
         self._templates: dict[UUID, tuple[bytes, str]] = {}
@@ -184,7 +189,7 @@ class EvidenceService:
     # keys -------------------------------------------------------------------------------
     def signing_keys(self) -> list[RegisteredKey]:
         with self.db.transaction() as conn:
-            return KeyStore(conn).registered()
+            return TenancyService.keys_in(conn)
 
     def ensure_orchestrator_key(self) -> RegisteredKey | None:
         """The tenant's orchestrator key, made and registered by the orchestrator on first
@@ -192,8 +197,7 @@ class EvidenceService:
         if not self.is_orchestrator:
             return self.system.ensure_orchestrator_key() if self.system else None
         with self.db.transaction() as conn:
-            store = KeyStore(conn)
-            active = store.active(ORCHESTRATOR)
+            active = TenancyService.active_key_in(conn, ORCHESTRATOR)
             if active is not None:
                 return active
             return self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
@@ -201,11 +205,10 @@ class EvidenceService:
     def ensure_personal_key(self) -> RegisteredKey:
         """This person's active key, created on this machine and registered on first need."""
         with self.db.transaction() as conn:
-            identity = TenancyStore(conn).identity()
+            identity = TenancyService.identity_in(conn)
             if identity is None:
                 raise AuthorizationError("this profile's person is not an active member")
-            store = KeyStore(conn)
-            active = store.active(identity.user)
+            active = TenancyService.active_key_in(conn, identity.user)
             if active is not None and self.local.load(
                 person_key_name(identity.user), active.key_id
             ):
@@ -231,7 +234,7 @@ class EvidenceService:
     def rotate_key(self, *, orchestrator: bool = False) -> RegisteredKey:
         """A new active key; the old public key stays registered for old evidence."""
         with self.db.transaction() as conn:
-            identity = TenancyStore(conn).identity()
+            identity = TenancyService.identity_in(conn)
             if identity is None:
                 raise AuthorizationError("this profile's person is not an active member")
             if orchestrator and identity.role is not ProductRole.ADMIN:
@@ -252,10 +255,9 @@ class EvidenceService:
         """A new key pair on this machine; its public part registered (and audited)."""
         name = ORCHESTRATOR if kind == "orchestrator" else person_key_name(owner)
         key = self.local.create(name)
-        store = KeyStore(conn)
-        store.register(self.tenant_id, kind, owner, key.public_key())
-        TenancyStore(conn).append_audit(self.tenant_id, action, "key", key.key_id, {"owner": owner})
-        found = store.active(owner)
+        TenancyService.register_key_in(conn, self.tenant_id, kind, owner, key.public_key())
+        TenancyService.audit(conn, self.tenant_id, action, "key", key.key_id, {"owner": owner})
+        found = TenancyService.active_key_in(conn, owner)
         assert found is not None
         if kind == "person" and self.is_orchestrator:
             self.endorse_keys(conn)
@@ -273,7 +275,7 @@ class EvidenceService:
         """Key packets: the orchestrator vouches for each registered personal key that has none
         yet, so an auditor who trusts the orchestrator key alone can verify approvals. Nothing
         when this machine does not hold the orchestrator key (exports try again)."""
-        keys = [k for k in KeyStore(conn).registered() if k.owner_kind == "person"]
+        keys = [k for k in TenancyService.keys_in(conn) if k.owner_kind == "person"]
         if not keys:
             return []
         endorsed = {
@@ -313,7 +315,7 @@ class EvidenceService:
             raise NoSigningKeyError(
                 "only the orchestrator's own session signs with the orchestrator key"
             )
-        active = KeyStore(conn).active(ORCHESTRATOR)
+        active = TenancyService.active_key_in(conn, ORCHESTRATOR)
         if active is None:
             active = self._register_key(conn, "orchestrator", ORCHESTRATOR, "key.register")
         key = self.local.load(ORCHESTRATOR, active.key_id)
@@ -325,10 +327,10 @@ class EvidenceService:
         return key
 
     def personal_signer(self, conn: Connection) -> SigningKey:
-        identity = TenancyStore(conn).identity()
+        identity = TenancyService.identity_in(conn)
         if identity is None:
             raise AuthorizationError("this profile's person is not an active member")
-        active = KeyStore(conn).active(identity.user)
+        active = TenancyService.active_key_in(conn, identity.user)
         key = self.local.load(person_key_name(identity.user), active.key_id) if active else None
         if key is None:
             raise NoSigningKeyError(
@@ -381,13 +383,10 @@ class EvidenceService:
     def emit_run(self, conn: Connection, run_id: UUID, status: str) -> PacketRow:
         """The `run` packet of a run that just ended (the engine calls this in that
         transaction)."""
-        from stella_core.workflows.store import WorkflowStore
-
-        store = WorkflowStore(conn)
-        run = store.get_run(run_id)
+        run = self.runs.run_in(conn, run_id)
         if run is None:
             raise NotFoundError(f"no run {run_id}")
-        body, template_digest = self._template_input(store, run.template_version_id)
+        body, template_digest = self._template_input(conn, run.template_version_id)
         steps = [
             StepOutcome(
                 id=s.id,
@@ -426,7 +425,7 @@ class EvidenceService:
             refs=Refs(
                 release=release.get("name"),
                 run_id=run.id,
-                promotion_id=store.promotion_of(run.id),
+                promotion_id=self.runs.promotion_of_in(conn, run.id),
             ),
         )
 
@@ -436,19 +435,16 @@ class EvidenceService:
         *,
         policy: Mapping[str, Any],
         inputs: Mapping[str, Any],
-        decision: Any,
+        decision: Decided,
         subjects: Iterable[tuple[str, str]],
         resource_uri: str,
         refs: Refs | None = None,
     ) -> PacketRow:
         """A decision's VSA packet, signed by the orchestrator. The policy, each input part and
         the full decision record (everything replay needs) are stored as inputs by digest."""
-        from stella_core.promotions.decision import decision_record, policy_digest
-
-        record = decision_record(policy, inputs, decision)
+        record = decision.record(policy, inputs)
         record_input = Input(DECISION_RECORD_MEDIA_TYPE, canonical_json(record))
         policy_input = Input(JSON_MEDIA_TYPE, canonical_json(policy))
-        assert policy_input.digest == policy_digest(policy)
         parts = {
             name: Input(JSON_MEDIA_TYPE, canonical_json(part)) for name, part in inputs.items()
         }
@@ -475,15 +471,12 @@ class EvidenceService:
             refs=refs,
         )
 
-    def _template_input(self, store: Any, version_id: UUID) -> tuple[bytes, str]:
+    def _template_input(self, conn: Connection, version_id: UUID) -> tuple[bytes, str]:
         """The template version's canonical bytes (its digest is the template digest)."""
         cached = self._templates.get(version_id)
         if cached is not None:
             return cached
-        from stella_core.workflows.template import canonical_json as template_json
-        from stella_core.workflows.template import load_document
-
-        document = store.document(version_id)
+        document = self.runs.template_document_in(conn, version_id)
         if document is None:
             raise NotFoundError(f"no template version {version_id}")
         body = template_json(load_document(document), version=False)
@@ -505,7 +498,7 @@ class EvidenceService:
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
             row = _stored_packet(store, packet_id)
-            keys = KeyStore(conn).registered()
+            keys = TenancyService.keys_in(conn)
             checkpoints = store.checkpoints()
         assert row.bundle is not None
         detail = row.to_json()
@@ -550,7 +543,7 @@ class EvidenceService:
         if altered:
             raise IntegrityError(
                 f"packet #{altered[0]} no longer matches the digest it was appended with: "
-                "refusing to seal the ledger; 'stella evidence verify --ledger' names every problem"
+                "refusing to seal the ledger; verifying the ledger names every problem"
             )
         existing = store.checkpoints()
         if existing and existing[-1].tree_size == len(chain):
@@ -560,8 +553,7 @@ class EvidenceService:
             if tree.root(previous.tree_size).hex() != previous.root_hash:
                 raise IntegrityError(
                     f"the ledger no longer matches checkpoint {previous.tree_size}: "
-                    "packets it sealed were changed or removed; 'stella evidence verify "
-                    "--ledger' names them"
+                    "packets it sealed were changed or removed; verifying the ledger names them"
                 )
         signer = self.orchestrator_signer(conn)
         head = Checkpoint(origin_of(self.tenant_id), len(chain), tree.root())
@@ -609,7 +601,7 @@ class EvidenceService:
             store = LedgerStore(conn)
             chain = store.chain(covering.tree_size)
             bundles = store.bundles([r.seq for r in rows])
-            registered = KeyStore(conn).registered()
+            registered = TenancyService.keys_in(conn)
             trusted = {k.key_id: k.public_key for k in registered}
             references: set[str] = set()
             for done, row in enumerate(rows, 1):
@@ -662,7 +654,7 @@ class EvidenceService:
         decisions = [r.seq for r in rows if r.predicate_type == SLSA_VSA_V1]
         if not decisions:
             return []
-        trusted = KeyStore(conn).public_keys()
+        trusted = TenancyService.public_keys_in(conn)
         records: set[str] = set()
         for bundle in store.bundles(decisions).values():
             try:
@@ -718,7 +710,7 @@ class EvidenceService:
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
             chain = store.chain()
-            registered = KeyStore(conn).registered()
+            registered = TenancyService.keys_in(conn)
             checkpoints = store.checkpoints()
             rows = store.select(Filter())
             bundles = store.bundles([r.seq for r in rows])
@@ -758,12 +750,12 @@ class EvidenceService:
         with self.db.transaction() as conn:
             store = LedgerStore(conn)
             row = _stored_packet(store, packet_id)
-            trusted = KeyStore(conn).public_keys()
+            trusted = TenancyService.public_keys_in(conn)
             assert row.bundle is not None
             verified = verify_bundle(json.loads(row.bundle), trusted)
             digests = [d for _, d in referenced_inputs(verified.predicate_type, verified.predicate)]
             inputs = {d: body for d, (_, body) in store.inputs(digests).items()}
-        outcome = replay_packet(str(row.id), verified, inputs, policy)
+        outcome = replay_packet(str(row.id), verified, inputs, policy, decisions=self.decisions)
         return {
             "same": outcome.same,
             "differences": outcome.differences,
@@ -772,9 +764,14 @@ class EvidenceService:
 
 
 def replay_capsule(
-    files: Mapping[str, bytes], trusted: Sequence[PublicKey] | None, policy: Any = None
+    files: Mapping[str, bytes],
+    trusted: Sequence[PublicKey] | None,
+    policy: Any = None,
+    *,
+    decisions: DecisionReplay,
 ) -> dict[str, Any]:
-    """Replay every packet of a capsule that verifies (with no database)."""
+    """Replay every packet of a capsule that verifies (with no database). `decisions` is the
+    decision engine's replay (`promotions.decision.replay`)."""
     report = verify_capsule(files, trusted)
     inputs = {
         "sha256:" + name.rsplit("/", 1)[-1]: body
@@ -782,7 +779,8 @@ def replay_capsule(
         if name.startswith("inputs/sha256/")
     }
     outcomes = [
-        replay_packet(label, packet, inputs, policy) for label, packet in report.verified.items()
+        replay_packet(label, packet, inputs, policy, decisions=decisions)
+        for label, packet in report.verified.items()
     ]
     # A decision replays the same from its record even when an approval it counted is not in
     # the capsule: that is a difference too, or a capsule could leave out what it relied on.
@@ -812,7 +810,7 @@ def _check_chain_links(chain: Sequence[Any]) -> None:
         ):
             raise IntegrityError(
                 f"the ledger's chain is broken at packet #{link.seq}: refusing to seal it; "
-                "'stella evidence verify --ledger' names every problem"
+                "verifying the ledger names every problem"
             )
         prev = link.hash
 

@@ -206,7 +206,7 @@ def _verify_capsule(
     else:
         trust = keys
         report.trust = (
-            "keys carried in the archive (pass --trusted-key to check them against your own)"
+            "keys carried in the archive (give trusted keys to check them against your own)"
         )
     signed = _signed_manifest(files, trust, report, require_signed_manifest)
     if signed is not None:

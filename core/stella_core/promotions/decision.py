@@ -23,18 +23,14 @@ from typing import Any
 
 from stella_core.errors import AlreadyExistsError, DefinitionError
 from stella_core.evidence.packets import canonical_json
-from stella_core.promotions.gates import (
-    BUILTIN_GATES,
+from stella_core.promotions.gate import Code, Gate, GateResult, GateStatus, Reason
+from stella_core.promotions.gate_inputs import (
     INPUT_PARTS,
-    Code,
-    Gate,
-    GateResult,
-    GateStatus,
-    Reason,
     parse_release,
     parse_request,
     parse_time,
 )
+from stella_core.promotions.gates import BUILTIN_GATES
 
 __all__ = [
     "DECISION_RECORD_TYPE",
@@ -97,6 +93,10 @@ class Decision:
             "evaluatedAt": self.evaluated_at,
             "gates": [result.to_json() for result in self.gates],
         }
+
+    def record(self, policy: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Everything replay needs (see `decision_record`): what evidence stores by digest."""
+        return decision_record(policy, inputs, self)
 
 
 # --- policy --------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""What a promotion gate is, the input parts gates read, and the built-in gates: freeze window,
-predecessor environment, approval and schedule.
+"""The built-in promotion gates: freeze window, predecessor environment, approval and schedule.
 
 Pure like the engine: every fact, the evaluation time included, is an argument; nothing reads a
 clock, the environment or a database. Gates fail closed: a missing or malformed input part is a
@@ -9,374 +8,31 @@ clock, the environment or a database. Gates fail closed: a missing or malformed 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
-from uuid import UUID
+from typing import Any, Generic, TypeVar
 
 from stella_core.errors import DefinitionError
-from stella_core.evidence.packets import sha256_hex
 from stella_core.evidence.predicates import rfc3339
-
-__all__ = [
-    "BUILTIN_GATES",
-    "INPUT_PARTS",
-    "ApprovalGate",
-    "Code",
-    "FreezeWindowGate",
-    "Gate",
-    "GateResult",
-    "GateStatus",
-    "InputError",
-    "PredecessorGate",
-    "Reason",
-    "ScheduleGate",
-    "parse_time",
-]
-
-
-class GateStatus(StrEnum):
-    PASS = "pass"  # noqa: S105 - a status, not a password
-    FAIL = "fail"
-    # Only the approval gate waits: every other gate can be decided from the facts at hand.
-    PENDING = "pending"
-
-
-class Code(StrEnum):
-    """Built-in reason codes. Stable: scripts and replay compare codes, never messages."""
-
-    POLICY_INVALID = "POLICY_INVALID"
-    INPUT_MISSING = "INPUT_MISSING"
-    INPUT_INVALID = "INPUT_INVALID"
-    GATE_UNKNOWN = "GATE_UNKNOWN"
-    GATE_CONFIG_INVALID = "GATE_CONFIG_INVALID"
-    NO_ACTIVE_FREEZE = "NO_ACTIVE_FREEZE"
-    FREEZE_ACTIVE = "FREEZE_ACTIVE"
-    FREEZE_OVERRIDDEN = "FREEZE_OVERRIDDEN"
-    FIRST_ENVIRONMENT = "FIRST_ENVIRONMENT"
-    PREDECESSOR_REACHED = "PREDECESSOR_REACHED"
-    PREDECESSOR_NOT_REACHED = "PREDECESSOR_NOT_REACHED"
-    EXCEPTION_APPLIED = "EXCEPTION_APPLIED"
-    EXCEPTION_EXPIRED = "EXCEPTION_EXPIRED"
-    NO_APPROVAL_REQUIRED = "NO_APPROVAL_REQUIRED"
-    APPROVED = "APPROVED"
-    APPROVALS_PENDING = "APPROVALS_PENDING"
-    QUORUM_PENDING = "QUORUM_PENDING"
-    REJECTED = "REJECTED"
-    SIGNATURE_INVALID = "SIGNATURE_INVALID"
-    NOT_ELIGIBLE = "NOT_ELIGIBLE"
-    SELF_APPROVAL_REFUSED = "SELF_APPROVAL_REFUSED"
-    DUPLICATE_APPROVAL = "DUPLICATE_APPROVAL"
-    IN_WINDOW = "IN_WINDOW"
-    OUTSIDE_WINDOW = "OUTSIDE_WINDOW"
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    code: str
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"code": str(self.code), "message": self.message}
-
-
-@dataclass(frozen=True, slots=True)
-class GateResult:
-    """One gate's verdict. `unblock` says in words what would turn it into a pass."""
-
-    gate: str
-    type: str
-    status: GateStatus
-    reasons: tuple[Reason, ...] = ()
-    unblock: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "gate": self.gate,
-            "type": self.type,
-            "status": str(self.status),
-            "reasons": [reason.to_json() for reason in self.reasons],
-            "unblock": list(self.unblock),
-        }
-
-
-class Gate(Protocol):
-    """A gate type. The engine calls `check_config` first, then `evaluate`, and stamps the
-    policy's gate id on the result (a gate does not know its id)."""
-
-    @property
-    def type(self) -> str: ...
-
-    def check_config(self, config: Any) -> None:
-        """Raise DefinitionError saying what is wrong with `config`."""
-
-    def evaluate(self, config: Any, inputs: Mapping[str, Any], evaluated_at: str) -> GateResult: ...
-
-
-class InputError(DefinitionError):
-    """An input part a gate needs is missing (`INPUT_MISSING`) or malformed (`INPUT_INVALID`)."""
-
-    def __init__(self, code: Code, part: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.part = part
-
-
-# --- input parts ---------------------------------------------------------------------------------
-# Input parts are facts gathered by services, so unknown keys are tolerated (they are recorded
-# and digested all the same); the policy, which people write, refuses them.
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    release: str
-    environment: str
-    requested_by: str
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    name: str
-    components: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    by: str
-    role: str
-    approve: bool
-    at: int
-    at_text: str
-    signature_ok: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Freeze:
-    id: str
-    start: int
-    end: int
-    end_text: str
-    reason: str
-    allow: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Exemption:
-    """An entry of the `exceptions` part: a signed waiver of one gate type in one environment."""
-
-    id: str
-    gate: str
-    environment: str
-    expires_at: int
-    expires_text: str
-    by: str
-    signature_ok: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Person:
-    name: str
-    role: str
-
-
-_NS = 1_000_000_000
-
-
-def parse_time(value: Any, where: str) -> int:
-    """Nanoseconds since the epoch of an RFC 3339 UTC time string (`…Z`, up to 9 fraction
-    digits); integers compare exactly where datetimes would drop nanoseconds."""
-    if not isinstance(value, str):
-        raise DefinitionError(f"{where} must be an RFC 3339 UTC time string")
-    try:
-        rfc3339(value)
-    except DefinitionError as exc:
-        raise DefinitionError(f"{where}: {exc.message}") from exc
-    whole = datetime.fromisoformat(value[:19] + "+00:00")
-    fraction = value[20:-1]
-    return int(whole.timestamp()) * _NS + int(fraction.ljust(9, "0") or "0")
-
-
-def _object(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise DefinitionError(f"{where} must be a JSON object")
-    return value
-
-
-def _array(value: Any, where: str) -> Sequence[Any]:
-    if not isinstance(value, list | tuple):
-        raise DefinitionError(f"{where} must be a JSON array")
-    return value
-
-
-def _text(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise DefinitionError(f"{where}.{key} must be a non-empty string")
-    return value
-
-
-def _optional_text(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise DefinitionError(f"{where}.{key} must be a string")
-    return value
-
-
-def _flag(obj: Mapping[str, Any], key: str, where: str) -> bool:
-    value = obj.get(key)
-    if not isinstance(value, bool):
-        raise DefinitionError(f"{where}.{key} must be true or false")
-    return value
-
-
-def _names(value: Any, where: str) -> tuple[str, ...]:
-    names = _array(value, where)
-    for index, name in enumerate(names):
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"{where}[{index}] must be a non-empty string")
-    return tuple(names)
-
-
-def parse_request(value: Any) -> Request:
-    obj = _object(value, "request")
-    promotion_id = obj.get("promotionId")
-    if promotion_id is not None:
-        try:
-            UUID(promotion_id)
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise DefinitionError("request.promotionId must be a UUID string") from exc
-    _optional_text(obj, "reason", "request")
-    return Request(
-        release=_text(obj, "release", "request"),
-        environment=_text(obj, "environment", "request"),
-        requested_by=_text(obj, "requestedBy", "request"),
-    )
-
-
-def parse_release(value: Any) -> Release:
-    obj = _object(value, "release")
-    components = _object(obj.get("components"), "release.components")
-    for name, digest in components.items():
-        where = f"release.components.{name}"
-        if not isinstance(name, str) or not name:
-            raise DefinitionError("release.components names must be non-empty strings")
-        if not isinstance(digest, str) or not digest.startswith("sha256:"):
-            raise DefinitionError(f"{where} must be sha256:<64 lowercase hex>")
-        try:
-            sha256_hex(digest)
-        except DefinitionError as exc:
-            raise DefinitionError(f"{where}: {exc.message}") from exc
-    return Release(name=_text(obj, "name", "release"), components=dict(components))
-
-
-def parse_approvals(value: Any) -> tuple[Approval, ...]:
-    approvals = []
-    for index, item in enumerate(_array(value, "approvals")):
-        where = f"approvals[{index}]"
-        obj = _object(item, where)
-        decision = obj.get("decision")
-        if decision not in ("approve", "reject"):
-            raise DefinitionError(f'{where}.decision must be "approve" or "reject"')
-        _optional_text(obj, "comment", where)
-        approvals.append(
-            Approval(
-                by=_text(obj, "by", where),
-                role=_text(obj, "role", where),
-                approve=decision == "approve",
-                at=parse_time(obj.get("at"), f"{where}.at"),
-                at_text=obj["at"],
-                signature_ok=_flag(obj, "signatureOk", where),
-            )
-        )
-    return tuple(approvals)
-
-
-def parse_freezes(value: Any) -> tuple[Freeze, ...]:
-    freezes = []
-    for index, item in enumerate(_array(value, "freezes")):
-        where = f"freezes[{index}]"
-        obj = _object(item, where)
-        start = parse_time(obj.get("start"), f"{where}.start")
-        end = parse_time(obj.get("end"), f"{where}.end")
-        if end <= start:
-            raise DefinitionError(f"{where} ends before it starts")
-        freezes.append(
-            Freeze(
-                id=_text(obj, "id", where),
-                start=start,
-                end=end,
-                end_text=obj["end"],
-                reason=_optional_text(obj, "reason", where),
-                allow=_names(obj.get("allow", []), f"{where}.allow"),
-            )
-        )
-    return tuple(freezes)
-
-
-def parse_history(value: Any) -> tuple[str, ...]:
-    return _names(_object(value, "history").get("reached"), "history.reached")
-
-
-def parse_exceptions(value: Any) -> tuple[Exemption, ...]:
-    exemptions = []
-    for index, item in enumerate(_array(value, "exceptions")):
-        where = f"exceptions[{index}]"
-        obj = _object(item, where)
-        exemptions.append(
-            Exemption(
-                id=_text(obj, "id", where),
-                gate=_text(obj, "gate", where),
-                environment=_text(obj, "environment", where),
-                expires_at=parse_time(obj.get("expiresAt"), f"{where}.expiresAt"),
-                expires_text=obj["expiresAt"],
-                by=_text(obj, "by", where),
-                signature_ok=_flag(obj, "signatureOk", where),
-            )
-        )
-    return tuple(exemptions)
-
-
-def parse_people(value: Any) -> tuple[Person, ...]:
-    people = []
-    for index, item in enumerate(_array(value, "people")):
-        where = f"people[{index}]"
-        obj = _object(item, where)
-        people.append(Person(name=_text(obj, "name", where), role=_text(obj, "role", where)))
-    return tuple(people)
-
-
-# The parts the built-in gates read; the engine checks every one present, whoever reads it.
-INPUT_PARTS: Mapping[str, Callable[[Any], object]] = {
-    "request": parse_request,
-    "release": parse_release,
-    "approvals": parse_approvals,
-    "freezes": parse_freezes,
-    "history": parse_history,
-    "exceptions": parse_exceptions,
-    "people": parse_people,
-}
-
-_T = TypeVar("_T")
-
-
-def _read(inputs: Mapping[str, Any], part: str, parse: Callable[[Any], _T]) -> _T:
-    if part not in inputs:
-        raise InputError(Code.INPUT_MISSING, part, f"the '{part}' input is missing")
-    try:
-        return parse(inputs[part])
-    except DefinitionError as exc:
-        raise InputError(Code.INPUT_INVALID, part, exc.message) from exc
-
-
-def _now(evaluated_at: str) -> int:
-    try:
-        return parse_time(evaluated_at, "evaluatedAt")
-    except DefinitionError as exc:
-        raise InputError(Code.INPUT_INVALID, "evaluatedAt", exc.message) from exc
+from stella_core.promotions.gate import Code, Gate, GateResult, GateStatus, InputError, Reason
+from stella_core.promotions.gate_inputs import (
+    NS,
+    Exemption,
+    Freeze,
+    Person,
+    as_array,
+    as_names,
+    as_object,
+    now_of,
+    parse_approvals,
+    parse_exceptions,
+    parse_freezes,
+    parse_history,
+    parse_people,
+    parse_request,
+    read_part,
+)
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -433,7 +89,7 @@ def _settings(
     config: Any, allowed: Collection[str], required: Collection[str] = ()
 ) -> Mapping[str, Any]:
     # Policies are written by people: an unknown key is a typo that would otherwise be ignored.
-    obj = _object(config, "config")
+    obj = as_object(config, "config")
     unknown = sorted(set(obj) - set(allowed))
     if unknown:
         raise DefinitionError(f"unknown setting(s): {_listing(unknown)}")
@@ -452,9 +108,9 @@ class FreezeWindowGate(_BuiltinGate[None]):
         _settings(config, set())
 
     def _evaluate(self, config: None, inputs: Mapping[str, Any], evaluated_at: str) -> GateResult:
-        now = _now(evaluated_at)
-        requester = _read(inputs, "request", parse_request).requested_by
-        freezes = _read(inputs, "freezes", parse_freezes)
+        now = now_of(evaluated_at)
+        requester = read_part(inputs, "request", parse_request).requested_by
+        freezes = read_part(inputs, "freezes", parse_freezes)
         reasons: list[Reason] = []
         blocking: list[Freeze] = []
         for freeze in freezes:
@@ -508,12 +164,12 @@ def _waiver(
 
     An absent exceptions part can only keep a gate failing, so it needs no fail-closed
     treatment of its own."""
-    exemptions = _read(inputs, "exceptions", parse_exceptions) if "exceptions" in inputs else ()
+    exemptions = read_part(inputs, "exceptions", parse_exceptions) if "exceptions" in inputs else ()
     if not exemptions:
         return None
-    now = _now(evaluated_at)
+    now = now_of(evaluated_at)
     # Exceptions name the environment; the engine checks the request is for the policy's.
-    environment = _read(inputs, "request", parse_request).environment
+    environment = read_part(inputs, "request", parse_request).environment
     usable: list[Exemption] = []
     for exemption in exemptions:
         if exemption.gate != gate_type or exemption.environment != environment:
@@ -577,7 +233,7 @@ class PredecessorGate(_BuiltinGate[_PredecessorConfig]):
                 GateStatus.PASS,
                 [Reason(Code.FIRST_ENVIRONMENT, "no environment has to come before this one")],
             )
-        reached = _read(inputs, "history", parse_history)
+        reached = read_part(inputs, "history", parse_history)
         if previous in reached:
             return self._result(
                 GateStatus.PASS,
@@ -638,13 +294,13 @@ class ApprovalGate(_BuiltinGate[_ApprovalConfig]):
         sod = obj.get("separationOfDuties", True)
         if not isinstance(sod, bool):
             raise DefinitionError("separationOfDuties must be true or false")
-        quorum_obj = _object(obj.get("quorum", {}), "quorum")
+        quorum_obj = as_object(obj.get("quorum", {}), "quorum")
         quorum = {role: _count(n, f"quorum.{role}", 1) for role, n in quorum_obj.items()}
         parsed = _ApprovalConfig(
             required=_count(obj["required"], "required", 0),
             separation_of_duties=sod,
-            roles=_names(obj.get("eligibleRoles", []), "eligibleRoles"),
-            persons=_names(obj.get("eligiblePersons", []), "eligiblePersons"),
+            roles=as_names(obj.get("eligibleRoles", []), "eligibleRoles"),
+            persons=as_names(obj.get("eligiblePersons", []), "eligiblePersons"),
             quorum=quorum,
         )
         if sum(quorum.values()) > parsed.required:
@@ -664,11 +320,11 @@ class ApprovalGate(_BuiltinGate[_ApprovalConfig]):
         self, config: _ApprovalConfig, inputs: Mapping[str, Any], evaluated_at: str
     ) -> GateResult:
         # Always read, also when none are required: a signed rejection still stops a promotion.
-        approvals = sorted(_read(inputs, "approvals", parse_approvals), key=lambda a: a.at)
+        approvals = sorted(read_part(inputs, "approvals", parse_approvals), key=lambda a: a.at)
         requester = None
         if config.separation_of_duties:
-            requester = _read(inputs, "request", parse_request).requested_by
-        people = _read(inputs, "people", parse_people) if "people" in inputs else None
+            requester = read_part(inputs, "request", parse_request).requested_by
+        people = read_part(inputs, "people", parse_people) if "people" in inputs else None
 
         notes: list[Reason] = []
         rejections: list[Reason] = []
@@ -817,10 +473,10 @@ class ScheduleGate(_BuiltinGate[tuple[_Window, ...]]):
     def _config(self, config: Any) -> tuple[_Window, ...]:
         obj = _settings(config, {"windows"}, {"windows"})
         windows: list[_Window] = []
-        for index, item in enumerate(_array(obj["windows"], "windows")):
+        for index, item in enumerate(as_array(obj["windows"], "windows")):
             where = f"windows[{index}]"
             window = _settings(item, {"days", "start", "end"}, {"days", "start", "end"})
-            days = _names(window["days"], f"{where}.days")
+            days = as_names(window["days"], f"{where}.days")
             if not days or any(day not in _DAYS for day in days):
                 raise DefinitionError(f"{where}.days must list some of {_listing(_DAYS)}")
             start = _minutes(window["start"], f"{where}.start")
@@ -838,7 +494,7 @@ class ScheduleGate(_BuiltinGate[tuple[_Window, ...]]):
     def _evaluate(
         self, config: tuple[_Window, ...], inputs: Mapping[str, Any], evaluated_at: str
     ) -> GateResult:
-        now = _now(evaluated_at)
+        now = now_of(evaluated_at)
         if not config:
             return self._result(
                 GateStatus.FAIL,
@@ -846,7 +502,7 @@ class ScheduleGate(_BuiltinGate[tuple[_Window, ...]]):
                 ["add a deployment window to the policy"],
             )
         # Window bounds are whole minutes, so comparing whole seconds is exact.
-        moment = datetime.fromtimestamp(now // _NS, UTC)
+        moment = datetime.fromtimestamp(now // NS, UTC)
         into_week = (
             moment.weekday() * _DAY + moment.hour * 3600 + moment.minute * 60 + moment.second
         )

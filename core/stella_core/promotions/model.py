@@ -22,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from stella_core.errors import AuthorizationError, DefinitionError
-from stella_core.promotions.decision import check_policy
+from stella_core.workflows.model import RunStatus
 
 # Gates an admin's signed exception may waive (a freeze has its own `allow` list; approvals are
 # never waived).
@@ -56,11 +56,11 @@ TRANSITIONS: dict[PromotionStatus, frozenset[PromotionStatus]] = {
 }
 # A finished workflow run decides how its promotion ends.
 RUN_OUTCOME: dict[str, PromotionStatus] = {
-    "succeeded": S.DEPLOYED,
-    "failed": S.FAILED,
-    "timed_out": S.FAILED,
-    "cancelled": S.CANCELLED,
-    "rolled_back": S.ROLLED_BACK,
+    RunStatus.SUCCEEDED: S.DEPLOYED,
+    RunStatus.FAILED: S.FAILED,
+    RunStatus.TIMED_OUT: S.FAILED,
+    RunStatus.CANCELLED: S.CANCELLED,
+    RunStatus.ROLLED_BACK: S.ROLLED_BACK,
 }
 
 
@@ -78,36 +78,6 @@ class ApprovalRefusedError(AuthorizationError):
 def check_transition(old: PromotionStatus, new: PromotionStatus) -> None:
     if new not in TRANSITIONS.get(old, frozenset()):
         raise IllegalTransitionError(f"a promotion cannot go from {old.value} to {new.value}")
-
-
-def environment_policy(
-    environment: str,
-    *,
-    previous: str | None,
-    required_approvals: int,
-    separation_of_duties: bool,
-    approver_roles: Sequence[str],
-    approver_persons: Sequence[str] = (),
-    quorum: Mapping[str, int] | None = None,
-    schedule: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The gate configuration an environment is decided by (validated; DefinitionError)."""
-    approval: dict[str, Any] = {
-        "required": required_approvals,
-        "separationOfDuties": separation_of_duties,
-        "eligibleRoles": sorted(set(approver_roles)),
-        "eligiblePersons": sorted(set(approver_persons)),
-    }
-    if quorum:
-        approval["quorum"] = dict(sorted(quorum.items()))
-    gates: list[dict[str, Any]] = [
-        {"id": "freeze-window", "type": "freeze-window", "config": {}},
-        {"id": "predecessor", "type": "predecessor", "config": {"previous": previous}},
-        {"id": "approval", "type": "approval", "config": approval},
-    ]
-    if schedule is not None:
-        gates.append({"id": "schedule", "type": "schedule", "config": {"windows": schedule}})
-    return check_policy({"environment": environment, "gates": gates})
 
 
 def approvers_of(policy: Mapping[str, Any]) -> tuple[list[str], list[str]]:

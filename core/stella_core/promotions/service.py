@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from stella_core.clock import Clock, SystemClock
 from stella_core.db.engine import Database
-from stella_core.environments.store import EnvironmentStore
+from stella_core.environments.service import EnvironmentService
 from stella_core.errors import (
     AlreadyExistsError,
     DefinitionError,
@@ -28,7 +28,7 @@ from stella_core.errors import (
     OrchestratorUnavailableError,
     StellaError,
 )
-from stella_core.evidence.ledger import Refs
+from stella_core.evidence.model import Refs
 from stella_core.evidence.packets import PacketError, verify_bundle
 from stella_core.evidence.predicates import APPROVAL_V1, EXCEPTION_V1, rfc3339
 from stella_core.evidence.service import EvidenceService
@@ -47,11 +47,10 @@ from stella_core.promotions.model import (
     status_for,
 )
 from stella_core.promotions.store import PromotionStore
-from stella_core.releases.store import ReleaseStore
-from stella_core.tenancy.keys import KeyStore
+from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.model import Identity, ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
+from stella_core.workflows.model import RunStatus
 from stella_core.workflows.service import WorkflowService
 
 REQUESTERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
@@ -126,9 +125,9 @@ class PromotionService:
     def _request_in(
         self, conn: Connection, tenant_id: UUID, release: str, environment: str, reason: str
     ) -> UUID:
-        if EnvironmentStore(conn).get(environment) is None:
+        if EnvironmentService.get_in(conn, environment) is None:
             raise NotFoundError(f"no environment named {environment!r}")
-        found = ReleaseStore(conn).get_releases(release)
+        found = ReleaseService.releases_in(conn, release)
         if not found:
             raise NotFoundError(f"no release named {release!r}")
         store = PromotionStore(conn)
@@ -140,7 +139,8 @@ class PromotionService:
                 f"{open_one.id} ({open_one.status})"
             )
         promotion_id = store.insert(tenant_id, found[0].id, environment, reason)
-        TenancyStore(conn).append_audit(
+        TenancyService.audit(
+            conn,
             tenant_id,
             "promotion.request",
             "promotion",
@@ -167,10 +167,10 @@ class PromotionService:
         me = self.tenancy.whoami()
         with self.db.transaction() as conn:
             # The policy the database will copy into the request.
-            policy = EnvironmentStore(conn).policy_document(environment)
+            policy = EnvironmentService.policy_document_in(conn, environment)
             if policy is None:
                 raise NotFoundError(f"no environment named {environment!r}")
-            found = ReleaseStore(conn).get_releases(release)
+            found = ReleaseService.releases_in(conn, release)
             if not found:
                 raise NotFoundError(f"no release named {release!r}")
             components = {c.name: c.digest for c in found[0].components}
@@ -198,7 +198,7 @@ class PromotionService:
 
     def reject(self, promotion_id: UUID | str, reason: str) -> Promotion:
         if not reason.strip():
-            raise DefinitionError("a rejection needs a reason (--reason)")
+            raise DefinitionError("a rejection needs a reason", field="reason")
         return self._record(_uuid(promotion_id), "reject", reason)
 
     def _record(self, promotion_id: UUID, decision: str, comment: str) -> Promotion:
@@ -235,7 +235,8 @@ class PromotionService:
             PromotionStore(conn).insert_approval(
                 me.tenant_id, promotion_id, decision, comment, packet.id
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 me.tenant_id,
                 f"promotion.{decision}",
                 "promotion",
@@ -298,9 +299,9 @@ class PromotionService:
         self.evidence.ensure_personal_key()
         exception_id = uuid4()
         with self.db.transaction() as conn:
-            if EnvironmentStore(conn).get(environment) is None:
+            if EnvironmentService.get_in(conn, environment) is None:
                 raise NotFoundError(f"no environment named {environment!r}")
-            found = ReleaseStore(conn).get_releases(release)
+            found = ReleaseService.releases_in(conn, release)
             if not found:
                 raise NotFoundError(f"no release named {release!r}")
             components = {c.name: c.digest for c in found[0].components}
@@ -333,7 +334,8 @@ class PromotionService:
                 expires_at,
                 packet.id,
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "promotion.exception",
                 "release",
@@ -379,8 +381,13 @@ class PromotionService:
             open_now = PromotionStatus(row.status) in OPEN
             if open_now:
                 store.cancel(key, reason)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "promotion.cancel", "promotion", str(key), {"reason": reason}
+            TenancyService.audit(
+                conn,
+                identity.tenant_id,
+                "promotion.cancel",
+                "promotion",
+                str(key),
+                {"reason": reason},
             )
         if not open_now:
             self._orchestrator().stop(key, reason or f"cancelled by {identity.user}")
@@ -477,7 +484,7 @@ class PromotionService:
         inputs["policyVersion"] = {
             "environment": row.environment,
             "version": row.policy_version,
-            "packet": EnvironmentStore(conn).policy_packet(row.environment, row.policy_version)
+            "packet": EnvironmentService.policy_packet_in(conn, row.environment, row.policy_version)
             if row.policy_version is not None
             else None,
         }
@@ -509,7 +516,7 @@ class PromotionService:
         """Count, as the gate does, each approval whose signature verifies by an eligible,
         active person (never the requester under separation of duties, each person once), and
         write it down so the database can check the count; the decision records which."""
-        active = {u.name for u in TenancyStore(conn).list_users() if not u.disabled}
+        active = {u.name for u in TenancyService.users_in(conn) if not u.disabled}
         store = PromotionStore(conn)
         seen: set[str] = set()
         out = []
@@ -534,7 +541,7 @@ class PromotionService:
     def _start(self, conn: Connection, row: Any) -> None:
         """The approved promotion runs its environment's workflow; without one, the release is
         in the environment at once."""
-        env = EnvironmentStore(conn).get(row.environment)
+        env = EnvironmentService.get_in(conn, row.environment)
         assert env is not None
         store = PromotionStore(conn)
         if env.workflow is None:
@@ -572,7 +579,7 @@ class PromotionService:
         """After a promotion's run succeeded (and committed): the orchestrator requests the
         promotions into the environments that auto-promote from where the release just landed
         (the database lets it request nothing else)."""
-        if status != "succeeded" or not self.is_orchestrator:
+        if status != RunStatus.SUCCEEDED or not self.is_orchestrator:
             return []
         with self.db.transaction() as conn:
             row = PromotionStore(conn).row_of_run(run_id)
@@ -580,7 +587,7 @@ class PromotionService:
                 return []
             targets = [
                 e.name
-                for e in EnvironmentStore(conn).list()
+                for e in EnvironmentService.list_in(conn)
                 if e.auto_promote_from == row.environment
             ]
         requested = []
@@ -613,8 +620,8 @@ class PromotionService:
         approvals: list[Approval],
     ) -> dict[str, Any]:
         now = self.clock.now()
-        freezes = EnvironmentStore(conn).freezes(environment, ending_after=now)
-        people = TenancyStore(conn).list_users()
+        freezes = EnvironmentService.freezes_in(conn, environment, ending_after=now)
+        people = TenancyService.users_in(conn)
         return {
             "request": {
                 "promotionId": str(promotion_id),
@@ -657,8 +664,8 @@ class PromotionService:
     ) -> list[dict[str, Any]]:
         """Exceptions for this release and environment, with whether each is signed by an
         admin's registered key over exactly these digests (an unsigned one authorizes nothing)."""
-        keys = KeyStore(conn).registered()
-        admins = {u.name for u in TenancyStore(conn).list_users() if u.role is ProductRole.ADMIN}
+        keys = TenancyService.keys_in(conn)
+        admins = {u.name for u in TenancyService.users_in(conn) if u.role is ProductRole.ADMIN}
         found = []
         for e in PromotionStore(conn).exceptions(release, environment):
             trusted = {k.key_id: k.public_key for k in keys if k.owner == e.granted_by}
@@ -694,7 +701,7 @@ class PromotionService:
     ) -> dict[UUID, list[Approval]]:
         """Each promotion's approvals, with whether its signature verifies: by a key registered
         to the approver, over this promotion, environment and exact digest set."""
-        keys = KeyStore(conn).registered()
+        keys = TenancyService.keys_in(conn)
         by_owner: dict[str, dict[str, Any]] = {}
         for k in keys:
             by_owner.setdefault(k.owner, {})[k.key_id] = k.public_key
@@ -835,9 +842,9 @@ class PromotionService:
         with their approval progress, and active freeze windows."""
         now = self.clock.now()
         with self.db.transaction() as conn:
-            envs = EnvironmentStore(conn).list()
+            envs = EnvironmentService.list_in(conn)
             current = PromotionStore(conn).current()
-            freezes = EnvironmentStore(conn).freezes(ending_after=now)
+            freezes = EnvironmentService.freezes_in(conn, ending_after=now)
         pending = self.find(statuses=[s.value for s in OPEN] + ["approved", "deploying"])
         columns = []
         for env in envs:

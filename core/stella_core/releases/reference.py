@@ -8,25 +8,16 @@ from __future__ import annotations
 import re
 
 from stella_core.errors import InvalidNameError, InvalidReferenceError
+from stella_core.limits import check_name
 
 # distribution-spec: <name> components separated by "/", each [a-z0-9]+ with separators . _ __ -+
 _REPO_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-# Names of things we own (releases, components, registries, users): readable, shell-safe.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Names of releases: readable, shell-safe (other names: limits.check_name).
 RELEASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 MAX_REPOSITORY_LENGTH = 255
-
-
-def check_name(kind: str, value: str) -> str:
-    if not NAME_RE.match(value):
-        raise InvalidNameError(
-            f"invalid {kind} name {value!r}: use 1-63 characters a-z, 0-9, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return value
 
 
 def check_release_name(value: str) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
+from sqlalchemy import Connection
+
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db.engine import Database
 from stella_core.errors import (
@@ -21,7 +23,7 @@ from stella_core.errors import (
     NotFoundError,
     StellaError,
 )
-from stella_core.limits import check_text, text_problem
+from stella_core.limits import check_name, check_text, text_problem
 from stella_core.releases.model import (
     Component,
     ComponentPin,
@@ -32,7 +34,6 @@ from stella_core.releases.model import (
     ResolvedManifest,
 )
 from stella_core.releases.reference import (
-    check_name,
     check_release_name,
     check_repository,
     parse_image,
@@ -40,7 +41,6 @@ from stella_core.releases.reference import (
 from stella_core.releases.store import ReleaseStore
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ def normalise_registry_url(url: str, *, insecure: bool) -> tuple[RegistryKind, s
         raise DefinitionError(f"registry URL must be http(s):// or a layout path: {url!r}")
     if parts.username or parts.password:
         raise DefinitionError(
-            "do not put credentials in the registry URL; use --username and --password-stdin"
+            "do not put credentials in the registry URL; give the username and the password apart",
+            field="username",
         )
     if not parts.hostname:
         raise DefinitionError(f"registry URL has no host: {url!r}")
@@ -137,6 +138,11 @@ class ReleaseService:
         self.secrets = secrets
         self.timeout = timeout
 
+    @staticmethod
+    def releases_in(conn: Connection, name: str | None = None) -> list[Release]:
+        """Releases (newest first; one name or all) read in another module's transaction."""
+        return ReleaseStore(conn).get_releases(name)
+
     # registries -------------------------------------------------------------------------
     def add_registry(
         self,
@@ -150,7 +156,7 @@ class ReleaseService:
         check_name("registry", name)
         kind, url = normalise_registry_url(url, insecure=insecure)
         if password is not None and not username:
-            raise DefinitionError("a password needs a --username")
+            raise DefinitionError("a password needs a username", field="username")
         if kind is RegistryKind.OCI_LAYOUT:
             if username:
                 raise DefinitionError("an OCI layout directory takes no credentials")
@@ -177,7 +183,8 @@ class ReleaseService:
             registry = store.insert_registry(
                 identity.tenant_id, name, kind, url, username, sealed, insecure
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "registry.add",
                 "registry",
@@ -204,8 +211,8 @@ class ReleaseService:
                 )
             removed = next(r for r in store.list_registries() if r.name == name)
             store.delete_registry(row.id)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "registry.remove", "registry", name, {"url": row.url}
+            TenancyService.audit(
+                conn, identity.tenant_id, "registry.remove", "registry", name, {"url": row.url}
             )
         return removed
 
@@ -253,7 +260,8 @@ class ReleaseService:
             if store.component_rows([name]):
                 raise AlreadyExistsError(f"component {name!r} exists already")
             store.insert_component(identity.tenant_id, name, registry.id, repository)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "component.add",
                 "component",
@@ -273,7 +281,7 @@ class ReleaseService:
         """Resolve every pin against its registry, then store all of it or nothing."""
         check_release_name(name)
         if not pins:
-            raise DefinitionError("a release needs at least one --component")
+            raise DefinitionError("a release needs at least one component", field="component")
         if len(pins) > MAX_COMPONENTS_PER_RELEASE:
             raise DefinitionError(
                 f"a release holds at most {MAX_COMPONENTS_PER_RELEASE} components"
@@ -364,7 +372,8 @@ class ReleaseService:
         with self.db.transaction() as conn:
             store = ReleaseStore(conn)
             store.insert_release(identity.tenant_id, name, pinned)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "release.create",
                 "release",

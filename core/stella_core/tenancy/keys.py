@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
-
-from sqlalchemy import Connection, text
 
 from stella_core.crypto.keys import (
     KeyFile,
@@ -253,57 +250,6 @@ class LocalKeys:
         self._profiles.protect_key(self.target, person)
         self._personal[person] = new
         return len(opened)
-
-
-class KeyStore:
-    """Registered public keys (RLS: the caller's tenant only)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def register(self, tenant_id: UUID, owner_kind: str, owner: str, key: PublicKey) -> None:
-        self.conn.execute(
-            text(
-                "INSERT INTO tenancy.signing_keys"
-                " (tenant_id, key_id, owner_kind, owner, public_key)"
-                " VALUES (:t, :k, :kind, :owner, :pem) ON CONFLICT DO NOTHING"
-            ),
-            {
-                "t": tenant_id,
-                "k": key.key_id,
-                "kind": owner_kind,
-                "owner": owner,
-                "pem": key.pem().decode("ascii"),
-            },
-        )
-
-    def registered(self, owner: str | None = None) -> list[RegisteredKey]:
-        rows = self.conn.execute(
-            text(
-                "SELECT key_id, owner_kind, owner, public_key, registered_at, created_by"
-                " FROM tenancy.signing_keys WHERE (CAST(:o AS text) IS NULL OR owner = :o)"
-                " ORDER BY registered_at, key_id"
-            ),
-            {"o": owner},
-        ).all()
-        return [
-            RegisteredKey(
-                key_id=r.key_id,
-                owner_kind=r.owner_kind,
-                owner=r.owner,
-                public_key=PublicKey.from_pem(r.public_key.encode("ascii")),
-                registered_at=r.registered_at,
-                registered_by=r.created_by,
-            )
-            for r in rows
-        ]
-
-    def active(self, owner: str) -> RegisteredKey | None:
-        keys = self.registered(owner)
-        return keys[-1] if keys else None
-
-    def public_keys(self) -> dict[str, PublicKey]:
-        return {k.key_id: k.public_key for k in self.registered()}
 
 
 class NoSigningKeyError(NotFoundError):

@@ -9,8 +9,9 @@ from uuid import UUID, uuid4
 
 import sqlalchemy.exc
 from psycopg import sql
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
+from stella_core.crypto.keys import PublicKey
 from stella_core.db.engine import Database, translate
 from stella_core.db.schema_sql import APP_ROLE, ORCHESTRATOR_ROLE
 from stella_core.errors import (
@@ -19,7 +20,8 @@ from stella_core.errors import (
     InvalidNameError,
     NotFoundError,
 )
-from stella_core.releases.reference import check_name
+from stella_core.limits import check_name
+from stella_core.tenancy.keys import RegisteredKey
 from stella_core.tenancy.model import (
     RESERVED_NAMES,
     RESERVED_PREFIXES,
@@ -27,7 +29,7 @@ from stella_core.tenancy.model import (
     ProductRole,
     User,
 )
-from stella_core.tenancy.store import TenancyStore, verify_chain
+from stella_core.tenancy.store import KeyStore, TenancyStore, verify_chain
 
 
 def check_person_name(name: str) -> str:
@@ -216,6 +218,49 @@ class TenancyService:
     def __init__(self, db: Database, provisioner: Provisioner | None) -> None:
         self.db = db
         self.provisioner = provisioner
+
+    # Other modules' use, inside their own transaction (so it commits or rolls back with it).
+    @staticmethod
+    def audit(
+        conn: Connection,
+        tenant_id: UUID,
+        action: str,
+        entity_type: str,
+        entity_id: str,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        """Append an entry to the tenant's audit log (the database chains and stamps it)."""
+        TenancyStore(conn).append_audit(tenant_id, action, entity_type, entity_id, details)
+
+    @staticmethod
+    def identity_in(conn: Connection) -> Identity | None:
+        """Who this transaction's session is (None: not an active member of the tenant)."""
+        return TenancyStore(conn).identity()
+
+    @staticmethod
+    def users_in(conn: Connection) -> list[User]:
+        return TenancyStore(conn).list_users()
+
+    @staticmethod
+    def keys_in(conn: Connection, owner: str | None = None) -> list[RegisteredKey]:
+        """Registered public keys (one owner's, or all), oldest first."""
+        return KeyStore(conn).registered(owner)
+
+    @staticmethod
+    def active_key_in(conn: Connection, owner: str) -> RegisteredKey | None:
+        """An owner's newest registered key: the one that signs now."""
+        return KeyStore(conn).active(owner)
+
+    @staticmethod
+    def public_keys_in(conn: Connection) -> dict[str, PublicKey]:
+        """Every registered public key by key id (old ones verify old evidence)."""
+        return KeyStore(conn).public_keys()
+
+    @staticmethod
+    def register_key_in(
+        conn: Connection, tenant_id: UUID, owner_kind: str, owner: str, key: PublicKey
+    ) -> None:
+        KeyStore(conn).register(tenant_id, owner_kind, owner, key)
 
     def whoami(self) -> Identity:
         with self.db.transaction() as conn:

@@ -336,7 +336,7 @@ class Coordinator:
         """A failed run resumes: its failed and cut-short steps run again, what succeeded stays.
         Dependency counters are recomputed from the statuses, so nothing done is lost."""
         store, run = ch.store, ch.run
-        statuses = {s.id: s.status for s in store.step_infos(run.id)}
+        statuses: dict[str, str] = {s.id: s.status for s in store.step_infos(run.id)}
         updates: list[tuple[str, str, int, int]] = []
         for node_id in plan.order:
             node = plan.nodes[node_id]

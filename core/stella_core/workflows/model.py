@@ -1,4 +1,5 @@
-"""The workflow template document (schema_version 1) and run states. Pure types, no I/O.
+"""The workflow template document (schema_version 1), run states and the records of templates
+and runs read from the database. Pure types, no I/O.
 
 A template is authoritative JSON: `schema_version`, `name`, `version`, `inputs`, `nodes`, `edges`
 and a `layout` block the engine ignores. Input values of nodes are literals or expressions: a
@@ -8,13 +9,19 @@ expression's type, otherwise the parts are interpolated into a string.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 NODE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+# A workflow's name: what the CLI, environments and runs refer to it by.
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 
 
 class Strict(BaseModel):
@@ -74,7 +81,7 @@ class Layout(Strict):
 
 class Template(Strict):
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    name: str = Field(pattern=TEMPLATE_NAME_PATTERN)
     version: int = Field(default=1, ge=1)
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
@@ -142,3 +149,131 @@ class Problem(Strict):
     node: str | None
     field: str | None
     message: str
+
+
+# ------------------------------------------------------------------------------- records
+class _Record(BaseModel):
+    """A record read from the database: frozen, nothing beyond its fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TemplateSummary(_Record):
+    id: UUID
+    name: str
+    latest_version: int
+    latest_digest: str
+    updated_at: datetime
+    updated_by: str
+
+
+class TemplateVersionInfo(_Record):
+    id: UUID
+    template_id: UUID
+    name: str
+    version: int
+    digest: str
+    created_at: datetime
+    created_by: str
+
+
+class StepRunInfo(_Record):
+    id: str
+    type: str
+    rollback: bool
+    status: StepStatus
+    attempts: int
+    inputs: dict[str, Any] | None
+    outputs: dict[str, Any] | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_owner: str | None
+    not_before: datetime | None
+    wake_at: datetime | None
+    idempotency_key: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "rollback": self.rollback,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "error": self.error,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+class RunInfo(_Record):
+    id: UUID
+    template: str
+    template_version: int
+    template_version_id: UUID
+    release: dict[str, Any] | None
+    inputs: dict[str, Any]
+    status: RunStatus
+    phase: str
+    error: str | None
+    rollback_from: str | None
+    created_at: datetime
+    created_by: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: tuple[StepRunInfo, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.id),
+            "status": self.status.value,
+            "template": self.template,
+            "template_version": self.template_version,
+            "release": self.release,
+            "inputs": self.inputs,
+            "phase": self.phase,
+            "error": self.error,
+            "rollback_from": self.rollback_from,
+            "created_at": _iso(self.created_at),
+            "created_by": self.created_by,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+class RunEvent(_Record):
+    seq: int
+    at: datetime
+    node_id: str | None
+    kind: str
+    details: dict[str, Any]
+    actor: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": _iso(self.at),
+            "node": self.node_id,
+            "kind": self.kind,
+            "details": self.details,
+            "actor": self.actor,
+        }
+
+
+class Approval(_Record):
+    person: str
+    product_role: str
+    decision: str
+    comment: str
+    at: datetime
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

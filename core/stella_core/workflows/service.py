@@ -14,7 +14,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -30,10 +30,9 @@ from stella_core.errors import (
     OrchestratorUnavailableError,
 )
 from stella_core.limits import MAX_SAFE_INTEGER, check_text, load_json, whole_number
-from stella_core.releases.store import ReleaseStore
+from stella_core.releases.service import ReleaseService
 from stella_core.tenancy.model import ProductRole
 from stella_core.tenancy.service import TenancyService
-from stella_core.tenancy.store import TenancyStore
 from stella_core.workflows.engine import (
     DEFAULT_LEASE_S,
     Changes,
@@ -48,16 +47,20 @@ from stella_core.workflows.engine import (
     run_tx,
 )
 from stella_core.workflows.executors import Executors
-from stella_core.workflows.model import InputSpec, Template
-from stella_core.workflows.steps.builtin import Failed, StepHandler, Succeeded, builtin_handlers
-from stella_core.workflows.steps.registry import StepRegistry, default_registry
-from stella_core.workflows.store import (
+from stella_core.workflows.model import (
+    TEMPLATE_NAME_PATTERN,
+    InputSpec,
     RunEvent,
     RunInfo,
+    RunStatus,
+    StepStatus,
+    Template,
     TemplateSummary,
     TemplateVersionInfo,
-    WorkflowStore,
 )
+from stella_core.workflows.steps.builtin import Failed, StepHandler, Succeeded, builtin_handlers
+from stella_core.workflows.steps.registry import StepRegistry, default_registry
+from stella_core.workflows.store import WorkflowStore
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,7 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
 
 
 def release_snapshot(conn: Connection, name: str) -> tuple[UUID, dict[str, Any]]:
-    found = ReleaseStore(conn).get_releases(name)
+    found = ReleaseService.releases_in(conn, name)
     if not found:
         raise NotFoundError(f"no release named {name!r}")
     release = found[0]
@@ -184,8 +187,30 @@ class WorkflowService:
         self.plans = Plans()
         self.run_end = run_end
         self.coordinator = Coordinator(self.plans, run_end)
+        # Which environments deploy with a workflow (wired in bootstrap: environments own that).
+        self.deployed_with: Callable[[str], list[str]] | None = None
 
     # templates --------------------------------------------------------------------------
+    # Other modules' reads, inside their own transaction.
+    @staticmethod
+    def template_exists_in(conn: Connection, name: str) -> bool:
+        return WorkflowStore(conn).version(name, None) is not None
+
+    @staticmethod
+    def run_in(conn: Connection, run_id: UUID) -> RunInfo | None:
+        """A run with its steps."""
+        return WorkflowStore(conn).get_run(run_id)
+
+    @staticmethod
+    def template_document_in(conn: Connection, version_id: UUID) -> dict[str, Any] | None:
+        """The stored document of one template version."""
+        return WorkflowStore(conn).document(version_id)
+
+    @staticmethod
+    def promotion_of_in(conn: Connection, run_id: UUID) -> UUID | None:
+        """The promotion a run carries out (None: a run started by hand)."""
+        return WorkflowStore(conn).promotion_of(run_id)
+
     def check(self, raw: str | bytes | Mapping[str, Any]) -> tuple[Template | None, list[Any]]:
         """Load and validate (pure: no database)."""
         from stella_core.workflows.template import check
@@ -214,6 +239,13 @@ class WorkflowService:
                 identity.tenant_id, template.name
             )
             store.lock_template(template_id)
+            if store.retired(template_id):
+                # The name was retired: importing under it brings the workflow back, its
+                # history continuing (versions are never deleted).
+                store.set_retired(template_id, False)
+                TenancyService.audit(
+                    conn, identity.tenant_id, "workflow.restore", "template", template.name, {}
+                )
             latest = store.latest_version(template_id)
             if latest is not None and latest.digest == content:
                 return ImportedTemplate(template.name, latest.version, latest.id)
@@ -222,7 +254,8 @@ class WorkflowService:
             version_id = store.insert_version(
                 identity.tenant_id, template_id, number, document, content
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.import",
                 "template",
@@ -233,13 +266,80 @@ class WorkflowService:
 
         return run_tx(self.db, work)
 
+    def rename_template(self, name: str, new_name: str) -> TemplateSummary:
+        """Give a workflow another name. Its versions keep the documents they were stored with
+        and its runs the name they ran under; an environment that deploys with it must be
+        pointed elsewhere first (it names the workflow)."""
+        identity = self.tenancy.require(*WRITERS)
+        new_name = new_name.strip()
+        if not re.fullmatch(TEMPLATE_NAME_PATTERN, new_name):
+            raise DefinitionError(
+                f"{new_name!r} is not a workflow name: a-z, 0-9, '.', '_' and '-' (at most 63), "
+                "starting with a-z or 0-9"
+            )
+        if new_name == name:
+            raise DefinitionError(f"the workflow is called {name!r} already")
+        self._refuse_if_deployed_with(name, "renamed")
+
+        def work(conn: Connection) -> TemplateSummary:
+            store = WorkflowStore(conn)
+            template_id = self._live_template(store, name)
+            if store.template_id(new_name) is not None:
+                raise AlreadyExistsError(f"a workflow called {new_name!r} exists already")
+            store.rename_template(template_id, new_name)
+            TenancyService.audit(
+                conn, identity.tenant_id, "workflow.rename", "template", new_name, {"from": name}
+            )
+            return next(t for t in store.list_templates() if t.id == template_id)
+
+        return run_tx(self.db, work)
+
+    def retire_template(self, name: str) -> int:
+        """Take a workflow out of use (the desk's Delete): it leaves the list and can no longer
+        be started or chosen for an environment. Its versions stay, append-only, for the runs and
+        evidence that name them; importing a workflow under the same name brings it back.
+        Returns how many runs used it."""
+        identity = self.tenancy.require(*WRITERS)
+        self._refuse_if_deployed_with(name, "deleted")
+
+        def work(conn: Connection) -> int:
+            store = WorkflowStore(conn)
+            template_id = self._live_template(store, name)
+            runs = store.runs_of(template_id)
+            store.set_retired(template_id, True)
+            TenancyService.audit(
+                conn, identity.tenant_id, "workflow.retire", "template", name, {"runs": runs}
+            )
+            return runs
+
+        return run_tx(self.db, work)
+
+    def _refuse_if_deployed_with(self, name: str, done: str) -> None:
+        users = self.deployed_with(name) if self.deployed_with is not None else []
+        if users:
+            which = ", ".join(users)
+            raise DefinitionError(
+                f"workflow {name!r} cannot be {done}: environment{'s' if len(users) > 1 else ''} "
+                f"{which} deploy{'s' if len(users) == 1 else ''} with it; choose another "
+                "workflow there first"
+            )
+
+    @staticmethod
+    def _live_template(store: WorkflowStore, name: str) -> UUID:
+        template_id = store.template_id(name)
+        if template_id is None or store.retired(template_id):
+            raise NotFoundError(f"no workflow named {name!r}")
+        return template_id
+
     def export_template(self, name: str, version: int | None = None) -> dict[str, Any]:
         with self.db.transaction() as conn:
             store = WorkflowStore(conn)
             found = self._version(store, name, version)
             document = store.document(found.id)
         assert document is not None
-        return document
+        # Stored documents keep the name they were saved under; a renamed workflow's versions
+        # read under its name now (what opening, comparing and saving again expect).
+        return {**document, "name": found.name}
 
     def get_template(self, name: str, version: int | None = None) -> Template:
         return Template.model_validate(self.export_template(name, version))
@@ -279,7 +379,8 @@ class WorkflowService:
         identity = self.tenancy.require(ProductRole.ADMIN)
         with self.db.transaction() as conn:
             WorkflowStore(conn).set_local_executor(identity.tenant_id, enabled)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.settings",
                 "tenant",
@@ -293,7 +394,8 @@ class WorkflowService:
         identity = self.tenancy.require(ProductRole.ADMIN)
         with self.db.transaction() as conn:
             WorkflowStore(conn).set_unsandboxed(identity.tenant_id, allowed)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.settings",
                 "tenant",
@@ -372,7 +474,8 @@ class WorkflowService:
         ch = Changes(store, run)
         self.coordinator.start(ch, plan)
         self.coordinator.flush(conn, ch, plan)
-        TenancyStore(conn).append_audit(
+        TenancyService.audit(
+            conn,
             tenant_id,
             "workflow.run.start",
             "run",
@@ -420,10 +523,15 @@ class WorkflowService:
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended already ({run.status})")
             ch = Changes(store, run)
-            engine.coordinator.end_run(ch, "cancelled", f"cancelled by {identity.user}")
+            engine.coordinator.end_run(ch, RunStatus.CANCELLED, f"cancelled by {identity.user}")
             engine.coordinator.flush(conn, ch)
-            TenancyStore(conn).append_audit(
-                identity.tenant_id, "workflow.run.cancel", "run", str(key), {"by": identity.user}
+            TenancyService.audit(
+                conn,
+                identity.tenant_id,
+                "workflow.run.cancel",
+                "run",
+                str(key),
+                {"by": identity.user},
             )
 
         run_tx(engine.db, work, engine.hooks)
@@ -436,7 +544,7 @@ class WorkflowService:
         if run is None or run.terminal:
             return False
         ch = Changes(store, run)
-        self.coordinator.end_run(ch, "cancelled", reason)
+        self.coordinator.end_run(ch, RunStatus.CANCELLED, reason)
         self.coordinator.flush(conn, ch)
         return True
 
@@ -460,19 +568,20 @@ class WorkflowService:
                 raise NotFoundError(f"no workflow run {run_id}")
             if step is None:
                 raise NotFoundError(f"run {run_id} has no step {step_id!r}")
-            if run.status not in ("failed", "timed_out") or run.phase != "main":
+            if run.status not in (RunStatus.FAILED, RunStatus.TIMED_OUT) or run.phase != "main":
                 raise DefinitionError(
                     f"only a failed run can be retried; run {run_id} is {run.status}"
                 )
-            if step.status not in ("failed", "timed_out"):
+            if step.status not in (StepStatus.FAILED, StepStatus.TIMED_OUT):
                 raise DefinitionError(f"step {step_id} did not fail (it is {step.status})")
             plan = engine.plans.get(store, run.template_version_id)
             store.reopen_run(key)
-            ch = Changes(store, replace(run, status="running"))
+            ch = Changes(store, replace(run, status=RunStatus.RUNNING))
             ch.event("run.retried", None, step=step_id, by=identity.user)
             engine.coordinator.reset_for_retry(ch, plan)
             engine.coordinator.flush(conn, ch, plan)
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 "workflow.run.retry",
                 "run",
@@ -510,7 +619,7 @@ class WorkflowService:
                 raise DefinitionError(f"step {step_id} is a {step.step_type} step, not an approval")
             if run.terminal:
                 raise DefinitionError(f"run {run_id} has ended ({run.status})")
-            if step.status != "waiting":
+            if step.status != StepStatus.WAITING:
                 raise DefinitionError(
                     f"step {step_id} is not waiting for a decision (it is {step.status})"
                 )
@@ -526,7 +635,8 @@ class WorkflowService:
             store.insert_approval(
                 identity.tenant_id, key, step_id, step.attempts, decision, comment
             )
-            TenancyStore(conn).append_audit(
+            TenancyService.audit(
+                conn,
                 identity.tenant_id,
                 f"workflow.step.{decision}",
                 "run",
@@ -553,12 +663,16 @@ class WorkflowService:
             plan = self.plans.get(store, run.template_version_id)
             state = StepState(step_id, step.attempts, step.lost_leases, step.rollback)
             ch = Changes(store, run)
-            if run.terminal and step.status in ("pending", "ready", "waiting"):
+            if run.terminal and step.status in (
+                StepStatus.PENDING,
+                StepStatus.READY,
+                StepStatus.WAITING,
+            ):
                 # A cancel skipped this row while the decision was being recorded: close it.
                 self.coordinator.settle(ch, plan, state, Failed("run ended", cancelled=True))
                 self.coordinator.flush(conn, ch, plan)
                 return f"run {run_id} has ended ({run.status})"
-            if run.terminal or step.status != "waiting":
+            if run.terminal or step.status != StepStatus.WAITING:
                 return None
             inputs = step.inputs or {}
             approvers = {str(a) for a in inputs.get("approvers") or []}
@@ -666,3 +780,9 @@ def _run_uuid(value: UUID | str) -> UUID:
         return UUID(value)
     except ValueError:
         raise NotFoundError(f"no workflow run {value!r} (not a run id)") from None
+
+
+def enable_local_executor_everywhere(admin_conn: Connection) -> None:
+    """The embedded default runs scripts on this machine: the local executor is on for every
+    tenant not yet set (on the administrative connection, which sees every tenant)."""
+    WorkflowStore(admin_conn).enable_local_executor_everywhere()

@@ -1,7 +1,7 @@
 """A person's name is unique in their tenant only: login roles are named by tenant and name.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 
 PostgreSQL role names are cluster-wide, so while a person's login role was named after them, a
 tenant that added `alice` kept every other tenant from having an `alice`. New login roles are
@@ -18,8 +18,8 @@ that expression; lookups of the session's own row (`db_role = session_user`) sta
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """A step's lease carries a fencing token and where its holder runs.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 
 - `lease_generation` grows with every claim; a heartbeat or an outcome is written only under the
   generation that claimed the step, so an attempt whose lease was taken over changes nothing.
@@ -15,8 +15,8 @@ table-wide INSERT/UPDATE grants and the restrictive policies cover new columns a
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""Rows of the `workflow` schema, the records read from them, and the queries over them.
+"""Runs, their steps, events and approvals: creation, reading, and the engine's state changes.
 
 The engine's hot path (claim, complete, advance) is plain SQL text: each call is one round trip
 and psycopg prepares statements it sees repeatedly. Every method that changes a run expects the
@@ -7,7 +7,6 @@ caller to hold the run's lock (`lock_run`), taken after at most one step row loc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,11 +14,18 @@ from typing import Any
 from uuid import UUID
 
 from psycopg.rows import namedtuple_row
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
-TERMINAL_RUN = ("succeeded", "failed", "cancelled", "timed_out", "rolled_back")
-WORKER_LIVE_SECONDS = 15
+from stella_core.workflows.model import (
+    Approval,
+    RunEvent,
+    RunInfo,
+    RunStatus,
+    StepRunInfo,
+    StepStatus,
+    TemplateVersionInfo,
+)
+from stella_core.workflows.store.base import Rows, as_json
 
 
 def channel(tenant_id: UUID) -> str:
@@ -29,133 +35,6 @@ def channel(tenant_id: UUID) -> str:
     return f"stella_workflow_{tenant_id.hex}"
 
 
-# ------------------------------------------------------------------------------- records
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TemplateSummary(_Record):
-    id: UUID
-    name: str
-    latest_version: int
-    latest_digest: str
-    updated_at: datetime
-    updated_by: str
-
-
-class TemplateVersionInfo(_Record):
-    id: UUID
-    template_id: UUID
-    name: str
-    version: int
-    digest: str
-    created_at: datetime
-    created_by: str
-
-
-class StepRunInfo(_Record):
-    id: str
-    type: str
-    rollback: bool
-    status: str
-    attempts: int
-    inputs: dict[str, Any] | None
-    outputs: dict[str, Any] | None
-    error: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    lease_owner: str | None
-    not_before: datetime | None
-    wake_at: datetime | None
-    idempotency_key: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "rollback": self.rollback,
-            "status": self.status,
-            "attempts": self.attempts,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-            "error": self.error,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-        }
-
-
-class RunInfo(_Record):
-    id: UUID
-    template: str
-    template_version: int
-    template_version_id: UUID
-    release: dict[str, Any] | None
-    inputs: dict[str, Any]
-    status: str
-    phase: str
-    error: str | None
-    rollback_from: str | None
-    created_at: datetime
-    created_by: str
-    started_at: datetime | None
-    finished_at: datetime | None
-    steps: tuple[StepRunInfo, ...] = ()
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_RUN
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": str(self.id),
-            "status": self.status,
-            "template": self.template,
-            "template_version": self.template_version,
-            "release": self.release,
-            "inputs": self.inputs,
-            "phase": self.phase,
-            "error": self.error,
-            "rollback_from": self.rollback_from,
-            "created_at": _iso(self.created_at),
-            "created_by": self.created_by,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "steps": [s.to_json() for s in self.steps],
-        }
-
-
-class RunEvent(_Record):
-    seq: int
-    at: datetime
-    node_id: str | None
-    kind: str
-    details: dict[str, Any]
-    actor: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "at": _iso(self.at),
-            "node": self.node_id,
-            "kind": self.kind,
-            "details": self.details,
-            "actor": self.actor,
-        }
-
-
-class Approval(_Record):
-    person: str
-    product_role: str
-    decision: str
-    comment: str
-    at: datetime
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-# ------------------------------------------------------------------------------- engine rows
 @dataclass(frozen=True)
 class RunRow:
     """A run as the engine sees it while holding its lock."""
@@ -171,7 +50,7 @@ class RunRow:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_RUN
+        return RunStatus(self.status).terminal
 
 
 @dataclass(frozen=True)
@@ -204,14 +83,6 @@ class Event:
     details: dict[str, Any] | None = None
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
-
-
-# ------------------------------------------------------------------------------- SQL
-# One round trip claims a step and locks its run, in the engine's lock order (the step row, then
-# the run row, which FOR NO KEY UPDATE re-reads at its latest committed version). The pick is a
-# MATERIALIZED CTE: as a plain subquery the planner may rescan it and, with SKIP LOCKED, lock and
 # update more than one row.
 _CLAIM = """
 WITH picked AS MATERIALIZED (
@@ -427,180 +298,7 @@ RETURNING r.status, r.phase, r.cancel_requested
 """)
 
 
-class WorkflowStore:
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    # templates --------------------------------------------------------------------------
-    def template_id(self, name: str) -> UUID | None:
-        value = self.conn.execute(
-            text("SELECT id FROM workflow.templates WHERE name = :n"), {"n": name}
-        ).scalar()
-        return UUID(str(value)) if value else None
-
-    def insert_template(self, tenant_id: UUID, name: str) -> UUID:
-        value = self.conn.execute(
-            text("INSERT INTO workflow.templates (tenant_id, name) VALUES (:t, :n) RETURNING id"),
-            {"t": tenant_id, "n": name},
-        ).scalar_one()
-        return UUID(str(value))
-
-    def lock_template(self, template_id: UUID) -> None:
-        """Serialise version numbering of one template (the row itself is never updated)."""
-        self.conn.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended('workflow.template:' || :t, 0))"),
-            {"t": str(template_id)},
-        )
-
-    def latest_version(self, template_id: UUID) -> TemplateVersionInfo | None:
-        rows = self._versions("v.template_id = :t ORDER BY v.version DESC LIMIT 1", t=template_id)
-        return rows[0] if rows else None
-
-    def insert_version(
-        self,
-        tenant_id: UUID,
-        template_id: UUID,
-        version: int,
-        document: dict[str, Any],
-        digest: str,
-    ) -> UUID:
-        value = self.conn.execute(
-            text(
-                "INSERT INTO workflow.template_versions "
-                "(tenant_id, template_id, version, document, digest) "
-                "VALUES (:t, :tpl, :v, CAST(:d AS jsonb), :g) RETURNING id"
-            ),
-            {"t": tenant_id, "tpl": template_id, "v": version, "d": _json(document), "g": digest},
-        ).scalar_one()
-        return UUID(str(value))
-
-    def versions(self, name: str) -> list[TemplateVersionInfo]:
-        return self._versions("t.name = :n ORDER BY v.version", n=name)
-
-    def version(self, name: str, version: int | None) -> TemplateVersionInfo | None:
-        if version is None:
-            rows = self._versions("t.name = :n ORDER BY v.version DESC LIMIT 1", n=name)
-        else:
-            rows = self._versions("t.name = :n AND v.version = :v", n=name, v=version)
-        return rows[0] if rows else None
-
-    def _versions(self, where: str, **params: Any) -> list[TemplateVersionInfo]:
-        rows = self.conn.execute(
-            text(
-                "SELECT v.id, v.template_id, t.name, v.version, v.digest, v.created_at, "
-                "v.created_by FROM workflow.template_versions v "
-                f"JOIN workflow.templates t ON t.id = v.template_id WHERE {where}"
-            ),
-            params,
-        )
-        return [
-            TemplateVersionInfo(
-                id=r.id,
-                template_id=r.template_id,
-                name=r.name,
-                version=r.version,
-                digest=r.digest,
-                created_at=r.created_at,
-                created_by=r.created_by,
-            )
-            for r in rows
-        ]
-
-    def document(self, version_id: UUID) -> dict[str, Any] | None:
-        value = self.conn.execute(
-            text("SELECT document FROM workflow.template_versions WHERE id = :id"),
-            {"id": version_id},
-        ).scalar()
-        return dict(value) if value is not None else None
-
-    def list_templates(self) -> list[TemplateSummary]:
-        rows = self.conn.execute(
-            text(
-                "SELECT DISTINCT ON (t.name) t.id, t.name, v.version, v.digest, v.created_at, "
-                "v.created_by FROM workflow.templates t "
-                "JOIN workflow.template_versions v ON v.template_id = t.id "
-                "ORDER BY t.name, v.version DESC"
-            )
-        )
-        return [
-            TemplateSummary(
-                id=r.id,
-                name=r.name,
-                latest_version=r.version,
-                latest_digest=r.digest,
-                updated_at=r.created_at,
-                updated_by=r.created_by,
-            )
-            for r in rows
-        ]
-
-    # settings and workers ---------------------------------------------------------------
-    def local_executor_enabled(self) -> bool:
-        value = self.conn.execute(
-            text("SELECT local_executor_enabled FROM workflow.settings")
-        ).scalar()
-        return bool(value)
-
-    def set_local_executor(self, tenant_id: UUID, enabled: bool) -> None:
-        self.conn.execute(
-            text(
-                "INSERT INTO workflow.settings (tenant_id, local_executor_enabled) "
-                "VALUES (:t, :e) ON CONFLICT (tenant_id) "
-                "DO UPDATE SET local_executor_enabled = EXCLUDED.local_executor_enabled"
-            ),
-            {"t": tenant_id, "e": enabled},
-        )
-
-    def unsandboxed_allowed(self) -> bool:
-        value = self.conn.execute(text("SELECT allow_unsandboxed FROM workflow.settings")).scalar()
-        return bool(value)
-
-    def set_unsandboxed(self, tenant_id: UUID, allowed: bool) -> None:
-        self.conn.execute(
-            text(
-                "INSERT INTO workflow.settings (tenant_id, allow_unsandboxed) "
-                "VALUES (:t, :a) ON CONFLICT (tenant_id) "
-                "DO UPDATE SET allow_unsandboxed = EXCLUDED.allow_unsandboxed"
-            ),
-            {"t": tenant_id, "a": allowed},
-        )
-
-    def register_worker(
-        self, worker_id: str, tenant_id: UUID, host: str, pid: int, run_id: UUID | None
-    ) -> None:
-        # Workers killed without a goodbye leave rows behind: forget them after a day.
-        self.conn.execute(
-            text("DELETE FROM workflow.workers WHERE heartbeat_at < now() - interval '1 day'")
-        )
-        self.conn.execute(
-            text(
-                "INSERT INTO workflow.workers (id, tenant_id, host, pid, run_id) "
-                "VALUES (:id, :t, :h, :p, :r) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()"
-            ),
-            {"id": worker_id, "t": tenant_id, "h": host, "p": pid, "r": run_id},
-        )
-
-    def worker_heartbeat(self, worker_id: str) -> None:
-        self.conn.execute(
-            text("UPDATE workflow.workers SET heartbeat_at = now() WHERE id = :id"),
-            {"id": worker_id},
-        )
-
-    def unregister_worker(self, worker_id: str) -> None:
-        self.conn.execute(text("DELETE FROM workflow.workers WHERE id = :id"), {"id": worker_id})
-
-    def live_workers(self) -> int:
-        """Workers serving the whole tenant (not one run) that beat recently."""
-        return int(
-            self.conn.execute(
-                text(
-                    "SELECT count(*) FROM workflow.workers WHERE run_id IS NULL "
-                    "AND heartbeat_at > now() - make_interval(secs => :s)"
-                ),
-                {"s": WORKER_LIVE_SECONDS},
-            ).scalar_one()
-        )
-
+class RunRows(Rows):
     # runs: creation and reading ---------------------------------------------------------
     def insert_run(
         self,
@@ -629,8 +327,8 @@ class WorkflowStore:
                 "n": version.name,
                 "vn": version.version,
                 "rid": release_id,
-                "rel": _json(release),
-                "inp": _json(inputs),
+                "rel": as_json(release),
+                "inp": as_json(inputs),
             },
         ).scalar_one()
         return UUID(str(value))
@@ -683,11 +381,11 @@ class WorkflowStore:
         if limit:
             sql += f" LIMIT {int(limit)}"
         rows = list(self.conn.execute(text(sql)))
-        waiting = self._waiting_runs([r.id for r in rows if r.status == "running"])
+        waiting = self._waiting_runs([r.id for r in rows if r.status == RunStatus.RUNNING])
         return [self._run_info(r, [], r.id in waiting) for r in rows]
 
     def _derived_waiting(self, run_id: UUID, status: str) -> bool:
-        return status == "running" and run_id in self._waiting_runs([run_id])
+        return status == RunStatus.RUNNING and run_id in self._waiting_runs([run_id])
 
     def _waiting_runs(self, run_ids: list[UUID]) -> set[UUID]:
         """Running runs where only approvals or timers are outstanding: shown as `waiting`."""
@@ -713,7 +411,7 @@ class WorkflowStore:
             template_version_id=row.template_version_id,
             release=row.release,
             inputs=row.inputs,
-            status="waiting" if waiting else row.status,
+            status=RunStatus.WAITING if waiting else row.status,
             phase=row.phase,
             error=row.error,
             rollback_from=row.rollback_from,
@@ -889,7 +587,7 @@ class WorkflowStore:
                 tenant_id=row.tenant_id,
                 node_id=row.node_id,
                 template_version_id=row.template_version_id,
-                previous_status="ready",
+                previous_status=StepStatus.READY,
                 previous_owner=None,
                 attempts=row.attempts,
                 lost_leases=row.lost_leases,
@@ -928,15 +626,15 @@ class WorkflowStore:
                 "tenant": run.tenant_id,
                 "fnodes": [f[0] for f in finished],
                 "fstatus": [f[1] for f in finished],
-                "foutputs": [_json(f[2]) for f in finished],
-                "finputs": [_json(f[3]) for f in finished],
+                "foutputs": [as_json(f[2]) for f in finished],
+                "finputs": [as_json(f[3]) for f in finished],
                 "ferrors": [f[4] for f in finished],
                 "dnodes": nodes,
                 "ddec": [decrements[n][0] for n in nodes],
                 "dinc": [decrements[n][1] for n in nodes],
                 "enodes": [e.node_id for e in events],
                 "ekinds": [e.kind for e in events],
-                "edetails": [_json(e.details or {}) for e in events],
+                "edetails": [as_json(e.details or {}) for e in events],
                 "rollback": run.phase == "rollback",
                 "channel": channel(run.tenant_id),
                 "payload": "",
@@ -1014,7 +712,7 @@ class WorkflowStore:
                 "tenant": tenant_id,
                 "nodes": [e.node_id for e in batch],
                 "kinds": [e.kind for e in batch],
-                "details": [_json(e.details or {}) for e in batch],
+                "details": [as_json(e.details or {}) for e in batch],
             },
         )
 
@@ -1037,7 +735,7 @@ class WorkflowStore:
                 "UPDATE workflow.step_runs SET inputs = CAST(:i AS jsonb), error = NULL "
                 "WHERE run_id = :r AND node_id = :n"
             ),
-            {"r": run_id, "n": node_id, "i": _json(inputs)},
+            {"r": run_id, "n": node_id, "i": as_json(inputs)},
         )
 
     def finish_step(
@@ -1054,7 +752,7 @@ class WorkflowStore:
                 "run": run_id,
                 "node": node_id,
                 "status": status,
-                "outputs": _json(outputs),
+                "outputs": as_json(outputs),
                 "error": error,
             },
         )
@@ -1075,7 +773,7 @@ class WorkflowStore:
                 "not_before = clock_timestamp() + make_interval(secs => :d / 1000.0) "
                 "WHERE run_id = :r AND node_id = :n"
             ),
-            {"r": run_id, "n": node_id, "d": delay_ms, "o": _json(outputs), "e": error},
+            {"r": run_id, "n": node_id, "d": delay_ms, "o": as_json(outputs), "e": error},
         )
 
     def release_step(self, run_id: UUID, node_id: str, resume: bool) -> None:
@@ -1114,7 +812,7 @@ class WorkflowStore:
                 "n": node_id,
                 "w": wait_seconds,
                 "t": timeout_seconds,
-                "o": _json(outputs),
+                "o": as_json(outputs),
             },
         ).scalar()
         return value
@@ -1266,17 +964,3 @@ class WorkflowStore:
             text("SELECT tenancy.actor_name() AS who, tenancy.current_product_role() AS role")
         ).one()
         return row.who, row.role
-
-
-def enable_local_executor_everywhere(conn: Connection) -> None:
-    """The embedded default runs scripts on this machine: on for every tenant not yet set.
-
-    Runs on the administrative connection (it sees every tenant); an admin's explicit choice,
-    stored as a row, is never overwritten.
-    """
-    conn.execute(
-        text(
-            "INSERT INTO workflow.settings (tenant_id, local_executor_enabled) "
-            "SELECT id, true FROM tenancy.tenants ON CONFLICT (tenant_id) DO NOTHING"
-        )
-    )

@@ -1,4 +1,5 @@
 """Rows of the `evidence` schema: packets (the chained ledger), their inputs and checkpoints.
+Private to the evidence module.
 
 The database assigns `seq`, `prev_hash`, `hash`, `bundle_digest`, `actor` and `created_at` (see
 migration 0004): the application only proposes a signed bundle and what it is about.
@@ -6,10 +7,7 @@ migration 0004): the application only proposes a signed bundle and what it is ab
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,108 +15,7 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, text
 
-
-@dataclass(frozen=True, slots=True)
-class Input:
-    """A document a packet references by digest."""
-
-    media_type: str
-    body: bytes
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.body).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Refs:
-    """What a packet is about, for finding it again (not part of what is signed)."""
-
-    release: str | None = None
-    environment: str | None = None
-    promotion_id: UUID | None = None
-    run_id: UUID | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PacketRow:
-    id: UUID
-    seq: int
-    type: str
-    predicate_type: str
-    subject_digests: tuple[str, ...]
-    release: str | None
-    environment: str | None
-    promotion_id: UUID | None
-    run_id: UUID | None
-    actor: str
-    signer_key_id: str
-    created_at: datetime
-    bundle_digest: str
-    prev_hash: str
-    hash: str
-    bundle: bytes | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The `stella evidence list` shape (a stable contract), plus context fields."""
-        return {
-            "id": str(self.id),
-            "type": self.type,
-            "subject_digests": list(self.subject_digests),
-            "signer_key_id": self.signer_key_id,
-            "created_at": self.created_at.isoformat(),
-            "seq": self.seq,
-            "release": self.release,
-            "environment": self.environment,
-            "promotion_id": str(self.promotion_id) if self.promotion_id else None,
-            "run_id": str(self.run_id) if self.run_id else None,
-            "actor": self.actor,
-            "bundle_digest": self.bundle_digest,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ChainEntry:
-    seq: int
-    bundle_digest: str
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointRow:
-    tree_size: int
-    root_hash: str
-    note: str
-    signer_key_id: str
-    created_at: datetime
-    created_by: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tree_size": self.tree_size,
-            "root_hash": self.root_hash,
-            "signer_key_id": self.signer_key_id,
-            "created_at": self.created_at.isoformat(),
-            "created_by": self.created_by,
-            "note": self.note,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    type: str | None = None
-    release: str | None = None
-    environment: str | None = None
-    person: str | None = None
-    promotion_id: UUID | None = None
-    run_id: UUID | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    ids: tuple[UUID, ...] | None = None
-    bundle_digests: tuple[str, ...] | None = None
-    limit: int | None = None
-
+from stella_core.evidence.model import ChainEntry, CheckpointRow, Filter, Input, PacketRow, Refs
 
 _PACKET_COLUMNS = (
     "id, seq, type, predicate_type, subject_digests, release_name, environment, promotion_id, "

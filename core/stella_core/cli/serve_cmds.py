@@ -1,0 +1,124 @@
+"""`stella serve`: the orchestrator's workers, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from stella_core.cli.common import Leaf, acting, number_flag, seconds_flag, show
+from stella_core.errors import StellaError
+from stella_core.limits import MAX_WAIT_SECONDS
+
+
+def _seal(stella: Any) -> None:
+    """The ledger sealed at intervals: a checkpoint when packets came since the last one."""
+    from stella_core.errors import NotFoundError
+
+    try:
+        row = stella.evidence.checkpoint()
+        logging.getLogger("stella.serve").info("ledger sealed at %s packets", row.tree_size)
+    except NotFoundError:
+        pass  # nothing to seal yet
+    except StellaError as exc:
+        logging.getLogger("stella.serve").warning("could not seal the ledger: %s", exc.message)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Run workers until SIGTERM or SIGINT; a step in flight gets a grace period, then it is
+    stopped and handed back (its lease released) so another worker takes it at once."""
+    import signal
+    import threading
+    import time
+
+    from stella_core.errors import OrchestratorUnavailableError
+    from stella_core.tenancy.model import ProductRole
+
+    stop = threading.Event()
+    db = None
+    with acting(args) as stella:
+        try:
+            identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+            if stella.orchestrator is None:
+                raise OrchestratorUnavailableError(
+                    "stella serve runs the orchestrator, and this machine holds no orchestrator "
+                    "login for this tenant (STELLA_HOME/orchestrator.json is made where the "
+                    "database is initialised or migrated)"
+                )
+            # Workers act as the orchestrator; each holds a connection while working and one
+            # for its lease heartbeats.
+            db = stella.orchestrator.database(pool_size=2 * args.workers + 2)
+            workers = [
+                stella.workflows.worker(
+                    db=db, lease_seconds=args.lease_seconds, shutdown_grace_seconds=args.grace
+                )
+                for _ in range(args.workers)
+            ]
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            threads = [
+                threading.Thread(target=w.run_forever, args=(stop,), name=w.worker_id)
+                for w in workers
+            ]
+            for thread in threads:
+                thread.start()
+            print(
+                f"stella: serving tenant {identity.tenant_name} as the orchestrator (started "
+                f"by {identity.user}) with {args.workers} worker(s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            sealed_at = rechecked_at = time.monotonic()
+            while not stop.wait(0.5):
+                if not any(t.is_alive() for t in threads):
+                    break
+                if args.checkpoint_every and time.monotonic() - sealed_at >= args.checkpoint_every:
+                    sealed_at = time.monotonic()
+                    _seal(stella)
+                if args.recheck_every and time.monotonic() - rechecked_at >= args.recheck_every:
+                    rechecked_at = time.monotonic()
+                    stella.promotions.recheck_blocked()
+            stop.set()
+            for thread in threads:
+                thread.join()
+        finally:
+            if db is not None:
+                db.dispose()
+    show(args, {"workers": args.workers, "stopped": True}, lambda: ["stella: stopped"])
+
+
+def group_serve(groups: Any, leaf: Leaf, help_: str) -> None:
+    p = leaf(groups, "serve", cmd_serve, help_)
+    p.add_argument("--workers", type=number_flag(1, 64), default=2)
+    p.add_argument(
+        "--lease-seconds",
+        type=seconds_flag(1, 86400),
+        default=30.0,
+        help="how long a step stays claimed without a heartbeat (a dead worker's steps are "
+        "taken over after this)",
+    )
+    p.add_argument(
+        "--grace",
+        type=seconds_flag(0, 3600),
+        default=10.0,
+        help="on SIGTERM/SIGINT, seconds a running step may take to finish before it is "
+        "stopped and handed back to be run again",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=seconds_flag(0, MAX_WAIT_SECONDS),
+        default=300.0,
+        metavar="SECONDS",
+        help="seal the evidence ledger with a signed checkpoint this often (0: never)",
+    )
+    p.add_argument(
+        "--recheck-every",
+        type=seconds_flag(0, MAX_WAIT_SECONDS),
+        default=30.0,
+        metavar="SECONDS",
+        help="decide blocked promotions again this often, once their gates clear (0: never)",
+    )
+
+
+GROUPS = {"serve": group_serve}
