@@ -53,7 +53,8 @@ class Candidate:
 
 def read_candidate(current: Stella, name: str) -> Candidate:
     """Worker thread."""
-    user = current.profiles.get(current.backend.target, name).user
+    # The person, not their login role (named by tenant and person since 0012).
+    user = current.profiles.get(current.backend.target, name).person_name
     return Candidate(
         name=name,
         demo=current.tenancy.is_demo(),

@@ -38,7 +38,12 @@ from stella_core.profiles import (
 )
 from stella_core.tenancy.keys import LocalKeys, RegisteredKey
 from stella_core.tenancy.model import ProductRole, User
-from stella_core.tenancy.service import Provisioner, TenancyService, person_name_from_os
+from stella_core.tenancy.service import (
+    Provisioner,
+    TenancyService,
+    person_name_from_os,
+    person_role_name,
+)
 
 if TYPE_CHECKING:
     from stella_core.environments.service import EnvironmentService
@@ -206,8 +211,10 @@ class Backend:
         admin = person_name_from_os(getpass.getuser())
         provisioner = Provisioner(self.admin_engine)
         tenant_id, password = provisioner.initialise(DEFAULT_TENANT, admin)
+        login = person_role_name(tenant_id, admin)
         profiles.save(
-            Profile(admin, self.target, admin, password, str(tenant_id)), make_default=True
+            Profile(admin, self.target, login, password, str(tenant_id), person=admin),
+            make_default=True,
         )
         self._embedded_defaults()
         log.info("initialised %s: %s is the first admin", self.target, admin)
@@ -426,7 +433,7 @@ class Stella:
         )
         if passphrase is not None:
             try:
-                person.local_keys.unlock(person.profile.user, passphrase)
+                person.local_keys.unlock(person.profile.person_name, passphrase)
             except BaseException:
                 person.close(keep_backend=True)
                 raise
@@ -444,12 +451,12 @@ class Stella:
         if passphrase is not None:
             personal_passphrase(passphrase)  # refused before anything is made
         user, password = self.tenancy.add_user(name, role)
-        self.save_profile_for(user.name, password)
+        profile = self.save_profile_for(user.name, password)
         if passphrase is not None:
             self.profiles.protect_key(self.backend.target, user.name)
         if role is ProductRole.AUDITOR:
             return user, None
-        person = self.as_person(user.name)
+        person = self.as_person(profile.name)
         try:
             if passphrase is not None:
                 person.local_keys.remember(user.name, passphrase)
@@ -461,7 +468,13 @@ class Stella:
             person.close(keep_backend=True)
 
     def save_profile_for(self, user: str, password: str) -> Profile:
-        profile = Profile(user, self.backend.target, user, password, str(self.profile.tenant))
+        """The profile of a person just added to this tenant (their login role is named by
+        tenant and name, see tenancy.service.person_role_name)."""
+        tenant = self.profile.tenant
+        target = self.backend.target
+        name = self.profiles.free_name(target, tenant, user, self.tenancy.whoami().tenant_name)
+        login = person_role_name(tenant, user)
+        profile = Profile(name, target, login, password, str(tenant), person=user)
         self.profiles.save(profile)
         return profile
 

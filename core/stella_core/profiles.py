@@ -129,10 +129,17 @@ class Profile:
     # The person's key files are encrypted under their own passphrase ('stella keys
     # passphrase'), not the one derived from this machine's secret.
     key_passphrase: bool = False
+    # The person's name; `user` is their login role (named by tenant and person since 0012;
+    # profiles from before have neither this field nor a different role).
+    person: str | None = None
 
     @property
     def tenant(self) -> UUID:
         return UUID(self.tenant_id)
+
+    @property
+    def person_name(self) -> str:
+        return self.person or self.user
 
     def __repr__(self) -> str:
         return f"Profile(name={self.name!r}, target={self.target!r}, user={self.user!r})"
@@ -177,7 +184,7 @@ class ProfileStore:
         data = self._load()
         profiles = (data.get(target) or {}).get("profiles") or {}
         assert isinstance(profiles, dict)
-        mine = [p for p in profiles.values() if p.get("user") == user]
+        mine = [p for p in profiles.values() if (p.get("person") or p.get("user")) == user]
         if not mine:
             raise NotFoundError(f"no profile of {user!r} for {target}")
         for raw in mine:
@@ -188,7 +195,31 @@ class ProfileStore:
         """Whether `user`'s key is under their own passphrase on this machine."""
         profiles = (self._load().get(target) or {}).get("profiles") or {}
         assert isinstance(profiles, dict)
-        return any(p.get("user") == user and p.get("key_passphrase") for p in profiles.values())
+        return any(
+            (p.get("person") or p.get("user")) == user and p.get("key_passphrase")
+            for p in profiles.values()
+        )
+
+    def name_for(self, target: str, tenant_id: UUID, person: str) -> str | None:
+        """The name of this person's profile (None: no profile of theirs on this machine)."""
+        profiles = (self._load().get(target) or {}).get("profiles") or {}
+        assert isinstance(profiles, dict)
+        for name, raw in sorted(profiles.items()):
+            if raw.get("tenant_id") == str(tenant_id) and (
+                (raw.get("person") or raw.get("user")) == person
+            ):
+                return str(name)
+        return None
+
+    def free_name(self, target: str, tenant_id: UUID, person: str, tenant_name: str) -> str:
+        """A profile name for a new person: their name, unless a person of another tenant has
+        that profile on this machine already (then `name@tenant`)."""
+        profiles = (self._load().get(target) or {}).get("profiles") or {}
+        assert isinstance(profiles, dict)
+        taken = profiles.get(person)
+        if taken is None or taken.get("tenant_id") == str(tenant_id):
+            return person
+        return f"{person}@{tenant_name}"
 
     def names(self, target: str) -> list[str]:
         section = self._load().get(target) or {}

@@ -374,6 +374,52 @@ def test_memory_exhaustion_is_a_limit_error() -> None:
     assert "limit: the expression ran out of memory" in proc.stdout
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is enforced on Linux")
+def test_an_expression_building_gigabytes_fails_fast_and_the_callers_memory_stays_flat() -> None:
+    # Within every static limit (about 600 characters, nesting 2, 9,800 iterations), unbounded
+    # this builds 9,800 strings of 200 KB: about 2 GB. It runs in a process of its own under the
+    # guard's address-space limit, so the caller (a fresh process here, so its peak RSS means
+    # something) stays small and gets a typed error at once.
+    code = textwrap.dedent(
+        """
+        import time
+        from stella_core.workflows.expressions import ExpressionLimitError, evaluate
+        evaluate("1 + 1", {})
+        xs = "[" + ",".join(str(i) for i in range(100)) + "]"
+        src = xs + ".map(a, " + xs + ".map(b, inputs.s + inputs.s))"
+        started = time.monotonic()
+        try:
+            evaluate(src, {"inputs": {"s": "x" * 100_000}})
+        except ExpressionLimitError as exc:
+            print("limit:", exc.message)
+        print("seconds:", time.monotonic() - started)
+        # VmHWM, not ru_maxrss: that one keeps the peak of whatever process forked this one.
+        status = open("/proc/self/status").read()
+        print("peak-kib:", status.split("VmHWM:")[1].split()[0])
+        # The helper is started afresh after running out of memory and works as before.
+        print("after:", evaluate("[1, 2].map(x, x * inputs.k)", {"inputs": {"k": 3}}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert out["limit"] == "the expression ran out of memory (at most 512 MiB)"
+    assert float(out["seconds"]) < 10
+    assert int(out["peak-kib"]) < 200 * 1024
+    assert out["after"] == "[3, 6]"
+
+
+def test_root_references_decide_what_needs_the_guard() -> None:
+    from stella_core.workflows.expressions.source import root_references
+
+    assert root_references("inputs.a + steps.b.outputs.c") == 2
+    assert root_references('"x" + string(1)') == 0
+    assert root_references("inputs.xs.exists(x, x == 1)") is None
+    assert root_references("inputs.map + 1") == 1  # a field named map is no comprehension
+
+
 # --- save-time typing -----------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from stella_core.db.changes import Topic, channel
 from stella_core.profiles import Profile
 from stella_core.releases.layout import OciLayoutWriter
 from stella_core.releases.model import ComponentPin
-from stella_core.tenancy.service import Provisioner
+from stella_core.tenancy.service import Provisioner, person_role_name
 
 
 def heard_within(listener, wanted: Topic, seconds: float = 15.0) -> set[Topic]:
@@ -53,7 +53,16 @@ def test_a_change_made_by_the_cli_is_heard_by_topic(world) -> None:
 def test_another_tenant_hears_nothing_and_a_notice_carries_nothing(world, superuser) -> None:
     stella = world.open()
     tenant_id, password = Provisioner(stella.backend.admin_engine).initialise("other", "zed")
-    stella.profiles.save(Profile("zed", stella.backend.target, "zed", password, str(tenant_id)))
+    stella.profiles.save(
+        Profile(
+            "zed",
+            stella.backend.target,
+            person_role_name(tenant_id, "zed"),
+            password,
+            str(tenant_id),
+            person="zed",
+        )
+    )
     other = world.open("zed")
     theirs = other.listen_changes()
     # Anyone may LISTEN on any channel: what would an eavesdropper on ours learn?

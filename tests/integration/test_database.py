@@ -12,14 +12,23 @@ from sqlalchemy import text
 from stella_core.errors import AuthorizationError, NotFoundError
 from stella_core.profiles import Profile
 from stella_core.tenancy.model import ProductRole
-from stella_core.tenancy.service import Provisioner, person_name_from_os
+from stella_core.tenancy.service import Provisioner, person_name_from_os, person_role_name
 
 
 def _second_tenant(world, stella):
     """Tenant 'other' with its own admin 'zed', as a second profile on this machine."""
     provisioner = Provisioner(stella.backend.admin_engine)
     tenant_id, password = provisioner.initialise("other", "zed")
-    stella.profiles.save(Profile("zed", stella.backend.target, "zed", password, str(tenant_id)))
+    stella.profiles.save(
+        Profile(
+            "zed",
+            stella.backend.target,
+            person_role_name(tenant_id, "zed"),
+            password,
+            str(tenant_id),
+            person="zed",
+        )
+    )
     return world.open("zed")
 
 
@@ -203,7 +212,7 @@ def test_actor_is_the_session_user_whatever_the_client_claims(world) -> None:
         )
         conn.commit()
     (freeze,) = stella.environments.freezes("dev")
-    assert freeze.created_by == stella.profile.user
+    assert freeze.created_by == stella.profile.person_name
 
 
 def test_product_roles_are_enforced_by_service_and_database(world) -> None:

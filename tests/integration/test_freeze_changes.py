@@ -44,7 +44,7 @@ def test_an_admin_lifts_a_freeze_and_the_blocked_promotion_moves_on(demo: Demo) 
 
     lifted = demo.admin.environments.lift_freeze(str(freeze.id)[:8], reason="done early")
     assert lifted.lifted
-    assert lifted.changed_by == demo.admin.profile.user
+    assert lifted.changed_by == demo.admin.profile.person_name
     assert lifted.change_reason == "done early"
     assert lifted.starts_at == freeze.starts_at
     assert lifted.ends_at <= datetime.now(UTC) < freeze.ends_at
@@ -60,7 +60,7 @@ def test_an_admin_lifts_a_freeze_and_the_blocked_promotion_moves_on(demo: Demo) 
     last = entries[-1]
     assert last.action == "environment.freeze.lift"
     assert last.entity_id == "stage"
-    assert last.actor == demo.admin.profile.user
+    assert last.actor == demo.admin.profile.person_name
     assert last.details["why"] == "done early"
     assert last.details["freeze"] == str(freeze.id)
     assert demo.admin.tenancy.verify_audit()[1] == []
@@ -109,7 +109,7 @@ def test_the_database_lets_only_admins_change_a_freeze(demo: Demo, world) -> Non
                 conn.execute("UPDATE env.freezes SET ends_at = now() WHERE id = %s", (freeze.id,))
             conn.rollback()
     # An admin's raw insert is stamped and judged by the database, not by the client.
-    with role_conn(world, demo.admin.profile.user) as conn:
+    with role_conn(world, demo.admin.profile.name) as conn:
         conn.execute(
             "INSERT INTO env.freeze_changes (tenant_id, freeze_id, lift, starts_at, ends_at,"
             " reason, allow, why, changed_by, changed_at) SELECT tenant_id, id, true,"
@@ -119,7 +119,7 @@ def test_the_database_lets_only_admins_change_a_freeze(demo: Demo, world) -> Non
         )
         conn.commit()
     lifted = demo.alice.environments.find_freeze(freeze.id)
-    assert lifted.changed_by == demo.admin.profile.user
+    assert lifted.changed_by == demo.admin.profile.person_name
     assert lifted.reason == "year-end"
     assert lifted.allow == ()
     assert freeze.starts_at < lifted.ends_at <= datetime.now(UTC)

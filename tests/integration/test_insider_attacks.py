@@ -452,7 +452,7 @@ def test_ordinary_commands_hold_no_superuser_connection(demo: Demo, world, super
             "SELECT usename FROM pg_stat_activity WHERE datname = current_database()"
             " AND application_name = 'stella'"
         ).fetchall()
-        assert {"alice", alice.orchestrator.login.user} <= {r[0] for r in rows}
+        assert {alice.profile.user, alice.orchestrator.login.user} <= {r[0] for r in rows}
         roles = superuser.execute(
             "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = %s",
             (alice.orchestrator.login.user,),

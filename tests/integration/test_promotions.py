@@ -538,7 +538,7 @@ def test_only_the_administrative_connection_declares_a_demo(world, superuser) ->
     assert bob.tenancy.is_demo()
     declared = [e for e in admin.tenancy.audit_entries() if e.action == "tenant.demo"]
     assert len(declared) == 1
-    assert declared[0].details == {"by": admin.profile.user}
+    assert declared[0].details == {"by": admin.profile.person_name}
     # Made by the administrative connection, and the audit chain says so.
     assert declared[0].actor == superuser.info.user
     assert admin.tenancy.verify_audit()[1] == []

@@ -68,7 +68,7 @@ def test_release_pins_single_manifest_index_and_manifest_list_digests(world, reg
     assert got["list"] != d_amd
     assert progress[-1] == (4, 4)
     shown = stella.releases.get_release("2026.11.27-1").to_json()
-    assert shown["created_by"] == stella.profile.user
+    assert shown["created_by"] == stella.profile.person_name
     assert [c["tag"] for c in shown["components"]] == ["1.0"] * 4
     assert all(len(c["digest"]) == 71 for c in shown["components"])
 

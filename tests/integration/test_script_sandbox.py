@@ -126,6 +126,7 @@ def test_a_script_on_the_embedded_default_reads_no_secret(
         "WORKFLOW_STEP_ID",
         "WORKFLOW_ATTEMPT",
         "WORKFLOW_IDEMPOTENCY_KEY",
+        "WORKFLOW_ATTEMPT_TOKEN",  # which attempt: a worker taking over finds it by this
     }
     assert environment["HOME"] == environment["PWD"]
     assert Path(environment["HOME"]).name.startswith("stella-step-")
@@ -243,7 +244,7 @@ def test_without_a_sandbox_scripts_fail_until_an_admin_allows_them_unsandboxed(
         for e in admin.tenancy.audit_entries()
         if e.action == "workflow.settings"
     ]
-    me = admin.profile.user
+    me = admin.profile.person_name
     assert changes == [(me, {"local_executor": True}), (me, {"allow_unsandboxed": True})]
     run = admin.workflows.wait_run(admin.workflows.start_run("bare").id, timeout=60)
     assert run.status == "succeeded", run.error

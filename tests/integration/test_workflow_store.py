@@ -9,14 +9,23 @@ from sqlalchemy import text
 from stella_core.errors import AuthorizationError, NotFoundError
 from stella_core.profiles import Profile
 from stella_core.tenancy.model import ProductRole
-from stella_core.tenancy.service import Provisioner
+from stella_core.tenancy.service import Provisioner, person_role_name
 from stella_core.workflows.template import TemplateError
 from tests.support.workflow_helpers import notify, template
 
 
 def _other_tenant(world, stella):
     tenant_id, password = Provisioner(stella.backend.admin_engine).initialise("other", "zed")
-    stella.profiles.save(Profile("zed", stella.backend.target, "zed", password, str(tenant_id)))
+    stella.profiles.save(
+        Profile(
+            "zed",
+            stella.backend.target,
+            person_role_name(tenant_id, "zed"),
+            password,
+            str(tenant_id),
+            person="zed",
+        )
+    )
     return world.open("zed")
 
 
@@ -48,7 +57,7 @@ def test_versions_are_created_only_when_the_content_changes(world) -> None:
     versions = stella.workflows.template_versions("pipeline")
     assert [v.version for v in versions] == [1, 2]
     assert versions[0].digest != versions[1].digest
-    assert versions[0].created_by == stella.profile.user
+    assert versions[0].created_by == stella.profile.person_name
     [summary] = stella.workflows.list_templates()
     assert (summary.name, summary.latest_version) == ("pipeline", 2)
     with pytest.raises(NotFoundError):

@@ -1,10 +1,12 @@
 """What the tests' script steps run (always through the engine's executor, never a shell).
 
-effect DIR [--sleep S] [--fail-first N]
-    Appends "<step> <attempt> <pid>" to DIR/executions.log on every execution. The side effect
-    (a line "<step> <key>" in DIR/effects.log) happens once per WORKFLOW_IDEMPOTENCY_KEY: a
-    marker file DIR/markers/<key hash> makes a retried call recognise that it was done.
-    Then sleeps S seconds; fails the first N executions (counted in DIR/counter-<step>).
+effect DIR [--sleep S] [--fail-first N] [--ticks]
+    Appends "<step> <attempt> <pid> <execution id> <cwd>" to DIR/executions.log on every
+    execution. The side effect (a line "<step> <key>" in DIR/effects.log) happens once per
+    WORKFLOW_IDEMPOTENCY_KEY: a marker file DIR/markers/<key hash> makes a retried call
+    recognise that it was done. Then sleeps S seconds; fails the first N executions (counted in
+    DIR/counter-<step>). With --ticks, appends "<step> <execution id> <unix time>" to
+    DIR/ticks.log every 50 ms while it sleeps: proof of when each execution was alive.
 sleep S            sleeps, prints "slept"
 echo TEXT...       prints its arguments (and writes "err" to stderr)
 exit CODE          prints "bye" and exits with CODE
@@ -17,6 +19,7 @@ import hashlib
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 
@@ -26,9 +29,12 @@ def effect(args: list[str]) -> int:
     fail_first = int(args[args.index("--fail-first") + 1]) if "--fail-first" in args else 0
     step = os.environ["WORKFLOW_STEP_ID"]
     key = os.environ.get("WORKFLOW_IDEMPOTENCY_KEY", "")
+    # PIDs repeat across sandboxes (each has its own PID namespace): this tells executions apart.
+    execution = uuid.uuid4().hex[:12]
     root.joinpath("markers").mkdir(parents=True, exist_ok=True)
     with root.joinpath("executions.log").open("a") as fh:
-        fh.write(f"{step} {os.environ.get('WORKFLOW_ATTEMPT', '?')} {os.getpid()}\n")
+        attempt = os.environ.get("WORKFLOW_ATTEMPT", "?")
+        fh.write(f"{step} {attempt} {os.getpid()} {execution} {os.getcwd()}\n")
     counter = root / f"counter-{step}"
     count = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(count))
@@ -43,7 +49,14 @@ def effect(args: list[str]) -> int:
             fh.write(f"{step} {key}\n")
         marker.touch()
         print("done")
-    time.sleep(sleep)
+    if "--ticks" in args:
+        end = time.monotonic() + sleep
+        while time.monotonic() < end:
+            with root.joinpath("ticks.log").open("a") as fh:
+                fh.write(f"{step} {execution} {time.time():.6f}\n")
+            time.sleep(0.05)
+    else:
+        time.sleep(sleep)
     return 0
 
 

@@ -42,13 +42,16 @@ def cmd_user_add(args: argparse.Namespace) -> None:
         passphrase = secret_line()
     with acting(args) as stella:
         user, key = stella.add_person(args.name, ProductRole(args.role), passphrase)
+        # Their name, or `name@tenant` where another tenant's person has that profile here.
+        profile = stella.profiles.name_for(stella.backend.target, user.tenant_id, user.name)
+    profile = profile or user.name
     value = {
         "id": str(user.id),
         "name": user.name,
         "role": user.role.value,
         "created_at": user.created_at.isoformat(),
         "created_by": user.created_by,
-        "profile": user.name,
+        "profile": profile,
         "signing_key_id": key.key_id if key else None,
         "key_passphrase": passphrase is not None,
     }
@@ -56,7 +59,7 @@ def cmd_user_add(args: argparse.Namespace) -> None:
     show(
         args,
         value,
-        lambda: [f"added {user.name} ({user.role.value}); profile {user.name}{signs}"],
+        lambda: [f"added {user.name} ({user.role.value}); profile {profile}{signs}"],
     )
 
 

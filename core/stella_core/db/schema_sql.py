@@ -3,7 +3,8 @@
 Roles (created by the first migration):
 - `stella_owner` (NOLOGIN) owns every schema, table and function; migrations act as it.
 - `stella_app` (NOLOGIN) holds the runtime privileges; each person is a LOGIN role that is a
-  member of it, so `session_user` is always the person, never a shared account.
+  member of it, so `session_user` is always the person's own login, never a shared account
+  (named by tenant and person, `tenancy.users.db_role`; `tenancy.actor_name()` is their name).
 - `stella_orchestrator` (NOLOGIN, member of `stella_app`) holds what only the orchestrator may
   do: decide promotions, write runs and steps. Each tenant's orchestrator login role is a member.
 """

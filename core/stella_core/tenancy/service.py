@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy.exc
 from psycopg import sql
@@ -46,6 +47,21 @@ def person_name_from_os(login: str) -> str:
     if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
         name = "admin"
     return name
+
+
+# PostgreSQL truncates identifiers longer than this (in bytes).
+_MAX_ROLE_BYTES = 63
+PERSON_ROLE_PREFIX = "stella_p_"
+
+
+def person_role_name(tenant_id: UUID, name: str) -> str:
+    """A person's login role: role names are cluster-wide and person names are unique only in
+    their tenant, so the role carries both (the name hashed where it would not fit)."""
+    role = f"{PERSON_ROLE_PREFIX}{tenant_id.hex}_{name}"
+    if len(role.encode()) <= _MAX_ROLE_BYTES:
+        return role
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return role[: _MAX_ROLE_BYTES - 21] + "_" + digest[:20]
 
 
 def orchestrator_role_name(tenant_id: UUID) -> str:
@@ -140,19 +156,21 @@ class Provisioner:
     def initialise(self, tenant_name: str, admin_name: str) -> tuple[UUID, str]:
         """First use: a tenant and its first admin. Returns (tenant id, admin password)."""
         check_person_name(admin_name)
-        password = self.create_login_role(admin_name)
+        tenant_id = uuid4()  # chosen here: the admin's login role is named after it
+        role = person_role_name(tenant_id, admin_name)
+        password = self.create_login_role(role)
         try:
             with self.engine.begin() as conn:
-                tenant_id = conn.execute(
-                    text("INSERT INTO tenancy.tenants (name) VALUES (:n) RETURNING id"),
-                    {"n": tenant_name},
-                ).scalar_one()
+                conn.execute(
+                    text("INSERT INTO tenancy.tenants (id, name) VALUES (:t, :n)"),
+                    {"t": tenant_id, "n": tenant_name},
+                )
                 conn.execute(
                     text(
                         "INSERT INTO tenancy.users (tenant_id, name, db_role, role) "
-                        "VALUES (:t, :n, :n, 'admin')"
+                        "VALUES (:t, :n, :r, 'admin')"
                     ),
-                    {"t": tenant_id, "n": admin_name},
+                    {"t": tenant_id, "n": admin_name, "r": role},
                 )
                 conn.execute(
                     text(
@@ -163,9 +181,9 @@ class Provisioner:
                     {"t": tenant_id, "n": admin_name, "d": '{"role": "admin"}'},
                 )
         except sqlalchemy.exc.DBAPIError as exc:
-            self.drop_login_role(admin_name)
+            self.drop_login_role(role)
             raise translate(exc) from exc
-        return UUID(str(tenant_id)), password
+        return tenant_id, password
 
     def tenant_id(self, name: str) -> UUID | None:
         with self.engine.connect() as conn:
@@ -265,7 +283,8 @@ class TenancyService:
             return TenancyStore(conn).list_users()
 
     def add_user(self, name: str, role: ProductRole) -> tuple[User, str]:
-        """Create a person: login role, user row, audit entry. Returns the user and password."""
+        """Create a person: login role, user row, audit entry. Returns the user and password
+        (their login role is `person_role_name(tenant, name)`)."""
         check_person_name(name)
         identity = self.require(ProductRole.ADMIN)
         if self.provisioner is None:
@@ -276,16 +295,17 @@ class TenancyService:
         with self.db.transaction() as conn:
             if TenancyStore(conn).get_user(name) is not None:
                 raise AlreadyExistsError(f"user {name!r} exists already")
-        password = self.provisioner.create_login_role(name)
+        login = person_role_name(identity.tenant_id, name)
+        password = self.provisioner.create_login_role(login)
         try:
             with self.db.transaction() as conn:
                 store = TenancyStore(conn)
-                user = store.insert_user(identity.tenant_id, name, name, role)
+                user = store.insert_user(identity.tenant_id, name, login, role)
                 store.append_audit(
                     identity.tenant_id, "user.add", "user", name, {"role": role.value}
                 )
         except Exception:
-            self.provisioner.drop_login_role(name)
+            self.provisioner.drop_login_role(login)
             raise
         return user, password
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from stella_core.errors import ConnectorError, DefinitionError
+from stella_core.workflows.fencing import ATTEMPT_ENV, die_with_parent, scratch_prefix_of
 from stella_core.workflows.sandbox import (
     INSTALL_HINT,
     READ_PATHS_ENV,
@@ -65,6 +66,9 @@ class CommandRequest:
     output_limit: int = OUTPUT_LIMIT
     # Asked only where no sandbox is usable: may this command run without one?
     unsandboxed_allowed: Callable[[], bool] = _never
+    # Which attempt this is (fencing.attempt_token): in the command's environment and its
+    # scratch directory's name, so a worker taking the step over can find what is left of it.
+    attempt_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,9 +167,12 @@ class LocalExecutor:
         env.update(request.env)
         if request.idempotency_key:
             env["WORKFLOW_IDEMPOTENCY_KEY"] = request.idempotency_key
+        if request.attempt_token:
+            env[ATTEMPT_ENV] = request.attempt_token
         started = time.monotonic()
-        # A scratch directory per attempt: the working directory and HOME, removed afterwards.
-        workdir = Path(tempfile.mkdtemp(prefix="stella-step-"))
+        # A scratch directory per attempt: the working directory and HOME, removed afterwards
+        # (or, if the worker dies, by the worker that takes the step over).
+        workdir = Path(tempfile.mkdtemp(prefix=scratch_prefix_of(request.attempt_token)))
         try:
             env.setdefault("HOME", str(workdir))
             argv = list(request.argv)
@@ -211,6 +218,8 @@ class LocalExecutor:
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # a process group we can kill as a whole
                 close_fds=True,
+                # Killed with its worker, even by SIGKILL (bwrap also has --die-with-parent).
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 (only a system call runs there)
             )
         except FileNotFoundError as exc:
             raise ExecutorUnavailableError(

@@ -73,6 +73,8 @@ class StepContext:
     unsandboxed_allowed: Callable[[], bool] = lambda: False
     # Set for the run of an approved promotion: who approved it.
     approved_by: tuple[str, ...] | None = None
+    # The attempt's fencing token (see fencing.py); commands carry it in their environment.
+    attempt_token: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -188,6 +190,7 @@ class ScriptStep(_NoResume):
                     timeout=ctx.remaining(),
                     cancel=ctx.cancel,
                     unsandboxed_allowed=ctx.unsandboxed_allowed,
+                    attempt_token=ctx.attempt_token,
                 )
             )
         except ConnectorError as exc:

@@ -69,6 +69,9 @@ class ClaimedStep:
     inputs: dict[str, Any] | None
     started_at: datetime
     db_now: datetime
+    # The lease's fencing token, and where the previous holder of an expired lease ran.
+    generation: int = 0
+    previous_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,15 @@ class Event:
 # update more than one row.
 _CLAIM = """
 WITH picked AS MATERIALIZED (
-  SELECT c.run_id, c.node_id, c.status, c.lease_owner
+  SELECT c.run_id, c.node_id, c.status, c.lease_owner, c.lease_host
     FROM workflow.step_runs c
    WHERE c.status IN ('ready', 'running', 'waiting')
      AND ((c.status = 'ready' AND (c.not_before IS NULL OR c.not_before <= now()))
-       OR (c.status = 'running' AND c.lease_until < now())
+       -- An expired lease: at once where this worker can fence what is left of the attempt
+       -- (same host), else once the grace has passed (see fencing.py).
+       OR (c.status = 'running' AND c.lease_until < now()
+           AND (c.lease_host = %(host)s
+                OR c.lease_until < now() - make_interval(secs => %(grace)s)))
        OR (c.status = 'waiting' AND c.wake_at <= now()))
      AND (%(run)s::uuid IS NULL OR c.run_id = %(run)s::uuid)
    LIMIT 1
@@ -95,8 +102,11 @@ WITH picked AS MATERIALIZED (
 ), claimed AS (
   UPDATE workflow.step_runs s SET
     status = 'running',
-    attempts = s.attempts + CASE WHEN s.status = 'waiting' THEN 0 ELSE 1 END,
+    -- A lost lease is not a failed attempt: only a claim of a ready step counts one.
+    attempts = s.attempts + CASE WHEN s.status = 'ready' THEN 1 ELSE 0 END,
     lost_leases = s.lost_leases + CASE WHEN s.status = 'running' THEN 1 ELSE 0 END,
+    lease_generation = s.lease_generation + 1,
+    lease_host = %(host)s,
     resume = CASE WHEN s.status = 'waiting' THEN true WHEN s.status = 'ready' THEN false
                   ELSE s.resume END,
     started_at = CASE WHEN s.status = 'waiting' THEN s.started_at ELSE clock_timestamp() END,
@@ -106,8 +116,9 @@ WITH picked AS MATERIALIZED (
   FROM picked
   WHERE s.run_id = picked.run_id AND s.node_id = picked.node_id
   RETURNING s.run_id, s.tenant_id, s.node_id, picked.status AS previous_status,
-    picked.lease_owner AS previous_owner, s.attempts, s.lost_leases, s.resume, s.rollback,
-    s.idempotency_key, s.inputs, s.started_at
+    picked.lease_owner AS previous_owner, picked.lease_host AS previous_host, s.attempts,
+    s.lost_leases, s.resume, s.rollback, s.idempotency_key, s.inputs, s.started_at,
+    s.lease_generation
 ), run AS MATERIALIZED (
   SELECT r.id, r.template_version_id, r.status, r.phase, r.cancel_requested, r.approved_by
     FROM workflow.runs r WHERE r.id = (SELECT run_id FROM picked)
@@ -130,11 +141,12 @@ WITH picked AS MATERIALIZED (
 UPDATE workflow.step_runs s SET
   status = 'running', attempts = s.attempts + 1, resume = false,
   started_at = clock_timestamp(), lease_owner = %(worker)s,
-  lease_until = now() + make_interval(secs => %(lease)s), not_before = NULL
+  lease_until = now() + make_interval(secs => %(lease)s), not_before = NULL,
+  lease_generation = s.lease_generation + 1, lease_host = %(host)s
 FROM picked, workflow.runs r
 WHERE s.run_id = picked.run_id AND s.node_id = picked.node_id AND r.id = s.run_id
 RETURNING s.run_id, s.tenant_id, s.node_id, r.template_version_id, s.attempts, s.lost_leases,
-  s.rollback, s.idempotency_key, s.inputs, s.started_at, now() AS db_now
+  s.rollback, s.idempotency_key, s.inputs, s.started_at, now() AS db_now, s.lease_generation
 """
 
 # (`ORDER BY seq DESC LIMIT 1` rather than max(): the planner then always walks the index
@@ -239,6 +251,7 @@ WHERE run_id = :run AND node_id = :node
 _OWNED = text("""
 SELECT status FROM workflow.step_runs
  WHERE run_id = :run AND node_id = :node AND status = 'running' AND lease_owner = :worker
+   AND lease_generation = :generation
  FOR UPDATE
 """)
 
@@ -267,7 +280,9 @@ _NEXT_DUE = text("""
 SELECT EXTRACT(EPOCH FROM (LEAST(
          min(not_before) FILTER (WHERE status = 'ready'),
          min(wake_at) FILTER (WHERE status = 'waiting'),
-         min(lease_until) FILTER (WHERE status = 'running')) - now()))::float8 AS due,
+         min(lease_until + CASE WHEN lease_host IS NOT DISTINCT FROM :host THEN interval '0'
+                                ELSE make_interval(secs => :grace) END)
+           FILTER (WHERE status = 'running')) - now()))::float8 AS due,
        bool_or(status = 'ready' AND not_before IS NULL) AS ready_now
   FROM workflow.step_runs
  WHERE status IN ('ready', 'running', 'waiting')
@@ -278,7 +293,7 @@ _HEARTBEAT = text("""
 UPDATE workflow.step_runs s SET lease_until = now() + make_interval(secs => :lease)
   FROM workflow.runs r
  WHERE s.run_id = :run AND s.node_id = :node AND s.lease_owner = :worker
-   AND s.status = 'running' AND r.id = s.run_id
+   AND s.lease_generation = :generation AND s.status = 'running' AND r.id = s.run_id
 RETURNING r.status, r.phase, r.cancel_requested
 """)
 
@@ -485,7 +500,14 @@ class RunRows(Rows):
         return self.conn.connection.driver_connection
 
     def claim(
-        self, tenant_id: UUID, worker: str, lease_seconds: float, run_id: UUID | None
+        self,
+        tenant_id: UUID,
+        worker: str,
+        lease_seconds: float,
+        run_id: UUID | None,
+        *,
+        host: str = "",
+        grace_seconds: float = 0.0,
     ) -> tuple[ClaimedStep, RunRow] | None:
         """Select the tenant and claim one step with its run locked: one round trip (the
         transaction must not have set its tenant yet)."""
@@ -495,7 +517,13 @@ class RunRows(Rows):
             cur = raw.cursor(row_factory=namedtuple_row)
             cur.execute(
                 _CLAIM,
-                {"worker": worker, "lease": lease_seconds, "run": str(run_id) if run_id else None},
+                {
+                    "worker": worker,
+                    "lease": lease_seconds,
+                    "run": str(run_id) if run_id else None,
+                    "host": host,
+                    "grace": grace_seconds,
+                },
             )
         row = cur.fetchone()
         if row is None:
@@ -515,6 +543,8 @@ class RunRows(Rows):
             inputs=row.inputs,
             started_at=row.started_at,
             db_now=row.db_now,
+            generation=row.lease_generation,
+            previous_host=row.previous_host,
         )
         run = RunRow(
             id=row.run_id,
@@ -534,6 +564,7 @@ class RunRows(Rows):
         lease_seconds: float,
         step_types: Sequence[str],
         limit: int,
+        host: str = "",
     ) -> list[ClaimedStep]:
         """More ready steps of a run whose lock we hold, of the given (instant) types."""
         if limit < 1 or not step_types:
@@ -547,6 +578,7 @@ class RunRows(Rows):
                 "lease": lease_seconds,
                 "types": list(step_types),
                 "limit": limit,
+                "host": host,
             },
         )
         return [
@@ -565,6 +597,7 @@ class RunRows(Rows):
                 inputs=row.inputs,
                 started_at=row.started_at,
                 db_now=row.db_now,
+                generation=row.lease_generation,
             )
             for row in cur.fetchall()
         ]
@@ -636,22 +669,36 @@ class RunRows(Rows):
             {"r": run_id, "n": node_id},
         ).first()
 
-    def owns(self, run_id: UUID, node_id: str, worker: str) -> bool:
-        """Lock the step if this worker still holds its lease (else the result is stale)."""
-        row = self.conn.execute(_OWNED, {"run": run_id, "node": node_id, "worker": worker})
+    def owns(self, run_id: UUID, node_id: str, worker: str, generation: int) -> bool:
+        """Lock the step if this worker still holds its lease under the generation it claimed
+        (else the result is stale)."""
+        row = self.conn.execute(
+            _OWNED, {"run": run_id, "node": node_id, "worker": worker, "generation": generation}
+        )
         return row.first() is not None
 
     def heartbeat(
-        self, run_id: UUID, node_id: str, worker: str, lease_seconds: float
+        self, run_id: UUID, node_id: str, worker: str, lease_seconds: float, generation: int
     ) -> tuple[str, str, bool] | None:
         row = self.conn.execute(
             _HEARTBEAT,
-            {"run": run_id, "node": node_id, "worker": worker, "lease": lease_seconds},
+            {
+                "run": run_id,
+                "node": node_id,
+                "worker": worker,
+                "lease": lease_seconds,
+                "generation": generation,
+            },
         ).first()
         return None if row is None else (row.status, row.phase, row.cancel_requested)
 
-    def next_due(self, run_id: UUID | None) -> tuple[float | None, bool]:
-        row = self.conn.execute(_NEXT_DUE, {"run": str(run_id) if run_id else None}).one()
+    def next_due(
+        self, run_id: UUID | None, host: str = "", grace_seconds: float = 0.0
+    ) -> tuple[float | None, bool]:
+        row = self.conn.execute(
+            _NEXT_DUE,
+            {"run": str(run_id) if run_id else None, "host": host, "grace": grace_seconds},
+        ).one()
         return row.due, bool(row.ready_now)
 
     def append_events(self, run_id: UUID, tenant_id: UUID, events: Iterable[Event]) -> None:
@@ -735,7 +782,9 @@ class RunRows(Rows):
             text(
                 "UPDATE workflow.step_runs SET status = CASE WHEN :resume THEN 'waiting' "
                 "ELSE 'ready' END, wake_at = CASE WHEN :resume THEN now() ELSE wake_at END, "
-                "lease_owner = NULL, lease_until = NULL, lost_leases = lost_leases + 1 "
+                "lease_owner = NULL, lease_until = NULL, lost_leases = lost_leases + 1, "
+                # Handed back, not failed: claiming it as ready counts the attempt again.
+                "attempts = attempts - CASE WHEN :resume THEN 0 ELSE 1 END "
                 "WHERE run_id = :r AND node_id = :n"
             ),
             {"r": run_id, "n": node_id, "resume": resume},
@@ -912,6 +961,6 @@ class RunRows(Rows):
 
     def session_person(self) -> tuple[str, str | None]:
         row = self.conn.execute(
-            text("SELECT session_user::text AS who, tenancy.current_product_role() AS role")
+            text("SELECT tenancy.actor_name() AS who, tenancy.current_product_role() AS role")
         ).one()
         return row.who, row.role
