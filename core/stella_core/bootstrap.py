@@ -206,7 +206,8 @@ class Backend:
         if initialised:
             raise NotFoundError(
                 f"the database at {self.target} is already initialised but this machine has no "
-                "profile for it; ask an admin to run 'stella user add' for you"
+                "profile for it; ask an admin to add you as a person",
+                remedy=("user-add",),
             )
         admin = person_name_from_os(getpass.getuser())
         provisioner = Provisioner(self.admin_engine)

@@ -12,14 +12,19 @@ class StellaError(Exception):
 
     The message names inputs as the service does, never a command-line flag (the desktop shows
     it too); `field`, when given, is the input it is about, in those words, so the command line
-    can name its own flag instead (`cli.common.error_text`)."""
+    can name its own flag instead (`cli.common.error_text`). `remedy`, when given, names what
+    fixes it (`"registry-insecure"`, then its arguments), so each front end can say how in its
+    own terms: the command line names its command, the desktop its screen."""
 
     exit_code = 1
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, remedy: tuple[str, ...] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.remedy = remedy
 
 
 class DefinitionError(StellaError):
@@ -57,8 +62,10 @@ class IntegrityError(StellaError):
 class ConnectorError(StellaError):
     """Talking to something outside (registry, agent, host) failed."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, retryable: bool = False, remedy: tuple[str, ...] | None = None
+    ) -> None:
+        super().__init__(message, remedy=remedy)
         self.retryable = retryable
 
 
@@ -67,8 +74,8 @@ class RegistryError(ConnectorError):
 
 
 class RegistryUnreachableError(RegistryError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=True)
+    def __init__(self, message: str, *, remedy: tuple[str, ...] | None = None) -> None:
+        super().__init__(message, retryable=True, remedy=remedy)
 
 
 class RegistryAuthError(RegistryError):

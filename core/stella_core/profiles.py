@@ -171,7 +171,10 @@ class ProfileStore:
         assert isinstance(profiles, dict)
         chosen = name or section.get("default")
         if not chosen:
-            raise NotFoundError(f"no profile for {target}; run 'stella db upgrade' first")
+            raise NotFoundError(
+                f"no profile for {target}; create the database schema first",
+                remedy=("db-upgrade",),
+            )
         raw = profiles.get(chosen)
         if raw is None:
             known = ", ".join(sorted(profiles)) or "none"

@@ -3,6 +3,8 @@ the same error with its own flag."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from stella_core.cli.common import error_text
@@ -40,3 +42,42 @@ def test_errors_about_no_input_or_already_about_a_flag_are_said_as_they_are() ->
         in_range(0, "--limit", low=1, high=10)
     assert error_text(caught.value) == caught.value.message
     assert caught.value.message.startswith("--limit 0 is out of range")
+
+
+def test_what_fixes_an_error_is_said_as_a_command_on_the_command_line_only(
+    tmp_path,
+) -> None:
+    from stella_core.crypto.secretbox import SecretBox
+    from stella_core.tenancy.keys import LocalKeys, NoPersonalPassphraseError
+
+    keys = LocalKeys(tmp_path, "embedded", SecretBox.from_home(tmp_path))
+    keys.create("person-carol")
+    with pytest.raises(NoPersonalPassphraseError) as caught:
+        keys.unlock("carol", "anything")
+    assert "stella" not in caught.value.message  # the desktop shows it too
+    assert caught.value.remedy == ("keys-passphrase", "carol")
+    assert error_text(caught.value).endswith("; run 'stella --profile carol keys passphrase'")
+
+
+def test_no_core_message_names_a_command_line_flag_or_command() -> None:
+    """The source of the core outside `cli/` says no flag or `stella …` command in its
+    messages (string literals in raise statements and module constants)."""
+    import ast
+    from pathlib import Path
+
+    import stella_core
+
+    root = Path(stella_core.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "cli" in path.relative_to(root).parts or "migrations" in path.parts:
+            continue
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for part in ast.walk(node.exc):
+                    if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                        words = part.value
+                        if "'stella " in words or re.search(r"(?<![-\w])--[a-z]", words):
+                            offenders.append(f"{path.relative_to(root)}:{part.lineno}")
+    assert offenders == []

@@ -380,7 +380,8 @@ def test_self_signed_tls_needs_insecure(registry_tls: RunningRegistry) -> None:
 
     with RegistryClient(registry_tls.url) as strict, pytest.raises(RegistryUnreachableError) as err:
         strict.resolve("team/tls", "v1")
-    assert "--insecure" in str(err.value)
+    assert "as insecure" in str(err.value)
+    assert err.value.remedy == ("registry-insecure",)
 
     with RegistryClient(registry_tls.url, insecure=True) as lenient:
         assert lenient.resolve("team/tls", "v1").digest == digest
@@ -727,7 +728,8 @@ def test_plain_http_registry_not_added_as_insecure_gets_no_password(
 
     assert proxy.authorizations
     assert proxy.authorizations == [None] * len(proxy.authorizations)
-    assert "--insecure" in str(err.value)
+    assert "as insecure" in str(err.value)
+    assert err.value.remedy == ("registry-insecure",)
     secret_free(err.value, password)
 
 
@@ -743,7 +745,8 @@ def test_plain_http_token_endpoint_of_a_registry_not_added_as_insecure_gets_no_p
         client.resolve("team/plain-token", "v1")
 
     assert server.requests[-1].user is None
-    assert "--insecure" in str(err.value)
+    assert "as insecure" in str(err.value)
+    assert err.value.remedy == ("registry-insecure",)
     secret_free(err.value, password, *server.tokens)
 
 

@@ -208,7 +208,7 @@ def test_without_a_sandbox_scripts_fail_until_an_admin_allows_them_unsandboxed(
     assert step.outputs is None  # nothing ran
     assert "bubblewrap" in (step.error or "")
     assert "apt-get install bubblewrap" in (step.error or "")
-    assert "stella workflow settings --unsandboxed on" in (step.error or "")
+    assert "workflow setting 'unsandboxed'" in (step.error or "")
 
     # Only an admin may allow it: a release manager is refused by the CLI, and by the database
     # when they try it with their own login role and raw SQL.

@@ -47,16 +47,33 @@ def show(args: argparse.Namespace, value: Any, text_lines: Callable[[], list[str
             print(line)
 
 
+# What fixes an error (its `remedy`), said as the command that does it.
+REMEDIES = {
+    "registry-insecure": "stella registry add NAME --url URL --insecure",
+    "keys-passphrase": "stella --profile {0} keys passphrase",
+    "keys-rotate": "stella --profile {0} keys rotate",
+    "user-add": "stella user add NAME --role ROLE",
+    "db-upgrade": "stella db upgrade",
+    "registry-add": "stella registry add NAME --url URL",
+    "serve": "stella serve",
+}
+
+
 def error_text(exc: StellaError) -> str:
     """An error as the command line says it: the core names an input in words (its `field`,
-    the desktop shows the same message), the command line names its flag instead."""
+    the desktop shows the same message), the command line names its flag instead, and adds the
+    command that fixes it (its `remedy`)."""
+    message = exc.message
     field = exc.field
-    if not field or field.startswith("-"):
-        return exc.message
-    flag = "--" + field.replace(" ", "-").replace("_", "-")
-    if exc.message.startswith(field):
-        return flag + exc.message[len(field) :]
-    return f"{exc.message} ({flag})"
+    if field and not field.startswith("-"):
+        flag = "--" + field.replace(" ", "-").replace("_", "-")
+        if message.startswith(field):
+            message = flag + message[len(field) :]
+        else:
+            message = f"{message} ({flag})"
+    if exc.remedy and exc.remedy[0] in REMEDIES:
+        message += f"; run '{REMEDIES[exc.remedy[0]].format(*exc.remedy[1:])}'"
+    return message
 
 
 def out(args: argparse.Namespace, value: Any, lines: list[str]) -> None:

@@ -176,7 +176,8 @@ class EvidenceService:
         if self.system is None:
             raise NoSigningKeyError(
                 "this machine does not run the orchestrator: system evidence is signed and "
-                "sealed where 'stella serve' runs"
+                "sealed where the orchestrator runs",
+                remedy=("serve",),
             )
         return self.system
 
@@ -322,7 +323,8 @@ class EvidenceService:
         if key is None:
             raise NoSigningKeyError(
                 f"this machine does not hold the orchestrator key {active.key_id[:16]}…; "
-                "system decisions are signed where 'stella serve' runs with that key"
+                "system decisions are signed where the orchestrator runs with that key",
+                remedy=("serve",),
             )
         return key
 
@@ -334,8 +336,9 @@ class EvidenceService:
         key = self.local.load(person_key_name(identity.user), active.key_id) if active else None
         if key is None:
             raise NoSigningKeyError(
-                f"{identity.user} has no personal signing key on this machine; "
-                "'stella keys rotate' creates one"
+                f"{identity.user} has no personal signing key on this machine; rotating "
+                "their key creates one",
+                remedy=("keys-rotate", identity.user),
             )
         return key
 

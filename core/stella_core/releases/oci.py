@@ -450,7 +450,8 @@ class RegistryClient:
                 raise RegistryAuthError(
                     f"registry {self._base_url} asks for the password of user "
                     f"{self._username!r} over plain HTTP; Stella sends credentials over plain "
-                    "HTTP only to a registry added as insecure (stella registry add --insecure)"
+                    "HTTP only to a registry added as insecure",
+                    remedy=("registry-insecure",),
                 )
             with self._lock:
                 self._basic_seen = True
@@ -577,21 +578,25 @@ class RegistryClient:
 
     def _withheld_error(self, endpoint: str) -> RegistryAuthError:
         registry_host = urlsplit(self._base_url).hostname
+        remedy: tuple[str, ...] | None = None
         if urlsplit(endpoint).hostname == registry_host and not self._insecure:
-            hint = "add the registry with --insecure to allow plain HTTP to its own host"
+            hint = "add the registry as insecure to allow plain HTTP to its own host"
+            remedy = ("registry-insecure",)
         else:
             hint = "credentials go over HTTPS, or over plain HTTP only to the registry's own host"
         return RegistryAuthError(
             f"registry {self._base_url} refused access: its token endpoint {endpoint} is plain "
             f"HTTP, so Stella did not send it the credentials of user {self._username!r} "
-            f"({hint})"
+            f"({hint})",
+            remedy=remedy,
         )
 
     def _transport_error(self, exc: httpx.TransportError, what: str) -> RegistryError:
         if _is_tls_error(exc):
             return RegistryUnreachableError(
                 f"TLS connection to {what} failed ({exc}); if this registry uses a self-signed "
-                "or private certificate, configure it with --insecure"
+                "or private certificate, add it as insecure",
+                remedy=("registry-insecure",),
             )
         if isinstance(exc, httpx.TimeoutException):
             return RegistryUnreachableError(

@@ -255,7 +255,8 @@ class ReleaseService:
             registry = store.registry_row(registry_name)
             if registry is None:
                 raise NotFoundError(
-                    f"unknown registry {registry_name!r}; add it with 'stella registry add'"
+                    f"unknown registry {registry_name!r}; add the registry first",
+                    remedy=("registry-add",),
                 )
             if store.component_rows([name]):
                 raise AlreadyExistsError(f"component {name!r} exists already")

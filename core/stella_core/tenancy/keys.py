@@ -140,7 +140,8 @@ class LocalKeys:
             if personal is None:
                 raise WrongPassphraseError(
                     f"cannot open {person}'s key file {path.name} with this machine's passphrase "
-                    "(if 'stella keys passphrase' was interrupted, run it again)"
+                    "(if setting a passphrase was interrupted, set it again)",
+                    remedy=("keys-passphrase", person),
                 ) from exc
             self._personal.pop(person, None)
             raise WrongPassphraseError(
@@ -197,14 +198,15 @@ class LocalKeys:
         if not self.protected(person):
             raise NoPersonalPassphraseError(
                 f"{person}'s signing key has no passphrase of their own, so nothing proves "
-                f"who is acting as {person}; {person} sets one with "
-                f"'stella --profile {person} keys passphrase'"
+                f"who is acting as {person}; {person} sets one of their own",
+                remedy=("keys-passphrase", person),
             )
         held = self.held(name)
         if not held:
             raise NotFoundError(
                 f"this machine holds no signing key of {person}'s to check the passphrase "
-                f"against; {person} makes one with 'stella --profile {person} keys rotate'"
+                f"against; {person} makes one by rotating their key",
+                remedy=("keys-rotate", person),
             )
         key = self._read(
             max(held, key=lambda p: p.stat().st_mtime), name, personal_passphrase(passphrase)

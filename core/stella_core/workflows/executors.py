@@ -46,7 +46,7 @@ MINIMAL_ENV = {
     "LC_ALL": "C.UTF-8",
 }
 RESERVED_ENV_PREFIX = "STELLA_"
-UNSANDBOXED_ON = "'stella workflow settings --unsandboxed on'"
+UNSANDBOXED_ON = "the tenant's workflow setting 'unsandboxed'"
 _POLL_S = 0.05
 _KILL_GRACE_S = 2.0
 

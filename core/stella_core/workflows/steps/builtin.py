@@ -26,8 +26,8 @@ from stella_core.workflows.executors import CommandRequest, Executors
 HTTP_TIMEOUT_S = 30.0
 LOCAL_EXECUTOR_OFF = (
     "the local executor is turned off for this tenant, so script steps cannot run on the "
-    "orchestrator's host; an admin can turn it on with "
-    "'stella workflow settings --local-executor on'"
+    "orchestrator's host; an admin can turn it on in the tenant's workflow settings "
+    "('local executor')"
 )
 
 
