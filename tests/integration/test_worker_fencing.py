@@ -21,6 +21,7 @@ from tests.support.workflow_helpers import (
     require_sandbox,
     script,
     template,
+    wait_until,
 )
 
 LEASE_S = "2"
@@ -48,16 +49,6 @@ def serve(world, *, sandbox: bool) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -96,3 +96,16 @@ def overlap(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll `predicate` until it returns something true (returned), or fail after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
