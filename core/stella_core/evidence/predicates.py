@@ -30,6 +30,8 @@ from stella_core.evidence.packets import check_json_value, digest_set, is_uri, s
 
 SLSA_VSA_V1 = "https://slsa.dev/verification_summary/v1"
 PREDICATE_BASE = "https://stella-desk.dev/evidence"
+LOCKFILE_NAME = "compose.stella.lock.yml"
+LOCKFILE_MEDIA_TYPE = "application/yaml"
 APPROVAL_V1 = f"{PREDICATE_BASE}/approval/v1"
 DEPLOYMENT_V1 = f"{PREDICATE_BASE}/deployment/v1"
 ROLLBACK_V1 = f"{PREDICATE_BASE}/rollback/v1"
@@ -222,6 +224,69 @@ def run_predicate(
     return predicate
 
 
+@dataclass(frozen=True)
+class TargetOutcome:
+    """One target's part in a deployment, as its evidence records it."""
+
+    id: str
+    name: str
+    status: str  # succeeded | failed | skipped | cancelled | rolled_back
+    transport: str | None = None
+    observed: Mapping[str, str] | None = None  # component -> digest found running
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"id": self.id, "name": self.name, "status": self.status}
+        if self.transport:
+            found["transport"] = self.transport
+        if self.observed is not None:
+            found["observed"] = components(self.observed)
+        if self.error:
+            found["error"] = self.error[:2000]
+        return found
+
+
+def deployment_predicate(
+    *,
+    deployment_id: str | UUID,
+    release_name: str,
+    release_components: Mapping[str, str],
+    environment: str,
+    status: str,
+    targets: Sequence[TargetOutcome],
+    started_at: str | datetime,
+    finished_at: str | datetime,
+    actor: str,
+    lockfile_digest: str,
+    strategy: str = "all-at-once",
+    promotion_id: str | UUID | None = None,
+    run_id: str | UUID | None = None,
+) -> dict[str, Any]:
+    """The predicate of a `deployment` packet: which digests went to which targets, through
+    which lockfile (named by digest), and what each target answered. Targets sorted by id."""
+    predicate: dict[str, Any] = {
+        "deploymentId": str(UUID(str(deployment_id))),
+        "release": {
+            "name": _text(release_name, "release name"),
+            "components": components(release_components),
+        },
+        "environment": _text(environment, "environment"),
+        "strategy": strategy,
+        "status": status,
+        "lockfile": {"name": LOCKFILE_NAME, "digest": digest_set(lockfile_digest)},
+        "targets": [t.to_json() for t in sorted(targets, key=lambda t: t.id)],
+        "startedAt": rfc3339(started_at),
+        "finishedAt": rfc3339(finished_at),
+        "actor": _text(actor, "actor"),
+    }
+    if promotion_id is not None:
+        predicate["promotionId"] = str(UUID(str(promotion_id)))
+    if run_id is not None:
+        predicate["runId"] = str(UUID(str(run_id)))
+    validate_predicate(DEPLOYMENT_V1, predicate)
+    return predicate
+
+
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema.load_schema(name))
@@ -272,6 +337,10 @@ def referenced_inputs(predicate_type: str, predicate: Mapping[str, Any]) -> list
         record = predicate.get(DECISION_RECORD_FIELD)
         if isinstance(record, Mapping):
             add(str(record.get("name", "decision record")), record.get("digest"))
+    elif predicate_type == DEPLOYMENT_V1:
+        lockfile = predicate.get("lockfile")
+        if isinstance(lockfile, Mapping):
+            add(str(lockfile.get("name", LOCKFILE_NAME)), lockfile.get("digest"))
     elif predicate_type == RUN_V1:
         template = predicate.get("template")
         if isinstance(template, Mapping):

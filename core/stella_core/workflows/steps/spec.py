@@ -102,6 +102,47 @@ BUILTIN_SPECS: tuple[StepTypeSpec, ...] = (
         output_schema=_obj({"status": {"type": "integer"}}),
     ),
     StepTypeSpec(
+        name="deploy",
+        title="Deploy",
+        description=(
+            "Puts the release's exact digests on every target of an environment (agent, SSH or "
+            "WinRM): a compose lockfile pinned by digest, pulled, started and read back, then a "
+            "signed version sticker on each target and a deployment evidence packet."
+        ),
+        category="action",
+        input_schema=_obj(
+            {
+                "environment": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "where to deploy (default: the promotion's environment)",
+                },
+            }
+        ),
+        output_schema=_obj(
+            {
+                "targets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "target": {"type": "string"},
+                            "status": {"type": "string"},
+                            "digests": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+                "deployment_id": {"type": "string"},
+                "lockfile_digest": {"type": "string"},
+                "evidence_packet": {"type": "string"},
+            }
+        ),
+        side_effects=True,
+    ),
+    StepTypeSpec(
         name="notify",
         title="Notify",
         description="Writes a message to the run log (channels come with plugins).",
