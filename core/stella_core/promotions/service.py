@@ -565,6 +565,13 @@ class PromotionService:
             run_id=run_id,
         )
 
+    @staticmethod
+    def promotion_of_run_in(conn: Connection, run_id: UUID) -> tuple[UUID, str] | None:
+        """(promotion id, environment) of the promotion a run carries out, read in another
+        module's transaction (a deploy step's default environment)."""
+        row = PromotionStore(conn).row_of_run(run_id)
+        return (row.id, row.environment) if row is not None else None
+
     def run_ended(self, conn: Connection, run_id: UUID, status: str) -> None:
         """A promotion's run ended: so does its deployment (called in the run's last
         transaction)."""

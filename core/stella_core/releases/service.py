@@ -143,6 +143,16 @@ class ReleaseService:
         """Releases (newest first; one name or all) read in another module's transaction."""
         return ReleaseStore(conn).get_releases(name)
 
+    @staticmethod
+    def registry_hosts_in(conn: Connection) -> dict[str, str]:
+        """Registry name -> the `host[:port]` targets pull from; OCI layouts (directories on
+        this machine) have none."""
+        return {
+            r.name: urlsplit(r.url).netloc
+            for r in ReleaseStore(conn).list_registries()
+            if r.kind is RegistryKind.DISTRIBUTION and urlsplit(r.url).netloc
+        }
+
     # registries -------------------------------------------------------------------------
     def add_registry(
         self,
