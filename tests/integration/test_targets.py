@@ -13,11 +13,13 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from stella_core.deploy.transports import host_for
 from stella_core.environments.model import TargetType
 from stella_core.errors import AuthorizationError, IntegrityError
 from stella_core.tenancy.model import ProductRole
 from tests.integration.test_cli import ok_json, stella
 from tests.integration.test_promotions import role_conn
+from tests.support.sshd import start_sshd
 
 FIELDS = {
     "name",
@@ -556,3 +558,34 @@ def test_only_admins_add_or_remove_targets_even_with_raw_sql(site: Site, superus
             )
         conn.rollback()
         conn.close()
+
+
+# ------------------------------------------------------------------------- reaching a target
+def test_an_ssh_target_added_by_an_admin_is_reached_by_the_orchestrator(
+    site: Site, tmp_path: Path
+) -> None:
+    """The integrator's path: the orchestrator opens the target's secret and gets a ready host
+    for it (`host_for`), here against the real sshd."""
+    sshd = start_sshd(tmp_path / "sshd")
+    try:
+        known = tmp_path / "sshd_known_hosts"
+        known.write_text(sshd.known_hosts)
+        deploy_dir = tmp_path / "deploy"
+        added = site.cli(
+            "target", "add", "web-1", "--env", "dev", "--type", "ssh",
+            "--host", sshd.host, "--port", str(sshd.port), "--user", sshd.user,
+            "--key-file", str(sshd.directory / "client_key"), "--known-hosts", str(known),
+            "--dir", str(deploy_dir), "--output", "json",
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        target, secret = site.admin.orchestrator.environments.target_connection("web-1")
+        host = host_for(target, secret)
+        try:
+            assert host.description == f"ssh {sshd.user}@127.0.0.1:{sshd.port}"
+            host.write_file(f"{target.directory}/stella.version.json", b'{"ok": true}')
+            assert (deploy_dir / "stella.version.json").read_bytes() == b'{"ok": true}'
+            assert host.run(["id", "-un"]).stdout.strip() == sshd.user
+        finally:
+            host.close()
+    finally:
+        sshd.stop()

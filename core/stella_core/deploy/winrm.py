@@ -162,7 +162,8 @@ class WinrmHost:
                 f"{self.description} answered HTTP {exc.code} {doing}", retryable=exc.code >= 500
             )
         if isinstance(exc, WinRMError):
-            return HostError(f"{self.description} failed {doing}: a WS-Management fault")
+            # pywinrm's own words (a fault's reason, a missing Kerberos library): no secrets.
+            return HostError(f"{self.description} failed {doing}: {_first_line(str(exc))}")
         return HostError(f"{self.description} failed {doing}: {type(exc).__name__}")
 
     def _script(self, script: str, *, timeout: float | None, what: str) -> HostResult:
@@ -170,8 +171,8 @@ class WinrmHost:
         import requests
         from winrm.exceptions import WinRMError, WinRMOperationTimeoutError
 
-        protocol = self._protocol()
         try:
+            protocol = self._protocol()
             shell = protocol.open_shell(codepage=65001, noprofile=True)
         except (requests.exceptions.RequestException, WinRMError) as exc:
             raise self._failure(exc, "opening a shell") from None
