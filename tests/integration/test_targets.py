@@ -17,6 +17,7 @@ from stella_core.deploy.transports import host_for
 from stella_core.environments.model import TargetType
 from stella_core.errors import AuthorizationError, IntegrityError
 from stella_core.tenancy.model import ProductRole
+from tests.integration.test_bad_input_cli import _stored as stored_state
 from tests.integration.test_cli import ok_json, stella
 from tests.integration.test_promotions import role_conn
 from tests.support.sshd import start_sshd
@@ -284,7 +285,7 @@ def test_a_sealed_secret_moved_to_another_target_does_not_open(site: Site, super
 
 
 # -------------------------------------------------------------------------------- bad input
-def test_bad_connection_material_is_refused_and_nothing_is_stored(site: Site) -> None:
+def test_bad_connection_material_is_refused_and_nothing_is_stored(site: Site, superuser) -> None:
     public = site.tmp / "deploy_key.pub"
     locked = site.tmp / "locked_key"
     subprocess.run(
@@ -305,6 +306,7 @@ def test_bad_connection_material_is_refused_and_nothing_is_stored(site: Site) ->
         words = [w for pair in flags.items() for w in pair if pair[1] != ""]
         return site.cli("target", "add", "t", "--env", "dev", "--type", "ssh", *words)
 
+    before = stored_state(superuser, site.world.home)
     cases = {
         "public key": (ssh(("--key-file", str(public))), "holds no private key"),
         "passphrase": (ssh(("--key-file", str(locked))), "protected by a passphrase"),
@@ -435,6 +437,8 @@ def test_bad_connection_material_is_refused_and_nothing_is_stored(site: Site) ->
         assert words in result.stderr, (case, result.stderr)
         assert result.stderr.count("\n") == 1, (case, result.stderr)
         no_secret_in(site, result.stdout, result.stderr)
+    # Not a row in any table, not a file in the home: as before.
+    assert stored_state(superuser, site.world.home) == before
     assert ok_json(site.env, "target", "list", "--output", "json") == []
 
 
