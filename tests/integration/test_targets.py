@@ -258,7 +258,7 @@ def test_the_orchestrator_alone_opens_a_targets_secret(site: Site) -> None:
     with pytest.raises(AuthorizationError):
         site.admin.environments.target_connection("web-1")
     for person in ("admin", "alice"):
-        conn = role_conn(site.world, person) if person != "admin" else admin_conn(site)
+        conn = person_conn(site, person)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT secret_ciphertext FROM env.targets").fetchall()
         conn.close()
@@ -478,6 +478,17 @@ def admin_conn(site: Site) -> psycopg.Connection:
     parsed = make_url(url).set(username=profile.user, password=profile.password)
     conn = psycopg.connect(parsed.render_as_string(hide_password=False), autocommit=False)
     conn.execute("SELECT set_config('app.tenant_id', %s, false)", (profile.tenant_id,))
+    conn.commit()
+    return conn
+
+
+def person_conn(site: Site, name: str) -> psycopg.Connection:
+    """A raw connection as a person's own login, their tenant set for the whole session (a
+    rollback of a refused statement keeps it)."""
+    if name == "admin":
+        return admin_conn(site)
+    conn = role_conn(site.world, name)
+    conn.commit()
     return conn
 
 
@@ -505,7 +516,7 @@ def test_only_admins_add_or_remove_targets_even_with_raw_sql(site: Site, superus
     assert "this needs admin" in refused.stderr
 
     for person in ("alice", "bob", "dave"):
-        conn = role_conn(site.world, person)
+        conn = person_conn(site, person)
         tenant = conn.execute("SELECT current_setting('app.tenant_id')").fetchone()[0]
         # They see the tenant's targets (the desk lists them) ...
         assert conn.execute("SELECT name FROM env.targets").fetchall() == [("edge",)]
@@ -540,6 +551,13 @@ def test_only_admins_add_or_remove_targets_even_with_raw_sql(site: Site, superus
             (tenant,),
         )
     admin.rollback()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        admin.execute(
+            "INSERT INTO env.targets (tenant_id, name, environment, type, agent, directory,"
+            " labels) VALUES (%s, 'odd', 'prod', 'agent', 'a', 'd', '{\"zone\": 1}')",
+            (tenant,),
+        )
+    admin.rollback()
 
     # Another tenant's targets are invisible, and none can be added there.
     other = superuser.execute(
@@ -552,7 +570,7 @@ def test_only_admins_add_or_remove_targets_even_with_raw_sql(site: Site, superus
         " VALUES (%s, 'theirs', 'prod', 'agent', 'their-agent', 'stella/theirs')",
         (other,),
     )
-    for conn in (admin, role_conn(site.world, "dave")):
+    for conn in (admin, person_conn(site, "dave")):
         assert "theirs" not in {r[0] for r in conn.execute("SELECT name FROM env.targets")}
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(

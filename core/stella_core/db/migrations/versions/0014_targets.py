@@ -33,7 +33,8 @@ CREATE TABLE env.targets (
   name text NOT NULL CHECK (name ~ '^[a-z0-9][a-z0-9._-]{{0,62}}$'),
   environment text NOT NULL,
   type text NOT NULL CHECK (type IN ('agent', 'ssh', 'winrm')),
-  labels jsonb NOT NULL DEFAULT '{{}}' CHECK (jsonb_typeof(labels) = 'object'),
+  labels jsonb NOT NULL DEFAULT '{{}}' CHECK (jsonb_typeof(labels) = 'object'
+    AND NOT jsonb_path_exists(labels, '$.* ? (@.type() != "string")')),
   target_group text CHECK (target_group ~ '^[a-z0-9][a-z0-9._-]{{0,62}}$'),
   runtime text NOT NULL DEFAULT 'podman-compose' CHECK (length(btrim(runtime)) > 0),
   directory text NOT NULL CHECK (length(btrim(directory)) > 0),
