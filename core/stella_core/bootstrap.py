@@ -312,6 +312,22 @@ class Orchestrator:
             self.db, self.tenancy, self.evidence, self.workflows, orchestrator=True
         )
 
+    @cached_property
+    def environments(self) -> EnvironmentService:
+        """Environments and targets as the orchestrator reads them: it alone opens a target's
+        connection secret (`target_connection`)."""
+        from stella_core.environments.service import EnvironmentService
+        from stella_core.promotions.decision import check_policy
+
+        return EnvironmentService(
+            self.db,
+            self.tenancy,
+            self.evidence,
+            check_policy=check_policy,
+            secrets=SecretBox.from_home(self.backend.home),
+            orchestrator=True,
+        )
+
     def database(self, pool_size: int = 5) -> Database:
         """A connection pool acting as the orchestrator (stella serve sizes its own)."""
         url = self.backend.login_url(self.login.user, self.login.password)
@@ -383,7 +399,9 @@ class Stella:
         from stella_core.environments.service import EnvironmentService
         from stella_core.promotions.decision import check_policy
 
-        return EnvironmentService(self.db, self.tenancy, self.evidence, check_policy=check_policy)
+        return EnvironmentService(
+            self.db, self.tenancy, self.evidence, check_policy=check_policy, secrets=self.secrets
+        )
 
     @cached_property
     def workflows(self) -> WorkflowService:

@@ -30,6 +30,7 @@ GROUPS: list[tuple[str, str, str]] = [
     ("component", "components", "release_cmds"),
     ("release", "releases", "release_cmds"),
     ("env", "environments", "env_cmds"),
+    ("target", "where environments deploy: agents, SSH and WinRM hosts", "target_cmds"),
     ("demo", "demo data", "audit_cmds"),
     ("audit", "the audit log", "audit_cmds"),
     ("workflow", "workflow templates", "workflow_cmds"),

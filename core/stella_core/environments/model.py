@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -127,3 +128,81 @@ def environment_policy(
     if schedule is not None:
         gates.append({"id": "schedule", "type": "schedule", "config": {"windows": schedule}})
     return {"environment": environment, "gates": gates}
+
+
+DEFAULT_RUNTIME = "podman-compose"
+DEFAULT_SSH_PORT = 22
+
+
+class TargetType(StrEnum):
+    AGENT = "agent"
+    SSH = "ssh"
+    WINRM = "winrm"
+
+
+class WinrmAuth(StrEnum):
+    NTLM = "ntlm"
+    KERBEROS = "kerberos"
+    BASIC = "basic"  # over HTTPS only
+
+
+def default_directory(target: str) -> str:
+    """Where a target keeps its lockfile and sticker unless told: relative, so resolved on the
+    target against the login's home (SSH, WinRM) or the agent's working directory."""
+    return f"stella/{target}"
+
+
+class Target(BaseModel):
+    """Where an environment's release runs, and how it is reached. The connection secret (an SSH
+    private key, a WinRM password) is never part of it: only whether one is held."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: UUID
+    name: str
+    environment: str
+    type: TargetType
+    labels: dict[str, str] = Field(default_factory=dict)
+    group: str | None = None
+    runtime: str = DEFAULT_RUNTIME
+    directory: str
+    agent: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    url: str | None = None
+    # The pinned host keys (known_hosts text): public, not a secret.
+    known_hosts: str | None = None
+    # WinRM only: how it authenticates, and the CA its HTTPS certificate is checked against
+    # (PEM; None: the system's trust store).
+    auth: WinrmAuth | None = None
+    ca_cert: str | None = None
+    has_secret: bool = False
+    created_at: datetime | None = None
+    created_by: str | None = None
+
+    @property
+    def description(self) -> str:
+        if self.type is TargetType.AGENT:
+            return f"agent {self.agent}"
+        if self.type is TargetType.SSH:
+            return f"ssh {self.user}@{self.host}:{self.port}"
+        return f"winrm {self.url}"
+
+    def to_json(self) -> dict[str, object]:
+        """What `target list` shows: never the secret, only whether one is held."""
+        return {
+            "name": self.name,
+            "environment": self.environment,
+            "type": self.type.value,
+            "labels": dict(self.labels),
+            "group": self.group,
+            "runtime": self.runtime,
+            "directory": self.directory,
+            "agent": self.agent,
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "url": self.url,
+            "has_secret": self.has_secret,
+        }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -9,18 +10,33 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
+from stella_core.crypto.secretbox import SecretBox
 from stella_core.db.engine import Database
+from stella_core.environments import connection
 from stella_core.environments.model import (
     DEFAULT_APPROVER_ROLES,
+    DEFAULT_RUNTIME,
+    DEFAULT_SSH_PORT,
     MAX_ORDER,
     MAX_REQUIRED_APPROVALS,
     Environment,
     Freeze,
+    Target,
+    TargetType,
+    WinrmAuth,
+    default_directory,
     environment_policy,
 )
 from stella_core.environments.store import EnvironmentStore
-from stella_core.errors import AlreadyExistsError, DefinitionError, IntegrityError, NotFoundError
+from stella_core.errors import (
+    AlreadyExistsError,
+    AuthorizationError,
+    DefinitionError,
+    IntegrityError,
+    NotFoundError,
+)
 from stella_core.evidence.model import Refs
 from stella_core.evidence.packets import canonical_json
 from stella_core.evidence.predicates import POLICY_V1, rfc3339
@@ -48,11 +64,17 @@ class EnvironmentService:
         evidence: EvidenceService,
         *,
         check_policy: PolicyCheck,
+        secrets: SecretBox | None = None,
+        orchestrator: bool = False,
     ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.evidence = evidence
         self.check_policy = check_policy
+        # Seals targets' connection secrets (this machine's key, as registry passwords).
+        self.secrets = secrets
+        # Acting as the orchestrator's login: the only one that may open a target's secret.
+        self.orchestrator = orchestrator
 
     # Other modules' reads, inside their own transaction.
     @staticmethod
@@ -472,6 +494,186 @@ class EnvironmentService:
         if env is None:
             raise NotFoundError(f"no environment named {name!r}")
         return env
+
+    # targets ------------------------------------------------------------------------------
+    def add_target(
+        self,
+        name: str,
+        *,
+        environment: str,
+        type: TargetType | str,
+        agent: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        private_key: str | None = None,
+        known_hosts: str | None = None,
+        url: str | None = None,
+        password: str | None = None,
+        insecure_http: bool = False,
+        auth: WinrmAuth | str | None = None,
+        ca_cert: str | None = None,
+        runtime: str = DEFAULT_RUNTIME,
+        directory: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        group: str | None = None,
+    ) -> Target:
+        """Add a target to an environment (admins, as for the environment's policy). Its
+        connection material is checked now (a private key that loads, a known_hosts file that
+        pins the host, an https WinRM URL) and its secret sealed with this machine's key; a
+        refused target stores nothing."""
+        check_name("target", name)
+        try:
+            kind = TargetType(type)
+        except ValueError:
+            raise DefinitionError(
+                f"target type {type!r} is not agent, ssh or winrm", field="type"
+            ) from None
+        given = {
+            "agent": agent,
+            "host": host,
+            "port": port,
+            "user": user,
+            "key file": private_key,
+            "known hosts": known_hosts,
+            "url": url,
+            "password": password,
+            "ca file": ca_cert,
+            "auth": auth,
+        }
+        allowed = {
+            TargetType.AGENT: {"agent"},
+            TargetType.SSH: {"host", "port", "user", "key file", "known hosts"},
+            TargetType.WINRM: {"url", "user", "password", "ca file", "auth"},
+        }[kind]
+        extra = sorted(k for k, v in given.items() if v is not None and k not in allowed)
+        if extra or (insecure_http and kind is not TargetType.WINRM):
+            wrong = ", ".join(extra + (["insecure http"] if insecure_http else []))
+            raise DefinitionError(f"a {kind.value} target takes no {wrong}")
+        values: dict[str, Any] = {
+            "name": name,
+            "environment": environment,
+            "type": kind.value,
+            "labels": connection.check_labels(dict(labels or {})),
+            "target_group": check_name("group", group) if group is not None else None,
+            "runtime": connection.check_runtime(runtime),
+            "directory": connection.check_directory(
+                directory if directory is not None else default_directory(name)
+            ),
+        }
+        secret: str | None = None
+        if kind is TargetType.AGENT:
+            if not agent:
+                raise DefinitionError("an agent target needs the agent's name", field="agent")
+            values["agent"] = check_name("agent", agent)
+        elif kind is TargetType.SSH:
+            values["host"] = connection.check_host(_required(host, "host"))
+            values["port"] = connection.check_port(port if port is not None else DEFAULT_SSH_PORT)
+            values["username"] = connection.check_user(_required(user, "user"))
+            secret = _required(private_key, "key file")
+            connection.load_private_key(secret)
+            values["known_hosts"] = connection.check_known_hosts(
+                _required(known_hosts, "known hosts"), values["host"], values["port"]
+            )
+        else:
+            values["url"] = connection.check_winrm_url(
+                _required(url, "url"), insecure_http=insecure_http
+            )
+            values["username"] = connection.check_user(_required(user, "user"))
+            secret = _required(password, "password")
+            check_text(secret, "the password", field="password")
+            try:
+                method = WinrmAuth(auth or WinrmAuth.NTLM)
+            except ValueError:
+                raise DefinitionError(
+                    f"auth {auth!r} is not ntlm, kerberos or basic", field="auth"
+                ) from None
+            if method is WinrmAuth.BASIC and not values["url"].startswith("https://"):
+                raise DefinitionError(
+                    "Basic authentication sends the password as it is: it is allowed over "
+                    "https only",
+                    field="auth",
+                )
+            values["auth"] = method.value
+            if ca_cert is not None:
+                values["ca_cert"] = connection.check_ca_cert(ca_cert)
+        identity = self.tenancy.require(ProductRole.ADMIN)
+        if secret is not None:
+            if self.secrets is None:
+                raise DefinitionError("this session cannot seal secrets (no secret box given)")
+            values["secret_ciphertext"] = self.secrets.seal(
+                secret, context=_target_context(identity.tenant_id, name)
+            )
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            if store.get(environment) is None:
+                raise NotFoundError(f"no environment named {environment!r}", field="env")
+            if store.target(name) is not None:
+                raise AlreadyExistsError(f"target {name!r} exists already")
+            try:
+                with conn.begin_nested():
+                    return store.insert_target(identity.tenant_id, values)
+            except SqlIntegrityError as exc:
+                # Another session added the same name between the check and the insert.
+                raise AlreadyExistsError(f"target {name!r} exists already") from exc
+
+    def list_targets(self, environment: str | None = None) -> builtins.list[Target]:
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            if environment is not None and store.get(environment) is None:
+                raise NotFoundError(f"no environment named {environment!r}", field="env")
+            return store.targets(environment)
+
+    @staticmethod
+    def targets_in(conn: Connection, environment: str | None = None) -> builtins.list[Target]:
+        """An environment's targets (or all), read in another module's transaction."""
+        return EnvironmentStore(conn).targets(environment)
+
+    def target(self, name: str) -> Target:
+        with self.db.transaction() as conn:
+            found = EnvironmentStore(conn).target(name)
+        if found is None:
+            raise NotFoundError(f"no target named {name!r}")
+        return found
+
+    def remove_target(self, name: str) -> Target:
+        """Remove a target (admins); its sealed secret goes with it."""
+        self.tenancy.require(ProductRole.ADMIN)
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            found = store.target(name)
+            if found is None:
+                raise NotFoundError(f"no target named {name!r}")
+            store.delete_target(name)
+            return found
+
+    def target_connection(self, name: str) -> tuple[Target, str | None]:
+        """The target and its connection secret, opened (the orchestrator's alone: it connects
+        to the target; nobody else may read even the sealed bytes)."""
+        if not self.orchestrator:
+            raise AuthorizationError("only the orchestrator opens a target's connection secret")
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            found = store.target(name)
+            if found is None:
+                raise NotFoundError(f"no target named {name!r}")
+            sealed = store.target_secret(name)
+        if sealed is None:
+            return found, None
+        if self.secrets is None or self.db.tenant_id is None:
+            raise DefinitionError("this session cannot open secrets (no secret box given)")
+        return found, self.secrets.open(sealed, context=_target_context(self.db.tenant_id, name))
+
+
+def _target_context(tenant_id: UUID, name: str) -> str:
+    """What a sealed secret is bound to: moved to another target or tenant it does not open."""
+    return f"target:{tenant_id}:{name}"
+
+
+def _required(value: str | None, field: str) -> str:
+    if value is None or not str(value).strip():
+        raise DefinitionError(f"{field} is required for this type of target", field=field)
+    return value
 
 
 def _check_why(reason: str) -> None:

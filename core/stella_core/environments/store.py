@@ -20,10 +20,10 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 
-from stella_core.environments.model import Environment, Freeze
+from stella_core.environments.model import Environment, Freeze, Target, TargetType, WinrmAuth
 
 metadata = MetaData(schema="env")
 
@@ -97,6 +97,59 @@ freeze_changes = Table(
     Column("changed_at", DateTime(timezone=True), server_default=FetchedValue()),
     Column("changed_by", Text, server_default=FetchedValue()),
 )
+
+targets = Table(
+    "targets",
+    metadata,
+    Column("id", PgUUID(as_uuid=True), primary_key=True, server_default=FetchedValue()),
+    Column("tenant_id", PgUUID(as_uuid=True), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("environment", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("labels", JSONB, nullable=False),
+    Column("target_group", Text),
+    Column("runtime", Text, nullable=False),
+    Column("directory", Text, nullable=False),
+    Column("agent", Text),
+    Column("host", Text),
+    Column("port", Integer),
+    Column("username", Text),
+    Column("url", Text),
+    Column("known_hosts", Text),
+    Column("auth", Text),
+    Column("ca_cert", Text),
+    # Readable by the orchestrator only (a column privilege): never select it in a person's
+    # query (`TARGET_COLUMNS` leaves it out).
+    Column("secret_ciphertext", BYTEA),
+    Column("has_secret", Boolean, server_default=FetchedValue()),
+    Column("created_at", DateTime(timezone=True), server_default=FetchedValue()),
+    Column("created_by", Text, server_default=FetchedValue()),
+)
+TARGET_COLUMNS = [c for c in targets.c if c.name != "secret_ciphertext"]
+
+
+def _target(row: Any) -> Target:
+    return Target(
+        id=row.id,
+        name=row.name,
+        environment=row.environment,
+        type=TargetType(row.type),
+        labels=dict(row.labels or {}),
+        group=row.target_group,
+        runtime=row.runtime,
+        directory=row.directory,
+        agent=row.agent,
+        host=row.host,
+        port=row.port,
+        user=row.username,
+        url=row.url,
+        known_hosts=row.known_hosts,
+        auth=WinrmAuth(row.auth) if row.auth else None,
+        ca_cert=row.ca_cert,
+        has_secret=bool(row.has_secret),
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
 
 
 def _env(row: Any) -> Environment:
@@ -238,6 +291,34 @@ class EnvironmentStore:
         changed = self.get_freeze(freeze.id)
         assert changed is not None  # the row was just read under the same transaction
         return changed
+
+    # targets ------------------------------------------------------------------------------
+    def insert_target(self, tenant_id: UUID, values: dict[str, Any]) -> Target:
+        row = self.conn.execute(
+            targets.insert().values(tenant_id=tenant_id, **values).returning(*TARGET_COLUMNS)
+        ).one()
+        return _target(row)
+
+    def targets(self, environment: str | None = None) -> builtins.list[Target]:
+        query = select(*TARGET_COLUMNS).order_by(targets.c.environment, targets.c.name)
+        if environment is not None:
+            query = query.where(targets.c.environment == environment)
+        return [_target(r) for r in self.conn.execute(query)]
+
+    def target(self, name: str) -> Target | None:
+        row = self.conn.execute(select(*TARGET_COLUMNS).where(targets.c.name == name)).first()
+        return _target(row) if row else None
+
+    def target_secret(self, name: str) -> bytes | None:
+        """The sealed secret (the orchestrator's connection only)."""
+        value = self.conn.execute(
+            select(targets.c.secret_ciphertext).where(targets.c.name == name)
+        ).scalar()
+        return bytes(value) if value is not None else None
+
+    def delete_target(self, name: str) -> bool:
+        done = self.conn.execute(targets.delete().where(targets.c.name == name))
+        return bool(done.rowcount)
 
     def list(self) -> list[Environment]:
         rows = self.conn.execute(select(environments).order_by(environments.c.promotion_order))

@@ -1,0 +1,198 @@
+"""`stella target …`: where an environment's releases run (an agent, an SSH or a WinRM host).
+
+Secrets never come as flag values: the SSH private key is read from a file, the WinRM password
+from standard input; neither is ever shown (`has_secret` says whether one is held)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from stella_core.cli.common import Leaf, UsageError, acting, number_flag, secret_line, show
+
+PORT = number_flag(1, 65535)
+# Flags only one type of target takes (as the command line spells them).
+ONLY = {
+    "agent": ("agent",),
+    "ssh": ("host", "port", "key_file", "known_hosts"),
+    "winrm": ("url", "password_stdin", "insecure_http", "auth", "ca_file"),
+}
+NEEDS = {
+    "agent": ("agent",),
+    "ssh": ("host", "user", "key_file", "known_hosts"),
+    "winrm": ("url", "user", "password_stdin"),
+}
+# A private key, a known_hosts file or a CA bundle is small: more is not one of them.
+MAX_KEY_FILE = 64 * 1024
+MAX_KNOWN_HOSTS = 1024 * 1024
+MAX_CA_FILE = 256 * 1024
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _given(args: argparse.Namespace, dest: str) -> bool:
+    value = getattr(args, dest)
+    return value not in (None, False)
+
+
+def parse_labels(pairs: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label {pair!r} is not KEY=VALUE")
+        if key in labels:
+            raise UsageError(f"--label {key} is given twice")
+        labels[key] = value
+    return labels
+
+
+def target_add_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The service's arguments from the flags: a flag of another type of target, or a missing
+    one, is a usage error (exit 2) before any file is read or anything stored."""
+    from stella_core.limits import read_text
+
+    kind = args.type
+    for other, flags in ONLY.items():
+        if other == kind:
+            continue
+        wrong = [_flag(d) for d in flags if d not in ONLY[kind] and _given(args, d)]
+        if wrong:
+            raise UsageError(f"a {kind} target takes no {', '.join(wrong)}")
+    if kind == "agent" and args.user is not None:
+        raise UsageError("an agent target takes no --user (the agent runs as its own user)")
+    missing = [_flag(d) for d in NEEDS[kind] if not _given(args, d)]
+    if missing:
+        raise UsageError(f"a {kind} target needs {', '.join(missing)}")
+    given: dict[str, Any] = {
+        "environment": args.env,
+        "type": kind,
+        "labels": parse_labels(args.label),
+        "group": args.group,
+        "directory": args.dir,
+    }
+    if args.runtime is not None:
+        given["runtime"] = args.runtime
+    if kind == "agent":
+        given["agent"] = args.agent
+    elif kind == "ssh":
+        given.update(
+            host=args.host,
+            port=args.port,
+            user=args.user,
+            private_key=read_text(args.key_file, MAX_KEY_FILE, "the key file"),
+            known_hosts=read_text(args.known_hosts, MAX_KNOWN_HOSTS, "the known_hosts file"),
+        )
+    else:
+        password = secret_line("the password")
+        if not password:
+            raise UsageError("no password on standard input")
+        given.update(
+            url=args.url,
+            user=args.user,
+            password=password,
+            insecure_http=args.insecure_http,
+            auth=args.auth,
+        )
+        if args.ca_file is not None:
+            given["ca_cert"] = read_text(args.ca_file, MAX_CA_FILE, "the CA file")
+    return given
+
+
+def cmd_target_add(args: argparse.Namespace) -> None:
+    given = target_add_arguments(args)
+    with acting(args) as stella:
+        target = stella.environments.add_target(args.name, **given)
+    if target.url is not None and target.url.startswith("http://"):
+        print(
+            f"stella: warning: target {target.name} talks WinRM over plain http: its traffic "
+            "can be read on the network; use https",
+            file=sys.stderr,
+        )
+    show(
+        args,
+        target.to_json(),
+        lambda: [f"added target {target.name} ({target.description}) to {target.environment}"],
+    )
+
+
+def cmd_target_list(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        targets = stella.environments.list_targets(args.env)
+    show(
+        args,
+        [t.to_json() for t in targets],
+        lambda: [
+            f"{t.environment:12} {t.name:20} {t.description}"
+            + (f"  group={t.group}" if t.group else "")
+            for t in targets
+        ],
+    )
+
+
+def cmd_target_remove(args: argparse.Namespace) -> None:
+    with acting(args) as stella:
+        target = stella.environments.remove_target(args.name)
+    show(args, target.to_json(), lambda: [f"removed target {target.name}"])
+
+
+def group_target(groups: Any, leaf: Leaf, help_: str) -> None:
+    target = groups.add_parser("target", help=help_).add_subparsers(dest="cmd", required=True)
+    p = leaf(target, "add", cmd_target_add, "admins: add a target to an environment")
+    p.add_argument("name")
+    p.add_argument("--env", required=True, help="the environment it belongs to")
+    p.add_argument("--type", required=True, choices=["agent", "ssh", "winrm"])
+    p.add_argument("--agent", default=None, metavar="AGENT_NAME", help="agent: the agent's name")
+    p.add_argument("--host", default=None, help="ssh: host name or IP address")
+    p.add_argument("--port", type=PORT, default=None, help="ssh: port (default 22)")
+    p.add_argument("--user", default=None, help="ssh, winrm: the login")
+    p.add_argument(
+        "--key-file", type=str, default=None, metavar="F", help="ssh: private key (no passphrase)"
+    )
+    p.add_argument(
+        "--known-hosts",
+        type=str,
+        default=None,
+        metavar="F",
+        help="ssh: known_hosts file pinning the host's key",
+    )
+    p.add_argument("--url", default=None, help="winrm: https://HOST:5986/wsman")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="winrm: read the password from stdin"
+    )
+    p.add_argument(
+        "--insecure-http", action="store_true", help="winrm: allow a plain http URL (warned)"
+    )
+    p.add_argument(
+        "--auth",
+        default=None,
+        choices=["ntlm", "kerberos", "basic"],
+        help="winrm: authentication (default ntlm; basic over https only)",
+    )
+    p.add_argument(
+        "--ca-file",
+        type=str,
+        default=None,
+        metavar="F",
+        help="winrm: CA certificates the host's HTTPS certificate is checked against",
+    )
+    p.add_argument(
+        "--runtime",
+        default=None,
+        help='compose command on the target: "podman-compose" (default), "docker compose"',
+    )
+    p.add_argument(
+        "--dir", default=None, metavar="PATH", help="lockfile and sticker folder (stella/NAME)"
+    )
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--group", default=None, help="target group")
+    p = leaf(target, "list", cmd_target_list, "list targets (never their secrets)")
+    p.add_argument("--env", default=None, help="only this environment's")
+    p = leaf(target, "remove", cmd_target_remove, "admins: remove a target")
+    p.add_argument("name")
+
+
+GROUPS = {"target": group_target}
