@@ -141,7 +141,8 @@ def test_an_agent_process_enrolls_with_a_token_links_and_is_cut_when_revoked(
     # Stored hashed: the token itself is nowhere in the database.
     with orchestra.orchestrator.db.transaction() as conn:
         hashes = conn.execute(text("SELECT token_hash FROM agent.tokens")).scalars().all()
-    assert created["token"] not in hashes and len(hashes) == 1
+    assert created["token"] not in hashes
+    assert len(hashes) == 1
 
     state = tmp_path / "agent-state"
     enrolled = agent_cli(
@@ -163,8 +164,10 @@ def test_an_agent_process_enrolls_with_a_token_links_and_is_cut_when_revoked(
     assert b"PRIVATE KEY" in key_pem
 
     (listed,) = agents_json(world)
-    assert listed["name"] == "edge-1" and listed["labels"] == {"site": "lab"}
-    assert listed["status"] == "offline" and listed["generation"] == 1
+    assert listed["name"] == "edge-1"
+    assert listed["labels"] == {"site": "lab"}
+    assert listed["status"] == "offline"
+    assert listed["generation"] == 1
     # The bound key is the agent's own, which never left its directory.
     from cryptography.hazmat.primitives import serialization
 
@@ -267,4 +270,5 @@ def test_only_admins_create_tokens_and_revoke(orchestra: Orchestra, world) -> No
     with pytest.raises(AuthorizationError):
         orchestra.agents(rita).create_token("edge-7")
     result = stella(world.env(), "--profile", "rita", "agent", "token", "create", "--name", "x")
-    assert result.returncode == 1 and "needs admin" in result.stderr
+    assert result.returncode == 1
+    assert "needs admin" in result.stderr
