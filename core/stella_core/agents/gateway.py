@@ -88,6 +88,7 @@ class _Link:
     identity: AgentIdentity
     outbox: asyncio.Queue[pb.ServerMessage] = field(default_factory=asyncio.Queue)
     refusal: str | None = None
+    code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     sent: set[UUID] = field(default_factory=set)
     answered: set[UUID] = field(default_factory=set)
@@ -97,8 +98,11 @@ class _Link:
         self.seq += 1
         self.outbox.put_nowait(pb.ServerMessage(seq=self.seq, **body))
 
-    def cut(self, reason: str) -> None:
+    def cut(self, reason: str, code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED) -> None:
+        """End the link: refused (PERMISSION_DENIED), or UNAVAILABLE when the agent should
+        simply dial again (the orchestrator stopping, a newer link)."""
         self.refusal = reason
+        self.code = code
         self.stop.set()
 
 
@@ -212,7 +216,9 @@ class _LinkServicer(rpc.AgentLinkServicer):  # type: ignore[misc]
         link = _Link(agent.id, agent.name, identity)
         previous = gateway._links.get(agent.id)
         if previous is not None:
-            previous.cut("a newer link of this agent replaced this one")
+            previous.cut(
+                "a newer link of this agent replaced this one", grpc.StatusCode.UNAVAILABLE
+            )
         gateway._links[agent.id] = link
         keys = await asyncio.to_thread(gateway.signer_keys)
         link.put(
@@ -246,7 +252,7 @@ class _LinkServicer(rpc.AgentLinkServicer):  # type: ignore[misc]
                 with contextlib.suppress(StellaError):
                     await asyncio.to_thread(gateway.enrollment.disconnected, agent.id)
         if link.refusal is not None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, link.refusal)
+            await context.abort(link.code, link.refusal)
 
     async def _write(self, link: _Link, context: Any) -> None:
         while True:
@@ -263,8 +269,9 @@ class _LinkServicer(rpc.AgentLinkServicer):  # type: ignore[misc]
                 if task_id in link.sent:
                     continue
                 link.sent.add(task_id)
-                link.put(task=pb.TaskAssignment(task_id=str(task_id), envelope=envelope))
+                # Recorded before it is sent, so its events read in order.
                 await asyncio.to_thread(queue.mark_delivered, task_id)
+                link.put(task=pb.TaskAssignment(task_id=str(task_id), envelope=envelope))
             # Sent here, no longer open, and not answered on this link: cancelled (or expired).
             for task_id in link.sent - open_ids - link.answered:
                 state = await asyncio.to_thread(queue.get, task_id)
@@ -378,6 +385,12 @@ class AgentGateway:
 
     # lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> AgentGateway:
+        """Listen and serve; returns once both ports listen. Started again after `stop()`, it
+        listens on the ports it had (agents know them)."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._ready.clear()
+        self._failure = None
         authority = self.enrollment.authority()  # made (or opened) before listening
         key, cert = authority.issue_gateway(
             sorted({self.host, self.link_host}), self.enrollment.clock.now()
@@ -404,7 +417,13 @@ class AgentGateway:
             else:
                 log.exception("the agent gateway stopped")
         finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
+            self._loop = None
 
     async def _serve(self) -> None:
         key_pem, chain = self._identity
@@ -441,7 +460,12 @@ class AgentGateway:
         finally:
             watcher.cancel()
             for live in list(self._links.values()):
-                live.cut("the orchestrator is stopping")
+                live.cut("the orchestrator is stopping", grpc.StatusCode.UNAVAILABLE)
+            # Let the links end themselves (their agents hear why), then stop the servers.
+            for _ in range(20):
+                if not self._links:
+                    break
+                await asyncio.sleep(0.05)
             await asyncio.gather(enroll.stop(self._grace), link.stop(self._grace))
 
     _grace = 1.0
@@ -476,6 +500,8 @@ class AgentGateway:
         with contextlib.suppress(RuntimeError):  # the loop ended already
             loop.call_soon_threadsafe(stopping.set)
         self._thread.join(timeout=grace + 10)
+        self._thread = None
+        self._enroll_port, self._link_port = self.enroll_port, self.link_port
 
     def __enter__(self) -> AgentGateway:
         return self.start()
