@@ -73,9 +73,10 @@ def submit(
         expires_at=now + ttl,
     )
     queue = TaskQueue(orchestrator.db)
+    if key is None:  # the orchestrator key, as the deploy service signs
+        return queue.submit_signed(spec, orchestrator.evidence.orchestrator_signer)
     with orchestrator.db.transaction() as conn:
-        signer = key or orchestrator.evidence.orchestrator_signer(conn)
-        return queue.submit(conn, spec, seal_task(spec, signer))
+        return queue.submit(conn, spec, seal_task(spec, key))
 
 
 def queue_of(orchestra: Orchestra) -> TaskQueue:

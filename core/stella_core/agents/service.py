@@ -382,6 +382,8 @@ class Enrollment:
         than that is a copy of the agent: the agent is locked out and the event recorded."""
         if identity.tenant_id != self.tenant_id:
             raise LinkRefusedError("the certificate is for another tenant")
+        if identity.not_after <= self.clock.now():  # TLS refuses it first; never rely on one
+            raise LinkRefusedError("the certificate has expired")
         locked_out: str | None = None
         with self.db.transaction() as conn:
             agent = store.agent(conn, identity.agent_id, lock=True)

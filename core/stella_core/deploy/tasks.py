@@ -10,6 +10,7 @@ recorded or it expires.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,9 +19,11 @@ from uuid import UUID
 from sqlalchemy import Connection
 
 from stella_core.clock import Clock, SystemClock
+from stella_core.crypto.keys import SigningKey
 from stella_core.db.engine import Database
 from stella_core.deploy import store
 from stella_core.deploy.model import TaskOutcome, TaskSpec, TaskStatus
+from stella_core.deploy.taskwire import seal_task
 from stella_core.errors import NotFoundError
 
 # How often `wait` looks at its task (the answer is recorded by another thread or process).
@@ -86,6 +89,12 @@ class TaskQueue:
         """Queue a signed task in the caller's transaction; the same idempotency key gives the
         task already queued (and its id), never a second one."""
         return store.insert_task(conn, spec, envelope)
+
+    def submit_signed(self, spec: TaskSpec, signer: Callable[[Connection], SigningKey]) -> UUID:
+        """Sign `spec` with the key `signer` gives inside the transaction (the orchestrator's:
+        `EvidenceService.orchestrator_signer`) and queue it, in one transaction."""
+        with self.db.transaction() as conn:
+            return store.insert_task(conn, spec, seal_task(spec, signer(conn)))
 
     def get(self, task_id: UUID) -> TaskState:
         with self.db.transaction() as conn:
