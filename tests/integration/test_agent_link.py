@@ -299,3 +299,65 @@ def test_people_cannot_make_tokens_enroll_move_generations_or_unrevoke(
         conn.execute(
             text("UPDATE agent.agents SET generation = 0 WHERE id = :id"), {"id": agent_id}
         )
+
+
+def test_one_port_cannot_serve_both_enrollment_and_mutual_tls() -> None:
+    """Why there are two ports: a grpc server that does not require a client certificate never
+    asks for one, so a link's identity could not come from it there (checked here on the real
+    grpc); and the enrollment port does not serve links at all."""
+    from concurrent import futures
+
+    now = datetime.now(UTC)
+    authority = Authority.create("t", now)
+    server_key, server_cert = authority.issue_gateway(["127.0.0.1"], now)
+    agent_key = ec.generate_private_key(ec.SECP256R1())
+    agent_cert = authority.issue_agent(
+        agent_key.public_key(), uuid4(), uuid4(), now, timedelta(hours=1)
+    )
+    seen: list[object] = []
+
+    def handler(request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append(context.auth_context().get("x509_pem_cert"))
+        return b"ok"
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "t.S", {"M": grpc.unary_unary_rpc_method_handler(handler)}
+            )
+        ]
+    )
+    creds = grpc.ssl_server_credentials(
+        [(private_pem(server_key), pem_chain(server_cert, authority.cert))],
+        root_certificates=authority.cert_pem,
+        require_client_auth=False,
+    )
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        client = grpc.ssl_channel_credentials(
+            authority.cert_pem, private_pem(agent_key), pem_chain(agent_cert)
+        )
+        with grpc.secure_channel(
+            f"127.0.0.1:{port}", client, [("grpc.ssl_target_name_override", GATEWAY_NAME)]
+        ) as channel:
+            assert channel.unary_unary("/t.S/M")(b"x", timeout=10) == b"ok"
+    finally:
+        server.stop(0)
+    assert seen == [None]  # the offered client certificate was never asked for
+
+
+def test_the_enrollment_port_serves_no_links(orchestra: Orchestra) -> None:
+    creds = grpc.ssl_channel_credentials(ca_pem(orchestra))
+    with grpc.secure_channel(
+        f"127.0.0.1:{orchestra.gateway.enroll_port}",
+        creds,
+        options=[("grpc.ssl_target_name_override", GATEWAY_NAME)],
+    ) as channel:
+        call = rpc.AgentLinkStub(channel).Connect(iter([]), timeout=10)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        reply = rpc.EnrollmentStub(channel).Discover(pb.DiscoverRequest(), timeout=10)
+    assert reply.link.port == orchestra.gateway.link_port
