@@ -261,3 +261,24 @@ def test_a_task_nobody_answers_expires(orchestra: Orchestra) -> None:
     cancel.set()
     other = submit(orchestra, uuid4(), {"a": 2})
     assert queue_of(orchestra).wait(other, timeout=10, cancel=cancel) is None
+
+
+def test_a_cancelled_task_not_yet_started_is_not_run(orchestra: Orchestra, tmp_path: Path) -> None:
+    state = orchestra.enroll("box-7", tmp_path / "s")
+    runner = Runner()
+    runner.hold.clear()
+    running = RunningAgent(tmp_path / "s", runner=runner)
+    try:
+        running.wait_linked()
+        busy = submit(orchestra, state.agent_id, {"n": 1})
+        assert runner.entered.wait(20)
+        waiting = submit(orchestra, state.agent_id, {"n": 2})
+        wait_until(lambda: queue_of(orchestra).get(waiting).deliveries == 1, timeout=10)
+        assert queue_of(orchestra).cancel(waiting)
+        wait_until(lambda: str(waiting) in running.agent._cancelled, timeout=10, what="cancel")
+        runner.hold.set()
+        assert queue_of(orchestra).wait(busy, timeout=20).ok
+    finally:
+        running.close()
+    assert runner.runs == [("inspect", {"n": 1})]
+    assert queue_of(orchestra).get(waiting).status is TaskStatus.CANCELLED
