@@ -204,7 +204,8 @@ def test_a_task_redelivered_after_an_agent_restart_runs_once(
     assert queue_of(orchestra).get(task_id).status in (TaskStatus.DELIVERED, TaskStatus.RUNNING)
 
     orchestra.gateway.start()
-    second = RunningAgent(tmp_path / "s", runner=runner)
+    # Told where the gateway is now (the embedded default's way), it finds it all the same.
+    second = RunningAgent(tmp_path / "s", runner=runner, server=orchestra.server)
     try:
         outcome = queue_of(orchestra).wait(task_id, timeout=30)
     finally:

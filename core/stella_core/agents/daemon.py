@@ -450,8 +450,14 @@ class Agent:
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         host_factory: Callable[[], Any] | None = None,
+        server: str | None = None,
     ) -> None:
         self.state = AgentState.load(state_dir)
+        if server is not None:
+            # Where the enrollment port is now (an embedded gateway listens on a new port at
+            # each start); the CA pin and the certificate are what is checked, not the address.
+            split_server(server)
+            self.state.server = server
         self.clock = clock or SystemClock()
         self.backoff = backoff or Backoff(self.clock)
         self._runner = runner
