@@ -41,6 +41,7 @@ GROUPS: list[tuple[str, str, str]] = [
     ("promotion", "promotions", "promotion_cmds"),
     ("approve", "approve a promotion (signed with your key)", "promotion_cmds"),
     ("reject", "reject a promotion (signed with your key)", "promotion_cmds"),
+    ("agent", "agents: enrollment tokens, status, revocation", "agent_cmds"),
     ("serve", "run workflow workers until SIGTERM/SIGINT", "serve_cmds"),
 ]
 _NAMES = {name for name, _, _ in GROUPS}

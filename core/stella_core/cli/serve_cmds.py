@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     stop = threading.Event()
     db = None
+    gateway = None
     with acting(args) as stella:
         try:
             identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
@@ -45,6 +46,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
                     "stella serve runs the orchestrator, and this machine holds no orchestrator "
                     "login for this tenant (STELLA_HOME/orchestrator.json is made where the "
                     "database is initialised or migrated)"
+                )
+            if args.agent_listen:
+                from stella_core.agents.gateway import open_gateway
+
+                # Started first: a port in use stops serve before any worker runs.
+                gateway = open_gateway(
+                    stella.orchestrator,
+                    listen=args.agent_listen,
+                    link_listen=args.agent_link_listen,
+                    db=stella.orchestrator.database(pool_size=4),
+                ).start()
+                print(
+                    f"stella: agent gateway: enrollment on {gateway.host}:{gateway.enroll_port}, "
+                    f"agent links on {gateway.link_host}:{gateway.link_port}",
+                    file=sys.stderr,
+                    flush=True,
                 )
             # Workers act as the orchestrator; each holds a connection while working and one
             # for its lease heartbeats.
@@ -83,6 +100,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             for thread in threads:
                 thread.join()
         finally:
+            if gateway is not None:
+                gateway.stop()
+                gateway.enrollment.db.dispose()
             if db is not None:
                 db.dispose()
     show(args, {"workers": args.workers, "stopped": True}, lambda: ["stella: stopped"])
@@ -118,6 +138,18 @@ def group_serve(groups: Any, leaf: Leaf, help_: str) -> None:
         default=30.0,
         metavar="SECONDS",
         help="decide blocked promotions again this often, once their gates clear (0: never)",
+    )
+    p.add_argument(
+        "--agent-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="run the agent gateway: agents enroll here (TLS) and learn where to link",
+    )
+    p.add_argument(
+        "--agent-link-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="where agents keep their mutual-TLS link (default: the --agent-listen port + 1)",
     )
 
 

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the agent protocol (scripts/gen_protos.py; not linted or type-checked)."""
