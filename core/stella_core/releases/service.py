@@ -273,7 +273,8 @@ class ReleaseService:
                 "component.add",
                 "component",
                 name,
-                {"registry": registry_name, "repository": repository, "service": fragment},
+                {"registry": registry_name, "repository": repository}
+                | ({} if fragment is None else {"service": fragment}),
             )
             return next(c for c in store.list_components() if c.name == name)
 
