@@ -8,6 +8,8 @@ project's label) and the session fixture resets podman's scratch store.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import shlex
 import subprocess
 import uuid
@@ -24,7 +26,7 @@ from stella_core.deploy.lockfile import LockedComponent, render_lockfile
 from stella_core.deploy.model import TaskType
 from stella_core.deploy.runner import TaskFailedError, run_task
 from tests.support.containers import Podman, host_port, podman_fixture  # noqa: F401
-from tests.support.images import PushedImage, push_busybox_image
+from tests.support.images import PushedImage, build_busybox_image, push_busybox_image
 from tests.support.registry import RewritingProxy, RunningRegistry, free_port
 
 
@@ -203,6 +205,25 @@ def test_a_registry_serving_other_bytes_fails_and_starts_nothing(
     assert "tampered" in error.message
     assert via_proxy.pinned in error.message
     # The good component came first and was pulled, but nothing was started.
+    assert deployment.containers() == []
+
+
+def test_a_registry_whose_stored_layer_was_altered_fails_and_starts_nothing(
+    deployment: Deployment, registry: RunningRegistry
+) -> None:
+    variant = _unique("altered-")
+    pushed = _push(registry, variant)
+    # The manifest is intact; the layer's bytes on the registry's disk are not.
+    layer = build_busybox_image(variant).layer
+    hex_digest = hashlib.sha256(layer).hexdigest()
+    stored = registry.workdir / "data/docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest
+    data = stored / "data"
+    assert data.read_bytes() == layer
+    data.write_bytes(gzip.compress(b"other bytes", mtime=0))
+    with pytest.raises(TaskFailedError) as caught:
+        deployment.run(deployment.payload([("web", pushed, {"network_mode": "none"})]))
+    assert caught.value.error_type == "digest-mismatch", caught.value.message
+    assert pushed.pinned in caught.value.message
     assert deployment.containers() == []
 
 
