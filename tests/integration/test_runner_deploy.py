@@ -26,8 +26,8 @@ from stella_core.deploy.lockfile import LockedComponent, render_lockfile
 from stella_core.deploy.model import TaskType
 from stella_core.deploy.runner import TaskFailedError, run_task
 from tests.support.containers import Podman, host_port, podman_fixture  # noqa: F401
-from tests.support.images import PushedImage, build_busybox_image, push_busybox_image
-from tests.support.registry import RewritingProxy, RunningRegistry, free_port
+from tests.support.images import PushedImage, build_busybox_image, platform_arch, push_busybox_image
+from tests.support.registry import RewritingProxy, RunningRegistry, free_port, push_oci_index
 
 
 def _unique(prefix: str) -> str:
@@ -175,6 +175,22 @@ def test_two_components_run_by_digest_and_answer(
     assert by_component["web"]["digest"] == web.digest
     assert by_component["web"]["labels"]["stella.digest"] == web.digest
     assert by_component["worker"]["labels"]["stella.component"] == "worker"
+
+
+def test_a_release_pinned_to_a_multi_platform_index_runs_by_that_digest(
+    deployment: Deployment, registry: RunningRegistry
+) -> None:
+    # Releases pin the index digest of a multi-platform image; podman runs the platform's
+    # manifest, and the check after `up` must still recognise the index digest.
+    child = _push(registry, _unique("indexed-"))
+    repository = child.repository.split("/", 1)[1]
+    index = push_oci_index(
+        registry.url, repository, "v1", [(child.digest, f"linux/{platform_arch()}")]
+    )
+    pinned = PushedImage(repository=child.repository, tag="v1", digest=index)
+    outputs = deployment.run(deployment.payload([("web", pinned, {"network_mode": "none"})]))
+    assert outputs["digests"] == {"web": index}
+    assert outputs["containers"][0]["digest"] == index
 
 
 def test_a_registry_serving_other_bytes_fails_and_starts_nothing(

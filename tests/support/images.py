@@ -38,7 +38,7 @@ COMMAND = (
 )
 
 
-def _arch() -> str:
+def platform_arch() -> str:
     machine = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
@@ -85,7 +85,7 @@ def build_busybox_image(variant: str = "a", *, busybox: Path = BUSYBOX) -> Built
     layer = gzip.compress(tar, compresslevel=9, mtime=0)
     config = _compact(
         {
-            "architecture": _arch(),
+            "architecture": platform_arch(),
             "os": "linux",
             "config": {
                 "Env": ["PATH=/bin", f"DEMO_VARIANT={variant}"],

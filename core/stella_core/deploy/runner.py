@@ -267,13 +267,19 @@ def _pull_all(host: Host, engine: str, images: Mapping[str, str], log: Log) -> N
 
 
 _CONTAINER_FORMAT = {
-    "podman": "{{.Id}}\t{{.Name}}\t{{.ImageDigest}}\t{{.State.Status}}\t{{json .Config.Labels}}",
-    "docker": "{{.Id}}\t{{.Name}}\t{{.Image}}\t{{.State.Status}}\t{{json .Config.Labels}}",
+    # podman says which manifest a container was created from; docker keeps the image id only.
+    "podman": "{{.Id}}\t{{.Name}}\t{{.Image}}\t{{.ImageDigest}}\t{{.State.Status}}\t"
+    "{{json .Config.Labels}}",
+    "docker": "{{.Id}}\t{{.Name}}\t{{.Image}}\t-\t{{.State.Status}}\t{{json .Config.Labels}}",
 }
 
 
-def _containers(host: Host, engine: str, project: str, log: Log) -> list[dict[str, Any]]:
-    """The project's containers: id, name, the digest each was created from, state, labels."""
+def _containers(
+    host: Host, engine: str, project: str, log: Log, pinned: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The project's containers: id, name, the digest each was created from, state, labels.
+    `pinned` (component -> digest) is what a deploy expects; without it the containers' own
+    `stella.digest` labels are what is looked for."""
     listed = _run(
         host,
         [
@@ -306,25 +312,26 @@ def _containers(host: Host, engine: str, project: str, log: Log) -> list[dict[st
         )
         if result.exit_code != 0:
             continue  # removed between the listing and now
-        parts = result.stdout.strip().split("\t", 4)
-        if len(parts) != 5:
+        parts = result.stdout.strip().split("\t", 5)
+        if len(parts) != 6:
             raise TaskFailedError(
                 f"{engine} inspect answered in an unexpected form", "inspect-failed"
             )
-        full_id, name, image, state, labels_json = parts
+        full_id, name, image_id, direct, state, labels_json = parts
         try:
             labels = json.loads(labels_json) or {}
         except ValueError:
             labels = {}
         if not isinstance(labels, dict):
             labels = {}
-        digest = image if engine == "podman" else _docker_digest(host, image, labels, log)
+        component = str(labels.get("com.docker.compose.service", ""))
+        wanted = (pinned or {}).get(component) or str(labels.get("stella.digest", ""))
         containers.append(
             {
                 "id": full_id,
                 "container": name.lstrip("/"),
-                "component": str(labels.get("com.docker.compose.service", "")),
-                "digest": digest,
+                "component": component,
+                "digest": _created_from(host, engine, image_id, direct, wanted, log),
                 "state": state,
                 "labels": {
                     str(k): str(v) for k, v in labels.items() if str(k).startswith("stella.")
@@ -334,13 +341,18 @@ def _containers(host: Host, engine: str, project: str, log: Log) -> list[dict[st
     return containers
 
 
-def _docker_digest(host: Host, image_id: str, labels: Mapping[str, Any], log: Log) -> str:
-    """Docker keeps the config digest on a container; the manifest digest it was pulled by is
-    among the image's RepoDigests. The one matching the container's own `stella.digest` label
-    is the answer only if the image really carries it."""
+def _created_from(
+    host: Host, engine: str, image_id: str, direct: str, wanted: str, log: Log
+) -> str:
+    """The manifest digest a container's image was pulled by. podman names one (for an image
+    pulled through a multi-platform index, the platform's manifest); the image's RepoDigests
+    hold every digest that names it, the index's too. `wanted` is the answer only if the image
+    really carries it."""
+    if engine == "podman" and direct == wanted:
+        return direct
     result = _run(
         host,
-        ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image_id],
+        [engine, "image", "inspect", "--format", "{{json .RepoDigests}}", image_id],
         timeout=QUICK_TIMEOUT,
         log=log,
     )
@@ -348,10 +360,13 @@ def _docker_digest(host: Host, image_id: str, labels: Mapping[str, Any], log: Lo
         repo_digests = json.loads(result.stdout) if result.exit_code == 0 else []
     except ValueError:
         repo_digests = []
+    if not isinstance(repo_digests, list):
+        repo_digests = []
     digests = sorted({str(r).rpartition("@")[2] for r in repo_digests if "@" in str(r)})
-    wanted = str(labels.get("stella.digest", ""))
-    if wanted in digests:
+    if wanted and wanted in digests:
         return wanted
+    if engine == "podman" and direct.startswith("sha256:"):
+        return direct
     return digests[0] if digests else image_id
 
 
@@ -397,7 +412,8 @@ def _deploy(payload: Any, host: Host, log: Log) -> dict[str, Any]:
             f"{shlex.join(runtime)} up on {host.description} failed: {_detail(up)}", "start-failed"
         )
 
-    containers = _containers(host, engine, project, log)
+    pinned_digests = {c: parse_pinned(image)[1] for c, image in images.items()}
+    containers = _containers(host, engine, project, log, pinned_digests)
     by_component: dict[str, list[dict[str, Any]]] = {}
     for c in containers:
         by_component.setdefault(c["component"], []).append(c)
