@@ -28,6 +28,7 @@ from stella_core.deploy.runner import TaskFailedError, run_task
 from tests.support.containers import Podman, host_port, podman_fixture  # noqa: F401
 from tests.support.images import PushedImage, build_busybox_image, platform_arch, push_busybox_image
 from tests.support.registry import RewritingProxy, RunningRegistry, free_port, push_oci_index
+from tests.support.workflow_helpers import wait_until
 
 
 def _unique(prefix: str) -> str:
@@ -122,6 +123,19 @@ def deployment(podman: Podman, tmp_path: Path) -> Iterator[Deployment]:
         assert d.containers() == []
 
 
+def _page(port: int, starts: str) -> str:
+    """The page on the port once it starts with `starts` (httpd starts just after `up`)."""
+
+    def fetch() -> str | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
+        except httpx.TransportError:
+            return None
+        return text if text.startswith(starts) else None
+
+    return str(wait_until(fetch, timeout=30, what=f"a page starting {starts!r} on port {port}"))
+
+
 def _push(registry: RunningRegistry, variant: str) -> PushedImage:
     return push_busybox_image(registry.url, _unique("r") + "/app", "v1", variant)
 
@@ -157,8 +171,7 @@ def test_two_components_run_by_digest_and_answer(
     assert ups
     assert max(pulls) < ups[0]
 
-    page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
-    assert page.text.startswith("hello from web-")
+    assert _page(port, "hello from web-")
 
     health = run_task(
         TaskType.HEALTH_CHECK,
@@ -175,6 +188,22 @@ def test_two_components_run_by_digest_and_answer(
     assert by_component["web"]["digest"] == web.digest
     assert by_component["web"]["labels"]["stella.digest"] == web.digest
     assert by_component["worker"]["labels"]["stella.component"] == "worker"
+
+
+def test_deploying_the_next_release_replaces_the_running_containers(
+    deployment: Deployment, registry: RunningRegistry
+) -> None:
+    repository = _unique("r") + "/app"
+    first = push_busybox_image(registry.url, repository, "v1", _unique("first-"))
+    second = push_busybox_image(registry.url, repository, "v2", _unique("second-"))
+    port = free_port()
+    service = {"network_mode": "host", "environment": {"PORT": str(port)}}
+    deployment.run(deployment.payload([("web", first, service)]))
+    assert _page(port, "hello from first-")
+    outputs = deployment.run(deployment.payload([("web", second, service)]))
+    assert outputs["digests"] == {"web": second.digest}
+    assert len(outputs["containers"]) == 1
+    assert _page(port, "hello from second-")
 
 
 def test_a_release_pinned_to_a_multi_platform_index_runs_by_that_digest(

@@ -172,3 +172,11 @@ def test_untrusted_payloads_are_refused_with_a_reason(
 
 def test_an_unknown_task_type_is_refused() -> None:
     assert _failure("format-disk", {}).error_type == "bad-payload"  # type: ignore[arg-type]
+
+
+def test_a_directory_that_cannot_be_written_is_a_host_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    failed = _failure(TaskType.WRITE_STICKER, {"directory": str(blocker), "sticker": _sticker()})
+    assert failed.error_type == "host-error"
+    assert str(blocker) in failed.message

@@ -163,6 +163,18 @@ def _run(
         raise TaskFailedError(exc.message, error_type, retryable=exc.retryable) from exc
 
 
+def _write(host: Host, path: str, data: bytes, mode: int, log: Log) -> None:
+    log(f"writing {path}")
+    try:
+        host.write_file(path, data, mode=mode)
+    except HostError as exc:
+        raise TaskFailedError(exc.message, "host-error", retryable=exc.retryable) from exc
+    except OSError as exc:  # LocalHost lets the operating system's refusal through
+        raise TaskFailedError(
+            f"could not write {path} on {host.description}: {exc.strerror or exc}", "host-error"
+        ) from exc
+
+
 def _missing_program(result: HostResult) -> bool:
     text = (result.stderr + result.stdout).lower()
     return result.exit_code in (126, 127) or "is not a docker command" in text
@@ -397,11 +409,7 @@ def _deploy(payload: Any, host: Host, log: Log) -> dict[str, Any]:
 
     _require_runtime(host, runtime, engine, log)
     path = posixpath.join(directory, LOCKFILE_NAME)
-    log(f"writing {path}")
-    try:
-        host.write_file(path, data, mode=0o644)
-    except HostError as exc:
-        raise TaskFailedError(exc.message, "host-error", retryable=exc.retryable) from exc
+    _write(host, path, data, 0o644, log)
 
     _pull_all(host, engine, images, log)
 
@@ -575,11 +583,7 @@ def _upload(payload: Any, host: Host, log: Log) -> dict[str, Any]:
         decoded.append((posixpath.join(directory, path), data, mode))
     written = []
     for path, data, mode in decoded:
-        log(f"writing {path}")
-        try:
-            host.write_file(path, data, mode=mode)
-        except HostError as exc:
-            raise TaskFailedError(exc.message, "host-error", retryable=exc.retryable) from exc
+        _write(host, path, data, mode, log)
         written.append(path)
     return {"paths": written}
 
@@ -597,11 +601,7 @@ def _write_sticker(payload: Any, host: Host, log: Log) -> dict[str, Any]:
     if len(data) > MAX_STICKER_BYTES:
         raise _bad(f"the sticker is larger than {MAX_STICKER_BYTES} bytes")
     path = posixpath.join(directory, STICKER_NAME)
-    log(f"writing {path}")
-    try:
-        host.write_file(path, data, mode=0o644)
-    except HostError as exc:
-        raise TaskFailedError(exc.message, "host-error", retryable=exc.retryable) from exc
+    _write(host, path, data, 0o644, log)
     return {"path": path, "sha256": hashlib.sha256(data).hexdigest()}
 
 
