@@ -161,3 +161,24 @@ def test_parse_pinned() -> None:
     for bad in ("127.0.0.1:5000/a:v1", "a@" + WEB, "127.0.0.1:5000/a@sha256:xyz"):
         with pytest.raises(InvalidReferenceError):
             parse_pinned(bad)
+
+
+def test_dollar_signs_are_written_literally_never_substituted_by_compose() -> None:
+    component = LockedComponent(
+        name="web",
+        image="127.0.0.1:5000/web",
+        digest=WEB,
+        service={"environment": {"A": "${HOME}", "B": "$$"}, "labels": {"x": "$y"}},
+    )
+    doc = yaml.safe_load(_render(components=[component]))
+    assert doc["services"]["web"]["environment"] == {"A": "$${HOME}", "B": "$$$$"}
+    assert doc["services"]["web"]["labels"]["x"] == "$$y"
+
+
+def test_a_volume_whose_source_is_a_path_is_a_bind_mount() -> None:
+    spec = {"type": "volume", "source": "/etc", "target": "/e"}
+    component = LockedComponent(
+        name="web", image="127.0.0.1:5000/web", digest=WEB, service={"volumes": [spec]}
+    )
+    with pytest.raises(ServiceFragmentError, match="bind mount of host path '/etc'"):
+        _render(components=[component])

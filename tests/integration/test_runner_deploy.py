@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import shlex
 import subprocess
 import uuid
@@ -148,7 +149,12 @@ def test_two_components_run_by_digest_and_answer(
     assert web.digest != worker.digest
     port = free_port()
     parts = [
-        ("web", web, {"network_mode": "host", "environment": {"PORT": str(port)}}),
+        (
+            "web",
+            web,
+            # Values reach the container as written: never the target's environment variables.
+            {"network_mode": "host", "environment": {"PORT": str(port), "LITERAL": "${HOME}-$$x"}},
+        ),
         ("worker", worker, {"network_mode": "none"}),
     ]
     log: list[str] = []
@@ -172,6 +178,10 @@ def test_two_components_run_by_digest_and_answer(
     assert max(pulls) < ups[0]
 
     assert _page(port, "hello from web-")
+    env = deployment.podman.run(
+        "inspect", "--format", "{{json .Config.Env}}", f"{deployment.project}_web_1"
+    ).stdout
+    assert "LITERAL=${HOME}-$$x" in json.loads(env)
 
     health = run_task(
         TaskType.HEALTH_CHECK,

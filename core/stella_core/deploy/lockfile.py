@@ -114,10 +114,23 @@ def _service(c: LockedComponent, release_id: UUID, deployment_id: UUID) -> dict[
     )
     if c.component_id is not None:
         labels["stella.component.id"] = str(c.component_id)
-    service = {k: v for k, v in fragment.items() if k != "labels"}
+    service = {k: _literal(v) for k, v in fragment.items() if k != "labels"}
     service["image"] = c.pinned
-    service["labels"] = dict(sorted(labels.items()))
+    service["labels"] = {k: _literal(v) for k, v in sorted(labels.items())}
     return service
+
+
+def _literal(value: Any) -> Any:
+    """`value` with every `$` doubled: compose substitutes `$VAR` and `${VAR}` from the
+    environment of whoever runs it, so the lockfile would depend on the target's environment
+    (and could mount `${HOME}` or copy `${SECRET}` into a container). `$$` is a literal `$`."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    return value
 
 
 def render_lockfile(

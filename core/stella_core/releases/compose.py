@@ -25,6 +25,9 @@ ones that would let a fragment reach past its container onto the host:
   the containers itself (fixed names collide, a profile would leave a service unstarted, and a
   pull policy could fetch something other than the pinned digest).
 - `network_mode` only `host`, `none`, `bridge` or `service:NAME` (never `container:…`).
+- `$` in values is not refused but written as `$$` into the lockfile (`deploy.lockfile`), so
+  compose never substitutes the target's environment variables into it: `${HOME}:/h` would
+  otherwise be a bind mount of a host path, and `${SECRET}` a host secret in the container.
 - labels starting with `stella.`: those are the deployment's own (`stella.digest`, …).
 
 Pure: no I/O.
@@ -219,6 +222,8 @@ def _check_volume(spec: Any, where: str) -> None:
                 f"{where}: volume type {kind!r} is not allowed (volume, bind or tmpfs)",
                 key="volumes",
             )
+        if kind == "volume" and isinstance(source, str) and source.startswith(("/", ".", "~")):
+            kind = "bind"  # a "volume" whose source is a path is a bind mount to a runtime
     else:
         raise ServiceFragmentError(f"{where} is neither text nor a mapping", key="volumes")
     if kind != "bind":
