@@ -13,11 +13,16 @@ log() { printf '[dev %4ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
 # Qt runtime libraries (PySide6 wheels), the CNCF registry and OpenSSH for integration tests.
 # bubblewrap is the sandbox script steps run in: the desk's embedded default runs them on this
 # machine, and the tests run them in it for real (without it they fail, never skip).
+# podman and runc (installed together, so apt does not pull in crun, which fails on these
+# machines' hybrid cgroups) run the deploy tests' containers, rootful and daemonless; nothing
+# starts at install. busybox-static is what the tests' tiny image is built from.
+# podman-compose comes from the dev extra (Debian's 1.0.3 mishandles host/none networking).
 QT_PKGS=(libglib2.0-0 libegl1 libgl1 libfontconfig1 libxkbcommon0 libdbus-1-3 fonts-dejavu-core)
 X_PKGS=(libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0
         libxcb-shape0 libxkbcommon-x11-0)
 DESK_PKGS=(bubblewrap)
-TEST_PKGS=(docker-registry openssh-server openssl python3-venv ca-certificates bubblewrap)
+TEST_PKGS=(docker-registry openssh-server openssl python3-venv ca-certificates bubblewrap
+           podman runc busybox-static)
 
 missing_packages() {  # the packages of "$@" this machine lacks, one line
   local missing=() p
@@ -55,10 +60,65 @@ apt_install() {  # install what is missing, as root or with passwordless sudo; e
     $SUDO chmod +x /usr/sbin/policy-rc.d; own_policy=1
   fi
   # shellcheck disable=SC2086  # one word per package
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # Wait for another apt or dpkg run to finish rather than fail on its lock.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends $missing >/dev/null
   [ "$own_policy" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
   return 0
+}
+
+# What rootful podman leaves outside its own storage (reference/container-runtime.md §6); the
+# ones that did not exist before the tests are removed after them, if empty.
+# (/var/lib/containers/cache is podman's blob-info cache, kept there whatever storage.conf says.)
+PODMAN_LEFTOVERS=(/run/runc /run/containers /var/lib/containers/cache /var/lib/containers
+                  /root/.config/containers/podman /root/.config/containers)
+
+podman_before() {  # record which leftovers exist already; give the tests a scratch root
+  PODMAN_EXISTED=()
+  local p
+  for p in "${PODMAN_LEFTOVERS[@]}" /dev/shm/libpod_lock /sys/fs/cgroup/*/libpod_parent; do
+    [ -e "$p" ] && PODMAN_EXISTED+=("$p")
+  done
+  STELLA_TEST_PODMAN_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/stella-podman.XXXXXX")
+  export STELLA_TEST_PODMAN_ROOT
+}
+
+existed_before() { local p; for p in "${PODMAN_EXISTED[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
+
+podman_after() {  # the tests clean up after themselves; this catches what a killed run left
+  local root=${STELLA_TEST_PODMAN_ROOT:-} dir pid point p
+  [ -n "$root" ] && [ -d "$root" ] || return 0
+  for dir in "$root"/*/; do
+    [ -f "$dir/containers.conf" ] || continue
+    if command -v podman >/dev/null; then
+      for args in "rm -af -t 2" "pod rm -af" "system reset -f"; do
+        # shellcheck disable=SC2086  # one word per argument
+        CONTAINERS_CONF="$dir/containers.conf" CONTAINERS_STORAGE_CONF="$dir/storage.conf" \
+          CONTAINERS_REGISTRIES_CONF="$dir/registries.conf" podman $args >/dev/null 2>&1 || true
+      done
+    fi
+  done
+  # Processes started for the tests (conmon, a podman service) name the scratch root.
+  for pid in $(grep -lsF "$root" /proc/[0-9]*/cmdline | cut -d/ -f3); do
+    [ "$pid" != "$$" ] && kill "$pid" 2>/dev/null || true
+  done
+  { grep -F " $root/" /proc/self/mounts || true; } | cut -d' ' -f2 | sort -r | while read -r point; do
+    umount -l "$point" 2>/dev/null || true
+  done
+  rm -rf "$root" 2>/dev/null || true
+  # Shared state only when this run made it and no podman is running now (another user's).
+  if ! pgrep -x conmon >/dev/null && ! pgrep -x podman >/dev/null; then
+    for p in /sys/fs/cgroup/*/libpod_parent; do
+      [ -d "$p" ] && ! existed_before "$p" || continue
+      find "$p" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+    existed_before /dev/shm/libpod_lock || rm -f /dev/shm/libpod_lock
+    existed_before /var/lib/containers/cache || rm -rf /var/lib/containers/cache
+    for p in "${PODMAN_LEFTOVERS[@]}"; do
+      [ -d "$p" ] && ! existed_before "$p" && rmdir "$p" 2>/dev/null || true
+    done
+  fi
 }
 
 build_venv() {  # $1 = extras. A half-built environment (an interrupted or failed earlier try)
@@ -110,6 +170,8 @@ case "${1:-}" in
     (cd tests/interop && npm ci --silent --no-audit --no-fund --loglevel=error)
     export QT_QPA_PLATFORM=offscreen STELLA_REQUIRE_SERVICES=1
     rc=0
+    podman_before
+    trap podman_after EXIT
     log "ruff";        "$VENV/bin/ruff" check core app tests || rc=1
     "$VENV/bin/ruff" format --check core app tests || rc=1
     log "mypy";        "$VENV/bin/mypy" core/stella_core || rc=1

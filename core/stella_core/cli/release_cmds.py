@@ -58,13 +58,22 @@ def _component_json(c: Any) -> dict[str, Any]:
         "name": c.name,
         "registry": c.registry,
         "repository": c.repository,
+        "service": c.service,
         "created_at": c.created_at.isoformat(),
     }
 
 
 def cmd_component_add(args: argparse.Namespace) -> None:
+    service = None
+    if args.service is not None:
+        from stella_core.limits import read_bounded
+        from stella_core.releases.compose import MAX_FRAGMENT_BYTES, parse_service_fragment
+
+        # Read (and checked) before anything is opened: a bad file changes nothing.
+        text = read_bounded(args.service, MAX_FRAGMENT_BYTES, "the service file")
+        service = parse_service_fragment(text, f"the service file {args.service}")
     with acting(args) as stella:
-        comp = stella.releases.add_component(args.name, args.image)
+        comp = stella.releases.add_component(args.name, args.image, service)
     show(
         args,
         _component_json(comp),
@@ -147,6 +156,12 @@ def group_component(groups: Any, leaf: Leaf, help_: str) -> None:
     p = leaf(comp, "add", cmd_component_add, "add a component")
     p.add_argument("name")
     p.add_argument("--image", required=True, help="REGISTRY_NAME/REPOSITORY")
+    p.add_argument(
+        "--service",
+        metavar="FILE",
+        help="its compose service as YAML or JSON, without image (ports, environment, volumes, "
+        "network_mode, healthcheck); - reads standard input",
+    )
     leaf(comp, "list", cmd_component_list, "list components")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
@@ -57,6 +57,8 @@ class Component(Frozen):
     registry: str
     repository: str
     created_at: datetime
+    # Its compose service without `image` (releases/compose.py checks it), or None.
+    service: dict[str, Any] | None = None
 
 
 class ReleaseComponent(Frozen):

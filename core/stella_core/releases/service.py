@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from stella_core.errors import (
     StellaError,
 )
 from stella_core.limits import check_name, check_text, text_problem
+from stella_core.releases.compose import check_service_fragment
 from stella_core.releases.model import (
     Component,
     ComponentPin,
@@ -256,9 +257,14 @@ class ReleaseService:
         )
 
     # components -------------------------------------------------------------------------
-    def add_component(self, name: str, image: str) -> Component:
+    def add_component(
+        self, name: str, image: str, service: Mapping[str, Any] | None = None
+    ) -> Component:
+        """A component: its image repository and, optionally, its compose service fragment
+        (everything but `image`; checked by `releases.compose`)."""
         check_name("component", name)
         registry_name, repository = parse_image(image)
+        fragment = None if service is None else check_service_fragment(dict(service))
         identity = self.tenancy.require(*WRITERS)
         with self.db.transaction() as conn:
             store = ReleaseStore(conn)
@@ -270,14 +276,15 @@ class ReleaseService:
                 )
             if store.component_rows([name]):
                 raise AlreadyExistsError(f"component {name!r} exists already")
-            store.insert_component(identity.tenant_id, name, registry.id, repository)
+            store.insert_component(identity.tenant_id, name, registry.id, repository, fragment)
             TenancyService.audit(
                 conn,
                 identity.tenant_id,
                 "component.add",
                 "component",
                 name,
-                {"registry": registry_name, "repository": repository},
+                {"registry": registry_name, "repository": repository}
+                | ({} if fragment is None else {"service": fragment}),
             )
             return next(c for c in store.list_components() if c.name == name)
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     select,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 
 from stella_core.releases.model import (
@@ -54,6 +55,7 @@ components = Table(
     Column("name", Text, nullable=False),
     Column("registry_id", PgUUID(as_uuid=True), ForeignKey(registries.c.id), nullable=False),
     Column("repository", Text, nullable=False),
+    Column("service", JSONB(none_as_null=True)),
     Column("created_at", DateTime(timezone=True)),
     Column("created_by", Text),
 )
@@ -152,7 +154,12 @@ class ReleaseStore:
 
     # components -------------------------------------------------------------------------
     def insert_component(
-        self, tenant_id: UUID, name: str, registry_id: UUID, repository: str
+        self,
+        tenant_id: UUID,
+        name: str,
+        registry_id: UUID,
+        repository: str,
+        service: dict[str, Any] | None = None,
     ) -> UUID:
         return UUID(
             str(
@@ -163,6 +170,7 @@ class ReleaseStore:
                         name=name,
                         registry_id=registry_id,
                         repository=repository,
+                        service=service,
                     )
                     .returning(components.c.id)
                 ).scalar_one()
@@ -182,6 +190,7 @@ class ReleaseStore:
                 registry=r.registry_name,
                 repository=r.repository,
                 created_at=r.created_at,
+                service=r.service,
             )
             for r in rows
         ]
