@@ -1,7 +1,7 @@
 """Components carry their compose service: a fragment with everything but `image` (issue 11 §4).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 
 `release.components.service` (jsonb, NULL when the component has none). People's writes are
 governed as the table's other columns are: the existing grants and the tenant policies (release
@@ -14,7 +14,7 @@ digest), or more than 64 KiB.
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Agents (schema `agent`) and the task queue every transport shares (schema `deploy`).
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 
 - `agent.authorities`: each tenant's agent CA certificate (its private key stays sealed where the
   orchestrator runs). Written by the orchestrator only.
@@ -22,7 +22,7 @@ from alembic import op
 from stella_core.db.schema_sql import APP_ROLE, append_only, tenant_rls
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
