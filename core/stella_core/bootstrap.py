@@ -10,7 +10,7 @@ import fcntl
 import getpass
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +46,9 @@ from stella_core.tenancy.service import (
 )
 
 if TYPE_CHECKING:
+    from stella_core.deploy.hosts import Host
+    from stella_core.deploy.service import DeployService, Destination
+    from stella_core.deploy.tasks import TaskQueue
     from stella_core.environments.service import EnvironmentService
     from stella_core.evidence.service import EvidenceService
     from stella_core.promotions.service import PromotionService
@@ -263,6 +266,13 @@ class Backend:
             self.embedded = None
 
 
+def _environment_id(conn: Connection, name: str) -> UUID | None:
+    from stella_core.environments.service import EnvironmentService
+
+    found = EnvironmentService.get_in(conn, name)
+    return found.id if found is not None else None
+
+
 class Orchestrator:
     """The orchestrator principal: its own database login and the orchestrator key. It alone
     decides promotions, writes runs and steps, signs system evidence and seals the ledger.
@@ -294,15 +304,67 @@ class Orchestrator:
 
     @cached_property
     def workflows(self) -> WorkflowService:
+        from stella_core.deploy.step import DeployStep
         from stella_core.workflows.service import WorkflowService
+        from stella_core.workflows.steps.builtin import builtin_handlers
 
         return WorkflowService(
             self.db,
             self.tenancy,
+            handlers={**builtin_handlers(), "deploy": DeployStep(self.deploy, self.destinations)},
             run_end=self._run_ended,
             hooks=[self._after_run],
             orchestrator=True,
         )
+
+    @cached_property
+    def tasks(self) -> TaskQueue:
+        from stella_core.deploy.tasks import TaskQueue
+
+        return TaskQueue(self.db)
+
+    @cached_property
+    def deploy(self) -> DeployService:
+        from stella_core.deploy.service import DeployService
+        from stella_core.promotions.service import PromotionService
+
+        return DeployService(
+            self.db,
+            self.evidence,
+            self.tasks,
+            promotion_environment=PromotionService.promotion_of_run_in,
+            environment_id=_environment_id,
+        )
+
+    def destinations(self, environment: str) -> list[Destination]:
+        """An environment's targets as a deployment reaches them: an agent's by its id (an
+        agent not enrolled, or revoked, makes the target fail with that reason), the others
+        through a connection opened with their secret when their task runs."""
+        from stella_core.agents.service import AgentService
+        from stella_core.deploy.service import Destination
+        from stella_core.deploy.transports import host_for
+        from stella_core.environments.model import TargetType
+        from stella_core.environments.service import EnvironmentService
+
+        with self.db.transaction() as conn:
+            targets = EnvironmentService.targets_in(conn, environment)
+        agents = AgentService(self.db, self.tenancy)
+        found = []
+        for t in targets:
+            base = Destination(t.id, t.name, t.type.value, t.runtime, t.directory)
+            if t.type is TargetType.AGENT:
+                try:
+                    found.append(replace(base, agent_id=agents.id_of(str(t.agent))))
+                except NotFoundError:
+                    problem = f"its agent {t.agent!r} is not enrolled, or was revoked"
+                    found.append(replace(base, problem=problem))
+                continue
+
+            def open_host(name: str = t.name) -> Host:
+                return host_for(*self.environments.target_connection(name))
+
+            found.append(replace(base, open_host=open_host))
+        return found
 
     @cached_property
     def promotions(self) -> PromotionService:

@@ -786,11 +786,9 @@ class Agent:
 
 
 def _default_runner() -> Runner:
-    try:
-        from stella_core.deploy.runner import run_task
-    except ImportError as exc:
-        raise AgentError("this agent has no task runner installed") from exc
-    return run_task  # type: ignore[no-any-return]
+    from stella_core.deploy.runner import run_task
+
+    return run_task
 
 
 def _local_host() -> Any:

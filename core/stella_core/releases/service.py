@@ -145,6 +145,11 @@ class ReleaseService:
         return ReleaseStore(conn).get_releases(name)
 
     @staticmethod
+    def component_services_in(conn: Connection) -> dict[str, dict[str, Any] | None]:
+        """Component name -> its compose service fragment (None: none given)."""
+        return {c.name: c.service for c in ReleaseStore(conn).list_components()}
+
+    @staticmethod
     def registry_hosts_in(conn: Connection) -> dict[str, str]:
         """Registry name -> the `host[:port]` targets pull from; OCI layouts (directories on
         this machine) have none."""

@@ -1,0 +1,536 @@
+"""Deploying a release to an environment's targets, and what it leaves behind.
+
+One deployment: a compose lockfile pinned by digest (one for every target of the deployment,
+named by its digest in the evidence), a signed `deploy` task per target, run by the target's
+agent or, for SSH and WinRM targets, by this worker over the connection; every answer is
+checked here again (each running container's digest against the release), then one
+`deployment` evidence packet records what each target answered, and a version sticker signed by
+the orchestrator goes to every target that succeeded, naming that packet.
+
+Nothing runs twice: task ids and idempotency keys derive from the step attempt's idempotency key,
+so a worker that takes a step over finds the tasks already written and their answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection
+
+from stella_core.clock import Clock, SystemClock
+from stella_core.db.engine import Database
+from stella_core.deploy.hosts import Host, HostError
+from stella_core.deploy.model import TaskOutcome, TaskSpec, TaskStatus, TaskType
+from stella_core.deploy.tasks import TaskQueue
+from stella_core.errors import ConnectorError, DefinitionError, NotFoundError, StellaError
+from stella_core.evidence.model import Input, Refs
+from stella_core.evidence.predicates import (
+    DEPLOYMENT_V1,
+    LOCKFILE_MEDIA_TYPE,
+    TargetOutcome,
+    deployment_predicate,
+)
+from stella_core.evidence.service import EvidenceService
+from stella_core.releases.service import ReleaseService
+from stella_core.workflows.service import WorkflowService
+
+log = logging.getLogger(__name__)
+
+# Task ids derive from the step attempt's idempotency key under this namespace.
+TASK_NAMESPACE = UUID("0b6c5f1e-8f5e-4d38-9a51-4c3c6b8d2a77")
+MAX_PARALLEL_TARGETS = 8
+DEFAULT_TASK_SECONDS = 900.0
+STICKER_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Image:
+    component: str
+    reference: str  # where targets pull from: "host:port/repository"
+    tag: str | None
+    digest: str
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.reference}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A target as a deployment needs it (bootstrap resolves targets, agents and secrets)."""
+
+    id: UUID
+    name: str
+    transport: str  # agent | ssh | winrm
+    runtime: str
+    directory: str
+    agent_id: UUID | None = None
+    # Agentless: how to reach it (the connection is opened for the task and closed after).
+    open_host: Callable[[], Host] | None = None
+    # Why nothing can be deployed there (an unknown or revoked agent): the target fails with it.
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    run_id: UUID
+    key: str  # the step attempt's idempotency key
+    release_id: UUID
+    release_name: str
+    release_created_at: datetime
+    images: tuple[Image, ...]
+    services: Mapping[str, Mapping[str, Any] | None]
+    environment: str
+    environment_id: UUID
+    deployer: str
+    promotion_id: UUID | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    target: str
+    target_id: UUID
+    transport: str
+    status: str  # succeeded | failed
+    digests: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    sticker: str | None = None  # where it was written
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "target": self.target,
+            "status": self.status,
+            "digests": dict(self.digests),
+        }
+        if self.error:
+            found["error"] = self.error
+        return found
+
+
+@dataclass(frozen=True)
+class DeploymentReport:
+    deployment_id: UUID
+    status: str  # succeeded | failed
+    targets: tuple[TargetReport, ...]
+    lockfile_digest: str
+    packet_id: UUID | None
+
+    @property
+    def failures(self) -> list[TargetReport]:
+        return [t for t in self.targets if t.status != "succeeded"]
+
+    def outputs(self) -> dict[str, Any]:
+        return {
+            "targets": [t.to_json() for t in self.targets],
+            "deployment_id": str(self.deployment_id),
+            "lockfile_digest": self.lockfile_digest,
+            "evidence_packet": str(self.packet_id) if self.packet_id else "",
+        }
+
+
+def project_name(environment: str) -> str:
+    """The compose project a deployment to `environment` runs as on each target."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", environment.lower()).strip("-_") or "env"
+    return f"stella-{slug}"[:63]
+
+
+def task_id_for(key: str) -> UUID:
+    return uuid.uuid5(TASK_NAMESPACE, key)
+
+
+class DeployService:
+    """Acts as the orchestrator (its database login and its key)."""
+
+    def __init__(
+        self,
+        db: Database,
+        evidence: EvidenceService,
+        tasks: TaskQueue,
+        *,
+        clock: Clock | None = None,
+        promotion_environment: Callable[[Connection, UUID], tuple[UUID, str] | None] | None = None,
+        environment_id: Callable[[Connection, str], UUID | None] | None = None,
+    ) -> None:
+        self.db = db
+        self.evidence = evidence
+        self.tasks = tasks
+        self.clock = clock or SystemClock()
+        # (promotion id, environment) of a run that carries out a promotion (bootstrap wires it).
+        self.promotion_environment = promotion_environment
+        self.environment_id = environment_id
+
+    # what to deploy ---------------------------------------------------------------------
+    def request_for_run(
+        self,
+        run_id: UUID,
+        environment: str | None,
+        key: str,
+        *,
+        timeout: float | None = None,
+    ) -> DeployRequest:
+        """What a run's `deploy` step deploys: the run's release, to `environment` or else the
+        environment of the promotion the run carries out."""
+        with self.db.transaction() as conn:
+            run = WorkflowService.run_in(conn, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            promotion = (
+                self.promotion_environment(conn, run_id) if self.promotion_environment else None
+            )
+            promotion_id = promotion[0] if promotion else None
+            env_name = environment or (promotion[1] if promotion else None)
+            if not env_name:
+                raise DefinitionError(
+                    "this run carries out no promotion, so the deploy step needs its "
+                    "'environment' input",
+                    field="environment",
+                )
+            release_name = (run.release or {}).get("name")
+            if not release_name:
+                raise DefinitionError("this run has no release to deploy")
+            found = ReleaseService.releases_in(conn, str(release_name))
+            if not found:
+                raise NotFoundError(f"no release named {release_name!r}")
+            release = found[0]
+            registries = ReleaseService.registry_hosts_in(conn)
+            services = ReleaseService.component_services_in(conn)
+            env_id = self.environment_id(conn, env_name) if self.environment_id else None
+            if env_id is None:
+                raise NotFoundError(f"no environment named {env_name!r}", field="environment")
+        images = []
+        for c in release.components:
+            host = registries.get(c.registry or "")
+            if host is None:
+                raise DefinitionError(
+                    f"component {c.name!r} comes from registry {c.registry!r}, which targets "
+                    "cannot pull from (an OCI layout on this machine, or a registry since removed)"
+                )
+            images.append(Image(c.name, f"{host}/{c.repository}", c.tag, c.digest))
+        return DeployRequest(
+            run_id=run_id,
+            key=key,
+            release_id=release.id,
+            release_name=release.name,
+            release_created_at=release.created_at,
+            images=tuple(images),
+            services={c.name: services.get(c.name) for c in release.components},
+            environment=env_name,
+            environment_id=env_id,
+            deployer=run.created_by,
+            promotion_id=promotion_id,
+            timeout=timeout,
+        )
+
+    # deploying --------------------------------------------------------------------------
+    def deploy(
+        self,
+        request: DeployRequest,
+        destinations: Sequence[Destination],
+        *,
+        cancel: threading.Event | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> DeploymentReport:
+        from stella_core.deploy.lockfile import LockedComponent, render_lockfile
+
+        if not destinations:
+            raise DefinitionError(
+                f"environment {request.environment!r} has no targets to deploy to; add one first",
+                remedy=("target-add", request.environment),
+            )
+        cancel = cancel or threading.Event()
+        say = on_progress or (lambda line: None)
+        deployment_id = uuid.uuid5(TASK_NAMESPACE, f"deployment:{request.key}")
+        started = self.clock.now()
+        lockfile = render_lockfile(
+            release_id=request.release_id,
+            release_name=request.release_name,
+            release_created_at=request.release_created_at,
+            environment_id=request.environment_id,
+            environment_name=request.environment,
+            deployment_id=deployment_id,
+            started_at=started,
+            components=[
+                LockedComponent(
+                    name=i.component,
+                    image=i.reference,
+                    digest=i.digest,
+                    tag=i.tag,
+                    service=request.services.get(i.component),
+                )
+                for i in request.images
+            ],
+        )
+        lock_bytes = lockfile.encode()
+        lock_digest = "sha256:" + hashlib.sha256(lock_bytes).hexdigest()
+        expected = {i.component: i.digest for i in request.images}
+        payload = {
+            "project": project_name(request.environment),
+            "lockfile": lockfile,
+            "images": [{"component": i.component, "image": i.pinned} for i in request.images],
+        }
+
+        def one(dest: Destination) -> TargetReport:
+            say(f"{dest.name}: deploying over {dest.transport}")
+            report = self._deploy_one(request, dest, deployment_id, payload, expected, cancel)
+            say(f"{dest.name}: {report.status}" + (f" ({report.error})" if report.error else ""))
+            return report
+
+        workers = max(1, min(MAX_PARALLEL_TARGETS, len(destinations)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="deploy") as pool:
+            reports = list(pool.map(one, destinations))
+        status = "succeeded" if all(r.status == "succeeded" for r in reports) else "failed"
+        finished = self.clock.now()
+        with self.db.transaction() as conn:
+            predicate = deployment_predicate(
+                deployment_id=deployment_id,
+                release_name=request.release_name,
+                release_components=expected,
+                environment=request.environment,
+                status=status,
+                targets=[
+                    TargetOutcome(
+                        id=str(r.target_id),
+                        name=r.target,
+                        status=r.status,
+                        transport=r.transport,
+                        observed=r.digests or None,
+                        error=r.error,
+                    )
+                    for r in reports
+                ],
+                started_at=started,
+                finished_at=finished,
+                actor=request.deployer,
+                lockfile_digest=lock_digest,
+                promotion_id=request.promotion_id,
+                run_id=request.run_id,
+            )
+            packet = self.evidence.emit(
+                conn,
+                predicate_type=DEPLOYMENT_V1,
+                subjects=sorted(expected.items()),
+                predicate=predicate,
+                signer=self.evidence.orchestrator_signer(conn),
+                inputs=[Input(LOCKFILE_MEDIA_TYPE, lock_bytes)],
+                refs=Refs(
+                    release=request.release_name,
+                    environment=request.environment,
+                    promotion_id=request.promotion_id,
+                    run_id=request.run_id,
+                ),
+            )
+        # Stickers name the packet, so they follow it; a target whose sticker cannot be
+        # written fails (its containers run, but nothing on it says what they are).
+        final = []
+        for r in reports:
+            if r.status != "succeeded":
+                final.append(r)
+                continue
+            dest = next(d for d in destinations if d.id == r.target_id)
+            final.append(
+                self._sticker(
+                    request, dest, deployment_id, started, lock_digest, packet.id, r, cancel
+                )
+            )
+        status = "succeeded" if all(r.status == "succeeded" for r in final) else "failed"
+        return DeploymentReport(deployment_id, status, tuple(final), lock_digest, packet.id)
+
+    def _deploy_one(
+        self,
+        request: DeployRequest,
+        dest: Destination,
+        deployment_id: UUID,
+        payload: Mapping[str, Any],
+        expected: Mapping[str, str],
+        cancel: threading.Event,
+    ) -> TargetReport:
+        def failed(error: str) -> TargetReport:
+            return TargetReport(dest.name, dest.id, dest.transport, "failed", error=error)
+
+        if dest.problem:
+            return failed(dest.problem)
+        outcome = self._run(
+            request,
+            dest,
+            TaskType.DEPLOY,
+            {**payload, "directory": dest.directory, "runtime": dest.runtime},
+            f"{deployment_id}:{dest.id}:deploy",
+            cancel,
+        )
+        if not outcome.ok:
+            return failed(outcome.error or "the target reported a failure without a reason")
+        observed = outcome.outputs.get("digests")
+        if not isinstance(observed, Mapping):
+            return failed("the target's answer names no running digests")
+        seen = {str(k): str(v) for k, v in observed.items()}
+        # The target checked this already; what it answered is checked again here.
+        wrong = sorted(c for c in expected if seen.get(c) != expected[c])
+        if wrong:
+            details = ", ".join(f"{c} runs {seen.get(c) or 'nothing'}" for c in wrong)
+            return TargetReport(
+                dest.name,
+                dest.id,
+                dest.transport,
+                "failed",
+                digests=seen,
+                error=f"what runs is not the release: {details}",
+            )
+        return TargetReport(dest.name, dest.id, dest.transport, "succeeded", digests=seen)
+
+    def _sticker(
+        self,
+        request: DeployRequest,
+        dest: Destination,
+        deployment_id: UUID,
+        started: datetime,
+        lock_digest: str,
+        packet_id: UUID,
+        report: TargetReport,
+        cancel: threading.Event,
+    ) -> TargetReport:
+        from stella_core.deploy.sticker import StickerComponent, build_sticker, sign_sticker
+
+        body = build_sticker(
+            release_id=request.release_id,
+            release_name=request.release_name,
+            release_created_at=request.release_created_at,
+            components=[StickerComponent(i.component, i.digest, i.tag) for i in request.images],
+            deployment_id=deployment_id,
+            promotion_id=request.promotion_id,
+            environment_id=request.environment_id,
+            environment_name=request.environment,
+            target_id=dest.id,
+            target_name=dest.name,
+            started_at=started,
+            completed_at=self.clock.now(),
+            deployed_by=request.deployer,
+            evidence_packet_id=packet_id,
+            compose_lock_sha256=lock_digest.removeprefix("sha256:"),
+            generated_at=self.clock.now(),
+        )
+        with self.db.transaction() as conn:
+            sticker = sign_sticker(body, self.evidence.orchestrator_signer(conn))
+        outcome = self._run(
+            request,
+            dest,
+            TaskType.WRITE_STICKER,
+            {"directory": dest.directory, "sticker": sticker},
+            f"{deployment_id}:{dest.id}:write-sticker",
+            cancel,
+            seconds=STICKER_SECONDS,
+        )
+        if not outcome.ok:
+            return replace(
+                report,
+                status="failed",
+                error=f"deployed, but the version sticker could not be written: {outcome.error}",
+            )
+        return replace(report, sticker=str(outcome.outputs.get("path") or ""))
+
+    def _run(
+        self,
+        request: DeployRequest,
+        dest: Destination,
+        task_type: TaskType,
+        payload: dict[str, Any],
+        key: str,
+        cancel: threading.Event,
+        *,
+        seconds: float | None = None,
+    ) -> TaskOutcome:
+        """One task on one target: written (signed) to the queue, then run by its agent or,
+        agentless, here. A task written before (a worker took the step over) is not run again:
+        its answer is the answer."""
+        from stella_core.deploy.taskwire import seal_task
+
+        budget = seconds or request.timeout or DEFAULT_TASK_SECONDS
+        now = self.clock.now()
+        spec = TaskSpec(
+            id=task_id_for(key),
+            type=task_type,
+            target=dest.name,
+            target_id=dest.id,
+            agent_id=dest.agent_id,
+            idempotency_key=key,
+            payload=payload,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=budget),
+        )
+        with self.db.transaction() as conn:
+            envelope = seal_task(spec, self.evidence.orchestrator_signer(conn))
+            task_id = self.tasks.submit(conn, spec, envelope)
+        state = self.tasks.get(task_id)
+        if state.status.finished and state.outcome is not None:
+            return state.outcome
+        if dest.transport == "agent":
+            answer = self.tasks.wait(task_id, timeout=budget, cancel=cancel)
+            if answer is None:
+                return TaskOutcome(
+                    ok=False,
+                    error=f"no answer from the agent of {dest.name} within {budget:.0f} s "
+                    "(is it running and connected?)",
+                    error_type="expired",
+                    retryable=True,
+                )
+            return answer
+        # Agentless and not finished: never run, or its worker died mid-way (then it runs
+        # again: the same lockfile brought up again changes nothing that already matches).
+        return self._run_here(
+            task_id, task_type, payload, dest, rerun=state.status is TaskStatus.RUNNING
+        )
+
+    def _run_here(
+        self,
+        task_id: UUID,
+        task_type: TaskType,
+        payload: dict[str, Any],
+        dest: Destination,
+        *,
+        rerun: bool = False,
+    ) -> TaskOutcome:
+        from stella_core.deploy.runner import TaskFailedError, run_task
+
+        if dest.open_host is None:
+            raise DefinitionError(f"target {dest.name!r} has no way to be reached")
+        if not rerun:
+            self.tasks.mark_started(task_id)
+        started = self.clock.now()
+
+        def log(line: str) -> None:
+            self.tasks.record_event(task_id, "log", {"line": line})
+
+        try:
+            host = dest.open_host()
+            try:
+                outputs = run_task(task_type, payload, host, log=log)
+            finally:
+                host.close()
+            outcome = TaskOutcome(ok=True, outputs=outputs, started_at=started)
+        except TaskFailedError as exc:
+            outcome = TaskOutcome(
+                ok=False, error=exc.message, error_type=exc.error_type, started_at=started
+            )
+        except HostError as exc:
+            outcome = TaskOutcome(
+                ok=False,
+                error=exc.message,
+                error_type="unreachable",
+                retryable=exc.retryable,
+                started_at=started,
+            )
+        except (ConnectorError, StellaError) as exc:
+            outcome = TaskOutcome(ok=False, error=exc.message, started_at=started)
+        outcome = replace(outcome, finished_at=self.clock.now())
+        self.tasks.finish(task_id, outcome)
+        return outcome
