@@ -336,10 +336,11 @@ class Orchestrator:
             environment_id=_environment_id,
         )
 
-    def destinations(self, environment: str) -> list[Destination]:
-        """An environment's targets as a deployment reaches them: an agent's by its id (an
-        agent not enrolled, or revoked, makes the target fail with that reason), the others
-        through a connection opened with their secret when their task runs."""
+    def destinations(self, environment: str | None, target: str | None = None) -> list[Destination]:
+        """An environment's targets (or the one named `target`) as a deployment reaches them:
+        an agent's by its id (an agent not enrolled, or revoked, makes the target fail with
+        that reason), the others through a connection opened with their secret when their task
+        runs."""
         from stella_core.agents.service import AgentService
         from stella_core.deploy.service import Destination
         from stella_core.deploy.transports import host_for
@@ -348,6 +349,10 @@ class Orchestrator:
 
         with self.db.transaction() as conn:
             targets = EnvironmentService.targets_in(conn, environment)
+        if target is not None:
+            targets = [t for t in targets if t.name == target]
+            if not targets:
+                raise NotFoundError(f"no target named {target!r}", field="target")
         agents = AgentService(self.db, self.tenancy)
         found = []
         for t in targets:

@@ -139,6 +139,40 @@ def cmd_target_remove(args: argparse.Namespace) -> None:
     show(args, target.to_json(), lambda: [f"removed target {target.name}"])
 
 
+def cmd_target_sticker(args: argparse.Namespace) -> None:
+    """The sticker on the target, read now (through its agent or its connection) and checked
+    against the orchestrator's keys; exit 1 when it is missing or its signature does not hold,
+    with the JSON printed all the same."""
+    from stella_core.errors import IntegrityError, OrchestratorUnavailableError
+
+    with acting(args) as stella:
+        if stella.orchestrator is None:
+            raise OrchestratorUnavailableError(
+                "reading a target's sticker goes through the orchestrator, and this machine "
+                "holds no orchestrator login for this tenant",
+                remedy=("serve",),
+            )
+        orchestrator = stella.orchestrator
+        (dest,) = orchestrator.destinations(None, args.name)
+        reading = orchestrator.deploy.read_sticker(dest, seconds=args.timeout)
+    value = reading.to_json()
+
+    def lines() -> list[str]:
+        verdict = "verified" if reading.signature_ok else f"NOT verified: {reading.reason}"
+        release = (reading.sticker or {}).get("release") or {}
+        found = [f"{args.name}: {reading.path}: {verdict}"]
+        if release:
+            found.append(f"  release {release.get('name')}")
+            found += [
+                f"  {c.get('name'):16} {c.get('digest')}" for c in release.get("components") or []
+            ]
+        return found
+
+    show(args, value, lines)
+    if not reading.signature_ok:
+        raise IntegrityError(f"the sticker on {args.name} does not verify: {reading.reason}")
+
+
 def group_target(groups: Any, leaf: Leaf, help_: str) -> None:
     target = groups.add_parser("target", help=help_).add_subparsers(dest="cmd", required=True)
     p = leaf(target, "add", cmd_target_add, "admins: add a target to an environment")
@@ -193,6 +227,15 @@ def group_target(groups: Any, leaf: Leaf, help_: str) -> None:
     p.add_argument("--env", default=None, help="only this environment's")
     p = leaf(target, "remove", cmd_target_remove, "admins: remove a target")
     p.add_argument("name")
+    p = leaf(target, "sticker", cmd_target_sticker, "read a target's version sticker and verify it")
+    p.add_argument("name")
+    p.add_argument(
+        "--timeout",
+        type=number_flag(1, 3600),
+        default=60,
+        metavar="SECONDS",
+        help="how long to wait for the target's answer",
+    )
 
 
 GROUPS = {"target": group_target}

@@ -13,6 +13,7 @@ so a worker that takes a step over finds the tasks already written and their ans
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -42,6 +43,8 @@ from stella_core.evidence.predicates import (
 )
 from stella_core.evidence.service import EvidenceService
 from stella_core.releases.service import ReleaseService
+from stella_core.tenancy.keys import ORCHESTRATOR
+from stella_core.tenancy.service import TenancyService
 from stella_core.workflows.service import WorkflowService
 
 log = logging.getLogger(__name__)
@@ -139,9 +142,10 @@ class DeploymentReport:
         }
 
 
-def project_name(environment: str) -> str:
-    """The compose project a deployment to `environment` runs as on each target."""
-    slug = re.sub(r"[^a-z0-9_-]+", "-", environment.lower()).strip("-_") or "env"
+def project_name(environment: str, target: str) -> str:
+    """The compose project a deployment to `environment` runs as on `target` (one host may
+    carry several targets, so the target is part of it)."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", f"{environment}-{target}".lower()).strip("-_") or "env"
     return f"stella-{slug}"[:63]
 
 
@@ -275,7 +279,6 @@ class DeployService:
         lock_digest = "sha256:" + hashlib.sha256(lock_bytes).hexdigest()
         expected = {i.component: i.digest for i in request.images}
         payload = {
-            "project": project_name(request.environment),
             "lockfile": lockfile,
             "images": [{"component": i.component, "image": i.pinned} for i in request.images],
         }
@@ -364,7 +367,12 @@ class DeployService:
             request,
             dest,
             TaskType.DEPLOY,
-            {**payload, "directory": dest.directory, "runtime": dest.runtime},
+            {
+                **payload,
+                "project": project_name(request.environment, dest.name),
+                "directory": dest.directory,
+                "runtime": dest.runtime,
+            },
             f"{deployment_id}:{dest.id}:deploy",
             cancel,
         )
@@ -440,7 +448,7 @@ class DeployService:
 
     def _run(
         self,
-        request: DeployRequest,
+        request: DeployRequest | None,
         dest: Destination,
         task_type: TaskType,
         payload: dict[str, Any],
@@ -454,7 +462,7 @@ class DeployService:
         its answer is the answer."""
         from stella_core.deploy.taskwire import seal_task
 
-        budget = seconds or request.timeout or DEFAULT_TASK_SECONDS
+        budget = seconds or (request.timeout if request else None) or DEFAULT_TASK_SECONDS
         now = self.clock.now()
         spec = TaskSpec(
             id=task_id_for(key),
@@ -534,3 +542,62 @@ class DeployService:
         outcome = replace(outcome, finished_at=self.clock.now())
         self.tasks.finish(task_id, outcome)
         return outcome
+
+    # reading back ------------------------------------------------------------------------
+    def read_sticker(self, dest: Destination, *, seconds: float = 60.0) -> StickerReading:
+        """The sticker on `dest` as it is now, checked against the orchestrator's registered
+        keys (never anyone else's)."""
+        from stella_core.deploy.sticker import verify_sticker
+
+        if dest.problem:
+            raise ConnectorError(f"target {dest.name}: {dest.problem}")
+        key = f"read-sticker:{dest.id}:{uuid.uuid4()}"
+        outcome = self._run(
+            None,
+            dest,
+            TaskType.READ_STICKER,
+            {"directory": dest.directory},
+            key,
+            threading.Event(),
+            seconds=seconds,
+        )
+        if not outcome.ok:
+            raise ConnectorError(
+                f"target {dest.name}: the sticker could not be read: {outcome.error}",
+                retryable=outcome.retryable,
+            )
+        raw_b64 = outcome.outputs.get("raw_b64")
+        path = str(outcome.outputs.get("path") or dest.directory)
+        if not isinstance(raw_b64, str):
+            return StickerReading(dest.name, path, None, False, "there is no sticker on the target")
+        try:
+            raw = base64.b64decode(raw_b64, validate=True)
+        except ValueError:
+            return StickerReading(dest.name, path, None, False, "the target's answer is garbled")
+        with self.db.transaction() as conn:
+            keys = {
+                k.key_id: k.public_key
+                for k in TenancyService.keys_in(conn)
+                if k.owner_kind == ORCHESTRATOR
+            }
+        check = verify_sticker(raw, keys)
+        return StickerReading(dest.name, path, check.sticker, check.ok, check.reason)
+
+
+@dataclass(frozen=True)
+class StickerReading:
+    target: str
+    path: str
+    sticker: dict[str, Any] | None
+    signature_ok: bool
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The sticker itself, with the verdict beside its own members."""
+        found: dict[str, Any] = dict(self.sticker or {})
+        found["signature_ok"] = self.signature_ok
+        found["target"] = found.get("target", self.target)
+        found["path"] = self.path
+        if self.reason:
+            found["reason"] = self.reason
+        return found
