@@ -177,6 +177,7 @@ case "${1:-}" in
     log "mypy";        "$VENV/bin/mypy" core/stella_core || rc=1
     "$VENV/bin/mypy" app/stella_desk || rc=1
     log "import contracts"; "$VENV/bin/lint-imports" || rc=1
+    log "agent protocol stubs"; "$VENV/bin/python" scripts/gen_protos.py --check || rc=1
     if [ "$#" -gt 0 ]; then
       log "pytest $*"; "$VENV/bin/pytest" -p no:cacheprovider -q "$@" || rc=1
     else
