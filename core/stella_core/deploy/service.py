@@ -33,7 +33,13 @@ from stella_core.db.engine import Database
 from stella_core.deploy.hosts import Host, HostError
 from stella_core.deploy.model import TaskOutcome, TaskSpec, TaskStatus, TaskType
 from stella_core.deploy.tasks import TaskQueue
-from stella_core.errors import ConnectorError, DefinitionError, NotFoundError, StellaError
+from stella_core.errors import (
+    AuthorizationError,
+    ConnectorError,
+    DefinitionError,
+    NotFoundError,
+    StellaError,
+)
 from stella_core.evidence.model import Input, Refs
 from stella_core.evidence.predicates import (
     DEPLOYMENT_V1,
@@ -163,14 +169,15 @@ class DeployService:
         tasks: TaskQueue,
         *,
         clock: Clock | None = None,
-        promotion_environment: Callable[[Connection, UUID], tuple[UUID, str] | None] | None = None,
+        promotion_environment: Callable[[Connection, UUID], tuple[UUID, str, str, str] | None]
+        | None = None,
         environment_id: Callable[[Connection, str], UUID | None] | None = None,
     ) -> None:
         self.db = db
         self.evidence = evidence
         self.tasks = tasks
         self.clock = clock or SystemClock()
-        # (promotion id, environment) of a run that carries out a promotion (bootstrap wires it).
+        # (promotion id, environment, release, status) of the promotion a run carries out.
         self.promotion_environment = promotion_environment
         self.environment_id = environment_id
 
@@ -183,8 +190,8 @@ class DeployService:
         *,
         timeout: float | None = None,
     ) -> DeployRequest:
-        """What a run's `deploy` step deploys: the run's release, to `environment` or else the
-        environment of the promotion the run carries out."""
+        """What a run's `deploy` step deploys: the release of the promotion the run carries out,
+        to that promotion's environment (`environment`, when given, must be that one)."""
         with self.db.transaction() as conn:
             run = WorkflowService.run_in(conn, run_id)
             if run is None:
@@ -192,17 +199,31 @@ class DeployService:
             promotion = (
                 self.promotion_environment(conn, run_id) if self.promotion_environment else None
             )
-            promotion_id = promotion[0] if promotion else None
-            env_name = environment or (promotion[1] if promotion else None)
-            if not env_name:
-                raise DefinitionError(
-                    "this run carries out no promotion, so the deploy step needs its "
-                    "'environment' input",
+            # Only what a promotion decided is deployed, and only where it was decided: a
+            # workflow someone wrote (or a run started by hand) cannot reach an environment
+            # its approvals never covered.
+            if promotion is None:
+                raise AuthorizationError(
+                    "a deploy step deploys only what a promotion decided, and this run carries "
+                    "out no promotion; request a promotion of the release to the environment"
+                )
+            promotion_id, promoted_to, promoted_release, status = promotion
+            if status != "deploying":
+                raise AuthorizationError(
+                    f"the promotion this run carries out is {status}, not deploying"
+                )
+            if environment and environment != promoted_to:
+                raise AuthorizationError(
+                    f"this run carries out the promotion of {promoted_release} to {promoted_to}; "
+                    f"its deploy step cannot deploy to {environment}",
                     field="environment",
                 )
+            env_name = promoted_to
             release_name = (run.release or {}).get("name")
-            if not release_name:
-                raise DefinitionError("this run has no release to deploy")
+            if release_name != promoted_release:
+                raise AuthorizationError(
+                    f"this run's release {release_name!r} is not the promoted {promoted_release!r}"
+                )
             found = ReleaseService.releases_in(conn, str(release_name))
             if not found:
                 raise NotFoundError(f"no release named {release_name!r}")

@@ -566,11 +566,13 @@ class PromotionService:
         )
 
     @staticmethod
-    def promotion_of_run_in(conn: Connection, run_id: UUID) -> tuple[UUID, str] | None:
-        """(promotion id, environment) of the promotion a run carries out, read in another
-        module's transaction (a deploy step's default environment)."""
+    def promotion_of_run_in(conn: Connection, run_id: UUID) -> tuple[UUID, str, str, str] | None:
+        """(promotion id, environment, release, status) of the promotion a run carries out,
+        read in another module's transaction (what a deploy step may deploy, and where)."""
         row = PromotionStore(conn).row_of_run(run_id)
-        return (row.id, row.environment) if row is not None else None
+        if row is None:
+            return None
+        return row.id, row.environment, row.release_name, str(row.status)
 
     def run_ended(self, conn: Connection, run_id: UUID, status: str) -> None:
         """A promotion's run ended: so does its deployment (called in the run's last
