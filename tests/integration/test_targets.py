@@ -428,7 +428,7 @@ def test_bad_connection_material_is_refused_and_nothing_is_stored(site: Site, su
             ),
             "over https only",
         ),
-        "bad label": (site.add_ssh("t", "--label", "novalue"), "is not KEY=VALUE"),
+        "bad label": (site.add_ssh("t", "--label", "novalue"), "--label needs NAME=VALUE"),
         "bad name": (site.add_ssh("Bad Name"), "invalid target name"),
         "bad runtime": (site.add_ssh("t", "--runtime", "podman 'compose"), "--runtime"),
     }

@@ -225,3 +225,17 @@ def output_file(text: str, flag: str) -> Path:
 LIMIT = number_flag(1, MAX_LIST_ROWS)
 VERSION = number_flag(1, INT32_MAX)
 TIMEOUT = seconds_flag(0, MAX_WAIT_SECONDS)
+
+
+def named_values(pairs: list[str], flag: str) -> dict[str, str]:
+    """`NAME=VALUE` flags (`--label`, `--input`, given again for each) as a dict; a malformed
+    or repeated name is a usage error naming the flag."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{flag} needs NAME=VALUE, got {pair!r}")
+        if name in found:
+            raise UsageError(f"{flag} {name} is given twice")
+        found[name] = value
+    return found

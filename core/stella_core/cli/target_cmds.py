@@ -9,7 +9,15 @@ import argparse
 import sys
 from typing import Any
 
-from stella_core.cli.common import Leaf, UsageError, acting, number_flag, secret_line, show
+from stella_core.cli.common import (
+    Leaf,
+    UsageError,
+    acting,
+    named_values,
+    number_flag,
+    secret_line,
+    show,
+)
 
 PORT = number_flag(1, 65535)
 # Flags only one type of target takes (as the command line spells them).
@@ -38,18 +46,6 @@ def _given(args: argparse.Namespace, dest: str) -> bool:
     return value not in (None, False)
 
 
-def parse_labels(pairs: list[str]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--label {pair!r} is not KEY=VALUE")
-        if key in labels:
-            raise UsageError(f"--label {key} is given twice")
-        labels[key] = value
-    return labels
-
-
 def target_add_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The service's arguments from the flags: a flag of another type of target, or a missing
     one, is a usage error (exit 2) before any file is read or anything stored."""
@@ -70,7 +66,7 @@ def target_add_arguments(args: argparse.Namespace) -> dict[str, Any]:
     given: dict[str, Any] = {
         "environment": args.env,
         "type": kind,
-        "labels": parse_labels(args.label),
+        "labels": named_values(args.label, "--label"),
         "group": args.group,
         "directory": args.dir,
     }

@@ -14,6 +14,7 @@ from stella_core.cli.common import (
     Leaf,
     UsageError,
     acting,
+    named_values,
     number_flag,
     show,
 )
@@ -162,18 +163,6 @@ def cmd_workflow_settings(args: argparse.Namespace) -> None:
     show(args, value, lines)
 
 
-def _inputs(pairs: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--input needs NAME=VALUE, got {pair!r}")
-        if name in out:
-            raise UsageError(f"input {name!r} given twice")
-        out[name] = value
-    return out
-
-
 def _run_json(run: Any) -> dict[str, Any]:
     """`stella run show` as the CLI contract fixes it."""
     return {
@@ -205,7 +194,7 @@ def _run_lines(run: Any) -> list[str]:
 
 
 def cmd_run_start(args: argparse.Namespace) -> None:
-    inputs = _inputs(args.input)
+    inputs = named_values(args.input, "--input")
     with acting(args) as stella:
         run = stella.workflows.start_run(
             args.template, version=args.version, release=args.release, inputs=inputs
