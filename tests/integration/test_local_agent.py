@@ -6,6 +6,8 @@ agent, its own process for the one whose PATH lacks podman-compose), the CNCF re
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import stat
 import subprocess
@@ -25,12 +27,14 @@ from stella_core.agents.local import (
     local_runtime,
 )
 from stella_core.agents.service import AgentService, enrollment_for
+from stella_core.demo import seed as demo_seed
 from stella_core.demo.seed import seed
 from stella_core.errors import AuthorizationError
 from stella_core.promotions.model import PromotionStatus
 from stella_core.releases.model import ComponentPin
 from stella_core.tenancy.model import ProductRole
 from tests.integration.test_cli import ok_json
+from tests.integration.test_cli import stella as stella_cli
 from tests.support.images import push_busybox_image
 from tests.support.registry import RunningRegistry
 from tests.support.workflow_helpers import wait_until
@@ -143,6 +147,24 @@ def test_demo_seed_gives_dev_the_local_target_once(world) -> None:
     assert [t["name"] for t in listed] == ["local"]
     # Never linked yet: nothing is known to be missing.
     assert listed[0]["runtime_problem"] is None
+
+
+def test_the_demo_promotion_workflow_is_valid_and_deploys() -> None:
+    template = Path(demo_seed.__file__).with_name("templates") / "promote-web.json"
+    result = stella_cli({**os.environ}, "workflow", "validate", str(template))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "valid"
+    document = json.loads(template.read_text())
+    assert [n["type"] for n in document["nodes"] if not n.get("rollback")] == [
+        "approval",
+        "deploy",
+        "http-check",
+        "notify",
+    ]
+    [deploy] = [n for n in document["nodes"] if n["type"] == "deploy"]
+    assert deploy["inputs"] == {"environment": "${{ inputs.environment }}"}
+    deliver = json.loads((template.parent / "deliver.json").read_text())
+    assert "deploy" not in {n["type"] for n in deliver["nodes"]}  # the seed's history plays it
 
 
 def test_a_target_whose_agent_lacks_its_runtime_says_so_and_its_deploy_fails_in_one_sentence(
