@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stella_core.agents.daemon import AgentState, local_runtimes
+from stella_core.agents.daemon import AgentError, AgentState, local_runtimes
 from stella_core.agents.gateway import open_gateway
 from stella_core.agents.local import (
     LOCAL_AGENT,
@@ -115,6 +115,20 @@ def test_the_local_agent_is_enrolled_once_by_an_admin_and_links_reporting_its_ru
         local.stop()
     assert refused(enroll_port)
     assert refused(link_port)
+
+
+def test_a_local_agent_that_cannot_start_closes_its_gateway_and_says_why(
+    world, tmp_path: Path
+) -> None:
+    admin = world.open()
+    local = LocalAgent(admin.orchestrator, tmp_path / "never-enrolled")
+    with pytest.raises(AgentError, match="holds no enrolled agent"):
+        local.start()
+    assert local.gateway is None
+    assert not local.running
+    assert local.ports is not None  # it listened, then let go
+    assert refused(local.ports[0])
+    assert refused(local.ports[1])
 
 
 def test_a_lost_local_state_is_enrolled_again_and_the_old_agent_revoked(world) -> None:

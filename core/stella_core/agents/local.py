@@ -167,6 +167,8 @@ class LocalAgent:
         self._db: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # (enrollment port, link port) of the last start: new ones each time.
+        self.ports: tuple[int, int] | None = None
 
     @property
     def running(self) -> bool:
@@ -184,6 +186,7 @@ class LocalAgent:
                 link_listen="127.0.0.1:0",
                 db=self._db,
             ).start()
+            self.ports = (self.gateway.enroll_port, self.gateway.link_port)
             self.agent = Agent(self.state_dir, server=f"127.0.0.1:{self.gateway.enroll_port}")
         except BaseException:
             self.stop()

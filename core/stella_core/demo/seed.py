@@ -148,10 +148,10 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
 
 
 def _local_target(stella: Stella) -> list[str]:
-    """This machine as dev's target, through its own agent (enrolled here, once), so the demo
-    promotion with `promote-web` really runs containers where podman or docker is. Only where
-    this machine runs the orchestrator (the embedded default): elsewhere the agent would have
-    no gateway of this machine to link to."""
+    """This machine as dev's target, through its own agent (enrolled here, once; the desk runs
+    it on the embedded default), so a promotion with `promote-web` deploys here where podman or
+    docker is, and the target says which runtime is missing where neither is. Only where this
+    machine holds the orchestrator's login: the local agent is enrolled with it directly."""
     from stella_core.agents.local import (
         LOCAL_AGENT,
         enroll_local,
