@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,11 @@ def test_the_local_agent_is_enrolled_once_by_an_admin_and_links_reporting_its_ru
         assert row["runtimes"] == local_runtimes()
         assert {"id", "labels", "last_heartbeat"} <= set(row)
     finally:
+        began = time.monotonic()
         local.stop()
+        stopping = time.monotonic() - began
+    assert stopping < 3  # the desk's quit waits for this
+    assert not local.running
     assert refused(enroll_port)
     assert refused(link_port)
 
