@@ -26,6 +26,7 @@ from stella_core.agents.local import (
     ensure_local_agent,
     local_agent_dir,
     local_runtime,
+    search_path,
 )
 from stella_core.agents.service import AgentService, enrollment_for
 from stella_core.demo import seed as demo_seed
@@ -36,9 +37,12 @@ from stella_core.releases.model import ComponentPin
 from stella_core.tenancy.model import ProductRole
 from tests.integration.test_cli import ok_json
 from tests.integration.test_cli import stella as stella_cli
+from tests.support.containers import Podman, podman_fixture
 from tests.support.images import push_busybox_image
 from tests.support.registry import RunningRegistry
 from tests.support.workflow_helpers import wait_until
+
+__all__ = ["podman_fixture"]
 
 SHIP = {
     "schema_version": 1,
@@ -105,12 +109,16 @@ def test_the_local_agent_is_enrolled_once_by_an_admin_and_links_reporting_its_ru
         # Its hello (which says the runtimes) follows the link's opening.
         wait_until(lambda: agents.get(LOCAL_AGENT).runtimes is not None, timeout=30, what="hello")
         assert agents.get(LOCAL_AGENT).connected
-        assert agents.get(LOCAL_AGENT).runtimes == tuple(local_runtimes())
+        reported = agents.get(LOCAL_AGENT).runtimes
+        assert reported == tuple(local_runtimes(path=search_path()))
+        if (Path(sys.executable).parent / "podman-compose").exists():
+            # podman-compose from PyPI beside the desk's Python counts, on PATH or not.
+            assert "podman-compose" in reported
         listed = ok_json(world.env(), "agent", "list", "--output", "json")
         [row] = listed
         assert row["name"] == LOCAL_AGENT
         assert row["status"] == "online"
-        assert row["runtimes"] == local_runtimes()
+        assert row["runtimes"] == list(reported)
         assert {"id", "labels", "last_heartbeat"} <= set(row)
     finally:
         began = time.monotonic()
@@ -255,3 +263,70 @@ def test_a_target_whose_agent_lacks_its_runtime_says_so_and_its_deploy_fails_in_
         agent.terminate()
         agent.wait(10)
         gateway.stop()
+
+
+def test_promote_web_runs_the_release_by_digest_on_this_machine_through_the_local_agent(
+    world, registry: RunningRegistry, podman: Podman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The agent's commands start from this process's environment: the session's podman config.
+    for name, value in podman.env.items():
+        monkeypatch.setenv(name, value)
+    admin = world.open()
+    seed(admin)  # people, environments, promote-web, and dev's target `local`
+    [target] = admin.environments.list_targets("dev")
+    assert target.runtime == "podman-compose"
+    image = push_busybox_image(registry.url, "here/probe", "1.0", variant="here-1")
+    admin.releases.add_registry("lab", registry.url, insecure=True)
+    alice = world.open("alice")
+    alice.releases.add_component("probe", "lab/here/probe", service={"network_mode": "none"})
+    release = alice.releases.create_release("here-1", [ComponentPin(component="probe", tag="1.0")])
+    assert release.components[0].digest == image.digest
+
+    local = LocalAgent(admin.orchestrator, local_agent_dir(world.home))
+    local.start()
+    try:
+        agents = agents_of(admin)
+        wait_until(lambda: agents.get(LOCAL_AGENT).runtimes is not None, timeout=30, what="hello")
+        [row] = ok_json(world.env(), "target", "list", "--output", "json")
+        assert row["runtime_problem"] is None
+        run = alice.workflows.start_run(
+            "promote-web", release="here-1", inputs={"environment": "dev"}
+        )
+
+        def waits_for_approval() -> bool:
+            alice.workflows.wait_run(run.id, timeout=1)  # drives it in this process meanwhile
+            approve = next(s for s in alice.workflows.get_run(run.id).steps if s.id == "approve")
+            return approve.status == "waiting"
+
+        wait_until(waits_for_approval, timeout=60, what="the approval step")
+        alice.workflows.approve(run.id, "approve", "ship it here")
+        alice.workflows.wait_run(run.id, timeout=240)
+        done = alice.workflows.get_run(run.id)
+        steps = {s.id: s for s in done.steps}
+        assert done.status == "succeeded", {k: (s.status, s.error) for k, s in steps.items()}
+        assert steps["check_web"].status == "skipped"  # no health URL given
+        [deployed] = steps["deploy"].outputs["targets"]
+        assert deployed == {
+            "target": "local",
+            "status": "succeeded",
+            "digests": {"probe": image.digest},
+        }
+        listed = podman.run(
+            "ps", "--filter", "label=io.podman.compose.project=stella-dev-local", "--format", "json"
+        )
+        [container] = json.loads(listed.stdout)
+        inspected = json.loads(podman.run("inspect", container["Id"]).stdout)[0]
+        assert inspected["ImageDigest"] == image.digest
+        folder = Path(target.directory)
+        assert (
+            f"here/probe@{image.digest}".encode()
+            in (folder / "compose.stella.lock.yml").read_bytes()
+        )
+        assert (folder / "stella.version.json").exists()
+    finally:
+        local.stop()
+        ids = podman.run(
+            "ps", "-aq", "--filter", "label=io.podman.compose.project=stella-dev-local"
+        )
+        for cid in ids.stdout.split():
+            podman.run("rm", "-f", cid, check=False)

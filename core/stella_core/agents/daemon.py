@@ -458,11 +458,12 @@ def is_enrolled(state_dir: Path) -> bool:
     return (state_dir / _STATE).exists()
 
 
-def local_runtimes(timeout: float = 5.0) -> list[str]:
+def local_runtimes(timeout: float = 5.0, path: str | None = None) -> list[str]:
     """The container runtimes this machine can run, as the agent reports them (cheap checks:
-    a program on PATH; `docker compose` is a docker plugin, so it is asked once)."""
-    found = [name for name in ("podman-compose", "podman") if shutil.which(name)]
-    docker = shutil.which("docker")
+    a program on `path`, PATH by default; `docker compose` is a docker plugin, so it is asked
+    once)."""
+    found = [name for name in ("podman-compose", "podman") if shutil.which(name, path=path)]
+    docker = shutil.which("docker", path=path)
     if docker:
         try:
             answer = subprocess.run(
@@ -501,6 +502,7 @@ class Agent:
         backoff: Backoff | None = None,
         host_factory: Callable[[], Any] | None = None,
         server: str | None = None,
+        runtime_path: str | None = None,
     ) -> None:
         self.state = AgentState.load(state_dir)
         if server is not None:
@@ -512,6 +514,8 @@ class Agent:
         self.backoff = backoff or Backoff(self.clock)
         self._runner = runner
         self._host_factory = host_factory
+        # Where runtimes are looked for (PATH by default); give the same to host_factory's host.
+        self._runtime_path = runtime_path
         self.journal = Journal(state_dir / _JOURNAL)
         self.journal.interrupt_running(self.clock.now())
         self._out: queue.Queue[Any] | None = None
@@ -708,7 +712,7 @@ class Agent:
     def _runtimes(self) -> list[str]:
         # Looked at on each dial: a runtime installed meanwhile is reported at the next link.
         try:
-            return local_runtimes()
+            return local_runtimes(path=self._runtime_path)
         except Exception:  # never worth losing the link over
             log.exception("could not tell which container runtimes this machine has")
             return []

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -28,6 +30,7 @@ from stella_core.agents.daemon import (
     is_enrolled,
     write_enrollment,
 )
+from stella_core.deploy.hosts import LocalHost
 from stella_core.errors import AuthorizationError, NotFoundError, StellaError
 
 log = logging.getLogger(__name__)
@@ -45,12 +48,20 @@ def local_agent_dir(home: Path) -> Path:
     return home / STATE_DIR
 
 
+def search_path() -> str:
+    """Where this machine's agent looks for programs: PATH, then the directory of the Python
+    running it (a virtual environment's `bin`, where podman-compose from PyPI is installed)."""
+    here = str(Path(sys.executable).parent)
+    parts = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p]
+    return os.pathsep.join(parts if here in parts else [*parts, here])
+
+
 def local_runtime() -> str:
     """The runtime a local target uses: podman-compose where podman is, else docker compose
     where docker is, else podman-compose (its target then says it is missing)."""
-    if shutil.which("podman"):
+    if shutil.which("podman", path=search_path()):
         return "podman-compose"
-    if shutil.which("docker"):
+    if shutil.which("docker", path=search_path()):
         return "docker compose"
     return "podman-compose"
 
@@ -187,7 +198,13 @@ class LocalAgent:
                 db=self._db,
             ).start()
             self.ports = (self.gateway.enroll_port, self.gateway.link_port)
-            self.agent = Agent(self.state_dir, server=f"127.0.0.1:{self.gateway.enroll_port}")
+            path = search_path()
+            self.agent = Agent(
+                self.state_dir,
+                server=f"127.0.0.1:{self.gateway.enroll_port}",
+                host_factory=lambda: LocalHost({**os.environ, "PATH": path}),
+                runtime_path=path,
+            )
         except BaseException:
             self.stop()
             raise
