@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from stella_core.agents.daemon import AgentError, AgentState, local_runtimes
 from stella_core.agents.gateway import open_gateway
@@ -31,7 +32,7 @@ from stella_core.agents.local import (
 from stella_core.agents.service import AgentService, enrollment_for
 from stella_core.demo import seed as demo_seed
 from stella_core.demo.seed import seed
-from stella_core.errors import AuthorizationError
+from stella_core.errors import AuthorizationError, DatabaseError
 from stella_core.promotions.model import PromotionStatus
 from stella_core.releases.model import ComponentPin
 from stella_core.tenancy.model import ProductRole
@@ -142,6 +143,31 @@ def test_a_local_agent_that_cannot_start_closes_its_gateway_and_says_why(
     assert local.ports is not None  # it listened, then let go
     assert refused(local.ports[0])
     assert refused(local.ports[1])
+
+
+def test_runtimes_are_kept_to_known_names_and_written_by_the_orchestrator_only(world) -> None:
+    admin = world.open()
+    assert enroll_local(admin) is True
+    agent_id = AgentState.load(local_agent_dir(world.home)).agent_id
+    enrollment = enrollment_for(admin.orchestrator)
+    # What an agent says is untrusted: unknown names are dropped, the order is ours.
+    enrollment.connected(agent_id, "box", "0.1.0", ["docker", "rm -rf /", "podman", "docker"])
+    assert agents_of(admin).get(LOCAL_AGENT).runtimes == ("podman", "docker")
+    # A person, even an admin, cannot say what an agent runs.
+    update = sqlalchemy.text("UPDATE agent.agents SET runtimes = ARRAY['podman-compose']")
+    with (
+        pytest.raises(AuthorizationError, match="only the orchestrator"),
+        admin.db.transaction() as conn,
+    ):
+        conn.execute(update)
+    # Nor can the orchestrator store a name the database does not know.
+    unknown = sqlalchemy.text("UPDATE agent.agents SET runtimes = ARRAY['nerdctl']")
+    with (
+        pytest.raises(DatabaseError, match="agents_runtimes_check"),
+        admin.orchestrator.db.transaction() as conn,
+    ):
+        conn.execute(unknown)
+    assert agents_of(admin).get(LOCAL_AGENT).runtimes == ("podman", "docker")
 
 
 def test_a_lost_local_state_is_enrolled_again_and_the_old_agent_revoked(world) -> None:
