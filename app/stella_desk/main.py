@@ -22,6 +22,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from stella_desk import theme
+from stella_desk.local_agent import DeskAgent
 from stella_desk.ops import OpFailed, Ops
 from stella_desk.qtcompat import GuiThreadCollector, protect_bool_refcount, protect_none_refcount
 from stella_desk.runs.worker import DeskWorker
@@ -67,8 +68,11 @@ def _seed_if_empty(stella: Stella) -> bool:
     return True
 
 
-async def run_desk(args: argparse.Namespace, window: MainWindow, ops: Ops) -> int:
+async def run_desk(
+    args: argparse.Namespace, window: MainWindow, ops: Ops, local_agent: DeskAgent | None = None
+) -> int:
     closed = asyncio.Event()
+    local_agent = local_agent or DeskAgent()
     window.closed.connect(closed.set)
     session = window.session
     try:
@@ -96,6 +100,9 @@ async def run_desk(args: argparse.Namespace, window: MainWindow, ops: Ops) -> in
             log.warning("demo data not created: %s", exc.message)
         if closed.is_set():
             return 0
+        # This machine's agent, beside the in-process orchestrator (embedded default only): on
+        # a thread of its own, so the window never waits for it.
+        local_agent.start(stella)
         try:
             await window.attach(stella)
         except OpFailed as exc:
@@ -112,6 +119,7 @@ async def run_desk(args: argparse.Namespace, window: MainWindow, ops: Ops) -> in
         window.hide()
         # The in-process worker hands its steps back before the core closes.
         await window.runs.shutdown(SHUTDOWN_GRACE)
+        await local_agent.stop()
         await ops.shutdown(SHUTDOWN_GRACE)
         if session.stella is not None:
             # Lets go of the embedded server (it lingers, then stops by itself).

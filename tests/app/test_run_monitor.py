@@ -505,9 +505,9 @@ def test_monitor_screenshot_of_the_demo_runs_is_not_blank(
     assert run(show_run_monitor(desk))
     monitor = page.monitor
     assert monitor.run.status == "rolled_back"
-    assert monitor.card("deploy_web").status == "failed"
-    assert monitor.card("rollback_web").status == "succeeded"
-    assert monitor.selected == "deploy_web"
+    assert monitor.card("deploy").status == "failed"
+    assert monitor.card("notify_rollback").status == "succeeded"
+    assert monitor.selected == "deploy"
     path = save(desk, tmp_path / "run-monitor.png")
     image = QImage(str(path))
     assert distinct_colours(image) > 200

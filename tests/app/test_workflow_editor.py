@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
@@ -40,9 +41,16 @@ def editor(qtbot, ops: Ops, aloop) -> Iterator[WorkflowEditor]:
     aloop.run_until_complete(ops.idle())
 
 
+# A rich graph to edit (parallel branches, a rollback path, script commands): the demo's
+# promotion workflow as it was before it deployed with one `deploy` step.
+EXAMPLE = Path(__file__).with_name("editor_example.json")
+
+
 @pytest.fixture
 def demo(editor: WorkflowEditor) -> WorkflowEditor:
-    editor.open_sample()
+    editor.document.open(load_document(json.loads(EXAMPLE.read_text())))
+    editor.validator.schedule()
+    editor.view.fit()
     editor.view.set_zoom(1.0)
     editor.view.centerOn(editor.scene.item_for_node["pull"])
     QApplication.processEvents()
@@ -151,7 +159,15 @@ def test_dropping_a_step_type_from_the_palette_adds_one_node(editor: WorkflowEdi
 
 def test_double_click_in_the_palette_adds_at_the_centre(editor: WorkflowEditor, qtbot) -> None:
     palette = editor.step_palette
-    assert palette.type_names() == ["approval", "fail", "wait", "notify", "script", "http-check"]
+    assert palette.type_names() == [
+        "approval",
+        "fail",
+        "wait",
+        "deploy",
+        "notify",
+        "script",
+        "http-check",
+    ]
     item = palette.item_for("script")
     assert "argument list" in item.toolTip(0)  # the description is the tooltip
     rect = palette.visualItemRect(item)
@@ -593,8 +609,11 @@ def test_an_edit_updates_the_scene_incrementally(demo: WorkflowEditor) -> None:
 
 
 def test_sample_template_is_valid(demo: WorkflowEditor, run) -> None:
-    assert sample_template().name == "promote-web"
     assert run(demo.validator.validate_now()) == []
+    assert sample_template().name == "promote-web"
+    demo.open_sample()  # the demo's promotion workflow: it deploys with the deploy step
+    assert run(demo.validator.validate_now()) == []
+    assert demo.document.template.node("deploy").type == "deploy"
 
 
 def test_keyboard_shortcuts_on_the_canvas(demo: WorkflowEditor, qtbot) -> None:

@@ -74,9 +74,9 @@ def test_open_a_version_from_the_list_and_compare_two_versions(desk: MainWindow,
     seconds = editor.inspector.rows["inputs.seconds"].editor  # the new step is selected
     seconds.setText("30")
     seconds.editingFinished.emit()
-    editor.scene.select_nodes(["pull"])
+    editor.scene.select_nodes(["deploy"])
     name = editor.inspector.rows["name"].editor
-    name.setText("Pull all images")
+    name.setText("Deploy everything")
     name.editingFinished.emit()
     assert run(editor.save()) == ("promote-web", 2)
 
@@ -101,12 +101,12 @@ def test_open_a_version_from_the_list_and_compare_two_versions(desk: MainWindow,
     assert result is not None
     assert result.nodes_added == ("wait",)
     assert result.nodes_removed == ("announce",)
-    assert [c.id for c in result.nodes_changed] == ["pull"]
+    assert [c.id for c in result.nodes_changed] == ["deploy"]
     assert ("check_web", "wait") in result.edges_added
     assert ("check_web", "announce") in result.edges_removed
     # Marked on the canvas (v1 is shown, so the removed step and its edge are there).
     assert editor.scene.item_for_node["announce"].mark is Mark.REMOVED
-    assert editor.scene.item_for_node["pull"].mark is Mark.CHANGED
+    assert editor.scene.item_for_node["deploy"].mark is Mark.CHANGED
     assert editor.scene.item_for_edge[("check_web", "announce")].mark is Mark.REMOVED
     top = [editor.compare.tree.topLevelItem(i).text(0) for i in range(3)]
     assert top == ["Steps added (1)", "Steps removed (1)", "Steps changed (1)"]
@@ -125,8 +125,8 @@ def test_the_editor_screenshot_is_not_blank(desk: MainWindow, run, tmp_path: Pat
     area = QRect(view.mapTo(desk, QPoint(0, 0)), view.size())
     assert distinct_colours(image, area) > 150
     editor = desk.workflows
-    assert len(editor.scene.item_for_node) == 9  # the demo template is loaded
-    assert len(editor.scene.item_for_edge) == 8
+    assert len(editor.scene.item_for_node) == 5  # the demo template is loaded
+    assert len(editor.scene.item_for_edge) == 4
 
 
 def test_save_is_refused_while_the_name_field_is_invalid(desk: MainWindow, run) -> None:

@@ -181,6 +181,7 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert ok_json(env, "--profile", "bob", "whoami", "--output", "json")["demo"] is True
     assert set(seeded["people"]) == {"alice", "bob", "carol", "dave"}
     assert seeded["templates"] == ["promote-web", "deliver"]
+    assert seeded["targets"] == ["local"]  # this machine, through its own agent
     # The demo's past: every release reached dev and stage, prod runs the first one.
     assert len(seeded["promotions"]) == 7
     deployed = ok_json(env, "promotion", "list", "--status", "deployed", "-o", "json")
@@ -197,6 +198,9 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert again["people"] == []
     assert again["templates"] == []
     assert again["releases"] == []
+    assert again["targets"] == []
+    [local] = ok_json(env, "target", "list", "--output", "json")
+    assert (local["name"], local["environment"], local["agent"]) == ("local", "dev", "local")
     envs = ok_json(env, "env", "list", "--output", "json")
     assert [(e["name"], e["required_approvals"], e["separation_of_duties"]) for e in envs] == [
         ("dev", 0, False),

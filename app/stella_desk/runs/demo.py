@@ -1,10 +1,11 @@
 """Demo runs for `--screenshot` (and a first look): the editor's sample workflow, run for real.
 
-The sample (`stella_core/demo/templates/promote-web.json`) calls deployment scripts and a health URL
-that do not exist on this machine, so the demo imports a variant of it whose steps run a few
-lines of Python instead (printing what they would do, and failing for one release on purpose),
-then runs it three times with a worker of its own, restricted to each run: one run succeeds,
-one fails at "Deploy web" and rolls back, one waits for its approval. Nothing here runs unless
+The sample (`stella_core/demo/templates/promote-web.json`) deploys to the environment's targets
+and may check a health URL, neither of which a first look should depend on, so the demo imports a
+variant of it whose steps run a few lines of Python instead (printing what they would do, and
+failing for one release on purpose), then runs it three times with a worker of its own,
+restricted to each run: one run succeeds, one fails at "Deploy" and reports it (the rollback
+branch), one waits for its approval. Nothing here runs unless
 the person may start runs, the local executor is on (the embedded default) and scripts can run
 here (a sandbox, or an admin's leave to run without one).
 """
@@ -34,7 +35,7 @@ import os, sys, time
 action, target = sys.argv[1], sys.argv[2]
 release = os.environ.get("RELEASE", "")
 time.sleep(0.25)
-if action == "deploy" and target == "web" and release == {BROKEN_RELEASE!r}:
+if action == "deploy" and release == {BROKEN_RELEASE!r}:
     print("web: readiness probe failed after 3 checks (HTTP 503)", file=sys.stderr)
     sys.exit(1)
 if action == "check":
@@ -56,29 +57,24 @@ def demo_template() -> dict[str, Any]:
     python = "python3"
     release_env = {"RELEASE": "${{ release.name }}"}
     for node in doc["nodes"]:
-        node_id = node["id"]
-        if node["type"] == "script":
-            action, _, target = node_id.partition("_")
-            if node_id == "pull":
-                action, target = "pull", "images"
+        if node["type"] == "deploy":
+            # No agent needed to look: the deploy says what it would do.
+            node["type"] = "script"
             node["inputs"] = {
-                "command": [python, "-c", STEP_SCRIPT, action, target or "all"],
+                "command": [python, "-c", STEP_SCRIPT, "deploy", "web+worker"],
                 "env": dict(release_env),
             }
-            node["retry"] = {
-                "max_attempts": node["retry"]["max_attempts"],
-                "backoff_initial_ms": 300,
-                "backoff_factor": 1.5,
-            }
+            node["retry"] = {"max_attempts": 1, "backoff_initial_ms": 300, "backoff_factor": 1.5}
         elif node["type"] == "http-check":
             # No network here: the health check becomes a script that reports the answer.
             node["type"] = "script"
+            node["condition"] = None
             node["inputs"] = {
                 "command": [python, "-c", STEP_SCRIPT, "check", "web"],
                 "env": dict(release_env),
             }
             node["retry"] = {"max_attempts": 2, "backoff_initial_ms": 300, "backoff_factor": 1.5}
-        elif node_id == "announce":
+        elif node["id"] == "announce":
             node["inputs"] = {"message": "Released ${{ release.name }}: health check passed"}
     return doc
 

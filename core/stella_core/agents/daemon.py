@@ -33,9 +33,11 @@ import logging
 import os
 import queue
 import random
+import shutil
 import socket
 import sqlite3
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -394,8 +396,6 @@ def enroll(
         raise DefinitionError("the enrollment token is empty", field="token")
     if (state_dir / _STATE).exists():
         raise AgentError(f"{state_dir} holds an enrolled agent already; use another directory")
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(state_dir, 0o700)
     ca_pem = pinned_ca(host, port, fingerprint)
     key = ec.generate_private_key(ec.SECP256R1())
     request = pb.EnrollRequest(
@@ -409,25 +409,76 @@ def enroll(
             reply = rpc.EnrollmentStub(channel).Enroll(request, timeout=30)
         except grpc.RpcError as exc:
             raise _rpc_error(exc, "enrollment") from exc
-    _write_private(state_dir / _KEY, private_pem(key))
-    _write_private(state_dir / _CERT, bytes(reply.certificate_pem), 0o644)
-    _write_private(state_dir / _CA, bytes(reply.ca_certificate_pem), 0o644)
+    return write_enrollment(
+        state_dir,
+        private_pem(key),
+        certificate_pem=bytes(reply.certificate_pem),
+        ca_pem=bytes(reply.ca_certificate_pem),
+        agent_id=UUID(reply.agent_id),
+        tenant_id=UUID(reply.tenant_id),
+        name=reply.name,
+        server=server,
+        generation=int(reply.generation),
+        orchestrator_keys=reply.orchestrator_keys,
+    )
+
+
+def write_enrollment(
+    state_dir: Path,
+    key_pem: bytes,
+    *,
+    certificate_pem: bytes,
+    ca_pem: bytes,
+    agent_id: UUID,
+    tenant_id: UUID,
+    name: str,
+    server: str,
+    generation: int,
+    orchestrator_keys: Sequence[Any],
+) -> AgentState:
+    """Keep what an enrollment gave in the state directory (made 0700): the key (0600), the
+    certificate, the CA, the default config, and the orchestrator key(s) tasks are checked
+    against (`orchestrator_keys`: items with `.key_id` and `.pem`)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
+    _write_private(state_dir / _KEY, key_pem)
+    _write_private(state_dir / _CERT, certificate_pem, 0o644)
+    _write_private(state_dir / _CA, ca_pem, 0o644)
     if not (state_dir / _CONFIG).exists():
         _write_private(state_dir / _CONFIG, b'{\n  "allow_commands": []\n}\n', 0o644)
-    state = AgentState(
-        state_dir,
-        UUID(reply.agent_id),
-        UUID(reply.tenant_id),
-        reply.name,
-        server,
-        int(reply.generation),
-        {},
-    )
+    state = AgentState(state_dir, agent_id, tenant_id, name, server, generation, {})
     state.save()
-    state.trust(reply.orchestrator_keys)
+    state.trust(orchestrator_keys)
     if not state.trusted:
         raise AgentError("the orchestrator sent no signing key to check tasks with")
     return state
+
+
+def is_enrolled(state_dir: Path) -> bool:
+    return (state_dir / _STATE).exists()
+
+
+def local_runtimes(timeout: float = 5.0, path: str | None = None) -> list[str]:
+    """The container runtimes this machine can run, as the agent reports them (cheap checks:
+    a program on `path`, PATH by default; `docker compose` is a docker plugin, so it is asked
+    once)."""
+    found = [name for name in ("podman-compose", "podman") if shutil.which(name, path=path)]
+    docker = shutil.which("docker", path=path)
+    if docker:
+        try:
+            answer = subprocess.run(
+                [docker, "compose", "version"],
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+            if answer.returncode == 0:
+                found.append("docker compose")
+        except (OSError, subprocess.SubprocessError):
+            pass
+        found.append("docker")
+    return found
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -451,6 +502,7 @@ class Agent:
         backoff: Backoff | None = None,
         host_factory: Callable[[], Any] | None = None,
         server: str | None = None,
+        runtime_path: str | None = None,
     ) -> None:
         self.state = AgentState.load(state_dir)
         if server is not None:
@@ -462,6 +514,8 @@ class Agent:
         self.backoff = backoff or Backoff(self.clock)
         self._runner = runner
         self._host_factory = host_factory
+        # Where runtimes are looked for (PATH by default); give the same to host_factory's host.
+        self._runtime_path = runtime_path
         self.journal = Journal(state_dir / _JOURNAL)
         self.journal.interrupt_running(self.clock.now())
         self._out: queue.Queue[Any] | None = None
@@ -508,10 +562,12 @@ class Agent:
             with contextlib.suppress(Exception):
                 call.cancel()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop; a task still running gets `timeout` seconds (its journal row then says it
+        was interrupted, at the next start)."""
         self.stop()
         self._work.put(_END)
-        self._worker.join(timeout=5)
+        self._worker.join(timeout=timeout)
         self.journal.close()
 
     def _cert(self) -> Any:
@@ -608,7 +664,10 @@ class Agent:
         ) as channel:
             with self._out_lock:
                 self._out = out
-            out.put(pb.AgentMessage(hello=pb.Hello(version=VERSION, hostname=socket.gethostname())))
+            hello = pb.Hello(
+                version=VERSION, hostname=socket.gethostname(), runtimes=self._runtimes()
+            )
+            out.put(pb.AgentMessage(hello=hello))
             call = rpc.AgentLinkStub(channel).Connect(self._outgoing(out))
             self._call = call
             beats = threading.Event()
@@ -649,6 +708,14 @@ class Agent:
                     self._out = None
                 out.put(_END)
                 self._call = None
+
+    def _runtimes(self) -> list[str]:
+        # Looked at on each dial: a runtime installed meanwhile is reported at the next link.
+        try:
+            return local_runtimes(path=self._runtime_path)
+        except Exception:  # never worth losing the link over
+            log.exception("could not tell which container runtimes this machine has")
+            return []
 
     def _heartbeats(self, stop: threading.Event, every: float) -> None:
         from cryptography.hazmat.primitives.asymmetric import ec

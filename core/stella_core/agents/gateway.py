@@ -294,6 +294,7 @@ class _LinkServicer(rpc.AgentLinkServicer):  # type: ignore[misc]
                     link.agent_id,
                     message.hello.hostname,
                     message.hello.version,
+                    list(message.hello.runtimes[:16]),
                 )
             elif kind == "heartbeat":
                 await asyncio.to_thread(gateway.enrollment.heartbeat, link.agent_id)

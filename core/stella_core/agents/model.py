@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import posixpath
+import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -11,6 +14,44 @@ from uuid import UUID
 # An agent heard from within this long is online (it sends a heartbeat every 10 s).
 ONLINE_WITHIN = timedelta(seconds=45)
 HEARTBEAT_SECONDS = 10
+# The container runtimes an agent says it can run (on each link), in this order.
+RUNTIMES = ("podman-compose", "podman", "docker compose", "docker")
+
+
+def known_runtimes(values: Iterable[str]) -> tuple[str, ...]:
+    """What an agent reported, kept to the runtimes known here (it came over the wire)."""
+    given = {v for v in values if isinstance(v, str)}
+    return tuple(r for r in RUNTIMES if r in given)
+
+
+def runtime_program(runtime: str) -> str | None:
+    """The known runtime a target's runtime command line runs (`/usr/bin/docker compose` ->
+    `docker compose`), or None for a command this cannot judge."""
+    try:
+        argv = shlex.split(runtime)
+    except ValueError:
+        return None
+    if not argv:
+        return None
+    program = posixpath.basename(argv[0])
+    if program == "docker" and argv[1:2] == ["compose"]:
+        return "docker compose"
+    return program if program in RUNTIMES else None
+
+
+def runtime_problem(runtime: str, agent: str, reported: tuple[str, ...] | None) -> str | None:
+    """Why a target of agent `agent` cannot deploy with `runtime`, from what the agent last
+    reported (None: nothing wrong is known; also when it has not reported yet). The deploy
+    itself fails with the runner's own sentence; this says it before anyone tries."""
+    program = runtime_program(runtime)
+    if reported is None or program is None:
+        return None
+    # The compose tool and the engine it drives (the runner checks both).
+    engine = "docker" if program.startswith("docker") else "podman"
+    for needed in (program, engine):
+        if needed not in reported:
+            return f"{needed} is not installed on the machine of agent {agent}"
+    return None
 
 
 class AgentStatus(StrEnum):
@@ -36,6 +77,8 @@ class Agent:
     revoked_by: str | None
     revoke_reason: str | None
     key_fingerprint: str = field(repr=False)
+    # Reported by the agent on its last link; None until it has said.
+    runtimes: tuple[str, ...] | None = None
 
     def status(self, now: datetime) -> AgentStatus:
         if self.revoked_at is not None:
@@ -62,6 +105,7 @@ class Agent:
             "enrolled_at": self.enrolled_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "revoke_reason": self.revoke_reason,
+            "runtimes": list(self.runtimes or ()),
         }
 
 

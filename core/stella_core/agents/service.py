@@ -35,7 +35,7 @@ from stella_core.agents.authority import (
     serial_hex,
     verify_with,
 )
-from stella_core.agents.model import Agent, IssuedToken
+from stella_core.agents.model import Agent, IssuedToken, known_runtimes
 from stella_core.clock import Clock, SystemClock
 from stella_core.crypto.secretbox import SecretBox
 from stella_core.db.engine import Database
@@ -418,16 +418,24 @@ class Enrollment:
             raise LinkRefusedError(f"agent {agent.name} is locked out: {locked_out}")
         return current
 
-    def connected(self, agent_id: UUID, hostname: str, version: str) -> None:
+    def connected(
+        self,
+        agent_id: UUID,
+        hostname: str,
+        version: str,
+        runtimes: builtins.list[str] | None = None,
+    ) -> None:
+        """The agent said hello: what it runs on and (when it says) the runtimes it has."""
+        columns: dict[str, Any] = {
+            "connected": True,
+            "last_heartbeat": self.clock.now(),
+            "hostname": hostname[:200],
+            "version": version[:50],
+        }
+        if runtimes is not None:
+            columns["runtimes"] = list(known_runtimes(runtimes))
         with self.db.transaction() as conn:
-            store.update_agent(
-                conn,
-                agent_id,
-                connected=True,
-                last_heartbeat=self.clock.now(),
-                hostname=hostname[:200],
-                version=version[:50],
-            )
+            store.update_agent(conn, agent_id, **columns)
 
     def heartbeat(self, agent_id: UUID) -> None:
         with self.db.transaction() as conn:

@@ -16,7 +16,7 @@ from stella_core.agents.model import Agent
 _AGENT_COLUMNS = (
     "id, name, labels, hostname, version, generation, generation_in_use, cert_not_after,"
     " enrolled_at, connected, last_heartbeat, revoked_at, revoked_by, revoke_reason,"
-    " key_fingerprint"
+    " key_fingerprint, runtimes"
 )
 
 
@@ -37,6 +37,7 @@ def _agent(row: Any) -> Agent:
         revoked_by=row.revoked_by,
         revoke_reason=row.revoke_reason,
         key_fingerprint=row.key_fingerprint,
+        runtimes=tuple(row.runtimes) if row.runtimes is not None else None,
     )
 
 

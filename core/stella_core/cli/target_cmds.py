@@ -116,15 +116,32 @@ def cmd_target_add(args: argparse.Namespace) -> None:
 
 
 def cmd_target_list(args: argparse.Namespace) -> None:
+    from stella_core.agents.model import runtime_problem
+    from stella_core.agents.service import AgentService
+
     with acting(args) as stella:
         targets = stella.environments.list_targets(args.env)
+        agents = {}
+        if any(t.agent is not None for t in targets):
+            # The enrolled agent of each name (a revoked one has no runtimes to speak of).
+            listed = AgentService(stella.db, stella.tenancy).list()
+            agents = {a.name: a for a in listed if a.revoked_at is None}
+    rows = []
+    for t in targets:
+        row = t.to_json()
+        if t.agent is not None:
+            agent = agents.get(t.agent)
+            reported = agent.runtimes if agent is not None else None
+            row["runtime_problem"] = runtime_problem(t.runtime, t.agent, reported)
+        rows.append(row)
     show(
         args,
-        [t.to_json() for t in targets],
+        rows,
         lambda: [
             f"{t.environment:12} {t.name:20} {t.description}"
             + (f"  group={t.group}" if t.group else "")
-            for t in targets
+            + (f"  ({row['runtime_problem']})" if row.get("runtime_problem") else "")
+            for t, row in zip(targets, rows, strict=True)
         ],
     )
 

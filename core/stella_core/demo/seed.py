@@ -52,6 +52,9 @@ DEMO_REGISTRY = "demo"
 TEMPLATES = ["promote-web.json", "deliver.json"]
 # The workflow every demo environment promotes with: it runs on any machine.
 DEMO_WORKFLOW = "deliver"
+# dev's target: this machine, through the agent the desk runs beside its orchestrator.
+LOCAL_TARGET = "local"
+LOCAL_ENVIRONMENT = "dev"
 
 
 def build_layout(stella: Stella) -> str:
@@ -84,6 +87,7 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
         "templates": [],
         "releases": [],
         "promotions": [],
+        "targets": [],
     }
     # Said first, through the administrative connection: the desk lets anyone act as the demo
     # people (whose keys have no passphrase of their own) only where the database says so.
@@ -124,6 +128,7 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
                     workflow=DEMO_WORKFLOW,
                 )
                 summary["environments"].append(name)
+        summary["targets"] = _local_target(stella)
         known_releases = {r.name for r in alice.releases.list_releases()}
         for rel_name, tags in RELEASES:
             if rel_name in known_releases:
@@ -140,6 +145,34 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
         alice.close(keep_backend=True)
     summary["layout"] = layout
     return summary
+
+
+def _local_target(stella: Stella) -> list[str]:
+    """This machine as dev's target, through its own agent (enrolled here, once; the desk runs
+    it on the embedded default), so a promotion with `promote-web` deploys here where podman or
+    docker is, and the target says which runtime is missing where neither is. Only where this
+    machine holds the orchestrator's login: the local agent is enrolled with it directly."""
+    from stella_core.agents.local import (
+        LOCAL_AGENT,
+        enroll_local,
+        local_agent_dir,
+        local_runtime,
+    )
+
+    if stella.orchestrator is None:
+        return []
+    enroll_local(stella)
+    if LOCAL_TARGET in {t.name for t in stella.environments.list_targets()}:
+        return []
+    stella.environments.add_target(
+        LOCAL_TARGET,
+        environment=LOCAL_ENVIRONMENT,
+        type="agent",
+        agent=LOCAL_AGENT,
+        runtime=local_runtime(),
+        directory=str(local_agent_dir(stella.home) / "deploy" / LOCAL_ENVIRONMENT),
+    )
+    return [LOCAL_TARGET]
 
 
 def _play_history(stella: Stella, alice: Stella) -> list[str]:

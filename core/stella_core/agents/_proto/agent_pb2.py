@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstella/agent/v1/agent.proto\x12\x0fstella.agent.v1\"(\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03pem\x18\x02 \x01(\x0c\"?\n\x0cLinkEndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x13\n\x0bserver_name\x18\x03 \x01(\t\"\x11\n\x0f\x44iscoverRequest\"<\n\rDiscoverReply\x12+\n\x04link\x18\x01 \x01(\x0b\x32\x1d.stella.agent.v1.LinkEndpoint\"R\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\xd6\x02\n\x0b\x45nrollReply\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x05 \x01(\x0c\x12\x12\n\ngeneration\x18\x06 \x01(\x03\x12+\n\x04link\x18\x07 \x01(\x0b\x32\x1d.stella.agent.v1.LinkEndpoint\x12\x35\n\x11orchestrator_keys\x18\x08 \x03(\x0b\x32\x1a.stella.agent.v1.PublicKey\x12\x38\n\x06labels\x18\t \x03(\x0b\x32(.stella.agent.v1.EnrollReply.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"n\n\x0eRecoverRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x02 \x01(\x0c\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x16\n\x0etimestamp_unix\x18\x04 \x01(\x03\x12\r\n\x05proof\x18\x05 \x01(\x0c\"r\n\x0cRecoverReply\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x35\n\x11orchestrator_keys\x18\x03 \x03(\x0b\x32\x1a.stella.agent.v1.PublicKey\"\xe9\x02\n\x0c\x41gentMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\'\n\x05hello\x18\x02 \x01(\x0b\x32\x16.stella.agent.v1.HelloH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.stella.agent.v1.HeartbeatH\x00\x12/\n\x07started\x18\x04 \x01(\x0b\x32\x1c.stella.agent.v1.TaskStartedH\x00\x12\x31\n\x08progress\x18\x05 \x01(\x0b\x32\x1d.stella.agent.v1.TaskProgressH\x00\x12\'\n\x03log\x18\x06 \x01(\x0b\x32\x18.stella.agent.v1.TaskLogH\x00\x12-\n\x06result\x18\x07 \x01(\x0b\x32\x1b.stella.agent.v1.TaskResultH\x00\x12.\n\x05renew\x18\x08 \x01(\x0b\x32\x1d.stella.agent.v1.RenewRequestH\x00\x42\x06\n\x04\x62ody\"*\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\"!\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\"\x1e\n\x0bTaskStarted\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"B\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x02\"(\n\x07TaskLog\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\t\"\xbe\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x14\n\x0coutputs_json\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\x12\x11\n\tretryable\x18\x06 \x01(\x08\x12\x17\n\x0fstarted_unix_ms\x18\x07 \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x03\x12\x14\n\x0c\x66rom_journal\x18\t \x01(\x08\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_der\x18\x01 \x01(\x0c\"\xa1\x02\n\rServerMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12+\n\x07welcome\x18\x02 \x01(\x0b\x32\x18.stella.agent.v1.WelcomeH\x00\x12\x36\n\rheartbeat_ack\x18\x03 \x01(\x0b\x32\x1d.stella.agent.v1.HeartbeatAckH\x00\x12/\n\x04task\x18\x04 \x01(\x0b\x32\x1f.stella.agent.v1.TaskAssignmentH\x00\x12-\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x1b.stella.agent.v1.CancelTaskH\x00\x12\x36\n\x07renewed\x18\x06 \x01(\x0b\x32#.stella.agent.v1.CertificateRenewedH\x00\x42\x06\n\x04\x62ody\"\x81\x01\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x35\n\x11orchestrator_keys\x18\x03 \x03(\x0b\x32\x1a.stella.agent.v1.PublicKey\x12\x19\n\x11heartbeat_seconds\x18\x04 \x01(\x05\"$\n\x0cHeartbeatAck\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\"3\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x02 \x01(\x0c\"\x1d\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"A\n\x12\x43\x65rtificateRenewed\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x32\xed\x01\n\nEnrollment\x12L\n\x08\x44iscover\x12 .stella.agent.v1.DiscoverRequest\x1a\x1e.stella.agent.v1.DiscoverReply\x12\x46\n\x06\x45nroll\x12\x1e.stella.agent.v1.EnrollRequest\x1a\x1c.stella.agent.v1.EnrollReply\x12I\n\x07Recover\x12\x1f.stella.agent.v1.RecoverRequest\x1a\x1d.stella.agent.v1.RecoverReply2Y\n\tAgentLink\x12L\n\x07\x43onnect\x12\x1d.stella.agent.v1.AgentMessage\x1a\x1e.stella.agent.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstella/agent/v1/agent.proto\x12\x0fstella.agent.v1\"(\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03pem\x18\x02 \x01(\x0c\"?\n\x0cLinkEndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x13\n\x0bserver_name\x18\x03 \x01(\t\"\x11\n\x0f\x44iscoverRequest\"<\n\rDiscoverReply\x12+\n\x04link\x18\x01 \x01(\x0b\x32\x1d.stella.agent.v1.LinkEndpoint\"R\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\xd6\x02\n\x0b\x45nrollReply\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x05 \x01(\x0c\x12\x12\n\ngeneration\x18\x06 \x01(\x03\x12+\n\x04link\x18\x07 \x01(\x0b\x32\x1d.stella.agent.v1.LinkEndpoint\x12\x35\n\x11orchestrator_keys\x18\x08 \x03(\x0b\x32\x1a.stella.agent.v1.PublicKey\x12\x38\n\x06labels\x18\t \x03(\x0b\x32(.stella.agent.v1.EnrollReply.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"n\n\x0eRecoverRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_der\x18\x02 \x01(\x0c\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x12\x16\n\x0etimestamp_unix\x18\x04 \x01(\x03\x12\r\n\x05proof\x18\x05 \x01(\x0c\"r\n\x0cRecoverReply\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x35\n\x11orchestrator_keys\x18\x03 \x03(\x0b\x32\x1a.stella.agent.v1.PublicKey\"\xe9\x02\n\x0c\x41gentMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\'\n\x05hello\x18\x02 \x01(\x0b\x32\x16.stella.agent.v1.HelloH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.stella.agent.v1.HeartbeatH\x00\x12/\n\x07started\x18\x04 \x01(\x0b\x32\x1c.stella.agent.v1.TaskStartedH\x00\x12\x31\n\x08progress\x18\x05 \x01(\x0b\x32\x1d.stella.agent.v1.TaskProgressH\x00\x12\'\n\x03log\x18\x06 \x01(\x0b\x32\x18.stella.agent.v1.TaskLogH\x00\x12-\n\x06result\x18\x07 \x01(\x0b\x32\x1b.stella.agent.v1.TaskResultH\x00\x12.\n\x05renew\x18\x08 \x01(\x0b\x32\x1d.stella.agent.v1.RenewRequestH\x00\x42\x06\n\x04\x62ody\"<\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x10\n\x08runtimes\x18\x03 \x03(\t\"!\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\"\x1e\n\x0bTaskStarted\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"B\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x02\"(\n\x07TaskLog\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\t\"\xbe\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x14\n\x0coutputs_json\x18\x03 \x01(\x0c\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nerror_type\x18\x05 \x01(\t\x12\x11\n\tretryable\x18\x06 \x01(\x08\x12\x17\n\x0fstarted_unix_ms\x18\x07 \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x03\x12\x14\n\x0c\x66rom_journal\x18\t \x01(\x08\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_der\x18\x01 \x01(\x0c\"\xa1\x02\n\rServerMessage\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12+\n\x07welcome\x18\x02 \x01(\x0b\x32\x18.stella.agent.v1.WelcomeH\x00\x12\x36\n\rheartbeat_ack\x18\x03 \x01(\x0b\x32\x1d.stella.agent.v1.HeartbeatAckH\x00\x12/\n\x04task\x18\x04 \x01(\x0b\x32\x1f.stella.agent.v1.TaskAssignmentH\x00\x12-\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x1b.stella.agent.v1.CancelTaskH\x00\x12\x36\n\x07renewed\x18\x06 \x01(\x0b\x32#.stella.agent.v1.CertificateRenewedH\x00\x42\x06\n\x04\x62ody\"\x81\x01\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x35\n\x11orchestrator_keys\x18\x03 \x03(\x0b\x32\x1a.stella.agent.v1.PublicKey\x12\x19\n\x11heartbeat_seconds\x18\x04 \x01(\x05\"$\n\x0cHeartbeatAck\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\"3\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x65nvelope\x18\x02 \x01(\x0c\"\x1d\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"A\n\x12\x43\x65rtificateRenewed\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x32\xed\x01\n\nEnrollment\x12L\n\x08\x44iscover\x12 .stella.agent.v1.DiscoverRequest\x1a\x1e.stella.agent.v1.DiscoverReply\x12\x46\n\x06\x45nroll\x12\x1e.stella.agent.v1.EnrollRequest\x1a\x1c.stella.agent.v1.EnrollReply\x12I\n\x07Recover\x12\x1f.stella.agent.v1.RecoverRequest\x1a\x1d.stella.agent.v1.RecoverReply2Y\n\tAgentLink\x12L\n\x07\x43onnect\x12\x1d.stella.agent.v1.AgentMessage\x1a\x1e.stella.agent.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,33 +55,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTMESSAGE']._serialized_start=894
   _globals['_AGENTMESSAGE']._serialized_end=1255
   _globals['_HELLO']._serialized_start=1257
-  _globals['_HELLO']._serialized_end=1299
-  _globals['_HEARTBEAT']._serialized_start=1301
-  _globals['_HEARTBEAT']._serialized_end=1334
-  _globals['_TASKSTARTED']._serialized_start=1336
-  _globals['_TASKSTARTED']._serialized_end=1366
-  _globals['_TASKPROGRESS']._serialized_start=1368
-  _globals['_TASKPROGRESS']._serialized_end=1434
-  _globals['_TASKLOG']._serialized_start=1436
-  _globals['_TASKLOG']._serialized_end=1476
-  _globals['_TASKRESULT']._serialized_start=1479
-  _globals['_TASKRESULT']._serialized_end=1669
-  _globals['_RENEWREQUEST']._serialized_start=1671
-  _globals['_RENEWREQUEST']._serialized_end=1702
-  _globals['_SERVERMESSAGE']._serialized_start=1705
-  _globals['_SERVERMESSAGE']._serialized_end=1994
-  _globals['_WELCOME']._serialized_start=1997
-  _globals['_WELCOME']._serialized_end=2126
-  _globals['_HEARTBEATACK']._serialized_start=2128
-  _globals['_HEARTBEATACK']._serialized_end=2164
-  _globals['_TASKASSIGNMENT']._serialized_start=2166
-  _globals['_TASKASSIGNMENT']._serialized_end=2217
-  _globals['_CANCELTASK']._serialized_start=2219
-  _globals['_CANCELTASK']._serialized_end=2248
-  _globals['_CERTIFICATERENEWED']._serialized_start=2250
-  _globals['_CERTIFICATERENEWED']._serialized_end=2315
-  _globals['_ENROLLMENT']._serialized_start=2318
-  _globals['_ENROLLMENT']._serialized_end=2555
-  _globals['_AGENTLINK']._serialized_start=2557
-  _globals['_AGENTLINK']._serialized_end=2646
+  _globals['_HELLO']._serialized_end=1317
+  _globals['_HEARTBEAT']._serialized_start=1319
+  _globals['_HEARTBEAT']._serialized_end=1352
+  _globals['_TASKSTARTED']._serialized_start=1354
+  _globals['_TASKSTARTED']._serialized_end=1384
+  _globals['_TASKPROGRESS']._serialized_start=1386
+  _globals['_TASKPROGRESS']._serialized_end=1452
+  _globals['_TASKLOG']._serialized_start=1454
+  _globals['_TASKLOG']._serialized_end=1494
+  _globals['_TASKRESULT']._serialized_start=1497
+  _globals['_TASKRESULT']._serialized_end=1687
+  _globals['_RENEWREQUEST']._serialized_start=1689
+  _globals['_RENEWREQUEST']._serialized_end=1720
+  _globals['_SERVERMESSAGE']._serialized_start=1723
+  _globals['_SERVERMESSAGE']._serialized_end=2012
+  _globals['_WELCOME']._serialized_start=2015
+  _globals['_WELCOME']._serialized_end=2144
+  _globals['_HEARTBEATACK']._serialized_start=2146
+  _globals['_HEARTBEATACK']._serialized_end=2182
+  _globals['_TASKASSIGNMENT']._serialized_start=2184
+  _globals['_TASKASSIGNMENT']._serialized_end=2235
+  _globals['_CANCELTASK']._serialized_start=2237
+  _globals['_CANCELTASK']._serialized_end=2266
+  _globals['_CERTIFICATERENEWED']._serialized_start=2268
+  _globals['_CERTIFICATERENEWED']._serialized_end=2333
+  _globals['_ENROLLMENT']._serialized_start=2336
+  _globals['_ENROLLMENT']._serialized_end=2573
+  _globals['_AGENTLINK']._serialized_start=2575
+  _globals['_AGENTLINK']._serialized_end=2664
 # @@protoc_insertion_point(module_scope)
