@@ -38,6 +38,7 @@ INDEX_FILE = "index.json"
 LAYOUT_VERSION = "1.0.0"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 MAX_JSON_BYTES = 4 * 1024 * 1024
+MAX_BLOB_BYTES = 256 * 1024 * 1024
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -73,6 +74,10 @@ class OciLayoutSource:
         """Nothing to release; present to satisfy ManifestSource."""
 
     def resolve(self, repository: str, reference: str) -> ResolvedManifest:
+        return self.manifest(repository, reference)[0]
+
+    def manifest(self, repository: str, reference: str) -> tuple[ResolvedManifest, bytes]:
+        """A manifest (by tag or digest) and its exact bytes, checked against its digest."""
         check_repository(repository)
         tag, digest = parse_manifest_reference(reference)
         layout = self._layout_dir(repository)
@@ -110,7 +115,25 @@ class OciLayoutSource:
                 f"expected one of {', '.join(MANIFEST_ACCEPT)}"
             )
         assert media_type is not None
-        return ResolvedManifest(digest=digest, media_type=media_type, size=len(body))
+        return ResolvedManifest(digest=digest, media_type=media_type, size=len(body)), body
+
+    def blob(self, repository: str, digest: str, *, cap: int = MAX_BLOB_BYTES) -> bytes:
+        """A blob's exact bytes, kept inside the root, size-capped and checked against its
+        digest."""
+        check_repository(repository)
+        check_digest(digest)
+        layout = self._layout_dir(repository)
+        algorithm, _, hex_digest = digest.partition(":")
+        path = layout / "blobs" / algorithm / hex_digest
+        if not path.exists() and not path.is_symlink():
+            raise ManifestNotFoundError(f"{repository}@{digest} not found: blob {path} is missing")
+        body = self._read_file(path, cap)
+        computed = sha256_digest(body)
+        if computed != digest:
+            raise DigestMismatchError(
+                f"{repository}@{digest}: blob {path} hashes to {computed}, not {digest}"
+            )
+        return body
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -287,21 +310,34 @@ def _clean_member(name: str) -> str:
     return cleaned
 
 
-def build_layer_tar(files: Mapping[str, bytes]) -> bytes:
-    """A reproducible tar: sorted, parents added, mtime 0, root owner, fixed modes."""
+def build_layer_tar(
+    files: Mapping[str, bytes],
+    *,
+    modes: Mapping[str, int] | None = None,
+    symlinks: Mapping[str, str] | None = None,
+) -> bytes:
+    """A reproducible tar: sorted, parents added, mtime 0, root owner, fixed modes (0644 unless
+    `modes` names a file; `symlinks` maps a name to the link's target)."""
     members = {_clean_member(name): data for name, data in files.items()}
+    links = {_clean_member(name): target for name, target in (symlinks or {}).items()}
+    file_modes = {_clean_member(name): mode & 0o7777 for name, mode in (modes or {}).items()}
+    if links.keys() & members.keys():
+        raise ValueError(f"names both files and links: {sorted(links.keys() & members.keys())}")
+    unknown = file_modes.keys() - members.keys()
+    if unknown:
+        raise ValueError(f"modes for files not in the image: {sorted(unknown)}")
     directories: set[str] = set()
-    for name in members:
+    for name in [*members, *links]:
         parent = PurePosixPath(name).parent
         while str(parent) not in ("", "."):
             directories.add(str(parent))
             parent = parent.parent
-    overlap = directories & members.keys()
+    overlap = directories & (members.keys() | links.keys())
     if overlap:
         raise ValueError(f"file names used as directories too: {sorted(overlap)}")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(directories | members.keys()):
+        for name in sorted(directories | members.keys() | links.keys()):
             info = tarfile.TarInfo(name)
             info.mtime = 0
             info.uid = info.gid = 0
@@ -310,12 +346,35 @@ def build_layer_tar(files: Mapping[str, bytes]) -> bytes:
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
                 tar.addfile(info)
+            elif name in links:
+                info.type = tarfile.SYMTYPE
+                info.mode = 0o777
+                info.linkname = links[name]
+                tar.addfile(info)
             else:
                 data = members[name]
-                info.mode = 0o644
+                info.mode = file_modes.get(name, 0o644)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A gzip'd layer blob and the digest of its uncompressed tar (the config's diff_id)."""
+
+    blob: bytes
+    diff_id: str
+
+
+def build_layer(
+    files: Mapping[str, bytes],
+    *,
+    modes: Mapping[str, int] | None = None,
+    symlinks: Mapping[str, str] | None = None,
+) -> Layer:
+    tar = build_layer_tar(files, modes=modes, symlinks=symlinks)
+    return Layer(blob=gzip_deterministic(tar), diff_id=sha256_digest(tar))
 
 
 def gzip_deterministic(data: bytes) -> bytes:
@@ -387,19 +446,25 @@ class OciLayoutWriter:
         config: Mapping[str, object] | None = None,
         architecture: str = "amd64",
         os_name: str = "linux",
+        base_layers: Sequence[Layer] = (),
     ) -> ResolvedManifest:
-        """One-layer OCI image from `files`; `config` is the image config's `config` section
-        (Env, Cmd, Labels...). A tag of None writes the blobs without an index.json entry
-        (for children of a multi-arch index)."""
+        """An OCI image: `base_layers` (built once, shared by images), then a layer from
+        `files`; `config` is the image config's `config` section (Env, Cmd, Labels...). A tag
+        of None writes the blobs without an index.json entry (for children of a multi-arch
+        index)."""
         if tag is not None:
             check_tag(tag)
-        tar = build_layer_tar(files)
-        layer = gzip_deterministic(tar)
-        layer_digest, layer_size = self.add_blob(layer, repository=repository)
+        layers = [*base_layers, build_layer(files)]
+        descriptors: list[dict[str, object]] = []
+        for layer in layers:
+            layer_digest, layer_size = self.add_blob(layer.blob, repository=repository)
+            descriptors.append(
+                {"mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer_size}
+            )
         image_config: dict[str, object] = {
             "architecture": architecture,
             "os": os_name,
-            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(tar)]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
         }
         if config:
             image_config["config"] = dict(config)
@@ -411,9 +476,7 @@ class OciLayoutWriter:
                 "schemaVersion": 2,
                 "mediaType": MediaType.OCI_MANIFEST.value,
                 "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-                "layers": [
-                    {"mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer_size}
-                ],
+                "layers": descriptors,
             }
         )
         digest, size = self.add_blob(manifest, repository=repository)
@@ -484,8 +547,10 @@ __all__ = [
     "OCI_LAYOUT_FILE",
     "REF_NAME_ANNOTATION",
     "IndexChild",
+    "Layer",
     "OciLayoutSource",
     "OciLayoutWriter",
+    "build_layer",
     "build_layer_tar",
     "canonical_json",
     "gzip_deterministic",
