@@ -81,7 +81,7 @@ class DeskAgent:
                 return
             if self._cancel.is_set():
                 return
-            local = LocalAgent(stella.orchestrator, local_agent_dir(stella.home))
+            local = LocalAgent(stella.orchestrator, local_agent_dir(stella.home), home=stella.home)
             local.start()
         except Exception as exc:  # logged: the desk works without its agent
             self.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"

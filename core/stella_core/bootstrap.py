@@ -443,7 +443,7 @@ class Stella:
     def releases(self) -> ReleaseService:
         from stella_core.releases.service import ReleaseService
 
-        return ReleaseService(self.db, self.tenancy, self.secrets)
+        return ReleaseService(self.db, self.tenancy, self.secrets, home=self.home)
 
     @cached_property
     def evidence(self) -> EvidenceService:

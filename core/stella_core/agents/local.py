@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import shutil
 import socket
 import sys
@@ -64,6 +65,47 @@ def local_runtime() -> str:
     if shutil.which("docker", path=search_path()):
         return "docker compose"
     return "podman-compose"
+
+
+def _lacks_sys_resource() -> bool:
+    """Whether this process may not raise its hard limits (no CAP_SYS_RESOURCE: a container or
+    a microVM's root, reference/container-runtime.md §1)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return not (int(line.split()[1], 16) >> 24) & 1
+    return False
+
+
+def runtime_settings(state_dir: Path) -> dict[str, str]:
+    """Environment the local agent's container commands get beyond this process's own.
+
+    Rootful podman asks the kernel for nofile=1048576 for every container; root without
+    CAP_SYS_RESOURCE may not raise its hard limits that far, so each container fails to start
+    (`setrlimit RLIMIT_NOFILE: Operation not permitted`). There, and only where no
+    CONTAINERS_CONF is set already, the agent's podman gets one of its own (in the agent's state
+    directory) whose default ulimits are what this process may have."""
+    if os.geteuid() != 0 or "CONTAINERS_CONF" in os.environ or not _lacks_sys_resource():
+        return {}
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    nofile = 1048576 if nofile == resource.RLIM_INFINITY else nofile
+    nproc = 32768 if nproc == resource.RLIM_INFINITY else min(nproc, 32768)
+    conf = state_dir / "containers.conf"
+    text = (
+        "# Written by stella's local agent: this machine's root cannot raise its hard limits.\n"
+        "[containers]\n"
+        f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
+    )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not conf.is_file() or conf.read_text() != text:
+        tmp = conf.with_name(".containers.conf.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, conf)
+    return {"CONTAINERS_CONF": str(conf)}
 
 
 @contextlib.contextmanager
@@ -169,11 +211,21 @@ class LocalAgent:
     dialling it. `start()` blocks until the gateway listens (call it off the UI thread);
     `stop()` ends both within about `STOP_SECONDS`."""
 
-    def __init__(self, orchestrator: Any, state_dir: Path, *, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        orchestrator: Any,
+        state_dir: Path,
+        *,
+        pool_size: int = 4,
+        home: Path | None = None,
+    ) -> None:
         self.orchestrator = orchestrator
         self.state_dir = state_dir
         self.pool_size = pool_size
+        # STELLA_HOME: where a served OCI layout (the demo's registry) is recorded.
+        self.home = home if home is not None else state_dir.parent
         self.gateway: Any = None
+        self.layout_server: Any = None
         self.agent: Agent | None = None
         self._db: Any = None
         self._thread: threading.Thread | None = None
@@ -199,12 +251,14 @@ class LocalAgent:
             ).start()
             self.ports = (self.gateway.enroll_port, self.gateway.link_port)
             path = search_path()
+            env = {**os.environ, "PATH": path, **runtime_settings(self.state_dir)}
             self.agent = Agent(
                 self.state_dir,
                 server=f"127.0.0.1:{self.gateway.enroll_port}",
-                host_factory=lambda: LocalHost({**os.environ, "PATH": path}),
+                host_factory=lambda: LocalHost(env),
                 runtime_path=path,
             )
+            self._serve_layout()
         except BaseException:
             self.stop()
             raise
@@ -217,6 +271,24 @@ class LocalAgent:
             self.gateway.enroll_port,
             self.gateway.link_port,
         )
+
+    def _serve_layout(self) -> None:
+        """Serve the OCI layout recorded in STELLA_HOME (the demo's registry) on its loopback
+        port, for this machine's podman or docker to pull from, as long as the agent runs. A
+        taken port is said once and the agent runs on: deploys of those images then fail."""
+        from stella_core.releases.layout_server import (
+            LayoutServer,
+            LayoutServerError,
+            served_layout,
+        )
+
+        recorded = served_layout(self.home)
+        if recorded is None:
+            return
+        try:
+            self.layout_server = LayoutServer(*recorded).start()
+        except LayoutServerError as exc:
+            log.warning("%s; the demo's images cannot be pulled from there", exc.message)
 
     def _run(self, agent: Agent) -> None:
         try:
@@ -234,6 +306,9 @@ class LocalAgent:
             agent.close(timeout=max(0.1, timeout / 2))
         if self.gateway is not None:
             self.gateway.stop(grace=0.5)
+        if self.layout_server is not None:
+            self.layout_server.stop()
+        self.layout_server = None
         if self._db is not None:
             self._db.dispose()
         self.agent, self._thread, self.gateway, self._db = None, None, None, None

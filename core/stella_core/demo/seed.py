@@ -2,15 +2,23 @@
 tenant the database then calls a demo.
 
 Images come from an OCI image layout the project builds itself (deterministic tiny images), so
-seeding needs no network and no registry. Running it twice changes nothing.
+seeding needs no network and no registry. Where this machine has a static busybox the images
+carry it and a command, so they really run. Where this machine runs the orchestrator (its
+local agent is dev's target `local`), the layout is recorded as a registry on loopback that
+the desk serves beside its local agent (`releases.layout_server`), so the local agent's podman
+or docker pulls the demo's images by digest, and once the demo's history is played dev
+promotes with `promote-web`, which deploys. Running it twice changes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stella_core.demo.images import NO_PROGRAM, busybox_layer, runnable_config
 from stella_core.errors import AlreadyExistsError
 from stella_core.releases.model import ComponentPin
 from stella_core.tenancy.model import ProductRole
@@ -55,27 +63,72 @@ DEMO_WORKFLOW = "deliver"
 # dev's target: this machine, through the agent the desk runs beside its orchestrator.
 LOCAL_TARGET = "local"
 LOCAL_ENVIRONMENT = "dev"
+# The workflow dev switches to once the history is played there: it deploys to `local`.
+DEPLOY_WORKFLOW = "promote-web"
+LAYOUT_DIR = "demo-oci-layout"
+
+
+def _architecture() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def build_layout(stella: Stella) -> str:
+    """The demo's images in an OCI layout below STELLA_HOME; runnable ones where this machine
+    has a static busybox (`demo_images_runnable` says which)."""
     from stella_core.releases.layout import OciLayoutWriter
 
-    root = stella.home / "demo-oci-layout"
+    root = stella.home / LAYOUT_DIR
     writer = OciLayoutWriter(root)
+    base = busybox_layer()
     for repository, tags in IMAGES.items():
         for tag in tags:
             app = repository.split("/")[-1]
-            writer.write_image(
-                repository,
-                tag,
-                files={
-                    f"srv/{app}/VERSION": f"{tag}\n".encode(),
-                    f"srv/{app}/app.json": json.dumps(
-                        {"name": app, "version": tag}, sort_keys=True
-                    ).encode(),
-                },
-            )
+            files = {
+                f"srv/{app}/VERSION": f"{tag}\n".encode(),
+                f"srv/{app}/app.json": json.dumps(
+                    {"name": app, "version": tag}, sort_keys=True
+                ).encode(),
+            }
+            if base is None:
+                writer.write_image(repository, tag, files=files)
+            else:
+                writer.write_image(
+                    repository,
+                    tag,
+                    files=files,
+                    config=runnable_config(app, tag),
+                    architecture=_architecture(),
+                    base_layers=[base],
+                )
     return str(root)
+
+
+def demo_images_runnable() -> bool:
+    return busybox_layer() is not None
+
+
+def _component_service() -> dict[str, Any]:
+    """How a demo component runs: no network (nothing leaves the container); where the images
+    hold no program, a deploy says so instead of failing inside the runtime."""
+    service: dict[str, Any] = {"network_mode": "none"}
+    if not demo_images_runnable():
+        service["x-stella-cannot-run"] = NO_PROGRAM
+    return service
+
+
+def _demo_registry_url(stella: Stella, layout: str) -> str:
+    """Where the demo registry is recorded: on loopback where this machine runs the
+    orchestrator (its local agent pulls from there; the desk serves the layout on that port,
+    chosen free now and kept in STELLA_HOME), else the layout directory itself."""
+    from stella_core.releases.layout_server import free_port, save_served_layout, served_layout
+
+    if stella.orchestrator is None:
+        return layout
+    recorded = served_layout(stella.home)
+    port = recorded[1] if recorded is not None else free_port()
+    save_served_layout(stella.home, Path(layout), port)
+    return f"http://127.0.0.1:{port}"
 
 
 def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
@@ -104,11 +157,14 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
     alice = stella.as_person("alice")
     try:
         if DEMO_REGISTRY not in {r.name for r in alice.releases.list_registries()}:
-            alice.releases.add_registry(DEMO_REGISTRY, layout)
+            url = _demo_registry_url(stella, layout)
+            alice.releases.add_registry(DEMO_REGISTRY, url, insecure=url.startswith("http:"))
         known_components = {c.name for c in alice.releases.list_components()}
         for comp, repo in COMPONENTS.items():
             if comp not in known_components:
-                alice.releases.add_component(comp, f"{DEMO_REGISTRY}/{repo}")
+                alice.releases.add_component(
+                    comp, f"{DEMO_REGISTRY}/{repo}", service=_component_service()
+                )
         known_templates = {t.name for t in alice.workflows.list_templates()}
         for template_file in TEMPLATES:
             document = json.loads(
@@ -130,6 +186,8 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
                 summary["environments"].append(name)
         summary["targets"] = _local_target(stella)
         known_releases = {r.name for r in alice.releases.list_releases()}
+        # Resolved from the layout where it lies (`ReleaseService` knows the layout this
+        # machine serves), the bytes the layout server gives the local agent's podman.
         for rel_name, tags in RELEASES:
             if rel_name in known_releases:
                 continue
@@ -141,6 +199,7 @@ def seed(stella: Stella, *, history: bool = False) -> dict[str, Any]:
             summary["releases"].append(rel_name)
         if history and not alice.promotions.find(limit=1):
             summary["promotions"] = _play_history(stella, alice)
+        summary["workflows"] = _deploy_in_dev(stella) if history else []
     finally:
         alice.close(keep_backend=True)
     summary["layout"] = layout
@@ -173,6 +232,26 @@ def _local_target(stella: Stella) -> list[str]:
         directory=str(local_agent_dir(stella.home) / "deploy" / LOCAL_ENVIRONMENT),
     )
     return [LOCAL_TARGET]
+
+
+def _deploy_in_dev(stella: Stella) -> list[str]:
+    """Once dev's past has been played with `deliver`, dev deploys: it promotes with
+    `promote-web`, whose `deploy` step runs the release on dev's target `local` (this machine's
+    agent). Only where that target exists; stage and prod keep `deliver`. Said as
+    "ENV: WORKFLOW" for each environment switched (none when seeded before)."""
+    if stella.orchestrator is None:
+        return []
+    targets = {t.name: t for t in stella.environments.list_targets(LOCAL_ENVIRONMENT)}
+    if LOCAL_TARGET not in targets:
+        return []
+    if stella.environments.get(LOCAL_ENVIRONMENT).workflow != DEMO_WORKFLOW:
+        return []
+    stella.environments.set(
+        LOCAL_ENVIRONMENT,
+        workflow=DEPLOY_WORKFLOW,
+        reason="demo: dev deploys to this machine through its local agent",
+    )
+    return [f"{LOCAL_ENVIRONMENT}: {DEPLOY_WORKFLOW}"]
 
 
 def _play_history(stella: Stella, alice: Stella) -> list[str]:

@@ -242,6 +242,11 @@ class DeployService:
                     "cannot pull from (an OCI layout on this machine, or a registry since removed)"
                 )
             images.append(Image(c.name, f"{host}/{c.repository}", c.tag, c.digest))
+            # A fragment may say why its image cannot run here (the demo's, seeded where no
+            # static busybox was): said now, in that sentence, not as a runtime's error later.
+            cannot_run = (services.get(c.name) or {}).get("x-stella-cannot-run")
+            if isinstance(cannot_run, str) and cannot_run.strip():
+                raise DefinitionError(f"component {c.name!r} cannot run: {cannot_run[:300]}")
         return DeployRequest(
             run_id=run_id,
             key=key,

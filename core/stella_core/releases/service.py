@@ -133,11 +133,14 @@ class ReleaseService:
         secrets: SecretBox,
         *,
         timeout: float = 15.0,
+        home: Path | None = None,
     ) -> None:
         self.db = db
         self.tenancy = tenancy
         self.secrets = secrets
         self.timeout = timeout
+        # STELLA_HOME: an OCI layout this machine serves on loopback is recorded there.
+        self.home = home
 
     @staticmethod
     def releases_in(conn: Connection, name: str | None = None) -> list[Release]:
@@ -245,6 +248,11 @@ class ReleaseService:
             from stella_core.releases.layout import OciLayoutSource
 
             return OciLayoutSource(Path(unquote(urlsplit(row.url).path)))
+        served = self._served_here(row)
+        if served is not None:
+            from stella_core.releases.layout import OciLayoutSource
+
+            return OciLayoutSource(served)
         from stella_core.releases.oci import RegistryClient
 
         password = None
@@ -260,6 +268,24 @@ class ReleaseService:
             insecure=row.insecure,
             timeout=self.timeout,
         )
+
+    def _served_here(self, row: Any) -> Path | None:
+        """The layout root, when the registry is the OCI layout this machine serves on loopback
+        (the demo's): read where it lies, the same bytes the server gives, so releases resolve
+        whether or not the desk serving it runs."""
+        if self.home is None or row.password_ciphertext is not None:
+            return None
+        from stella_core.releases.layout_server import LOOPBACK, served_layout
+
+        recorded = served_layout(self.home)
+        if recorded is None:
+            return None
+        parts = urlsplit(row.url)
+        if parts.scheme != "http" or parts.hostname != LOOPBACK or parts.port != recorded[1]:
+            return None
+        if parts.path.strip("/"):
+            return None
+        return recorded[0]
 
     # components -------------------------------------------------------------------------
     def add_component(
