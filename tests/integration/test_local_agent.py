@@ -315,18 +315,11 @@ def test_promote_web_runs_the_release_by_digest_on_this_machine_through_the_loca
         wait_until(lambda: agents.get(LOCAL_AGENT).runtimes is not None, timeout=30, what="hello")
         [row] = ok_json(world.env(), "target", "list", "--output", "json")
         assert row["runtime_problem"] is None
-        run = alice.workflows.start_run(
-            "promote-web", release="here-1", inputs={"environment": "dev"}
-        )
-
-        def waits_for_approval() -> bool:
-            alice.workflows.wait_run(run.id, timeout=1)  # drives it in this process meanwhile
-            approve = next(s for s in alice.workflows.get_run(run.id).steps if s.id == "approve")
-            return approve.status == "waiting"
-
-        wait_until(waits_for_approval, timeout=60, what="the approval step")
-        alice.workflows.approve(run.id, "approve", "ship it here")
-        alice.workflows.wait_run(run.id, timeout=240)
+        # A deploy step deploys only what a promotion decided: dev promotes with promote-web.
+        admin.environments.set("dev", workflow="promote-web", reason="deploy here")
+        promotion = alice.promotions.request("here-1", "dev", "ship it here")
+        assert promotion.run_id is not None
+        run = alice.workflows.wait_run(promotion.run_id, timeout=240)
         done = alice.workflows.get_run(run.id)
         steps = {s.id: s for s in done.steps}
         assert done.status == "succeeded", {k: (s.status, s.error) for k, s in steps.items()}
