@@ -11,7 +11,9 @@ runner's own doing).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,26 @@ def test_without_a_static_busybox_a_demo_deploy_says_why_in_one_sentence(
     assert deploy.error in {f"component {n!r} cannot run: {NO_PROGRAM}" for n in names}
     # promote-web rolls back a failed deploy (it reports it): nothing was started.
     assert alice.promotions.get(promotion.id).status is PromotionStatus.ROLLED_BACK
+
+
+def test_the_local_agent_runs_on_when_the_demo_registry_port_is_taken(
+    world, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = world.open()
+    seed(admin)
+    recorded = served_layout(world.home)
+    assert recorded is not None
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", recorded[1]))
+        squatter.listen()
+        local = LocalAgent(admin.orchestrator, local_agent_dir(world.home))
+        with caplog.at_level(logging.WARNING, logger="stella_core.agents.local"):
+            local.start()
+        try:
+            assert local.running
+            assert local.layout_server is None
+            [line] = [r.getMessage() for r in caplog.records if "OCI layout" in r.getMessage()]
+            assert f"127.0.0.1:{recorded[1]}" in line
+            assert "the demo's images cannot be pulled from there" in line
+        finally:
+            local.stop()
