@@ -182,6 +182,7 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert set(seeded["people"]) == {"alice", "bob", "carol", "dave"}
     assert seeded["templates"] == ["promote-web", "deliver"]
     assert seeded["targets"] == ["local"]  # this machine, through its own agent
+    assert seeded["workflows"] == ["dev: promote-web"]  # once its past is played, dev deploys
     # The demo's past: every release reached dev and stage, prod runs the first one.
     assert len(seeded["promotions"]) == 7
     deployed = ok_json(env, "promotion", "list", "--status", "deployed", "-o", "json")
@@ -199,6 +200,7 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert again["templates"] == []
     assert again["releases"] == []
     assert again["targets"] == []
+    assert again["workflows"] == []
     [local] = ok_json(env, "target", "list", "--output", "json")
     assert (local["name"], local["environment"], local["agent"]) == ("local", "dev", "local")
     envs = ok_json(env, "env", "list", "--output", "json")

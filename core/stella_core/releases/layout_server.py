@@ -76,6 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "stella-layout"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle or stalled connection frees its thread
     source: OciLayoutSource  # set on the subclass each server makes
 
     def log_message(self, format: str, *args: Any) -> None:
