@@ -4,10 +4,9 @@ Started on a thread of its own once the core is open (enrolling it first when th
 the first admin), so nothing waits on it: the gateway listens on loopback ports new at each
 start, the agent dials them, and the demo's image layout is served as a registry on the loopback
 port the seed recorded (`releases.layout_server`), for the agent's podman to pull from. Stopped
-at exit, bounded, before the core closes. A failure (the
-ports cannot be opened, the agent is not enrolled and this person may not enroll it) is logged,
-never shown as an error: the desk works without it, and the local target says why it cannot
-deploy.
+at exit, bounded, before the core closes. A failure (the ports cannot be opened, the agent is
+not enrolled and this person may not enroll it) is logged, never shown as an error: the desk
+works without it, and the local target says why it cannot deploy.
 """
 
 from __future__ import annotations
