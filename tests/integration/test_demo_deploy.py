@@ -154,10 +154,14 @@ def test_without_a_static_busybox_a_demo_deploy_says_why_in_one_sentence(
     monkeypatch.setattr(images, "BUSYBOX", Path("/nonexistent/busybox"))
     monkeypatch.setattr(images.busybox_layer, "__defaults__", (Path("/nonexistent/busybox"),))
     admin = world.open()
-    seed(admin, history=True)
+    # Its containers could only fail here, so dev keeps promoting with deliver...
+    assert seed(admin, history=True)["workflows"] == []
+    assert admin.environments.get("dev").workflow == "deliver"
     web = next(c for c in admin.releases.list_components() if c.name == "web")
     assert web.service is not None
     assert web.service["network_mode"] == "none"
+    # ...and where an admin makes it deploy anyway, the deploy says why, in one sentence.
+    admin.environments.set("dev", workflow="promote-web", reason="try it here")
     alice = world.open("alice")
     promotion = alice.promotions.request(RELEASES[-1][0], "dev", "try it here")
     assert promotion.run_id is not None
@@ -191,3 +195,29 @@ def test_the_local_agent_runs_on_when_the_demo_registry_port_is_taken(
             assert "the demo's images cannot be pulled from there" in line
         finally:
             local.stop()
+
+
+def test_the_command_line_promotes_to_dev_and_the_release_runs_here(
+    podman: Podman, tmp_path: Path
+) -> None:
+    """The embedded default from the command line alone (no desk, no stella serve): the
+    command that drives the promotion's run has this machine's agent run beside it."""
+    from tests.integration.test_cli import ok_json
+
+    env = {k: v for k, v in os.environ.items() if k != "STELLA_DATABASE_URL"}
+    env.update(podman.env, STELLA_HOME=str(tmp_path / "home"))
+    seeded = ok_json(env, "demo", "seed", "--output", "json")
+    assert seeded["workflows"] == ["dev: promote-web"]
+    newest = RELEASES[-1][0]
+    try:
+        promoted = ok_json(
+            env, "--profile", "alice", "promote", newest, "--to", "dev", "-o", "json"
+        )
+        assert promoted["status"] == "deployed", promoted
+        release = ok_json(env, "release", "show", newest, "-o", "json")
+        expected = {c["name"]: c["digest"] for c in release["components"]}
+        assert running_digests(podman, PROJECT) == expected
+        sticker = ok_json(env, "target", "sticker", "local", "--output", "json")
+        assert sticker["signature_ok"] is True
+    finally:
+        remove_project(podman)

@@ -67,6 +67,15 @@ def local_runtime() -> str:
     return "podman-compose"
 
 
+def local_runtime_ready() -> bool:
+    """Whether `local_runtime()` can run here: its compose tool and its engine are both found
+    (podman-compose with podman, or docker with its compose plugin)."""
+    from stella_core.agents.daemon import local_runtimes
+
+    found = set(local_runtimes(path=search_path()))
+    return {"podman-compose", "podman"} <= found or "docker compose" in found
+
+
 def _lacks_sys_resource() -> bool:
     """Whether this process may not raise its hard limits (no CAP_SYS_RESOURCE: a container or
     a microVM's root, reference/container-runtime.md §1)."""
@@ -312,3 +321,28 @@ class LocalAgent:
         if self._db is not None:
             self._db.dispose()
         self.agent, self._thread, self.gateway, self._db = None, None, None, None
+
+
+@contextlib.contextmanager
+def local_agent_beside(stella: Any, *, wanted: bool = True) -> Iterator[LocalAgent | None]:
+    """On the embedded default, this machine's agent run here for the length of a command
+    that needs it (a run it drives that deploys to it, a sticker read from it) when nothing
+    else runs it: no desk and no stella serve has a live worker. Not wanted, not enrolled, or
+    a failure to start: the command goes on without it (the agent is then said not to answer)."""
+    from stella_core.profiles import EMBEDDED
+
+    local = None
+    if wanted and stella.backend.target == EMBEDDED and stella.orchestrator is not None:
+        state = local_agent_dir(stella.home)
+        try:
+            if stella.workflows.live_workers() == 0 and local_agent_enrolled(stella, state):
+                local = LocalAgent(stella.orchestrator, state, home=stella.home)
+                local.start()
+        except (StellaError, OSError) as exc:
+            log.warning("this machine's agent did not start: %s", getattr(exc, "message", exc))
+            local = None
+    try:
+        yield local
+    finally:
+        if local is not None:
+            local.stop()

@@ -12,7 +12,7 @@ from typing import Any
 
 from stella_core.cli.common import Leaf, acting, number_flag, out, seconds_flag, time_flag
 from stella_core.environments.model import MAX_REQUIRED_APPROVALS
-from stella_core.errors import DefinitionError
+from stella_core.errors import DefinitionError, StellaError
 from stella_core.limits import MAX_LIST_ROWS, MAX_WAIT_SECONDS, whole_number
 from stella_core.promotions.model import EXCEPTION_GATES
 
@@ -138,8 +138,26 @@ def _settled(stella: Any, promotion: Any, args: argparse.Namespace) -> Any:
     `stella serve` is alive or --no-wait was given; the promotion as it ends up."""
     if args.no_wait or promotion.run_id is None or promotion.status.value != "deploying":
         return promotion
-    stella.workflows.wait_run(promotion.run_id, timeout=args.timeout)
+    with local_agent_while_driving(stella, promotion.environment):
+        stella.workflows.wait_run(promotion.run_id, timeout=args.timeout)
     return stella.promotions.get(promotion.id)
+
+
+def local_agent_while_driving(stella: Any, environment: str) -> Any:
+    """This machine's agent, run here while this command drives a run that deploys to it."""
+    from stella_core.agents.local import LOCAL_AGENT, local_agent_beside
+
+    try:
+        env = stella.environments.get(environment)
+        deploys = env.workflow is not None and any(
+            n.type == "deploy" for n in stella.workflows.get_template(env.workflow).nodes
+        )
+        local_target = any(
+            t.agent == LOCAL_AGENT for t in stella.environments.list_targets(environment)
+        )
+    except StellaError:
+        deploys = local_target = False
+    return local_agent_beside(stella, wanted=deploys and local_target)
 
 
 def cmd_promote(args: argparse.Namespace) -> None:

@@ -165,9 +165,13 @@ def cmd_target_sticker(args: argparse.Namespace) -> None:
                 "holds no orchestrator login for this tenant",
                 remedy=("serve",),
             )
+        from stella_core.agents.local import LOCAL_AGENT, local_agent_beside
+
         orchestrator = stella.orchestrator
         (dest,) = orchestrator.destinations(None, args.name)
-        reading = orchestrator.deploy.read_sticker(dest, seconds=args.timeout)
+        local = stella.environments.target(args.name).agent == LOCAL_AGENT
+        with local_agent_beside(stella, wanted=local):
+            reading = orchestrator.deploy.read_sticker(dest, seconds=args.timeout)
     value = reading.to_json()
 
     def lines() -> list[str]:

@@ -237,9 +237,13 @@ def _local_target(stella: Stella) -> list[str]:
 def _deploy_in_dev(stella: Stella) -> list[str]:
     """Once dev's past has been played with `deliver`, dev deploys: it promotes with
     `promote-web`, whose `deploy` step runs the release on dev's target `local` (this machine's
-    agent). Only where that target exists; stage and prod keep `deliver`. Said as
-    "ENV: WORKFLOW" for each environment switched (none when seeded before)."""
-    if stella.orchestrator is None:
+    agent). Only where that target exists and can run the demo's images (a container runtime
+    and runnable images here): elsewhere a promotion to dev would only fail, so dev keeps
+    `deliver`, as stage and prod do. Said as "ENV: WORKFLOW" for each environment switched
+    (none when seeded before)."""
+    from stella_core.agents.local import local_runtime_ready
+
+    if stella.orchestrator is None or not demo_images_runnable() or not local_runtime_ready():
         return []
     targets = {t.name: t for t in stella.environments.list_targets(LOCAL_ENVIRONMENT)}
     if LOCAL_TARGET not in targets:
