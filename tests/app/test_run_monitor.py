@@ -498,6 +498,10 @@ def test_monitor_screenshot_of_the_demo_runs_is_not_blank(
 ) -> None:
     started = run(asyncio.to_thread(prepare_demo_runs, admin))
     assert len(started) == 3
+    # The rehearsal is a workflow of its own: promote-web still really deploys.
+    real = admin.workflows.get_template("promote-web")
+    assert [n.type for n in real.nodes].count("deploy") == 1
+    assert {admin.workflows.get_run(i).template for i in started} == {"promote-web-rehearsal"}
     statuses = [admin.workflows.get_run(i).status for i in started]
     assert statuses == ["succeeded", "rolled_back", "waiting"]
     page = open_runs(desk)

@@ -2,12 +2,12 @@
 
 The sample (`stella_core/demo/templates/promote-web.json`) deploys to the environment's targets
 and may check a health URL, neither of which a first look should depend on, so the demo imports a
-variant of it whose steps run a few lines of Python instead (printing what they would do, and
-failing for one release on purpose), then runs it three times with a worker of its own,
-restricted to each run: one run succeeds, one fails at "Deploy" and reports it (the rollback
-branch), one waits for its approval. Nothing here runs unless
-the person may start runs, the local executor is on (the embedded default) and scripts can run
-here (a sandbox, or an admin's leave to run without one).
+variant of it under a name of its own (`promote-web-rehearsal`) whose steps run a few lines of
+Python instead (printing what they would do, and failing for one release on purpose), then runs
+it three times with a worker of its own, restricted to each run: one run succeeds, one fails at
+"Deploy" and reports it (the rollback branch), one waits for its approval. Nothing here runs
+unless the person may start runs, the local executor is on (the embedded default) and scripts
+can run here (a sandbox, or an admin's leave to run without one).
 """
 
 from __future__ import annotations
@@ -45,9 +45,15 @@ else:
 """
 
 
+REHEARSAL = "promote-web-rehearsal"
+
+
 def demo_template() -> dict[str, Any]:
-    """The sample workflow with runnable commands (same graph, names and layout)."""
+    """The sample workflow with runnable commands (same graph, step names and layout), under a
+    name of its own: imported as `promote-web` it would become that workflow's newest version,
+    and an environment deploying with it would then only pretend to deploy."""
     doc = copy.deepcopy(sample_document())
+    doc["name"] = REHEARSAL
     doc["description"] = (
         "Promote the web shop (demo variant: each step runs a short Python script that says "
         "what it would do)."
@@ -132,10 +138,9 @@ def prepare_demo_runs(stella: Stella, timeout: float = 60.0) -> list[UUID]:
     and no run but the seeded history's) and where steps may run here: a person's real database
     is never written to."""
     service = stella.workflows
-    from stella_core.demo.seed import DEMO_WORKFLOW
+    from stella_core.demo.seed import DEMO_WORKFLOW, DEPLOY_WORKFLOW
 
-    sample = demo_template()["name"]
-    seeded = {sample, DEMO_WORKFLOW}
+    seeded = {REHEARSAL, DEPLOY_WORKFLOW, DEMO_WORKFLOW}
     foreign = [t for t in service.list_templates() if t.name not in seeded]
     # The seed's own history runs its workflow: those runs are part of the demo too.
     ran = {r.template for r in service.list_runs()}
