@@ -17,6 +17,7 @@ import os
 import resource
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -73,7 +74,27 @@ def local_runtime_ready() -> bool:
     from stella_core.agents.daemon import local_runtimes
 
     found = set(local_runtimes(path=search_path()))
-    return {"podman-compose", "podman"} <= found or "docker compose" in found
+    if {"podman-compose", "podman"} <= found and _podman_works():
+        return True
+    return "docker compose" in found
+
+
+def _podman_works() -> bool:
+    """Whether podman runs here as this user: installed is not enough (rootless podman needs
+    newuidmap and subordinate ids, which a machine may lack), and `podman info` says so."""
+    podman = shutil.which("podman", path=search_path())
+    if podman is None:
+        return False
+    try:
+        answer = subprocess.run(
+            [podman, "info", "--format", "{{.Host.OCIRuntime.Name}}"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return answer.returncode == 0
 
 
 def _lacks_sys_resource() -> bool:
