@@ -18,18 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from stella_core.agents.gateway import AgentGateway, open_gateway
 from stella_core.agents.service import AgentService, enrollment_for
 from stella_core.crypto.keys import PublicKey
-from stella_core.deploy.sticker import verify_sticker
+from stella_core.deploy.service import DeployService
+from stella_core.deploy.sticker import sticker_history, verify_sticker
 from stella_core.evidence.predicates import DEPLOYMENT_V1
 from stella_core.promotions.model import PromotionStatus
 from stella_core.releases.model import ComponentPin
 from stella_core.tenancy.model import ProductRole
 from tests.integration.test_cli import stella as stella_cli
+from tests.integration.test_promotions import role_conn
 from tests.support.containers import Podman, podman_fixture
 from tests.support.images import PushedImage, push_busybox_image
 from tests.support.registry import RunningRegistry
@@ -262,3 +265,52 @@ def test_a_promotion_runs_the_release_by_digest_on_an_agent_and_an_ssh_target(
         ("edge", "write-sticker", "succeeded"),
     ]
     assert os.environ.get("STELLA_REQUIRE_SERVICES") != "1" or estate.agent.poll() is None
+
+    # The database says what should run on each target: the placement of that deployment.
+    with estate.admin.db.transaction() as conn:
+        placed = DeployService.current_placements_in(conn, "dev")
+        (recorded,) = DeployService.deployments_in(conn, "dev")
+        steps = {n for n, _ in DeployService.run_tasks_in(conn, promotion.run_id)}
+    assert {p.target: (p.release_name, p.digests) for p in placed} == {
+        "box": ("e2e-1", expected),
+        "edge": ("e2e-1", expected),
+    }
+    assert (recorded.status, recorded.packet_id, recorded.run_id) == (
+        "succeeded",
+        deployment.id,
+        promotion.run_id,
+    )
+    assert steps == {"deploy"}  # the run's tasks name the step that wrote them
+
+    # The next release's stickers remember the one before (rollback reads them).
+    alice.releases.create_release(
+        "e2e-2", [ComponentPin(component=c, tag="1.0", digest=None) for c in estate.images]
+    )
+    second = alice.promotions.request("e2e-2", "dev", "again")
+    assert second.run_id is not None
+    alice.workflows.wait_run(second.run_id, timeout=240)
+    assert alice.promotions.get(second.id).status is PromotionStatus.DEPLOYED
+    for target, folder in estate.dirs.items():
+        check = verify_sticker((folder / "stella.version.json").read_bytes(), keys)
+        assert check.ok, (target, check.reason)
+        assert check.sticker is not None
+        assert sticker_history(check.sticker) == [("e2e-2", expected), ("e2e-1", expected)]
+    with estate.admin.db.transaction() as conn:
+        assert {p.release_name for p in DeployService.current_placements_in(conn, "dev")} == {
+            "e2e-2"
+        }
+
+    # Nobody's own login says what should run where: placements and deployments are the
+    # orchestrator's to write, and an ended deployment stays as it ended.
+    for name in (estate.admin.profile.name, alice.profile.name):
+        person = role_conn(estate.world, name)
+        with pytest.raises(psycopg.Error):
+            person.execute(
+                "INSERT INTO deploy.placements (tenant_id, deployment_id, target_id, target,"
+                " environment, release_id, release_name, digests, lockfile_digest, status)"
+                " SELECT tenant_id, deployment_id, target_id, target, environment, release_id,"
+                " 'forged', digests, lockfile_digest, 'succeeded' FROM deploy.placements LIMIT 1"
+            )
+        person.rollback()
+        assert person.execute("UPDATE deploy.deployments SET status = 'failed'").rowcount == 0
+        person.close()

@@ -71,3 +71,73 @@ class TaskOutcome:
     retryable: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a deployment left on one target (`deploy.placements`): the newest that succeeded
+    is what should run there."""
+
+    deployment_id: UUID
+    target_id: UUID
+    target: str
+    environment: str
+    release_id: UUID
+    release_name: str
+    digests: dict[str, str]
+    lockfile_digest: str
+    status: str  # succeeded | failed | rolled-back
+    error: str | None
+    placed_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment_id": str(self.deployment_id),
+            "target": self.target,
+            "environment": self.environment,
+            "release": self.release_name,
+            "digests": dict(self.digests),
+            "lockfile_digest": self.lockfile_digest,
+            "status": self.status,
+            "error": self.error,
+            "placed_at": self.placed_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment (`deploy.deployments`): a deploy step's, a rollback's or a remediation's."""
+
+    id: UUID
+    kind: str  # deploy | rollback | remediation
+    environment: str
+    environment_id: UUID
+    release_id: UUID
+    release_name: str
+    strategy: str
+    run_id: UUID | None
+    promotion_id: UUID | None
+    status: str  # running | succeeded | failed | rolled-back | cancelled
+    lockfile_digest: str
+    packet_id: UUID | None
+    detail: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None
+    created_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "kind": self.kind,
+            "environment": self.environment,
+            "release": self.release_name,
+            "strategy": self.strategy,
+            "run_id": str(self.run_id) if self.run_id else None,
+            "promotion_id": str(self.promotion_id) if self.promotion_id else None,
+            "status": self.status,
+            "lockfile_digest": self.lockfile_digest,
+            "evidence_packet": str(self.packet_id) if self.packet_id else None,
+            "detail": self.detail,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }

@@ -30,9 +30,17 @@ from sqlalchemy import Connection
 
 from stella_core.clock import Clock, SystemClock
 from stella_core.db.engine import Database
+from stella_core.deploy import store
 from stella_core.deploy.hosts import Host, HostError
-from stella_core.deploy.model import TaskOutcome, TaskSpec, TaskStatus, TaskType
-from stella_core.deploy.tasks import TaskQueue
+from stella_core.deploy.model import (
+    Deployment,
+    Placement,
+    TaskOutcome,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+)
+from stella_core.deploy.tasks import TaskQueue, TaskState, task_state
 from stella_core.errors import (
     AuthorizationError,
     ConnectorError,
@@ -92,7 +100,7 @@ class Destination:
 
 @dataclass(frozen=True)
 class DeployRequest:
-    run_id: UUID
+    run_id: UUID | None  # None: not a workflow step's (a remediation)
     key: str  # the step attempt's idempotency key
     release_id: UUID
     release_name: str
@@ -104,6 +112,9 @@ class DeployRequest:
     deployer: str
     promotion_id: UUID | None = None
     timeout: float | None = None
+    node_id: str | None = None  # the workflow step deploying (its tasks show in the run)
+    strategy: str = "all-at-once"
+    kind: str = "deploy"  # deploy | rollback | remediation
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,7 @@ class DeployService:
         key: str,
         *,
         timeout: float | None = None,
+        node_id: str | None = None,
     ) -> DeployRequest:
         """What a run's `deploy` step deploys: the release of the promotion the run carries out,
         to that promotion's environment (`environment`, when given, must be that one)."""
@@ -218,21 +230,51 @@ class DeployService:
                     f"its deploy step cannot deploy to {environment}",
                     field="environment",
                 )
-            env_name = promoted_to
             release_name = (run.release or {}).get("name")
             if release_name != promoted_release:
                 raise AuthorizationError(
                     f"this run's release {release_name!r} is not the promoted {promoted_release!r}"
                 )
-            found = ReleaseService.releases_in(conn, str(release_name))
-            if not found:
-                raise NotFoundError(f"no release named {release_name!r}")
-            release = found[0]
-            registries = ReleaseService.registry_hosts_in(conn)
-            services = ReleaseService.component_services_in(conn)
-            env_id = self.environment_id(conn, env_name) if self.environment_id else None
-            if env_id is None:
-                raise NotFoundError(f"no environment named {env_name!r}", field="environment")
+            return self.request_in(
+                conn,
+                str(release_name),
+                promoted_to,
+                key,
+                run_id=run_id,
+                deployer=run.created_by,
+                promotion_id=promotion_id,
+                timeout=timeout,
+                node_id=node_id,
+            )
+
+    def request_in(
+        self,
+        conn: Connection,
+        release_name: str,
+        env_name: str,
+        key: str,
+        *,
+        run_id: UUID | None,
+        deployer: str,
+        promotion_id: UUID | None = None,
+        timeout: float | None = None,
+        node_id: str | None = None,
+        strategy: str = "all-at-once",
+        kind: str = "deploy",
+    ) -> DeployRequest:
+        """What deploying `release_name` to `env_name` takes (images pinned by digest, where
+        targets pull them from). The caller decides whether it may: a promotion's run
+        (`request_for_run`), or the orchestrator putting back what a deployment placed
+        (remediation)."""
+        found = ReleaseService.releases_in(conn, release_name)
+        if not found:
+            raise NotFoundError(f"no release named {release_name!r}")
+        release = found[0]
+        registries = ReleaseService.registry_hosts_in(conn)
+        services = ReleaseService.component_services_in(conn)
+        env_id = self.environment_id(conn, env_name) if self.environment_id else None
+        if env_id is None:
+            raise NotFoundError(f"no environment named {env_name!r}", field="environment")
         images = []
         for c in release.components:
             host = registries.get(c.registry or "")
@@ -257,9 +299,12 @@ class DeployService:
             services={c.name: services.get(c.name) for c in release.components},
             environment=env_name,
             environment_id=env_id,
-            deployer=run.created_by,
+            deployer=deployer,
             promotion_id=promotion_id,
             timeout=timeout,
+            node_id=node_id,
+            strategy=strategy,
+            kind=kind,
         )
 
     # deploying --------------------------------------------------------------------------
@@ -308,6 +353,20 @@ class DeployService:
             "lockfile": lockfile,
             "images": [{"component": i.component, "image": i.pinned} for i in request.images],
         }
+        with self.db.transaction() as conn:
+            store.insert_deployment(
+                conn,
+                id=deployment_id,
+                kind=request.kind,
+                environment=request.environment,
+                environment_id=request.environment_id,
+                release_id=request.release_id,
+                release_name=request.release_name,
+                strategy=request.strategy,
+                run_id=request.run_id,
+                promotion_id=request.promotion_id,
+                lockfile_digest=lock_digest,
+            )
 
         def one(dest: Destination) -> TargetReport:
             say(f"{dest.name}: deploying over {dest.transport}")
@@ -373,7 +432,41 @@ class DeployService:
                 )
             )
         status = "succeeded" if all(r.status == "succeeded" for r in final) else "failed"
+        self._record(request, deployment_id, status, final, lock_digest, packet.id)
         return DeploymentReport(deployment_id, status, tuple(final), lock_digest, packet.id)
+
+    def _record(
+        self,
+        request: DeployRequest,
+        deployment_id: UUID,
+        status: str,
+        reports: Sequence[TargetReport],
+        lock_digest: str,
+        packet_id: UUID | None,
+    ) -> None:
+        """What each target runs now (its placement) and how the deployment ended."""
+        with self.db.transaction() as conn:
+            for r in reports:
+                store.insert_placement(
+                    conn,
+                    deployment_id=deployment_id,
+                    target_id=r.target_id,
+                    target=r.target,
+                    environment=request.environment,
+                    release_id=request.release_id,
+                    release_name=request.release_name,
+                    digests=dict(r.digests),
+                    lockfile_digest=lock_digest,
+                    status=r.status,
+                    error=(r.error or None) and r.error[:2000],
+                )
+            store.finish_deployment(
+                conn,
+                deployment_id,
+                status,
+                packet_id,
+                {"targets": [r.to_json() for r in reports]},
+            )
 
     def _deploy_one(
         self,
@@ -433,8 +526,26 @@ class DeployService:
         report: TargetReport,
         cancel: threading.Event,
     ) -> TargetReport:
-        from stella_core.deploy.sticker import StickerComponent, build_sticker, sign_sticker
+        from stella_core.deploy.sticker import (
+            HistoryEntry,
+            StickerComponent,
+            build_sticker,
+            sign_sticker,
+        )
 
+        with self.db.transaction() as conn:
+            before = self.placements_in(conn, target_id=dest.id, status="succeeded", limit=20)
+        # The releases this target ran before, newest first, once each (a redeploy of the
+        # same release is not history).
+        history: list[HistoryEntry] = []
+        for p in before:
+            if p.release_id == request.release_id or any(
+                h.release_id == p.release_id for h in history
+            ):
+                continue
+            history.append(
+                HistoryEntry(p.release_id, p.release_name, p.deployment_id, p.digests, p.placed_at)
+            )
         body = build_sticker(
             release_id=request.release_id,
             release_name=request.release_name,
@@ -452,6 +563,8 @@ class DeployService:
             evidence_packet_id=packet_id,
             compose_lock_sha256=lock_digest.removeprefix("sha256:"),
             generated_at=self.clock.now(),
+            strategy=request.strategy,
+            history=history,
         )
         with self.db.transaction() as conn:
             sticker = sign_sticker(body, self.evidence.orchestrator_signer(conn))
@@ -503,7 +616,13 @@ class DeployService:
         )
         with self.db.transaction() as conn:
             envelope = seal_task(spec, self.evidence.orchestrator_signer(conn))
-            task_id = self.tasks.submit(conn, spec, envelope)
+            task_id = self.tasks.submit(
+                conn,
+                spec,
+                envelope,
+                run_id=request.run_id if request else None,
+                node_id=request.node_id if request else None,
+            )
         state = self.tasks.get(task_id)
         if state.status.finished and state.outcome is not None:
             return state.outcome
@@ -569,6 +688,51 @@ class DeployService:
         self.tasks.finish(task_id, outcome)
         return outcome
 
+    # what the database says ------------------------------------------------------------
+    @staticmethod
+    def current_placements_in(conn: Connection, environment: str | None = None) -> list[Placement]:
+        """What should run on each target (of `environment`): its newest placement that
+        succeeded. Targets never deployed to have none."""
+        return [_placement(r) for r in store.current_placement_rows(conn, environment)]
+
+    @staticmethod
+    def placements_in(
+        conn: Connection,
+        *,
+        target_id: UUID | None = None,
+        environment: str | None = None,
+        status: str | None = None,
+        limit: int = 1000,
+    ) -> list[Placement]:
+        """Placements, newest first (a target's history)."""
+        rows = store.placement_rows(
+            conn, target_id=target_id, environment=environment, status=status, limit=limit
+        )
+        return [_placement(r) for r in rows]
+
+    @staticmethod
+    def deployments_in(
+        conn: Connection, environment: str | None = None, limit: int = 100
+    ) -> list[Deployment]:
+        return [_deployment(r) for r in store.deployment_rows(conn, environment, limit)]
+
+    @staticmethod
+    def deployment_in(conn: Connection, deployment_id: UUID) -> Deployment | None:
+        row = store.deployment_row(conn, deployment_id)
+        return _deployment(row) if row is not None else None
+
+    @staticmethod
+    def run_tasks_in(conn: Connection, run_id: UUID) -> list[tuple[str | None, TaskState]]:
+        """The tasks a run's steps wrote, oldest first, with the step that wrote each."""
+        return [(r.node_id, task_state(r)) for r in store.run_tasks(conn, run_id)]
+
+    @staticmethod
+    def task_events_in(
+        conn: Connection, task_ids: Sequence[UUID], after: int = 0
+    ) -> list[dict[str, Any]]:
+        """Progress and log lines of `task_ids` after event `after` (`seq` orders them)."""
+        return store.events_after(conn, task_ids, after)
+
     # reading back ------------------------------------------------------------------------
     def read_sticker(self, dest: Destination, *, seconds: float = 60.0) -> StickerReading:
         """The sticker on `dest` as it is now, checked against the orchestrator's registered
@@ -608,6 +772,43 @@ class DeployService:
             }
         check = verify_sticker(raw, keys)
         return StickerReading(dest.name, path, check.sticker, check.ok, check.reason)
+
+
+def _placement(r: Any) -> Placement:
+    return Placement(
+        deployment_id=UUID(str(r.deployment_id)),
+        target_id=UUID(str(r.target_id)),
+        target=r.target,
+        environment=r.environment,
+        release_id=UUID(str(r.release_id)),
+        release_name=r.release_name,
+        digests={str(k): str(v) for k, v in (r.digests or {}).items()},
+        lockfile_digest=r.lockfile_digest,
+        status=r.status,
+        error=r.error,
+        placed_at=r.placed_at,
+    )
+
+
+def _deployment(r: Any) -> Deployment:
+    return Deployment(
+        id=UUID(str(r.id)),
+        kind=r.kind,
+        environment=r.environment,
+        environment_id=UUID(str(r.environment_id)),
+        release_id=UUID(str(r.release_id)),
+        release_name=r.release_name,
+        strategy=r.strategy,
+        run_id=UUID(str(r.run_id)) if r.run_id else None,
+        promotion_id=UUID(str(r.promotion_id)) if r.promotion_id else None,
+        status=r.status,
+        lockfile_digest=r.lockfile_digest,
+        packet_id=UUID(str(r.packet_id)) if r.packet_id else None,
+        detail=dict(r.detail or {}),
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        created_by=r.created_by,
+    )
 
 
 @dataclass(frozen=True)

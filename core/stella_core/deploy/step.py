@@ -31,7 +31,7 @@ class DeployStep:
         key = f"{ctx.idempotency_key or ctx.run_id}:{ctx.node_id}:{ctx.attempt}"
         try:
             request: DeployRequest = self.service.request_for_run(
-                ctx.run_id, environment, key, timeout=ctx.remaining()
+                ctx.run_id, environment, key, timeout=ctx.remaining(), node_id=ctx.node_id
             )
             report = self.service.deploy(
                 request, self.destinations(request.environment), cancel=ctx.cancel

@@ -56,6 +56,45 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+# Kamal keeps the last five containers for rollback; a sticker remembers as many releases.
+HISTORY_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    release_id: UUID
+    release_name: str
+    deployment_id: UUID
+    digests: Mapping[str, str]
+    deployed_at: datetime
+
+
+def sticker_history(sticker: Mapping[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """(release name, component digests) the sticker says its target ran: now first, then
+    its history, newest first. Malformed entries are skipped (the caller verified the
+    signature; this only reads)."""
+    found: list[tuple[str, dict[str, str]]] = []
+    release = sticker.get("release")
+    if isinstance(release, Mapping):
+        found.append((str(release.get("name")), _digests(release.get("components"))))
+    for h in sticker.get("history") or []:
+        if isinstance(h, Mapping) and isinstance(h.get("release"), str):
+            found.append((h["release"], _digests(h.get("components"))))
+    return found
+
+
+def _digests(components: Any) -> dict[str, str]:
+    if not isinstance(components, list):
+        return {}
+    return {
+        str(c["name"]): str(c["digest"])
+        for c in components
+        if isinstance(c, Mapping)
+        and isinstance(c.get("name"), str)
+        and _DIGEST.match(str(c.get("digest")))
+    }
+
+
 def build_sticker(
     *,
     release_id: UUID,
@@ -76,8 +115,10 @@ def build_sticker(
     generated_at: datetime,
     strategy: str = "all-at-once",
     generator: str = GENERATOR,
+    history: Sequence[HistoryEntry] = (),
 ) -> dict[str, Any]:
-    """The sticker's body, unsigned."""
+    """The sticker's body, unsigned. `history`: the releases this target ran before, newest
+    first (a rollback goes back to one that every target of an environment still holds)."""
     if not _SHA256_HEX.match(compose_lock_sha256):
         raise DefinitionError("the lockfile's sha256 must be 64 lowercase hex digits")
     for c in components:
@@ -110,6 +151,16 @@ def build_sticker(
             "evidencePacketId": None if evidence_packet_id is None else str(evidence_packet_id),
             "composeLockSha256": compose_lock_sha256,
         },
+        "history": [
+            {
+                "release": h.release_name,
+                "releaseId": str(h.release_id),
+                "deploymentId": str(h.deployment_id),
+                "components": [{"name": n, "digest": d} for n, d in sorted(h.digests.items())],
+                "deployedAt": _when(h.deployed_at),
+            }
+            for h in history[:HISTORY_LIMIT]
+        ],
     }
 
 

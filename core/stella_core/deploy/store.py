@@ -48,17 +48,26 @@ def outcome_from(doc: dict[str, Any]) -> TaskOutcome:
     )
 
 
-def insert_task(conn: Connection, spec: TaskSpec, envelope: bytes) -> UUID:
+def insert_task(
+    conn: Connection,
+    spec: TaskSpec,
+    envelope: bytes,
+    *,
+    run_id: UUID | None = None,
+    node_id: str | None = None,
+) -> UUID:
     """The task's id: the new row's, or the existing one's with the same idempotency key."""
     row = conn.execute(
         text(
             "INSERT INTO deploy.tasks (id, tenant_id, type, target, target_id, agent_id,"
-            " idempotency_key, payload, envelope, issued_at, expires_at)"
+            " idempotency_key, payload, envelope, issued_at, expires_at, run_id, node_id)"
             " VALUES (:id, current_setting('app.tenant_id')::uuid, :type, :target, :target_id,"
-            " :agent_id, :key, CAST(:payload AS jsonb), :envelope, :issued, :expires)"
-            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+            " :agent_id, :key, CAST(:payload AS jsonb), :envelope, :issued, :expires, :run_id,"
+            " :node_id) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
         ),
         {
+            "run_id": run_id,
+            "node_id": node_id,
             "id": spec.id,
             "type": spec.type.value,
             "target": spec.target,
@@ -161,6 +170,147 @@ def events(conn: Connection, task_id: UUID) -> list[dict[str, Any]]:
         {"id": task_id},
     ).all()
     return [{"kind": r[0], "data": r[1], "at": r[2].isoformat()} for r in rows]
+
+
+def run_tasks(conn: Connection, run_id: UUID) -> Sequence[Any]:
+    return conn.execute(
+        text(
+            "SELECT id, type, agent_id, status, expires_at, outcome, deliveries, target,"
+            " idempotency_key, created_at, started_at, finished_at, node_id FROM deploy.tasks"
+            " WHERE run_id = :run ORDER BY created_at, id"
+        ),
+        {"run": run_id},
+    ).all()
+
+
+def events_after(conn: Connection, task_ids: Sequence[UUID], after: int) -> list[dict[str, Any]]:
+    """Events of several tasks after event id `after`, in order (a run monitor's live view)."""
+    if not task_ids:
+        return []
+    rows = conn.execute(
+        text(
+            "SELECT id, task_id, kind, data, at FROM deploy.task_events"
+            " WHERE task_id = ANY(:ids) AND id > :after ORDER BY id"
+        ),
+        {"ids": list(task_ids), "after": after},
+    ).all()
+    return [
+        {"seq": r[0], "task_id": UUID(str(r[1])), "kind": r[2], "data": r[3], "at": r[4]}
+        for r in rows
+    ]
+
+
+# -- deployments and placements (migration 0018) -------------------------------------------
+
+
+def insert_deployment(conn: Connection, **values: Any) -> bool:
+    """A deployment's row, once (a worker that takes a step over finds it written)."""
+    result = conn.execute(
+        text(
+            "INSERT INTO deploy.deployments (id, tenant_id, kind, environment, environment_id,"
+            " release_id, release_name, strategy, run_id, promotion_id, lockfile_digest)"
+            " VALUES (:id, current_setting('app.tenant_id')::uuid, :kind, :environment,"
+            " :environment_id, :release_id, :release_name, :strategy, :run_id, :promotion_id,"
+            " :lockfile_digest) ON CONFLICT (id) DO NOTHING"
+        ),
+        values,
+    )
+    return result.rowcount == 1
+
+
+def finish_deployment(
+    conn: Connection,
+    deployment_id: UUID,
+    status: str,
+    packet_id: UUID | None,
+    detail: dict[str, Any],
+) -> bool:
+    result = conn.execute(
+        text(
+            "UPDATE deploy.deployments SET status = :status, packet_id = :packet,"
+            " detail = CAST(:detail AS jsonb) WHERE id = :id AND status = 'running'"
+        ),
+        {"id": deployment_id, "status": status, "packet": packet_id, "detail": _json(detail)},
+    )
+    return result.rowcount == 1
+
+
+_DEPLOYMENT_COLUMNS = (
+    "id, kind, environment, environment_id, release_id, release_name, strategy, run_id,"
+    " promotion_id, status, lockfile_digest, packet_id, detail, started_at, finished_at,"
+    " created_by"
+)
+
+
+def deployment_row(conn: Connection, deployment_id: UUID) -> Any:
+    return conn.execute(
+        text(f"SELECT {_DEPLOYMENT_COLUMNS} FROM deploy.deployments WHERE id = :id"),
+        {"id": deployment_id},
+    ).first()
+
+
+def deployment_rows(conn: Connection, environment: str | None, limit: int) -> Sequence[Any]:
+    return conn.execute(
+        text(
+            f"SELECT {_DEPLOYMENT_COLUMNS} FROM deploy.deployments"
+            " WHERE (CAST(:env AS text) IS NULL OR environment = :env)"
+            " ORDER BY started_at DESC, id LIMIT :limit"
+        ),
+        {"env": environment, "limit": limit},
+    ).all()
+
+
+def insert_placement(conn: Connection, **values: Any) -> None:
+    values = {**values, "digests": _json(values["digests"])}
+    conn.execute(
+        text(
+            "INSERT INTO deploy.placements (tenant_id, deployment_id, target_id, target,"
+            " environment, release_id, release_name, digests, lockfile_digest, status, error)"
+            " VALUES (current_setting('app.tenant_id')::uuid, :deployment_id, :target_id,"
+            " :target, :environment, :release_id, :release_name, CAST(:digests AS jsonb),"
+            " :lockfile_digest, :status, :error)"
+        ),
+        values,
+    )
+
+
+_PLACEMENT_COLUMNS = (
+    "id, deployment_id, target_id, target, environment, release_id, release_name, digests,"
+    " lockfile_digest, status, error, placed_at"
+)
+
+
+def placement_rows(
+    conn: Connection,
+    *,
+    target_id: UUID | None = None,
+    environment: str | None = None,
+    status: str | None = None,
+    limit: int = 1000,
+) -> Sequence[Any]:
+    """Placements, newest first."""
+    return conn.execute(
+        text(
+            f"SELECT {_PLACEMENT_COLUMNS} FROM deploy.placements"
+            " WHERE (CAST(:target AS uuid) IS NULL OR target_id = :target)"
+            " AND (CAST(:env AS text) IS NULL OR environment = :env)"
+            " AND (CAST(:status AS text) IS NULL OR status = :status)"
+            " ORDER BY id DESC LIMIT :limit"
+        ),
+        {"target": target_id, "env": environment, "status": status, "limit": limit},
+    ).all()
+
+
+def current_placement_rows(conn: Connection, environment: str | None) -> Sequence[Any]:
+    """Each target's newest placement that succeeded: what should run there."""
+    return conn.execute(
+        text(
+            f"SELECT DISTINCT ON (target_id) {_PLACEMENT_COLUMNS} FROM deploy.placements"
+            " WHERE status = 'succeeded' AND (CAST(:env AS text) IS NULL OR environment = :env)"
+            " ORDER BY target_id, id DESC"
+        ),
+        {"env": environment},
+    ).all()
 
 
 OPEN_STATUSES = _OPEN

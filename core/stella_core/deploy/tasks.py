@@ -55,7 +55,7 @@ class TaskState:
         }
 
 
-def _state(row: Any) -> TaskState:
+def task_state(row: Any) -> TaskState:
     return TaskState(
         id=UUID(str(row.id)),
         type=row.type,
@@ -85,10 +85,19 @@ class TaskQueue:
         self.db = db
         self.clock = clock or SystemClock()
 
-    def submit(self, conn: Connection, spec: TaskSpec, envelope: bytes) -> UUID:
+    def submit(
+        self,
+        conn: Connection,
+        spec: TaskSpec,
+        envelope: bytes,
+        *,
+        run_id: UUID | None = None,
+        node_id: str | None = None,
+    ) -> UUID:
         """Queue a signed task in the caller's transaction; the same idempotency key gives the
-        task already queued (and its id), never a second one."""
-        return store.insert_task(conn, spec, envelope)
+        task already queued (and its id), never a second one. `run_id`/`node_id`: the workflow
+        step it serves (its run's monitor shows it)."""
+        return store.insert_task(conn, spec, envelope, run_id=run_id, node_id=node_id)
 
     def submit_signed(self, spec: TaskSpec, signer: Callable[[Connection], SigningKey]) -> UUID:
         """Sign `spec` with the key `signer` gives inside the transaction (the orchestrator's:
@@ -101,7 +110,7 @@ class TaskQueue:
             row = store.task_row(conn, task_id)
         if row is None:
             raise NotFoundError(f"no task {task_id}")
-        return _state(row)
+        return task_state(row)
 
     def events(self, task_id: UUID) -> list[dict[str, Any]]:
         with self.db.transaction() as conn:
