@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from stella_core.deploy.hosts import Host
     from stella_core.deploy.service import DeployService, Destination
     from stella_core.deploy.tasks import TaskQueue
+    from stella_core.drift.model import TargetDrift
+    from stella_core.drift.service import DriftService
     from stella_core.environments.service import EnvironmentService
     from stella_core.evidence.service import EvidenceService
     from stella_core.promotions.service import PromotionService
@@ -379,6 +381,15 @@ class Orchestrator:
             self.db, self.tenancy, self.evidence, self.workflows, orchestrator=True
         )
 
+    # drift (issue 12) -----------------------------------------------------------------------
+    @cached_property
+    def drift(self) -> DriftService:
+        """Drift checks: stickers and what runs against what should (`stella drift check`,
+        `stella serve --drift-every`), remediating where an environment opted in."""
+        from stella_core.drift.service import DriftService
+
+        return DriftService(self.db, self.evidence, self.deploy, self.destinations)
+
     @cached_property
     def environments(self) -> EnvironmentService:
         """Environments and targets as the orchestrator reads them: it alone opens a target's
@@ -488,6 +499,13 @@ class Stella:
 
         system = self.orchestrator.promotions if self.orchestrator else None
         return PromotionService(self.db, self.tenancy, self.evidence, self.workflows, system=system)
+
+    def drift_findings(self, environment: str | None = None) -> list[TargetDrift]:
+        """Each target's newest drift finding (of `environment`), as this person reads them."""
+        from stella_core.drift.service import DriftService
+
+        with self.db.transaction() as conn:
+            return DriftService.latest_in(conn, environment)
 
     @classmethod
     def open(

@@ -831,7 +831,10 @@ class Agent:
             finally:
                 with contextlib.suppress(Exception):
                     host.close()
-            outcome |= {"ok": True, "outputs": outputs if isinstance(outputs, dict) else {}}
+            outputs = outputs if isinstance(outputs, dict) else {}
+            if spec.type == "inspect":
+                outputs |= self._signed_report(spec, outputs.get("containers"))
+            outcome |= {"ok": True, "outputs": outputs}
         except StellaError as exc:
             outcome |= {
                 "ok": False,
@@ -850,6 +853,20 @@ class Agent:
             }
         outcome["finished_at"] = self.clock.now().isoformat()
         return outcome
+
+    def _signed_report(self, spec: Any, containers: Any) -> dict[str, Any]:
+        """What it saw, signed with its own key: the orchestrator keeps it as evidence."""
+        from stella_core.agents.reports import sign_report
+
+        return sign_report(
+            self.state.key_pem(),
+            self.state.cert_pem(),
+            agent_id=self.state.agent_id,
+            target=spec.target,
+            task_id=str(spec.id),
+            at=self.clock.now(),
+            containers=containers,
+        )
 
 
 def _default_runner() -> Runner:

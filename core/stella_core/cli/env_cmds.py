@@ -66,12 +66,28 @@ def cmd_env_set(args: argparse.Namespace) -> None:
         changes["auto_promote_from"] = None
     elif args.auto_promote_from is not None:
         changes["auto_promote_from"] = args.auto_promote_from
+    remediate = args.remediate_drift
+    if not changes and remediate is None:
+        from stella_core.errors import DefinitionError
+
+        raise DefinitionError("nothing to change: name at least one setting")
     with acting(args) as stella:
-        env = stella.environments.set(args.name, reason=args.reason, **changes)
+        if remediate is not None:
+            # Not part of the signed policy (it decides no promotion): an admin's switch,
+            # audited by the database.
+            stella.environments.set_remediate_drift(args.name, remediate == "on")
+        if changes:
+            env = stella.environments.set(args.name, reason=args.reason or "", **changes)
+        else:
+            env = stella.environments.get(args.name)
+        on = stella.environments.remediate_drift(args.name)
     show(
         args,
-        env.to_json(),
-        lambda: [f"environment {env.name}: policy version {env.policy_version}"],
+        {**env.to_json(), "remediate_drift": on},
+        lambda: [
+            f"environment {env.name}: policy version {env.policy_version}, drift "
+            + ("remediated" if on else "detected only")
+        ],
     )
 
 
@@ -133,7 +149,16 @@ def group_env(groups: Any, leaf: Leaf, help_: str) -> None:
     p.add_argument("--reason", default="", help="why (kept in the signed policy packet)")
     p = leaf(env, "set", cmd_env_set, "admins: change an environment's policy (signed, audited)")
     p.add_argument("name")
-    p.add_argument("--reason", required=True, help="why the policy changes")
+    p.add_argument(
+        "--reason", default=None, help="why the policy changes (required for a policy change)"
+    )
+    p.add_argument(
+        "--remediate-drift",
+        choices=["on", "off"],
+        default=None,
+        help="admins: on redeploys the expected release where drift is found; off (the "
+        "default) only reports it",
+    )
     p.add_argument("--order", type=ORDER, default=None)
     p.add_argument("--required-approvals", type=APPROVALS, default=None)
     p.add_argument(

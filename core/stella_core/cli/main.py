@@ -42,6 +42,7 @@ GROUPS: list[tuple[str, str, str]] = [
     ("approve", "approve a promotion (signed with your key)", "promotion_cmds"),
     ("reject", "reject a promotion (signed with your key)", "promotion_cmds"),
     ("agent", "agents: enrollment tokens, status, revocation", "agent_cmds"),
+    ("drift", "drift: what runs on targets against what should", "drift_cmds"),
     ("serve", "run workflow workers until SIGTERM/SIGINT", "serve_cmds"),
 ]
 _NAMES = {name for name, _, _ in GROUPS}

@@ -25,6 +25,23 @@ def _seal(stella: Any) -> None:
         logging.getLogger("stella.serve").warning("could not seal the ledger: %s", exc.message)
 
 
+def _drift_every(stella: Any, every: float, stop: Any) -> None:
+    """Drift checks on a schedule (its own thread: a check waits on targets, the loop must
+    not). A failed check is logged and the next one comes at its time."""
+    log = logging.getLogger("stella.serve")
+    while not stop.wait(every):
+        try:
+            found = stella.orchestrator.drift.check()
+            counts: dict[str, int] = {}
+            for d in found:
+                counts[d.status.value] = counts.get(d.status.value, 0) + 1
+            log.info("drift checked: %s", counts or "no targets")
+        except StellaError as exc:
+            log.warning("drift check failed: %s", exc.message)
+        except Exception:
+            log.exception("drift check failed")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run workers until SIGTERM or SIGINT; a step in flight gets a grace period, then it is
     stopped and handed back (its lease released) so another worker takes it at once."""
@@ -80,6 +97,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
             ]
             for thread in threads:
                 thread.start()
+            if args.drift_every:
+                threading.Thread(
+                    target=_drift_every,
+                    args=(stella, args.drift_every, stop),
+                    name="drift",
+                    daemon=True,  # a check waiting on a target does not hold up the exit
+                ).start()
             print(
                 f"stella: serving tenant {identity.tenant_name} as the orchestrator (started "
                 f"by {identity.user}) with {args.workers} worker(s)",
@@ -138,6 +162,13 @@ def group_serve(groups: Any, leaf: Leaf, help_: str) -> None:
         default=30.0,
         metavar="SECONDS",
         help="decide blocked promotions again this often, once their gates clear (0: never)",
+    )
+    p.add_argument(
+        "--drift-every",
+        type=seconds_flag(0, MAX_WAIT_SECONDS),
+        default=300.0,
+        metavar="SECONDS",
+        help="check every target for drift this often (0: never)",
     )
     p.add_argument(
         "--agent-listen",

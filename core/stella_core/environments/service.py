@@ -495,6 +495,30 @@ class EnvironmentService:
             raise NotFoundError(f"no environment named {name!r}")
         return env
 
+    # drift remediation (issue 12) ----------------------------------------------------------
+    @staticmethod
+    def remediate_drift_in(conn: Connection) -> dict[str, bool]:
+        """environment -> whether it opted into drift remediation (detect-only: False)."""
+        return EnvironmentStore(conn).remediate_drift()
+
+    def remediate_drift(self, name: str) -> bool:
+        with self.db.transaction() as conn:
+            found = EnvironmentStore(conn).remediate_drift()
+        if name not in found:
+            raise NotFoundError(f"no environment named {name!r}")
+        return found[name]
+
+    def set_remediate_drift(self, name: str, on: bool) -> bool:
+        """Admins: whether drift on `name`'s targets is put back (the expected release
+        redeployed through the deploy path) or only reported. Audited by the database."""
+        self.tenancy.require(ProductRole.ADMIN)
+        with self.db.transaction() as conn:
+            store = EnvironmentStore(conn)
+            if store.get(name, lock=True) is None:
+                raise NotFoundError(f"no environment named {name!r}")
+            store.set_remediate_drift(name, on)
+        return on
+
     # targets ------------------------------------------------------------------------------
     def add_target(
         self,

@@ -403,3 +403,16 @@ class EnvironmentStore:
             select(environments.c.name).where(environments.c.promotion_order == order)
         ).first()
         return str(row.name) if row else None
+
+    # drift remediation (issue 12) -----------------------------------------------------------
+    def remediate_drift(self) -> dict[str, bool]:
+        """environment -> whether it opted into drift remediation."""
+        rows = self.conn.execute(text("SELECT name, remediate_drift FROM env.environments"))
+        return {str(r.name): bool(r.remediate_drift) for r in rows}
+
+    def set_remediate_drift(self, name: str, on: bool) -> bool:
+        done = self.conn.execute(
+            text("UPDATE env.environments SET remediate_drift = :on WHERE name = :n"),
+            {"on": on, "n": name},
+        )
+        return bool(done.rowcount)

@@ -349,3 +349,78 @@ def referenced_inputs(predicate_type: str, predicate: Mapping[str, Any]) -> list
                 template.get("digest"),
             )
     return found
+
+
+# --- drift (issue 12, H2) --------------------------------------------------------------------
+_DIGEST_TEXT = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def drift_predicate(
+    *,
+    check_id: str | UUID,
+    environment: str,
+    target_id: str | UUID,
+    target_name: str,
+    checked_at: str | datetime,
+    expected_release: str,
+    expected_components: Mapping[str, str],
+    status: str,
+    findings: Sequence[Mapping[str, Any]],
+    reason: str | None = None,
+    previous_status: str | None = None,
+    sticker_digest: str | None = None,
+    report: Mapping[str, Any] | None = None,
+    remediation: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The predicate of a `drift` packet: a target's status changed. `findings` are
+    `{component, kind, expected?, observed?, tag?}` with digests as `sha256:<hex>` text;
+    `report` is `{digest, observerKind, observer, certificateSerial?}` (who saw what runs);
+    `remediation` `{deploymentId, status, packetId?}`."""
+    items = []
+    for f in sorted(findings, key=lambda f: (str(f["component"]), str(f["kind"]))):
+        item: dict[str, Any] = {"component": _text(f["component"], "component"), "kind": f["kind"]}
+        for key in ("expected", "observed"):
+            value = f.get(key)
+            if isinstance(value, str) and _DIGEST_TEXT.fullmatch(value):
+                item[key] = digest_set(value)
+        if f.get("tag"):
+            item["tag"] = str(f["tag"])
+        items.append(item)
+    predicate: dict[str, Any] = {
+        "checkId": str(UUID(str(check_id))),
+        "environment": _text(environment, "environment"),
+        "target": {"id": str(target_id), "name": _text(target_name, "target name")},
+        "checkedAt": rfc3339(checked_at),
+        "expected": {
+            "name": _text(expected_release, "release name"),
+            "components": components(expected_components),
+        },
+        "drifted": bool(items),
+        "findings": items,
+        "status": status,
+    }
+    if sticker_digest is not None:
+        predicate["stickerDigest"] = digest_set(sticker_digest)
+    if reason:
+        predicate["reason"] = reason[:2000]
+    if previous_status is not None:
+        predicate["previousStatus"] = previous_status
+    if report is not None:
+        found = {
+            "digest": digest_set(str(report["digest"])),
+            "observerKind": report["observerKind"],
+            "observer": _text(report["observer"], "observer"),
+        }
+        if report.get("certificateSerial"):
+            found["certificateSerial"] = str(report["certificateSerial"])
+        predicate["report"] = found
+    if remediation is not None:
+        done: dict[str, Any] = {
+            "deploymentId": str(UUID(str(remediation["deploymentId"]))),
+            "status": str(remediation["status"]),
+        }
+        if remediation.get("packetId"):
+            done["packetId"] = str(UUID(str(remediation["packetId"])))
+        predicate["remediation"] = done
+    validate_predicate(DRIFT_V1, predicate)
+    return predicate

@@ -1,0 +1,1 @@
+"""Drift: what really runs on each target, compared with what the database says should."""
