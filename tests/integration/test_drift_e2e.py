@@ -13,6 +13,8 @@ write findings or flip the remediation switch.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,7 @@ def test_drift_is_found_explained_and_put_back(estate: Estate) -> None:
         "box": ("in_sync", []),
     }
     # The agent signed what it saw; over SSH the orchestrator saw it itself.
-    assert found["edge"]["observer"].startswith("agent ")
+    assert found["edge"]["observer"] == "agent edge-1"
     assert found["box"]["observer"] == "orchestrator"
     with e.admin.db.transaction() as conn:
         report = DriftService.report_in(conn, found["edge"]["report_digest"])
@@ -190,6 +192,29 @@ def test_drift_is_found_explained_and_put_back(estate: Estate) -> None:
     # The next look finds it back in sync.
     found = drift_check(e)
     assert {t: f["status"] for t, f in found.items()} == {"edge": "in_sync", "box": "in_sync"}
+
+    # stella serve checks on its own schedule.
+    with e.admin.db.transaction() as conn:
+        count = "SELECT count(*) FROM drift.findings"
+        checked = conn.execute(text(count)).scalar_one()
+    serve = ["serve", "--workers", "1", "--drift-every", "1"]
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "stella_core.cli.main", *serve],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def scheduled() -> bool:
+            with e.admin.db.transaction() as conn:
+                return conn.execute(text(count)).scalar_one() >= checked + 2
+
+        wait_until(scheduled, timeout=90, what="a scheduled drift check")
+    finally:
+        serving.terminate()
+        serving.wait(60)
 
     # What people read: each target's newest finding.
     latest = {d.target: d.status.value for d in e.alice.drift_findings("dev")}

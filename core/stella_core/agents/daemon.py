@@ -832,8 +832,8 @@ class Agent:
                 with contextlib.suppress(Exception):
                     host.close()
             outputs = outputs if isinstance(outputs, dict) else {}
-            if spec.type == "inspect":
-                outputs |= self._signed_report(spec, outputs.get("containers"))
+            if spec.type == "inspect" and "containers" in outputs:
+                outputs |= self._signed_report(spec, outputs["containers"])
             outcome |= {"ok": True, "outputs": outputs}
         except StellaError as exc:
             outcome |= {

@@ -15,7 +15,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -44,6 +44,7 @@ class VerifiedReport:
     certificate: str  # PEM
     agent_id: UUID
     serial: str
+    agent_name: str = ""
 
     @property
     def containers(self) -> list[dict[str, Any]]:
@@ -214,4 +215,4 @@ def verify_report_in(
     issued = store.certificate(conn, verified.serial)
     if issued is None or UUID(str(issued.agent_id)) != agent_id:
         raise ReportRefusedError("the report's certificate is not one issued to this agent")
-    return verified
+    return replace(verified, agent_name=agent.name)

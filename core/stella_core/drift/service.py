@@ -236,7 +236,7 @@ class DriftService:
             except StellaError as exc:
                 log.warning("drift: %s: inspection report refused: %s", dest.name, exc.message)
                 return f"the agent's inspection report is refused: {exc.message}", [], None, ""
-            observer = f"agent {dest.agent_id}"
+            observer = f"agent {verified.agent_name or dest.agent_id}"
             row = {
                 "digest": verified.digest,
                 "observer_kind": "agent",
