@@ -12,6 +12,8 @@ write findings or flip the remediation switch.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -22,6 +24,9 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
 from stella_core.agents.daemon import Agent
@@ -29,6 +34,7 @@ from stella_core.deploy.model import TaskType
 from stella_core.deploy.runner import run_task
 from stella_core.deploy.service import DeployService
 from stella_core.drift.service import DriftService
+from stella_core.evidence.packets import canonical_json
 from stella_core.evidence.predicates import DEPLOYMENT_V1, DRIFT_V1
 from stella_core.promotions.model import PromotionStatus
 from stella_core.releases.model import ComponentPin
@@ -109,6 +115,15 @@ def test_drift_is_found_explained_and_put_back(estate: Estate) -> None:
     assert report["observer_kind"] == "agent"
     assert report["certificate"].startswith("-----BEGIN CERTIFICATE-----")
     assert {c["component"]: c["digest"] for c in report["report"]["containers"]} == expected
+    # Kept by the digest of what the agent sent, and its signature holds with its certificate.
+    envelope = {k: report[k] for k in ("report", "signature", "certificate")}
+    assert report["digest"] == "sha256:" + hashlib.sha256(canonical_json(envelope)).hexdigest()
+    public = x509.load_pem_x509_certificate(report["certificate"].encode()).public_key()
+    public.verify(  # type: ignore[union-attr,call-arg]
+        base64.b64decode(report["signature"]),
+        canonical_json(report["report"]),
+        ec.ECDSA(hashes.SHA256()),  # type: ignore[call-arg]
+    )
     assert len(drift_packets(e)) == 2  # first look at each target: one packet each
 
     # Nothing changed: nothing new to say.
@@ -202,8 +217,7 @@ def test_drift_is_found_explained_and_put_back(estate: Estate) -> None:
         [sys.executable, "-m", "stella_core.cli.main", *serve],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=subprocess.DEVNULL,
     )
     try:
 

@@ -39,7 +39,9 @@ class ReportRefusedError(IntegrityError):
 @dataclass(frozen=True)
 class VerifiedReport:
     report: dict[str, Any]
-    digest: str  # sha256:<hex> of its canonical JSON
+    # sha256:<hex> of the canonical JSON of {report, signature, certificate}: what is kept,
+    # and what an auditor checks offline (the certificate chains to the agent CA).
+    digest: str
     signature: str  # base64 DER
     certificate: str  # PEM
     agent_id: UUID
@@ -170,7 +172,9 @@ def check_report(
             raise ReportRefusedError("the report's containers are malformed")
     return VerifiedReport(
         report=dict(report),
-        digest=report_digest(report),
+        digest=report_digest(
+            {"report": report, "signature": signature_b64, "certificate": cert_text}
+        ),
         signature=signature_b64,
         certificate=cert_text,
         agent_id=agent_id,

@@ -55,7 +55,13 @@ def cmd_drift_status(args: argparse.Namespace) -> None:
 
 def group_drift(groups: Any, leaf: Leaf, help_: str) -> None:
     drift = groups.add_parser("drift", help=help_).add_subparsers(dest="cmd", required=True)
-    p = leaf(drift, "check", cmd_drift_check, "check targets for drift now")
+    p = leaf(
+        drift,
+        "check",
+        cmd_drift_check,
+        "check targets for drift now: each one's status (in_sync, drifted, unknown) with its "
+        "differences; exit 0 whatever it finds",
+    )
     p.add_argument("--env", default=None, help="only this environment's targets")
     p = leaf(drift, "status", cmd_drift_status, "each target's newest drift finding")
     p.add_argument("--env", default=None, help="only this environment's targets")

@@ -72,14 +72,14 @@ def cmd_env_set(args: argparse.Namespace) -> None:
 
         raise DefinitionError("nothing to change: name at least one setting")
     with acting(args) as stella:
-        if remediate is not None:
-            # Not part of the signed policy (it decides no promotion): an admin's switch,
-            # audited by the database.
-            stella.environments.set_remediate_drift(args.name, remediate == "on")
         if changes:
             env = stella.environments.set(args.name, reason=args.reason or "", **changes)
         else:
             env = stella.environments.get(args.name)
+        if remediate is not None:
+            # Not part of the signed policy (it decides no promotion): an admin's switch,
+            # audited by the database.
+            stella.environments.set_remediate_drift(args.name, remediate == "on")
         on = stella.environments.remediate_drift(args.name)
     show(
         args,

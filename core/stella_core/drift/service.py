@@ -11,6 +11,7 @@ packet the drift packet names.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import uuid
@@ -267,7 +268,7 @@ class DriftService:
             "containers": seen,
         }
         row = {
-            "digest": report_digest(report),
+            "digest": report_digest({"report": report}),
             "observer_kind": "orchestrator",
             "observer": "orchestrator",
             "agent_id": None,
@@ -415,18 +416,13 @@ class DriftService:
         if report is not None:
             # The report itself travels with the packet (an export carries it), so the
             # finding shows who saw what without the database.
-            inputs.append(
-                Input(
-                    REPORT_MEDIA_TYPE,
-                    canonical_json(
-                        {
-                            "report": report["report"],
-                            "signature": report["signature"],
-                            "certificate": report["certificate"],
-                        }
-                    ),
-                )
-            )
+            envelope = {"report": report["report"]}
+            if report["signature"] is not None:
+                envelope |= {"signature": report["signature"], "certificate": report["certificate"]}
+            body = canonical_json(envelope)
+            # Named in the predicate by this digest (the kept report's).
+            assert "sha256:" + hashlib.sha256(body).hexdigest() == report["digest"]
+            inputs.append(Input(REPORT_MEDIA_TYPE, body))
         packet = self.evidence.emit(
             conn,
             predicate_type=DRIFT_V1,
@@ -465,8 +461,6 @@ def _sticker_components(sticker: Mapping[str, Any]) -> tuple[dict[str, str], dic
 
 
 def _sticker_digest(reading: StickerReading) -> str | None:
-    import hashlib
-
     from stella_core.deploy.sticker import sticker_bytes
 
     if reading.sticker is None:

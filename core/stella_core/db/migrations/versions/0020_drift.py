@@ -3,7 +3,8 @@
 Revision ID: 0020
 Revises: 0018
 
-- `drift.reports`: inspection reports by digest: who saw what (an agent's report signed with
+- `drift.reports`: inspection reports by digest (of the canonical JSON of {report, signature,
+  certificate}, the packet's input of the same digest): who saw what (an agent's report signed with
   its own key and certificate, or the orchestrator's own look over SSH/WinRM). Append-only,
   written by the orchestrator only (after it verified an agent's signature and certificate).
 - `drift.findings`: each check of each target: status (in_sync | drifted | unknown), the
