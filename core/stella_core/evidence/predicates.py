@@ -341,6 +341,10 @@ def referenced_inputs(predicate_type: str, predicate: Mapping[str, Any]) -> list
         lockfile = predicate.get("lockfile")
         if isinstance(lockfile, Mapping):
             add(str(lockfile.get("name", LOCKFILE_NAME)), lockfile.get("digest"))
+    elif predicate_type == DRIFT_V1:
+        report = predicate.get("report")
+        if isinstance(report, Mapping):
+            add(f"inspection report by {report.get('observer')}", report.get("digest"))
     elif predicate_type == RUN_V1:
         template = predicate.get("template")
         if isinstance(template, Mapping):
