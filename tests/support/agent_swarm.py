@@ -14,7 +14,8 @@ engine's state directory: how often each target's deployment really ran.
     python -m tests.support.agent_swarm --report FILE --bin DIR --state DIR [--state DIR ...]
 
 runs one agent per state directory until SIGTERM and writes one JSON line per link change to
-FILE: {"agent": name, "linked": bool, "at": unix seconds}.
+FILE, {"agent": name, "linked": bool, "at": unix seconds}, and one per dial the agent starts,
+{"agent": name, "dial": true, "at": unix seconds} (when its backoff let it try again).
 """
 
 from __future__ import annotations
@@ -118,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     from stella_core.agents.daemon import Agent
     from stella_core.deploy.hosts import LocalHost
 
+    class DialingAgent(Agent):
+        """The real agent; it notes when each dial starts."""
+
+        def __init__(self, *args: object, **kw: object) -> None:
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+            self.dials: list[float] = []
+
+        def _connect_once(self) -> None:
+            self.dials.append(time.time())
+            super()._connect_once()
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--report", required=True, type=Path)
     parser.add_argument("--bin", required=True, type=Path)
@@ -132,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     path = f"{args.bin}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "PATH": path, "SWARM_ENGINE_STATE": str(args.engine_state)}
     agents = [
-        Agent(state, host_factory=lambda: LocalHost(env), runtime_path=path) for state in args.state
+        DialingAgent(state, host_factory=lambda: LocalHost(env), runtime_path=path)
+        for state in args.state
     ]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -144,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.start()
     linked = {a.state.name: False for a in agents}
+    noted = {a.state.name: 0 for a in agents}
     with args.report.open("a", buffering=1) as report:
         while not stop.wait(0.05):
             for a in agents:
+                for at in a.dials[noted[a.state.name] :]:
+                    noted[a.state.name] += 1
+                    report.write(json.dumps({"agent": a.state.name, "dial": True, "at": at}) + "\n")
                 now = a.connected.is_set()
                 if now != linked[a.state.name]:
                     linked[a.state.name] = now
