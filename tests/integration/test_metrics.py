@@ -157,3 +157,50 @@ def test_a_bad_metrics_address_is_a_usage_error(world) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "--metrics-listen" in result.stderr
+
+
+def test_drift_counts_come_from_the_reader_given_and_a_failing_one_spoils_nothing(world) -> None:
+    from dataclasses import dataclass
+
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+    from sqlalchemy import text
+
+    from stella_core.metrics import StellaCollector, drift_counts_from
+
+    @dataclass
+    class Finding:
+        status: str
+
+    admin = world.open()
+    db = admin.orchestrator.database(pool_size=1)
+
+    def scrape_with(drift) -> Samples:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StellaCollector(db, drift))
+        found: Samples = {}
+        for family in text_string_to_metric_families(generate_latest(registry).decode()):
+            for sample in family.samples:
+                found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return found
+
+    try:
+        latest = [Finding("in_sync"), Finding("drifted"), Finding("in_sync")]
+        counted = scrape_with(drift_counts_from(lambda conn: latest))
+        assert value(counted, "stella_drift_targets", status="in_sync") == 2
+        assert value(counted, "stella_drift_targets", status="drifted") == 1
+        assert ("stella_drift_targets", frozenset({("status", "unknown")})) in counted
+
+        # Without a reader there is no drift family at all (no zeros that would read as "in
+        # sync"); a reader whose table is missing fails alone and the scrape goes on.
+        def broken(conn):
+            conn.execute(text("SELECT status FROM drift.findings"))
+            return {}
+
+        for drift in (None, broken):
+            samples = scrape_with(drift)
+            assert not any(name == "stella_drift_targets" for name, _ in samples)
+            assert value(samples, "stella_database_up") == 1
+            assert ("stella_agents_connected", frozenset()) in samples
+    finally:
+        db.dispose()
