@@ -9,11 +9,11 @@ Two ports, because grpc decides per port whether a client certificate is asked f
 On the link, who the agent is comes from its certificate only (`auth_context`), never from a
 message. A link is refused for no certificate or one of another CA (the TLS handshake fails), an
 expired one (likewise), a revoked or unknown agent, or an older generation than the one in use (a
-copy: the agent is locked out). Revoking an agent cuts its live link within a poll (0.5 s).
+copy: the agent is locked out). Revoking an agent cuts its live link within a poll (0.2 s).
 
-Tasks: each poll hands the agent its open tasks not yet sent on this link (after a reconnect,
-the delivered-but-unanswered ones again); the agent's progress, log lines and results are
-recorded in the queue, only for its own tasks.
+Tasks: each poll (one query for all links) hands each agent its open tasks not yet sent on its
+link (after a reconnect, the delivered-but-unanswered ones again); the agent's progress, log
+lines and results are recorded in the queue, only for its own tasks.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 )
-POLL_SECONDS = 0.5
+# One query per poll for every link at once, so polling often costs the same for 1 or 500.
+POLL_SECONDS = 0.2
 MAX_OUTPUTS = 4 * 1024 * 1024
 
 
@@ -93,6 +94,7 @@ class _Link:
     sent: set[UUID] = field(default_factory=set)
     answered: set[UUID] = field(default_factory=set)
     seq: int = 0
+    ready: bool = False  # welcomed: tasks may follow
 
     def put(self, **body: Any) -> None:
         self.seq += 1
@@ -230,10 +232,11 @@ class _LinkServicer(rpc.AgentLinkServicer):  # type: ignore[misc]
             )
         )
         await asyncio.to_thread(gateway.enrollment.heartbeat, agent.id)
+        link.ready = True
+        gateway.poll_now()  # its open tasks at once, not at the next poll
         tasks = [
             asyncio.create_task(self._read(link, context)),
             asyncio.create_task(self._write(link, context)),
-            asyncio.create_task(self._poll(link)),
             asyncio.create_task(link.stop.wait()),
         ]
         try:
@@ -258,27 +261,6 @@ class _LinkServicer(rpc.AgentLinkServicer):  # type: ignore[misc]
         while True:
             message = await link.outbox.get()
             await context.write(message)
-
-    async def _poll(self, link: _Link) -> None:
-        gateway = self.gateway
-        queue = gateway.queue
-        while True:
-            open_tasks = await asyncio.to_thread(queue.for_agent, link.agent_id)
-            open_ids = {task_id for task_id, _ in open_tasks}
-            for task_id, envelope in open_tasks:
-                if task_id in link.sent:
-                    continue
-                link.sent.add(task_id)
-                # Recorded before it is sent, so its events read in order.
-                await asyncio.to_thread(queue.mark_delivered, task_id)
-                link.put(task=pb.TaskAssignment(task_id=str(task_id), envelope=envelope))
-            # Sent here, no longer open, and not answered on this link: cancelled (or expired).
-            for task_id in link.sent - open_ids - link.answered:
-                state = await asyncio.to_thread(queue.get, task_id)
-                if state.status in (TaskStatus.CANCELLED, TaskStatus.EXPIRED):
-                    link.put(cancel=pb.CancelTask(task_id=str(task_id)))
-                link.answered.add(task_id)
-            await asyncio.sleep(gateway.poll_seconds)
 
     async def _read(self, link: _Link, context: Any) -> None:
         gateway = self.gateway
@@ -381,6 +363,7 @@ class AgentGateway:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._stopping: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
         self.enroll_port = 0
         self.link_port = 0
 
@@ -455,11 +438,14 @@ class AgentGateway:
         log.info(
             "agent gateway: enrollment on port %d, links on %d", self.enroll_port, self.link_port
         )
+        self._wake = asyncio.Event()
         watcher = asyncio.create_task(self._watch_revocations())
+        dispatcher = asyncio.create_task(self._dispatch())
         try:
             await self._stopping.wait()
         finally:
             watcher.cancel()
+            dispatcher.cancel()
             for live in list(self._links.values()):
                 live.cut("the orchestrator is stopping", grpc.StatusCode.UNAVAILABLE)
             # Let the links end themselves (their agents hear why), then stop the servers.
@@ -492,6 +478,55 @@ class AgentGateway:
                 if live is not None:
                     log.info("agent %s revoked: cutting its link", live.name)
                     live.cut(f"agent {live.name} is revoked")
+
+    def poll_now(self) -> None:
+        """Look for open tasks at once (on the gateway's loop)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _dispatch(self) -> None:
+        """Every `poll_seconds` (or at once when a link comes up), one query for the open tasks
+        of every linked agent, not one per link: 500 links polling on their own would make
+        1,000 queries a second with nothing to do."""
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            links = {a: link for a, link in self._links.items() if link.ready}
+            if links:
+                try:
+                    found = await asyncio.to_thread(self.queue.for_agents, list(links))
+                    results = await asyncio.gather(
+                        *(self._deliver(link, found.get(a, [])) for a, link in links.items()),
+                        return_exceptions=True,
+                    )
+                    for link, result in zip(links.values(), results, strict=True):
+                        if isinstance(result, Exception):
+                            log.warning("agent %s: tasks not delivered: %r", link.name, result)
+                except StellaError as exc:
+                    log.warning("agent gateway: %s", exc.message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _deliver(self, link: _Link, open_tasks: list[tuple[UUID, bytes]]) -> None:
+        """Hand `link` its open tasks not yet sent on it (after a reconnect, the delivered but
+        unanswered ones again), and cancel those it was sent that closed unanswered."""
+        if link.stop.is_set():
+            return
+        queue = self.queue
+        open_ids = {task_id for task_id, _ in open_tasks}
+        for task_id, envelope in open_tasks:
+            if task_id in link.sent:
+                continue
+            link.sent.add(task_id)
+            # Recorded before it is sent, so its events read in order.
+            await asyncio.to_thread(queue.mark_delivered, task_id)
+            link.put(task=pb.TaskAssignment(task_id=str(task_id), envelope=envelope))
+        # Sent here, no longer open, and not answered on this link: cancelled (or expired).
+        for task_id in link.sent - open_ids - link.answered:
+            state = await asyncio.to_thread(queue.get, task_id)
+            if state.status in (TaskStatus.CANCELLED, TaskStatus.EXPIRED):
+                link.put(cancel=pb.CancelTask(task_id=str(task_id)))
+            link.answered.add(task_id)
 
     def stop(self, grace: float = 1.0) -> None:
         loop, stopping = self._loop, self._stopping

@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     stop = threading.Event()
     db = None
     gateway = None
+    metrics = None
     with acting(args) as stella:
         try:
             identity = stella.tenancy.require(ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
@@ -77,6 +78,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 print(
                     f"stella: agent gateway: enrollment on {gateway.host}:{gateway.enroll_port}, "
                     f"agent links on {gateway.link_host}:{gateway.link_port}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if args.metrics_listen:
+                from stella_core.metrics import serve_metrics
+
+                # Read at scrape time, as the orchestrator, from its own small pool.
+                metrics = serve_metrics(
+                    args.metrics_listen, stella.orchestrator.database(pool_size=1)
+                )
+                print(
+                    f"stella: metrics on http://{metrics.host}:{metrics.port}/metrics",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -124,6 +137,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             for thread in threads:
                 thread.join()
         finally:
+            if metrics is not None:
+                metrics.close()
             if gateway is not None:
                 gateway.stop()
                 gateway.enrollment.db.dispose()
@@ -181,6 +196,13 @@ def group_serve(groups: Any, leaf: Leaf, help_: str) -> None:
         default=None,
         metavar="HOST:PORT",
         help="where agents keep their mutual-TLS link (default: the --agent-listen port + 1)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (read from the database at "
+        "each scrape; bind to a private address)",
     )
 
 

@@ -114,6 +114,18 @@ def open_for_agent(conn: Connection, agent_id: UUID, now: datetime) -> Sequence[
     ).all()
 
 
+def open_for_agents(conn: Connection, agent_ids: Sequence[UUID], now: datetime) -> Sequence[Any]:
+    """`open_for_agent` for many agents in one statement: (agent_id, id, envelope) rows."""
+    return conn.execute(
+        text(
+            "SELECT agent_id, id, envelope FROM deploy.tasks WHERE agent_id = ANY(:agents)"
+            " AND status IN ('queued', 'delivered', 'running') AND expires_at > :now"
+            " ORDER BY created_at, id"
+        ),
+        {"agents": list(agent_ids), "now": now},
+    ).all()
+
+
 def task_row(conn: Connection, task_id: UUID, *, lock: bool = False) -> Any:
     return conn.execute(
         text(

@@ -145,6 +145,18 @@ class TaskQueue:
             rows = store.open_for_agent(conn, agent_id, self.clock.now())
         return [(UUID(str(r[0])), bytes(r[1])) for r in rows]
 
+    def for_agents(self, agent_ids: list[UUID]) -> dict[UUID, list[tuple[UUID, bytes]]]:
+        """`for_agent` for many agents in one query (the gateway's poll of all its links);
+        agents with no open task are absent."""
+        if not agent_ids:
+            return {}
+        with self.db.transaction() as conn:
+            rows = store.open_for_agents(conn, agent_ids, self.clock.now())
+        found: dict[UUID, list[tuple[UUID, bytes]]] = {}
+        for agent_id, task_id, envelope in rows:
+            found.setdefault(UUID(str(agent_id)), []).append((UUID(str(task_id)), bytes(envelope)))
+        return found
+
     def mark_delivered(self, task_id: UUID) -> None:
         with self.db.transaction() as conn:
             store.mark_delivered(conn, task_id, self.clock.now())
