@@ -82,11 +82,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
                     flush=True,
                 )
             if args.metrics_listen:
-                from stella_core.metrics import serve_metrics
+                from stella_core.drift.service import DriftService
+                from stella_core.metrics import drift_counts_from, serve_metrics
 
                 # Read at scrape time, as the orchestrator, from its own small pool.
                 metrics = serve_metrics(
-                    args.metrics_listen, stella.orchestrator.database(pool_size=1)
+                    args.metrics_listen,
+                    stella.orchestrator.database(pool_size=1),
+                    drift=drift_counts_from(DriftService.latest_in),
                 )
                 print(
                     f"stella: metrics on http://{metrics.host}:{metrics.port}/metrics",
