@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 # Task ids derive from the step attempt's idempotency key under this namespace.
 TASK_NAMESPACE = UUID("0b6c5f1e-8f5e-4d38-9a51-4c3c6b8d2a77")
 MAX_PARALLEL_TARGETS = 8
+ROLLED_WITH_THE_ROLLOUT = "rolled back with the rollout"
 HEALTH_TASK_SLACK = 30.0  # a poll's task may wait this long for its agent beyond the request
 # Health answers that may change by asking again (anything else stops the polling).
 RETRY_HEALTH = frozenset({"health-check-failed", "timeout", "expired", "unreachable", None})
@@ -826,7 +827,7 @@ class DeployService:
             return replace(
                 report,
                 status="rolled-back",
-                error=report.error or "rolled back with the rollout",
+                error=report.error or ROLLED_WITH_THE_ROLLOUT,
                 back_to=RolledBackTo(
                     old.release_id,
                     old.release_name,

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from stella_core.deploy.service import (
+    ROLLED_WITH_THE_ROLLOUT,
     DeployRequest,
     DeployService,
     Destination,
@@ -86,17 +87,22 @@ class DeployStep:
             return Waiting(APPROVAL_POLL_SECONDS)
         outputs = report.outputs()
         if report.failures:
-            first = report.failures[0]
-            more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
-            verb = "rolled back" if first.status == "rolled-back" else "failed"
-            what = "retiring the old group" if isinstance(report, GroupSwitch) else verb
-            # A rollout that rolled back ended as the template asked: another attempt would
-            # deploy the same release again.
-            return Failed(
-                f"target {first.target} {what}: {first.error}{more}",
-                outputs,
-                retryable=first.status != "rolled-back",
-            )
+            failures = report.failures
+            # The target that stopped the rollout first, then the ones rolled back with it.
+            first = next((t for t in failures if t.error != ROLLED_WITH_THE_ROLLOUT), failures[0])
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            if isinstance(report, GroupSwitch):
+                return Failed(f"target {first.target} of the old group: {first.error}{more}")
+            if any(t.status == "rolled-back" for t in failures):
+                # It ended as the template asked: another attempt would deploy it again.
+                rolled = sum(t.status == "rolled-back" for t in failures)
+                return Failed(
+                    f"target {first.target}: {first.error}; the rollout stopped and {rolled} "
+                    "target(s) went back to what they ran before",
+                    outputs,
+                    retryable=False,
+                )
+            return Failed(f"target {first.target}: {first.error}{more}", outputs)
         return Succeeded(outputs)
 
 
