@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -334,6 +335,19 @@ def test_a_rolling_deployment_stops_at_the_unhealthy_batch_and_rolls_back(setup:
     assert rolled[0]["status"] == "rolled_back"
     assert rolled[0]["strategy"] == "rolling"
 
+    # Each target's progress and log lines are in its tasks' events, linked to the run.
+    with estate.admin.db.transaction() as conn:
+        tasks = DeployService.run_tasks_in(conn, promotion.run_id)
+        events = DeployService.task_events_in(conn, [t.id for _, t in tasks])
+    by_task = {t.id: t.target for _, t in tasks}
+    progress = [(by_task[e["task_id"]], e["data"]) for e in events if e["kind"] == "progress"]
+    assert ("c-edge", {"phase": "health", "healthy": False}) in [
+        (t, {k: d.get(k) for k in ("phase", "healthy")}) for t, d in progress
+    ]
+    assert {t for t, d in progress if d.get("phase") == "rollback"} == {"a-edge", "b-box", "c-edge"}
+    logs = " ".join(str(e["data"].get("line")) for e in events if e["kind"] == "log")
+    assert "answered 500" in logs
+
     # The command line checks a target's health on demand: c-edge's check still fails.
     env = estate.world.env()
     shown = stella_cli(env, "target", "health", "a-edge", "--output", "json")
@@ -364,11 +378,12 @@ def test_a_canary_waits_for_an_approval_its_requester_cannot_give(setup: Setup) 
     promotion = alice.promotions.request("r1", "dev", "canary")
     assert promotion.run_id is not None
 
-    def parked() -> bool:
-        alice.workflows.wait_run(promotion.run_id, timeout=3)
-        return _step(estate, promotion.run_id, "deploy").status == "waiting"
-
-    wait_until(parked, timeout=240)
+    # The run is driven here, in the background, as `stella run wait` would.
+    driver = threading.Thread(
+        target=alice.workflows.wait_run, args=(promotion.run_id,), kwargs={"timeout": 240}
+    )
+    driver.start()
+    wait_until(lambda: _step(estate, promotion.run_id, "deploy").status == "waiting", timeout=180)
     # Rung 1 (half the targets: a-edge) runs r1; b-box waits for the approval.
     assert running_digests(estate.podman, "stella-dev-a-edge") == first
     assert running_digests(estate.podman, "stella-dev-b-box") == {}
@@ -399,7 +414,7 @@ def test_a_canary_waits_for_an_approval_its_requester_cannot_give(setup: Setup) 
         )
     bob_sql.rollback()
     bob_sql.close()
-    alice.workflows.wait_run(promotion.run_id, timeout=6)
+    time.sleep(6)  # a resume or more: it parks again, nothing approved it
     assert _step(estate, promotion.run_id, "deploy").status == "waiting"
     assert running_digests(estate.podman, "stella-dev-b-box") == {}
 
@@ -417,7 +432,8 @@ def test_a_canary_waits_for_an_approval_its_requester_cannot_give(setup: Setup) 
     )
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["approver"] == "bob"
-    run = alice.workflows.wait_run(promotion.run_id, timeout=240)
+    driver.join(240)
+    run = alice.workflows.get_run(promotion.run_id)
     assert alice.promotions.get(promotion.id).status is PromotionStatus.DEPLOYED, run.to_json()
     assert running_digests(estate.podman, "stella-dev-b-box") == first
     assert running_digests(estate.podman, "stella-dev-a-edge") == first

@@ -690,9 +690,16 @@ class DeployService:
                 request, dest, begun.deployment_id, payload, begun.expected, cancel
             )
             if report.status == "succeeded" and begun.checks:
-                problem = self._health(request, dest, begun, cancel, say)
+                problem, asked = self._health(request, dest, begun, cancel, say)
                 if problem:
                     report = replace(report, status="failed", error=f"unhealthy: {problem}")
+                if asked:
+                    # The verdict beside the deploy task's own log, where the run shows it.
+                    self._progress(
+                        begun.deployment_id,
+                        dest,
+                        {"phase": "health", "healthy": not problem, "line": problem or "healthy"},
+                    )
             say(f"{dest.name}: {report.status}" + (f" ({report.error})" if report.error else ""))
             return report
 
@@ -707,17 +714,19 @@ class DeployService:
         begun: _Begun,
         cancel: threading.Event,
         say: Callable[[str], None],
-    ) -> str | None:
-        """None once every component's check answers as expected on `dest`, else why not. Each
-        poll is a `health-check` task run on the target; polls are counted (not timed) and
-        their keys numbered, so a resumed step replays the same answers from the queue."""
+    ) -> tuple[str | None, bool]:
+        """None once every component's check answers as expected on `dest`, else why not; and
+        whether any poll was asked now (not replayed). Each poll is a `health-check` task run
+        on the target; polls are counted (not timed) and their keys numbered, so a resumed
+        step replays the same answers from the queue."""
+        asked = False
         for check in begun.checks:
             url = check.url_for(dest.name)
             last = "no answer"
             healthy = False
             for n in range(check.polls):
                 if cancel.is_set():
-                    return "cancelled"
+                    return "cancelled", asked
                 outcome, fresh = self._run_task(
                     request,
                     dest,
@@ -731,6 +740,7 @@ class DeployService:
                     cancel,
                     seconds=check.request_seconds + HEALTH_TASK_SLACK,
                 )
+                asked = asked or fresh
                 if outcome.ok:
                     healthy = True
                     break
@@ -741,9 +751,18 @@ class DeployService:
                     cancel.wait(check.interval)
             if not healthy:
                 say(f"{dest.name}: {check.component} is unhealthy ({last})")
-                return f"{check.component}: {last}"
+                return f"{check.component}: {last}", asked
             say(f"{dest.name}: {check.component} is healthy")
-        return None
+        return None, asked
+
+    def _progress(self, deployment_id: UUID, dest: Destination, data: dict[str, Any]) -> None:
+        """A progress line on the target's deploy task (the run monitor lists its events)."""
+        try:
+            self.tasks.record_event(
+                task_id_for(f"{deployment_id}:{dest.id}:deploy"), "progress", data
+            )
+        except Exception:  # a progress line is never worth failing a deployment for
+            log.warning("progress of %s not recorded", dest.name, exc_info=True)
 
     def _roll_back(
         self,
@@ -824,6 +843,11 @@ class DeployService:
                     ),
                 )
             say(f"{dest.name}: rolled back to {old.release_name}")
+            self._progress(
+                begun.deployment_id,
+                dest,
+                {"phase": "rollback", "line": f"rolled back to {old.release_name}"},
+            )
             return replace(
                 report,
                 status="rolled-back",

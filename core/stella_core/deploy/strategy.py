@@ -10,7 +10,18 @@ blue-green group). Pure: no I/O.
   healthy before the next; with `canary_approval` a promotion approval is needed between rungs.
 - blue-green: `groups` names two target groups; the step deploys to the idle one (`phase`
   "deploy"); after the workflow's own switch step, a second deploy step with `phase` "retire"
-  records the new group as live and stops the old one.
+  records the new group as live and stops the old one. The product does not move traffic
+  itself: the switch is the workflow's, e.g.
+
+      deploy  {strategy: blue-green, groups: [blue, green]}         -> outputs.group (idle)
+      switch  {type: script, command: [repoint-lb, ${{ steps.deploy.outputs.group }}]}
+      retire  {type: deploy, strategy: blue-green, groups: [blue, green], phase: retire}
+
+  The live group is `deploy.group_switches`' newest row (`DeployService.live_group_in`),
+  written by the orchestrator only; the first deployment goes to the first group.
+
+A canary that waits for approvals parks between rungs; its step's `timeout_seconds` bounds the
+wait (set it long enough for an approver to look).
 """
 
 from __future__ import annotations
