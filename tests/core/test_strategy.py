@@ -36,6 +36,8 @@ def test_max_unavailable_caps_each_batch_and_rounds_down() -> None:
     assert [len(b) for b in plan_batches(TARGETS, 5, 2)] == [2, 2, 2, 2, 2]
     # 15% of 10 is 1.5: at most one down at a time.
     assert [len(b) for b in plan_batches(TARGETS, "50%", "15%")] == [1] * 10
+    # Only max_unavailable: batches as big as it allows.
+    assert [len(b) for b in plan_batches(TARGETS, None, "30%")] == [3, 3, 3, 1]
     # A percentage that rounds to nothing still lets one through.
     assert resolve("1%", 10, round_up=False) == 1
     assert resolve("1%", 10, round_up=True) == 1

@@ -458,8 +458,9 @@ class DeployService:
                 say(f"rung {i} approved by {', '.join(approvers)}")
             elif i > 0 and rollout.pause_seconds and not started_before:
                 say(f"pausing {rollout.pause_seconds} s before {word} {i + 1}")
-                if cancel.wait(rollout.pause_seconds):
-                    break
+                cancel.wait(rollout.pause_seconds)
+            if cancel.is_set():
+                break  # the targets not reached yet are left as they are
             names = ", ".join(d.name for d in stage)
             say(f"{word} {i + 1} of {len(stages)}: {names}")
             done = self._batch(request, stage, begun, cancel, say)
@@ -470,7 +471,18 @@ class DeployService:
                 break
         if failed and rollout.rollback_on_failure:
             reports = self._roll_back(request, destinations, begun, reports, cancel, say)
-        return self._finish(request, destinations, begun, reports, cancel)
+        reached = {r.target_id for r in reports}
+        unreached = [d for d in destinations if d.id not in reached]
+        # A rollout cut short by cancelling did not succeed, whatever the batches it finished.
+        cut_short = bool(unreached) and not failed
+        return self._finish(
+            request,
+            destinations,
+            begun,
+            reports,
+            cancel,
+            status="cancelled" if cut_short else None,
+        )
 
     def _rung_approvers(self, request: DeployRequest, rung: int) -> list[str]:
         if self.rung_approvers is None or request.run_id is None:
@@ -873,11 +885,14 @@ class DeployService:
         cancel: threading.Event,
         *,
         detail: Mapping[str, Any] | None = None,
+        status: str | None = None,
     ) -> DeploymentReport:
         """One evidence packet for the whole deployment, then the stickers (they name it), then
-        the placements and the deployment's end."""
+        the placements and the deployment's end (`status`: how it ended, when not from what
+        the targets answered)."""
         deployment_id = begun.deployment_id
-        status = _overall(reports)
+        forced = status
+        status = forced or _overall(reports)
         finished = self.clock.now()
         with self.db.transaction() as conn:
             predicate = deployment_predicate(
@@ -940,7 +955,7 @@ class DeployService:
                     cancel,
                 )
             )
-        status = _overall(final)
+        status = forced or _overall(final)
         extra = dict(detail or {})
         self._record(request, deployment_id, status, final, begun.lock_digest, packet.id, extra)
         return DeploymentReport(

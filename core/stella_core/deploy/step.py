@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from stella_core.deploy.service import (
     ROLLED_WITH_THE_ROLLOUT,
+    DeploymentReport,
     DeployRequest,
     DeployService,
     Destination,
@@ -103,6 +104,8 @@ class DeployStep:
                     retryable=False,
                 )
             return Failed(f"target {first.target}: {first.error}{more}", outputs)
+        if isinstance(report, DeploymentReport) and report.status != "succeeded":
+            return Failed(f"the rollout was {report.status}", outputs, cancelled=True)
         return Succeeded(outputs)
 
 

@@ -177,14 +177,16 @@ def resolve(amount: Amount, total: int, *, round_up: bool) -> int:
 def plan_batches(
     targets: Sequence[T], batch_size: Amount | None, max_unavailable: Amount | None
 ) -> list[list[T]]:
-    """Rolling batches, in the targets' order. A batch is at most `batch_size` targets (default
-    one) and at most `max_unavailable` (a target being deployed is unavailable)."""
+    """Rolling batches, in the targets' order. A batch is at most `batch_size` targets and at
+    most `max_unavailable` (a target being deployed is unavailable); with neither, one."""
     total = len(targets)
     if total == 0:
         return []
-    size = resolve(batch_size, total, round_up=True) if batch_size is not None else 1
-    if max_unavailable is not None:
-        size = min(size, resolve(max_unavailable, total, round_up=False))
+    down = None if max_unavailable is None else resolve(max_unavailable, total, round_up=False)
+    # Without a batch size, as many at once as may be down.
+    size = resolve(batch_size, total, round_up=True) if batch_size is not None else down or 1
+    if down is not None:
+        size = min(size, down)
     size = max(1, min(size, total))
     return [list(targets[i : i + size]) for i in range(0, total, size)]
 
