@@ -9,6 +9,14 @@ the orchestrator goes to every target that succeeded, naming that packet.
 
 Nothing runs twice: task ids and idempotency keys derive from the step attempt's idempotency key,
 so a worker that takes a step over finds the tasks already written and their answers.
+
+A target counts once it is healthy: each component's `x-stella-health` check (deploy.health) is
+polled on the target as `health-check` tasks. `roll_out` adds the strategies (deploy.strategy):
+rolling batches and canary rungs, each healthy before the next, a failed one stopping the
+rollout and (`rollback_on_failure`) putting every target reached back on what it ran before
+(its previous succeeded placement, by digest); a canary parks between rungs until a promotion
+approval lets it go on; blue-green deploys to the idle group and, in a later `retire` step,
+records the live group and stops the old one.
 """
 
 from __future__ import annotations
