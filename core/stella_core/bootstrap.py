@@ -336,6 +336,7 @@ class Orchestrator:
             self.tasks,
             promotion_environment=PromotionService.promotion_of_run_in,
             environment_id=_environment_id,
+            rung_approvers=PromotionService.rung_approvers_in,
         )
 
     def destinations(self, environment: str | None, target: str | None = None) -> list[Destination]:

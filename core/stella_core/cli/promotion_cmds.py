@@ -259,6 +259,16 @@ def cmd_promotion_exception(args: argparse.Namespace) -> None:
 
 
 def cmd_approve(args: argparse.Namespace) -> None:
+    if args.rung is not None:
+        # A canary's approval to go on past a rung: the run goes on by itself (it re-checks).
+        with acting(args) as stella:
+            given = stella.promotions.approve_rung(args.promotion_id, args.rung, args.comment or "")
+        out(
+            args,
+            given,
+            [f"{given['approver']} approved rung {given['rung']} of {given['promotion_id']}"],
+        )
+        return
     with acting(args) as stella:
         promotion = stella.promotions.approve(args.promotion_id, args.comment or "")
         value = _settled(stella, promotion, args).to_json()
@@ -366,6 +376,13 @@ def group_approve(groups: Any, leaf: Leaf, help_: str) -> None:
     p = leaf(groups, "approve", cmd_approve, help_)
     p.add_argument("promotion_id")
     p.add_argument("--comment", default="")
+    p.add_argument(
+        "--rung",
+        type=int,
+        default=None,
+        metavar="N",
+        help="approve a deploying canary going on past its rung N (1 = the first)",
+    )
     _waiting(p)
 
 

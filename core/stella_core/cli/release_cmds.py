@@ -72,6 +72,19 @@ def cmd_component_add(args: argparse.Namespace) -> None:
         # Read (and checked) before anything is opened: a bad file changes nothing.
         text = read_bounded(args.service, MAX_FRAGMENT_BYTES, "the service file")
         service = parse_service_fragment(text, f"the service file {args.service}")
+    others = (args.health_expect_status, args.health_interval, args.health_timeout)
+    if args.health_url is None and any(v is not None for v in others):
+        raise UsageError("the other --health-* flags go with --health-url")
+    if args.health_url is not None:
+        from stella_core.deploy.health import HEALTH_KEY, health_of
+
+        check: dict[str, Any] = {"url": args.health_url}
+        for key in ("expect_status", "interval", "timeout"):
+            value = getattr(args, f"health_{key}")
+            if value is not None:
+                check[key] = value
+        service = {**(service or {}), HEALTH_KEY: check}
+        health_of(args.name, service)  # checked before anything is opened
     with acting(args) as stella:
         comp = stella.releases.add_component(args.name, args.image, service)
     show(
@@ -161,6 +174,20 @@ def group_component(groups: Any, leaf: Leaf, help_: str) -> None:
         metavar="FILE",
         help="its compose service as YAML or JSON, without image (ports, environment, volumes, "
         "network_mode, healthcheck); - reads standard input",
+    )
+    p.add_argument(
+        "--health-url",
+        metavar="URL",
+        help="an HTTP check asked on each target after a deployment ({target}: its name)",
+    )
+    p.add_argument("--health-expect-status", type=int, default=None, metavar="CODE")
+    p.add_argument("--health-interval", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--health-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a target has to become healthy (default 30)",
     )
     leaf(comp, "list", cmd_component_list, "list components")
 

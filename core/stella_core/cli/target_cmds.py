@@ -190,6 +190,46 @@ def cmd_target_sticker(args: argparse.Namespace) -> None:
         raise IntegrityError(f"the sticker on {args.name} does not verify: {reading.reason}")
 
 
+def cmd_target_health(args: argparse.Namespace) -> None:
+    """The target's components as they are now: each container's state and, where the
+    component declares `x-stella-health`, its HTTP check asked from the target. Exit 1 when a
+    component is not healthy, with the JSON printed all the same."""
+    from stella_core.errors import ConnectorError, OrchestratorUnavailableError
+
+    with acting(args) as stella:
+        if stella.orchestrator is None:
+            raise OrchestratorUnavailableError(
+                "checking a target's health goes through the orchestrator, and this machine "
+                "holds no orchestrator login for this tenant",
+                remedy=("serve",),
+            )
+        from stella_core.agents.local import LOCAL_AGENT, local_agent_beside
+
+        orchestrator = stella.orchestrator
+        target = stella.environments.target(args.name)
+        (dest,) = orchestrator.destinations(None, args.name)
+        with local_agent_beside(stella, wanted=target.agent == LOCAL_AGENT):
+            health = orchestrator.deploy.target_health(
+                dest, target.environment, seconds=args.timeout
+            )
+    value = health.to_json()
+
+    def lines() -> list[str]:
+        verdict = "healthy" if health.healthy else "NOT healthy"
+        found = [f"{args.name}: {verdict} (release {health.release or 'none recorded'})"]
+        for c in health.components:
+            http = c.http
+            answer = ""
+            if http is not None:
+                answer = f"  {http['url']} -> {http['status'] or http['error']}"
+            found.append(f"  {c.component:16} {c.to_json()['state']}{answer}")
+        return found
+
+    show(args, value, lines)
+    if not health.healthy:
+        raise ConnectorError(f"target {args.name} is not healthy")
+
+
 def group_target(groups: Any, leaf: Leaf, help_: str) -> None:
     target = groups.add_parser("target", help=help_).add_subparsers(dest="cmd", required=True)
     p = leaf(target, "add", cmd_target_add, "admins: add a target to an environment")
@@ -252,6 +292,16 @@ def group_target(groups: Any, leaf: Leaf, help_: str) -> None:
         default=60,
         metavar="SECONDS",
         help="how long to wait for the target's answer",
+    )
+
+    p = leaf(target, "health", cmd_target_health, "check a target's containers and health checks")
+    p.add_argument("name")
+    p.add_argument(
+        "--timeout",
+        type=number_flag(1, 3600),
+        default=60,
+        metavar="SECONDS",
+        help="how long to wait for the target's answers",
     )
 
 

@@ -12,7 +12,9 @@ what was pulled is checked; only then is the lockfile started; then the digest e
 container was created from is read back and compared with the pinned one.
 
 Payloads (JSON objects; unknown members are refused):
-- deploy: {project, directory, runtime, lockfile, images: [{component, image}], engine?}
+- deploy: {project, directory, runtime, lockfile, images: [{component, image}], engine?}, or
+  {project, directory, runtime, action: "down", engine?}: stops and removes the project's
+  containers (a blue-green deployment's old group) with the lockfile already there
 - inspect: {project, runtime, engine?}
 - health-check: {url, expect_status?, timeout?}
 - execute-command: {argv, timeout?} (only an argv equal to an entry of `allow_commands`)
@@ -403,6 +405,8 @@ def _created_from(
 
 
 def _deploy(payload: Any, host: Host, log: Log) -> dict[str, Any]:
+    if isinstance(payload, dict) and "action" in payload:
+        return _down(payload, host, log)
     p = _object(
         payload,
         {"project", "directory", "runtime", "lockfile", "images", "engine"},
@@ -478,6 +482,34 @@ def _deploy(payload: Any, host: Host, log: Log) -> dict[str, Any]:
         "lockfile": path,
         "lockfile_sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+def _down(payload: Any, host: Host, log: Log) -> dict[str, Any]:
+    p = _object(
+        payload,
+        {"project", "directory", "runtime", "action", "engine"},
+        {"project", "directory", "runtime", "action"},
+        "deploy",
+    )
+    if p["action"] != "down":
+        raise _bad("action must be down")
+    project = _project(p["project"])
+    directory = _directory(p["directory"])
+    runtime = _runtime(p["runtime"])
+    engine = _engine(p, runtime)
+    path = posixpath.join(directory, LOCKFILE_NAME)
+    if host.read_file(path, limit=MAX_LOCKFILE_BYTES) is None:
+        log(f"{project}: no lockfile at {path}, nothing to stop")
+        return {"stopped": False, "project": project}
+    _require_runtime(host, runtime, engine, log)
+    log(f"stopping {project}")
+    down = _run(host, [*runtime, "-p", project, "-f", path, "down"], timeout=UP_TIMEOUT, log=log)
+    if down.exit_code != 0:
+        raise TaskFailedError(
+            f"{shlex.join(runtime)} down on {host.description} failed: {_detail(down)}",
+            "stop-failed",
+        )
+    return {"stopped": True, "project": project}
 
 
 def _inspect(payload: Any, host: Host, log: Log) -> dict[str, Any]:

@@ -326,3 +326,48 @@ def current_placement_rows(conn: Connection, environment: str | None) -> Sequenc
 
 
 OPEN_STATUSES = _OPEN
+
+
+def deployment_lockfile(conn: Connection, key_pattern: str) -> str | None:
+    """The lockfile a deployment's deploy tasks carry (their keys match `key_pattern`)."""
+    return conn.execute(
+        text(
+            "SELECT payload->>'lockfile' FROM deploy.tasks WHERE type = 'deploy'"
+            " AND idempotency_key LIKE :pattern ORDER BY created_at LIMIT 1"
+        ),
+        {"pattern": key_pattern},
+    ).scalar()
+
+
+def run_deployments(conn: Connection, run_id: UUID) -> Sequence[Any]:
+    """A run's deployments, newest first."""
+    return conn.execute(
+        text(
+            f"SELECT {_DEPLOYMENT_COLUMNS} FROM deploy.deployments WHERE run_id = :run"
+            " ORDER BY started_at DESC"
+        ),
+        {"run": run_id},
+    ).all()
+
+
+def live_group(conn: Connection, environment: str) -> str | None:
+    return conn.execute(
+        text(
+            "SELECT live_group FROM deploy.group_switches WHERE environment = :env"
+            " ORDER BY id DESC LIMIT 1"
+        ),
+        {"env": environment},
+    ).scalar()
+
+
+def insert_group_switch(conn: Connection, **values: Any) -> None:
+    """Which blue-green group is live from now (once per deployment)."""
+    conn.execute(
+        text(
+            "INSERT INTO deploy.group_switches (tenant_id, environment, live_group,"
+            " previous_group, deployment_id, run_id)"
+            " VALUES (current_setting('app.tenant_id')::uuid, :environment, :live_group,"
+            " :previous_group, :deployment_id, :run_id) ON CONFLICT DO NOTHING"
+        ),
+        values,
+    )

@@ -54,6 +54,11 @@ from stella_core.workflows.model import RunStatus
 from stella_core.workflows.service import WorkflowService
 
 REQUESTERS = (ProductRole.RELEASE_MANAGER, ProductRole.ADMIN)
+# A canary rung approval is an approval packet with this extension member (in-toto's
+# URI-named extension convention; the approval schema admits them): the rung it lets pass.
+RUNG_FIELD = "https://stella-desk.dev/evidence/approval/v1#canaryRung"
+MAX_RUNG = 10
+MAX_COMMENT = 4000
 log = logging.getLogger(__name__)
 
 
@@ -245,6 +250,144 @@ class PromotionService:
             )
         self._decide_now(promotion_id)
         return self.get(promotion_id)
+
+    # canary rungs ------------------------------------------------------------------------
+    def approve_rung(
+        self, promotion_id: UUID | str, rung: int, comment: str = ""
+    ) -> dict[str, Any]:
+        """Let a canary deployment of the promotion go on past rung `rung` (1 = the first):
+        an approval of the same kind as the promotion's own (signed over the promotion, its
+        environment and its exact digests, by someone eligible under its policy), never by its
+        requester. The database checks the same again."""
+        key = _uuid(promotion_id)
+        if isinstance(rung, bool) or not isinstance(rung, int) or not 1 <= rung <= MAX_RUNG:
+            raise DefinitionError(f"a rung is a whole number from 1 to {MAX_RUNG}", field="rung")
+        if len(comment) > MAX_COMMENT:
+            raise DefinitionError(f"a comment is at most {MAX_COMMENT} characters", field="comment")
+        me = self.tenancy.whoami()
+        with self.db.transaction() as conn:
+            self._rung_refusal(conn, key, rung, me)  # before a key is made for nothing
+        self.evidence.ensure_personal_key()
+        with self.db.transaction() as conn:
+            row = self._rung_refusal(conn, key, rung, me)
+            components = dict(row.components)
+            signer = self.evidence.personal_signer(conn)
+            predicate: dict[str, Any] = {
+                "promotionId": str(key),
+                "decision": "approved",
+                "approver": {"name": me.user, "keyId": signer.key_id},
+                "environment": row.environment,
+                "release": _release_json(row.release_name, components),
+                "comment": comment,
+                "decidedAt": self._now(),
+                RUNG_FIELD: rung,
+            }
+            if row.run_id is not None:
+                predicate["runId"] = str(row.run_id)
+            packet = self.evidence.emit(
+                conn,
+                predicate_type=APPROVAL_V1,
+                subjects=list(components.items()),
+                predicate=predicate,
+                signer=signer,
+                refs=Refs(
+                    release=row.release_name,
+                    environment=row.environment,
+                    promotion_id=key,
+                    run_id=row.run_id,
+                ),
+            )
+            PromotionStore(conn).insert_rung_approval(me.tenant_id, key, rung, comment, packet.id)
+            TenancyService.audit(
+                conn,
+                me.tenant_id,
+                "promotion.approve_rung",
+                "promotion",
+                str(key),
+                {"rung": rung, "comment": comment, "packet": str(packet.id)},
+            )
+        return {
+            "promotion_id": str(key),
+            "rung": rung,
+            "approver": me.user,
+            "packet": str(packet.id),
+        }
+
+    def _rung_refusal(self, conn: Connection, promotion_id: UUID, rung: int, me: Identity) -> Any:
+        """The promotion row, or ApprovalRefusedError saying why this person may not let its
+        canary go on (the promotion's own eligibility, and never its requester)."""
+        store = PromotionStore(conn)
+        row = store.row(promotion_id, lock=True)
+        if row is None:
+            raise NotFoundError(f"no promotion {promotion_id}")
+        if PromotionStatus(row.status) is not PromotionStatus.DEPLOYING:
+            raise ApprovalRefusedError(
+                f"promotion {promotion_id} is {row.status}: only a deploying promotion's canary "
+                "takes approvals"
+            )
+        if row.requested_by == me.user:
+            raise ApprovalRefusedError(
+                f"separation of duties: {me.user} requested this promotion to "
+                f"{row.environment} and cannot approve its canary"
+            )
+        if not eligible(row.policy, me.user, me.role.value):
+            roles, persons = approvers_of(row.policy)
+            who = ", ".join([*(f"role {r}" for r in roles), *persons])
+            raise ApprovalRefusedError(
+                f"{me.user} ({me.role.value}) is not eligible to approve promotions to "
+                f"{row.environment}; eligible: {who}"
+            )
+        if any(a.approver == me.user for a in store.rung_approvals(promotion_id, rung)):
+            raise ApprovalRefusedError(
+                f"{me.user} has already approved rung {rung} of promotion {promotion_id}"
+            )
+        return row
+
+    @staticmethod
+    def rung_approvers_in(conn: Connection, run_id: UUID, rung: int) -> list[str]:
+        """Who let the canary of the promotion `run_id` carries out go on past `rung`, counted
+        as the orchestrator counts promotion approvals: a signature that verifies (over this
+        promotion, environment, digests and rung) by a key of the approver, an active person
+        eligible under the promotion's policy, never its requester. (Read in the deploy step's
+        transaction, as the orchestrator.)"""
+        store = PromotionStore(conn)
+        row = store.row_of_run(run_id)
+        if row is None or PromotionStatus(row.status) is not PromotionStatus.DEPLOYING:
+            return []
+        users = {u.name: u for u in TenancyService.users_in(conn) if not u.disabled}
+        keys: dict[str, dict[str, Any]] = {}
+        for k in TenancyService.keys_in(conn):
+            if k.owner_kind == "person":
+                keys.setdefault(k.owner, {})[k.key_id] = k.public_key
+        found: list[str] = []
+        for a in store.rung_approvals(row.id, rung):
+            person = users.get(a.approver)
+            if (
+                person is None
+                or a.approver == row.requested_by
+                or a.approver in found
+                or not eligible(row.policy, a.approver, person.role.value)
+                or not _rung_signature_ok(a, row, rung, keys.get(a.approver, {}))
+            ):
+                continue
+            found.append(a.approver)
+        return found
+
+    def rung_approvals(self, promotion_id: UUID | str) -> list[dict[str, Any]]:
+        """The canary approvals given for a promotion, as people see them."""
+        with self.db.transaction() as conn:
+            rows = PromotionStore(conn).rung_approvals(_uuid(promotion_id))
+        return [
+            {
+                "rung": a.rung,
+                "approver": a.approver,
+                "role": a.role,
+                "comment": a.comment,
+                "at": rfc3339(a.at),
+                "packet": str(a.packet_id),
+            }
+            for a in rows
+        ]
 
     def _refusal(self, conn: Connection, promotion_id: UUID, me: Identity) -> Any:
         """The locked promotion row, or ApprovalRefusedError saying why this person may not
@@ -904,6 +1047,26 @@ def _signature_ok(approval: Any, row: Any, keys: Mapping[str, Any]) -> bool:
         and predicate.get("promotionId") == str(row.id)
         and predicate.get("environment") == row.environment
         and predicate.get("decision") == expected
+        and (predicate.get("approver") or {}).get("name") == approval.approver
+        and (predicate.get("approver") or {}).get("keyId") == packet.signer_key_id
+        and sorted(packet.subject_digests()) == sorted(dict(row.components).values())
+    )
+
+
+def _rung_signature_ok(approval: Any, row: Any, rung: int, keys: Mapping[str, Any]) -> bool:
+    if approval.bundle is None or not keys:
+        return False
+    try:
+        packet = verify_bundle(json.loads(bytes(approval.bundle)), keys)
+    except (PacketError, ValueError):
+        return False
+    predicate = packet.predicate
+    return (
+        packet.predicate_type == APPROVAL_V1
+        and predicate.get("promotionId") == str(row.id)
+        and predicate.get("environment") == row.environment
+        and predicate.get("decision") == "approved"
+        and predicate.get(RUNG_FIELD) == rung
         and (predicate.get("approver") or {}).get("name") == approval.approver
         and (predicate.get("approver") or {}).get("keyId") == packet.signer_key_id
         and sorted(packet.subject_digests()) == sorted(dict(row.components).values())

@@ -244,3 +244,30 @@ class PromotionStore:
             text(f"SELECT {_COLUMNS} FROM promotion.promotions WHERE run_id = :r FOR UPDATE"),
             {"r": run_id},
         ).first()
+
+    # canary rung approvals ----------------------------------------------------------------
+    def insert_rung_approval(
+        self, tenant_id: UUID, promotion_id: UUID, rung: int, comment: str, packet_id: UUID
+    ) -> None:
+        self.conn.execute(
+            text(
+                "INSERT INTO promotion.rung_approvals (tenant_id, promotion_id, rung, comment,"
+                " packet_id) VALUES (:t, :p, :r, :c, :packet)"
+            ),
+            {"t": tenant_id, "p": promotion_id, "r": rung, "c": comment, "packet": packet_id},
+        )
+
+    def rung_approvals(self, promotion_id: UUID, rung: int | None = None) -> list[Any]:
+        return list(
+            self.conn.execute(
+                text(
+                    "SELECT a.id, a.promotion_id, a.rung, a.approver, a.role, a.comment, a.at,"
+                    " a.packet_id, p.bundle FROM promotion.rung_approvals a"
+                    " LEFT JOIN evidence.packets p"
+                    "   ON p.id = a.packet_id AND p.tenant_id = a.tenant_id"
+                    " WHERE a.promotion_id = :p AND (CAST(:r AS integer) IS NULL OR a.rung = :r)"
+                    " ORDER BY a.rung, a.at"
+                ),
+                {"p": promotion_id, "r": rung},
+            )
+        )

@@ -40,6 +40,13 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[
 
 
 STRING_LIST = {"type": "array", "items": {"type": "string"}}
+# A number of targets, or a share of them ("25%").
+AMOUNT = {
+    "oneOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": "^(100|[1-9][0-9]?)%$"},
+    ]
+}
 
 BUILTIN_SPECS: tuple[StepTypeSpec, ...] = (
     StepTypeSpec(
@@ -105,9 +112,11 @@ BUILTIN_SPECS: tuple[StepTypeSpec, ...] = (
         name="deploy",
         title="Deploy",
         description=(
-            "Puts the release's exact digests on every target of an environment (agent, SSH or "
-            "WinRM): a compose lockfile pinned by digest, pulled, started and read back, then a "
-            "signed version sticker on each target and a deployment evidence packet."
+            "Puts the release's exact digests on the targets of an environment (agent, SSH or "
+            "WinRM): a compose lockfile pinned by digest, pulled, started, read back and "
+            "health-checked (each component's x-stella-health), then a signed version sticker "
+            "on each target and a deployment evidence packet. Strategies: all-at-once, rolling "
+            "(batches), canary (rungs, optionally approved) and blue-green (two groups)."
         ),
         category="action",
         input_schema=_obj(
@@ -116,6 +125,63 @@ BUILTIN_SPECS: tuple[StepTypeSpec, ...] = (
                     "type": "string",
                     "minLength": 1,
                     "description": "where to deploy (default: the promotion's environment)",
+                },
+                "strategy": {
+                    "enum": ["all-at-once", "rolling", "canary", "blue-green"],
+                    "default": "all-at-once",
+                    "description": "how the release reaches the targets",
+                },
+                "batch_size": {
+                    **AMOUNT,
+                    "description": "rolling: targets per batch, a count or a percentage ('25%')",
+                },
+                "max_unavailable": {
+                    **AMOUNT,
+                    "description": "rolling: at most this many targets deploying at once",
+                },
+                "canary_percentages": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "minItems": 1,
+                    "maxItems": 10,
+                    "description": "canary: the share of targets after each rung, e.g. [10, 50]",
+                },
+                "groups": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "description": "blue-green: the two target groups (the targets' group field)",
+                },
+                "pause_seconds": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 3600,
+                    "description": "rolling and canary: a pause between batches or rungs",
+                },
+                "rollback_on_failure": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": (
+                        "rolling and canary: a failed batch rolls every target reached back to "
+                        "what it ran before"
+                    ),
+                },
+                "canary_approval": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": (
+                        "canary: each rung after the first waits for a promotion approval "
+                        "(never the requester's)"
+                    ),
+                },
+                "phase": {
+                    "enum": ["deploy", "retire"],
+                    "default": "deploy",
+                    "description": (
+                        "blue-green: deploy to the idle group, or (a second deploy step after "
+                        "the workflow's switch step) record it as live and stop the old group"
+                    ),
                 },
             }
         ),
@@ -138,6 +204,11 @@ BUILTIN_SPECS: tuple[StepTypeSpec, ...] = (
                 "deployment_id": {"type": "string"},
                 "lockfile_digest": {"type": "string"},
                 "evidence_packet": {"type": "string"},
+                "status": {"type": "string"},
+                "group": {"type": "string"},
+                "previous_group": {"type": "string"},
+                "live_group": {"type": "string"},
+                "stopped_group": {"type": "string"},
             }
         ),
         side_effects=True,

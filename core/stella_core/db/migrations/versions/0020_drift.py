@@ -1,7 +1,7 @@
 """Drift: what really runs on each target against what should (schema `drift`).
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 
 - `drift.reports`: inspection reports by digest (of the canonical JSON of {report, signature,
   certificate}, the packet's input of the same digest): who saw what (an agent's report signed with
@@ -19,7 +19,7 @@ from alembic import op
 from stella_core.db.schema_sql import APP_ROLE, append_only, tenant_rls
 
 revision = "0020"
-down_revision = "0018"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
