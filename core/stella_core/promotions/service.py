@@ -123,7 +123,13 @@ class PromotionService:
         return self.get(promotion_id)
 
     def _request_in(
-        self, conn: Connection, tenant_id: UUID, release: str, environment: str, reason: str
+        self,
+        conn: Connection,
+        tenant_id: UUID,
+        release: str,
+        environment: str,
+        reason: str,
+        kind: str = "promotion",
     ) -> UUID:
         if EnvironmentService.get_in(conn, environment) is None:
             raise NotFoundError(f"no environment named {environment!r}")
@@ -138,14 +144,14 @@ class PromotionService:
                 f"release {release} already has an open promotion to {environment}: "
                 f"{open_one.id} ({open_one.status})"
             )
-        promotion_id = store.insert(tenant_id, found[0].id, environment, reason)
+        promotion_id = store.insert(tenant_id, found[0].id, environment, reason, kind)
         TenancyService.audit(
             conn,
             tenant_id,
             "promotion.request",
             "promotion",
             str(promotion_id),
-            {"release": release, "environment": environment, "reason": reason},
+            {"release": release, "environment": environment, "reason": reason, "kind": kind},
         )
         return promotion_id
 
@@ -929,4 +935,5 @@ def _promotion(row: Any, approvals: list[Approval]) -> Promotion:
         status_reason=row.status_reason,
         run_id=row.run_id,
         approvals=tuple(approvals),
+        kind=row.kind,
     )
