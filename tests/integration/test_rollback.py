@@ -44,6 +44,20 @@ from tests.support.workflow_helpers import wait_until
 __all__ = ["podman_fixture"]
 
 PROJECTS = {"edge": "stella-prod-edge", "box": "stella-prod-box"}
+# The deploy workflow, told whether it carries out a rollback (its `kind` input).
+SHIP = {
+    **WORKFLOW,
+    "inputs": {"kind": {"type": "string", "default": "promotion"}},
+    "nodes": [
+        WORKFLOW["nodes"][0],
+        {
+            "id": "announce",
+            "type": "notify",
+            "name": "Announce",
+            "inputs": {"message": "${{ inputs.kind }} deployed"},
+        },
+    ],
+}
 
 
 @dataclass
@@ -131,7 +145,7 @@ def _estate(
         )
         releases[made.name] = {c.name: c.digest for c in made.components}
     assert len({d["web"] for d in releases.values()}) == 3
-    alice.workflows.import_template(WORKFLOW)
+    alice.workflows.import_template(SHIP)
     admin.environments.add(
         "prod",
         order=0,
@@ -139,6 +153,8 @@ def _estate(
         required_approvals=approvals,
         separation_of_duties=approvals > 0,
     )
+    # Releases deployed to prod go on to `later` by themselves (it has no workflow to run).
+    admin.environments.add("later", order=1, auto_promote_from="prod")
 
     gateway = open_gateway(admin.orchestrator, listen="127.0.0.1:0", link_listen="127.0.0.1:0")
     gateway.poll_seconds = 0.2
@@ -220,6 +236,13 @@ def test_rollback_goes_back_to_the_newest_release_on_every_target_and_leaves_a_p
     value = json.loads(result.stdout)
     assert (value["release"], value["status"]) == ("r2", "deployed")
     assert value["kind"] == "rollback"
+    run = estate.alice.workflows.get_run(value["run_id"])
+    announce = next(s for s in run.steps if s.id == "announce")
+    assert announce.outputs["message"] == "rollback deployed"
+    # Going back in prod sends nothing on: `later` got r1, r2 and r3 when they were deployed,
+    # and no second r2.
+    later = estate.alice.promotions.find(environment="later")
+    assert sorted(p.release for p in later) == ["r1", "r2", "r3"]
 
     # What runs now is r2, by digest, on both targets; their stickers say so.
     for target, project in PROJECTS.items():

@@ -554,7 +554,9 @@ class PromotionService:
             store.update(row.id, PromotionStatus.DEPLOYED, status_reason="no workflow to run")
             return
         declared = self.workflows.declared_inputs_in(conn, env.workflow)
-        offered = {"environment": row.environment, "promotion": str(row.id)}
+        # `kind` (promotion | rollback): a workflow that declares it may treat a rollback
+        # differently (its conditions read `inputs.kind`); the deploy step deploys either.
+        offered = {"environment": row.environment, "promotion": str(row.id), "kind": row.kind}
         # The run's approvers are the ones counted above: the database copies them.
         run_id = self.workflows.start_in(
             conn,
@@ -600,6 +602,8 @@ class PromotionService:
             row = PromotionStore(conn).row_of_run(run_id)
             if row is None or PromotionStatus(row.status) is not PromotionStatus.DEPLOYED:
                 return []
+            if row.kind == "rollback":
+                return []  # going back here is no reason to send that release further on
             targets = [
                 e.name
                 for e in EnvironmentService.list_in(conn)
