@@ -426,11 +426,15 @@ class Orchestrator:
                 return TargetHoldings(
                     dest.name, dest.id, problem=f"its sticker was written for target {other}"
                 )
+            try:
+                deployment_id: str | None = str(UUID(str(deployment.get("id"))))
+            except ValueError:
+                deployment_id = None
             return TargetHoldings(
                 dest.name,
                 dest.id,
                 tuple(sticker_history(reading.sticker)),
-                deployment_id=str(deployment.get("id")),
+                deployment_id=deployment_id,
             )
 
         destinations = self.destinations(environment)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -78,7 +79,7 @@ class TargetHoldings:
         return self.releases[0] if self.releases else None
 
     def holds(self, release: Release) -> bool:
-        digests = {c.name: c.digest for c in release.components}
+        digests = _digests(release)
         return any(name == release.name and dict(d) == digests for name, d in self.releases)
 
 
@@ -89,6 +90,7 @@ class RollbackPlan:
     holdings: tuple[TargetHoldings, ...]
     from_release: str
     from_components: dict[str, str] = field(default_factory=dict)
+    to_components: dict[str, str] = field(default_factory=dict)
 
     def before(self) -> dict[str, Any]:
         """The state before, as `promotion.rollbacks.before` keeps it."""
@@ -144,7 +146,9 @@ def choose(
             raise RollbackRefusedError(
                 f"every target of {environment} runs {to} already: there is nothing to roll back"
             )
-        return RollbackPlan(environment, to, tuple(holdings), from_release, from_components)
+        return RollbackPlan(
+            environment, to, tuple(holdings), from_release, from_components, _digests(found[0])
+        )
     candidates = [
         r for r in releases if r.name != running_everywhere and all(h.holds(r) for h in holdings)
     ]
@@ -157,7 +161,13 @@ def choose(
             f"no earlier release is on every target of {environment}: {runs}"
         )
     newest = max(candidates, key=lambda r: (r.created_at, r.name))
-    return RollbackPlan(environment, newest.name, tuple(holdings), from_release, from_components)
+    return RollbackPlan(
+        environment, newest.name, tuple(holdings), from_release, from_components, _digests(newest)
+    )
+
+
+def _digests(release: Release) -> dict[str, str]:
+    return {c.name: c.digest for c in release.components}
 
 
 def _from(
@@ -231,6 +241,22 @@ class RollbackService:
         why_text = reason.strip() or (
             f"rollback of {environment} from {plan.from_release} to {plan.release}"
         )
+        # What the packet will say is checked now, before anything is requested: a state
+        # before it could not record would otherwise surface only when the run ends.
+        now = self.promotions.clock.now()
+        packet_predicate(
+            plan.before(),
+            rollback_id=UUID(int=0),
+            environment=environment,
+            to_release=plan.release,
+            to_components=plan.to_components,
+            trigger=trigger,
+            reason=why_text,
+            status="succeeded",
+            started_at=now,
+            finished_at=now,
+            actor=identity.user,
+        )
         with self.promotions.db.transaction() as conn:
             promotion_id = self.promotions._request_in(
                 conn, identity.tenant_id, plan.release, environment, why_text, kind="rollback"
@@ -251,26 +277,11 @@ class RollbackService:
         if row is None or row.kind != "rollback":
             return
         state = store.rollback_state(row.id)
-        before = dict(state.before) if state is not None else {}
-        source = before.get("from") or {}
-        targets = [
-            TargetBefore(
-                target=str(t["target"]),
-                release=str(t["release"]),
-                components=dict(t.get("components") or {}),
-                target_id=t.get("targetId"),
-                deployment_id=t.get("deploymentId"),
-            )
-            for t in before.get("targets") or []
-            if t.get("release")
-        ]
-        deployments = {t.deployment_id for t in targets}
         components = dict(row.components)
-        predicate = rollback_predicate(
+        predicate = packet_predicate(
+            dict(state.before) if state is not None else {},
             rollback_id=row.id,
             environment=row.environment,
-            from_release=str(source.get("release") or "unknown"),
-            from_components=dict(source.get("components") or {}),
             to_release=row.release_name,
             to_components=components,
             trigger=state.trigger_kind if state is not None else MANUAL,
@@ -279,11 +290,8 @@ class RollbackService:
             started_at=row.requested_at,
             finished_at=self.promotions.clock.now(),
             actor=row.requested_by,
-            before=targets,
-            promotion_id=row.id,
             run_id=run_id,
             run_status=str(status),
-            deployment_id=next(iter(deployments)) if len(deployments) == 1 else None,
         )
         self.evidence.emit(
             conn,
@@ -299,3 +307,56 @@ class RollbackService:
             ),
         )
         log.info("rollback %s of %s ended %s", row.id, row.environment, status)
+
+
+def packet_predicate(
+    before: Mapping[str, Any],
+    *,
+    rollback_id: UUID,
+    environment: str,
+    to_release: str,
+    to_components: Mapping[str, str],
+    trigger: str,
+    reason: str,
+    status: str,
+    started_at: datetime,
+    finished_at: datetime,
+    actor: str,
+    run_id: UUID | None = None,
+    run_status: str | None = None,
+) -> dict[str, Any]:
+    """The rollback packet's predicate from the state before as `promotion.rollbacks` keeps
+    it (the rollback is its promotion: same id)."""
+    source = before.get("from") or {}
+    targets = [
+        TargetBefore(
+            target=str(t["target"]),
+            release=str(t["release"]),
+            components=dict(t.get("components") or {}),
+            target_id=t.get("targetId"),
+            deployment_id=t.get("deploymentId"),
+        )
+        for t in before.get("targets") or []
+        if t.get("release")
+    ]
+    # The deployment rolled back, where every target's sticker names the same one.
+    deployments = {t.deployment_id for t in targets}
+    return rollback_predicate(
+        rollback_id=rollback_id,
+        environment=environment,
+        from_release=str(source.get("release") or "unknown"),
+        from_components=dict(source.get("components") or {}),
+        to_release=to_release,
+        to_components=to_components,
+        trigger=trigger,
+        reason=reason,
+        status=status,
+        started_at=started_at,
+        finished_at=finished_at,
+        actor=actor,
+        before=targets,
+        promotion_id=rollback_id,
+        run_id=run_id,
+        run_status=run_status,
+        deployment_id=next(iter(deployments)) if len(deployments) == 1 else None,
+    )
