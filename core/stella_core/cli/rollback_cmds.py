@@ -19,12 +19,14 @@ releases). With --to, that release must be held by every target. A target whose 
 be read, is missing or does not verify makes the rollback refuse, naming it.
 
 A rollback is a promotion of that release to the environment, marked as a rollback: the
-environment's policy decides it as any promotion (approvals, separation of duties, freeze and
-deployment windows: the requester of a rollback cannot approve it). Once approved it runs the
-environment's workflow, whose deploy step deploys the release by digest; that workflow is the
-rollback's workflow path. When the run ends, a signed `rollback` evidence packet records each
-target's release and digests before, the release gone back to, the reason and the outcome
-(`stella evidence verify` checks it offline).
+environment's policy decides it as any promotion (approvals, freeze and deployment windows,
+and where the environment asks for separation of duties, its requester cannot approve it).
+Once approved it runs the environment's workflow, whose deploy step deploys the release by
+digest: that workflow is the rollback's workflow path (one that declares an input `kind` gets
+`rollback`, so its conditions can tell, e.g. `${{ inputs.kind == 'rollback' }}`). When the run
+ends, a signed `rollback` evidence packet records each target's release and digests before,
+the release gone back to, the reason and the outcome (`stella evidence verify` checks it
+offline).
 
 Prints {"release", "promotion_id", "status"} (status as `stella promotion show` has it:
 deployed, awaiting_approval, failed, ...). Exit code 0 when the rollback was requested (whatever
@@ -55,7 +57,10 @@ def group_rollback(groups: Any, leaf: Leaf, help_: str) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--env", required=True, help="the environment to roll back")
     p.add_argument(
-        "--to", default=None, help="the release to go back to (default: the newest on every target)"
+        "--to",
+        default=None,
+        metavar="RELEASE",
+        help="the release to go back to (default: the newest on every target)",
     )
     p.add_argument("--reason", default="", help="why (recorded in the promotion and the packet)")
     _waiting(p)
