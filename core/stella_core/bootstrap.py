@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from stella_core.drift.service import DriftService
     from stella_core.environments.service import EnvironmentService
     from stella_core.evidence.service import EvidenceService
+    from stella_core.promotions.rollback import RollbackService, TargetHoldings
     from stella_core.promotions.service import PromotionService
     from stella_core.releases.service import ReleaseService
     from stella_core.workflows.service import WorkflowService
@@ -407,6 +408,51 @@ class Orchestrator:
             orchestrator=True,
         )
 
+    # rollback (issue 12) ------------------------------------------------------------------
+    @cached_property
+    def rollbacks(self) -> RollbackService:
+        from stella_core.promotions.rollback import RollbackService
+
+        return RollbackService(self.promotions, self.evidence, self.rollback_holdings)
+
+    def rollback_holdings(self, environment: str) -> list[TargetHoldings]:
+        """What each target of `environment` holds according to its sticker, read through its
+        agent or connection and checked against the orchestrator's keys."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from stella_core.deploy.sticker import sticker_history
+        from stella_core.promotions.rollback import TargetHoldings
+
+        def one(dest: Destination) -> TargetHoldings:
+            try:
+                reading = self.deploy.read_sticker(dest)
+            except StellaError as exc:
+                return TargetHoldings(dest.name, dest.id, problem=exc.message)
+            if reading.sticker is None or not reading.signature_ok:
+                why = reading.reason or "its sticker does not verify"
+                return TargetHoldings(dest.name, dest.id, problem=why)
+            deployment = reading.sticker.get("deployment") or {}
+            if deployment.get("targetId") != str(dest.id):
+                # A sticker copied from elsewhere says nothing about this target's history.
+                other = str(deployment.get("targetName"))[:64]
+                return TargetHoldings(
+                    dest.name, dest.id, problem=f"its sticker was written for target {other}"
+                )
+            try:
+                deployment_id: str | None = str(UUID(str(deployment.get("id"))))
+            except ValueError:
+                deployment_id = None
+            return TargetHoldings(
+                dest.name,
+                dest.id,
+                tuple(sticker_history(reading.sticker)),
+                deployment_id=deployment_id,
+            )
+
+        destinations = self.destinations(environment)
+        with ThreadPoolExecutor(max(1, min(8, len(destinations)))) as pool:
+            return list(pool.map(one, destinations))
+
     def database(self, pool_size: int = 5) -> Database:
         """A connection pool acting as the orchestrator (stella serve sizes its own)."""
         url = self.backend.login_url(self.login.user, self.login.password)
@@ -416,6 +462,7 @@ class Orchestrator:
         """In the transaction that ends a run: its evidence, and its promotion's outcome."""
         self.evidence.emit_run(conn, run_id, status)
         self.promotions.run_ended(conn, run_id, status)
+        self.rollbacks.run_ended(conn, run_id, status)
 
     def _after_run(self, run_id: UUID, status: str) -> None:
         """After a run's ending committed: environments that auto-promote from where a
@@ -507,6 +554,14 @@ class Stella:
 
         with self.db.transaction() as conn:
             return DriftService.latest_in(conn, environment)
+
+    @cached_property
+    def rollbacks(self) -> RollbackService:
+        """Rollbacks (issue 12): reading the targets' stickers is the orchestrator's."""
+        from stella_core.promotions.rollback import RollbackService
+
+        reader = self.orchestrator.rollback_holdings if self.orchestrator else None
+        return RollbackService(self.promotions, self.evidence, reader)
 
     @classmethod
     def open(

@@ -41,6 +41,7 @@ GROUPS: list[tuple[str, str, str]] = [
     ("promotion", "promotions", "promotion_cmds"),
     ("approve", "approve a promotion (signed with your key)", "promotion_cmds"),
     ("reject", "reject a promotion (signed with your key)", "promotion_cmds"),
+    ("rollback", "go back to the newest release every target still holds", "rollback_cmds"),
     ("agent", "agents: enrollment tokens, status, revocation", "agent_cmds"),
     ("drift", "drift: what runs on targets against what should", "drift_cmds"),
     ("serve", "run workflow workers until SIGTERM/SIGINT", "serve_cmds"),

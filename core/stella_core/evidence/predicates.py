@@ -428,3 +428,77 @@ def drift_predicate(
         predicate["remediation"] = done
     validate_predicate(DRIFT_V1, predicate)
     return predicate
+
+
+# --- rollback (issue 12, H3) ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class TargetBefore:
+    """What one target ran before a rollback, as its signed sticker said."""
+
+    target: str
+    release: str
+    components: Mapping[str, str]
+    target_id: str | None = None
+    deployment_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "target": _text(self.target, "target"),
+            "release": _text(self.release, "release name"),
+            "components": components(self.components),
+        }
+        if self.target_id is not None:
+            found["targetId"] = str(UUID(self.target_id))
+        if self.deployment_id is not None:
+            found["deploymentId"] = str(UUID(self.deployment_id))
+        return found
+
+
+def rollback_predicate(
+    *,
+    rollback_id: str | UUID,
+    environment: str,
+    from_release: str,
+    from_components: Mapping[str, str],
+    to_release: str,
+    to_components: Mapping[str, str],
+    trigger: str,
+    reason: str,
+    status: str,
+    started_at: str | datetime,
+    finished_at: str | datetime,
+    actor: str,
+    before: Sequence[TargetBefore] = (),
+    promotion_id: str | UUID | None = None,
+    run_id: str | UUID | None = None,
+    run_status: str | None = None,
+    deployment_id: str | UUID | None = None,
+) -> dict[str, Any]:
+    """The predicate of a `rollback` packet: the environment went from `from` (what its targets
+    ran, each as `before` records it) back to `to`, by digest; why, who, and how it ended."""
+    predicate: dict[str, Any] = {
+        "rollbackId": str(UUID(str(rollback_id))),
+        "environment": _text(environment, "environment"),
+        "from": {
+            "name": _text(from_release, "release name"),
+            "components": components(from_components),
+        },
+        "to": {"name": _text(to_release, "release name"), "components": components(to_components)},
+        "trigger": trigger,
+        "reason": _text(reason, "reason")[:4000],
+        "status": status,
+        "startedAt": rfc3339(started_at),
+        "finishedAt": rfc3339(finished_at),
+        "actor": _text(actor, "actor"),
+        "before": [b.to_json() for b in sorted(before, key=lambda b: b.target)],
+    }
+    if promotion_id is not None:
+        predicate["promotionId"] = str(UUID(str(promotion_id)))
+    if run_id is not None:
+        predicate["runId"] = str(UUID(str(run_id)))
+    if run_status is not None:
+        predicate["runStatus"] = run_status
+    if deployment_id is not None:
+        predicate["deploymentId"] = str(UUID(str(deployment_id)))
+    validate_predicate(ROLLBACK_V1, predicate)
+    return predicate

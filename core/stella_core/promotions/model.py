@@ -157,6 +157,7 @@ class Promotion:
     status_reason: str | None
     run_id: UUID | None
     approvals: tuple[Approval, ...] = field(default=())
+    kind: str = "promotion"  # promotion | rollback (back to a release every target ran)
 
     @property
     def open(self) -> bool:
@@ -211,4 +212,5 @@ class Promotion:
             "run_id": str(self.run_id) if self.run_id else None,
             "components": dict(self.components),
             "updated_at": self.updated_at.isoformat(),
+            "kind": self.kind,
         }

@@ -128,7 +128,13 @@ class PromotionService:
         return self.get(promotion_id)
 
     def _request_in(
-        self, conn: Connection, tenant_id: UUID, release: str, environment: str, reason: str
+        self,
+        conn: Connection,
+        tenant_id: UUID,
+        release: str,
+        environment: str,
+        reason: str,
+        kind: str = "promotion",
     ) -> UUID:
         if EnvironmentService.get_in(conn, environment) is None:
             raise NotFoundError(f"no environment named {environment!r}")
@@ -143,14 +149,14 @@ class PromotionService:
                 f"release {release} already has an open promotion to {environment}: "
                 f"{open_one.id} ({open_one.status})"
             )
-        promotion_id = store.insert(tenant_id, found[0].id, environment, reason)
+        promotion_id = store.insert(tenant_id, found[0].id, environment, reason, kind)
         TenancyService.audit(
             conn,
             tenant_id,
             "promotion.request",
             "promotion",
             str(promotion_id),
-            {"release": release, "environment": environment, "reason": reason},
+            {"release": release, "environment": environment, "reason": reason, "kind": kind},
         )
         return promotion_id
 
@@ -691,7 +697,9 @@ class PromotionService:
             store.update(row.id, PromotionStatus.DEPLOYED, status_reason="no workflow to run")
             return
         declared = self.workflows.declared_inputs_in(conn, env.workflow)
-        offered = {"environment": row.environment, "promotion": str(row.id)}
+        # `kind` (promotion | rollback): a workflow that declares it may treat a rollback
+        # differently (its conditions read `inputs.kind`); the deploy step deploys either.
+        offered = {"environment": row.environment, "promotion": str(row.id), "kind": row.kind}
         # The run's approvers are the ones counted above: the database copies them.
         run_id = self.workflows.start_in(
             conn,
@@ -737,6 +745,8 @@ class PromotionService:
             row = PromotionStore(conn).row_of_run(run_id)
             if row is None or PromotionStatus(row.status) is not PromotionStatus.DEPLOYED:
                 return []
+            if row.kind == "rollback":
+                return []  # going back here is no reason to send that release further on
             targets = [
                 e.name
                 for e in EnvironmentService.list_in(conn)
@@ -1092,4 +1102,5 @@ def _promotion(row: Any, approvals: list[Approval]) -> Promotion:
         status_reason=row.status_reason,
         run_id=row.run_id,
         approvals=tuple(approvals),
+        kind=row.kind,
     )

@@ -13,7 +13,7 @@ from stella_core.promotions.model import PromotionStatus
 _COLUMNS = (
     "id, release_id, release_name, components, environment, status, reason, requested_by, "
     "requested_at, updated_at, required_approvals, separation_of_duties, policy, last_decision, "
-    "status_reason, run_id, policy_version"
+    "status_reason, run_id, policy_version, kind"
 )
 
 
@@ -21,15 +21,23 @@ class PromotionStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def insert(self, tenant_id: UUID, release_id: UUID, environment: str, reason: str) -> UUID:
+    def insert(
+        self,
+        tenant_id: UUID,
+        release_id: UUID,
+        environment: str,
+        reason: str,
+        kind: str = "promotion",
+    ) -> UUID:
         """A request: the database copies the release's digests and the environment's policy
-        and stamps the requester (whatever else a client would send is overwritten)."""
+        and stamps the requester (whatever else a client would send is overwritten); it
+        accepts kind `rollback` only for a release every target of the environment ran."""
         value = self.conn.execute(
             text(
-                "INSERT INTO promotion.promotions (tenant_id, release_id, environment, reason)"
-                " VALUES (:t, :rid, :env, :reason) RETURNING id"
+                "INSERT INTO promotion.promotions (tenant_id, release_id, environment, reason,"
+                " kind) VALUES (:t, :rid, :env, :reason, :kind) RETURNING id"
             ),
-            {"t": tenant_id, "rid": release_id, "env": environment, "reason": reason},
+            {"t": tenant_id, "rid": release_id, "env": environment, "reason": reason, "kind": kind},
         ).scalar_one()
         return UUID(str(value))
 
@@ -271,3 +279,36 @@ class PromotionStore:
                 {"p": promotion_id, "r": rung},
             )
         )
+
+    # rollbacks ------------------------------------------------------------------------
+    def insert_rollback_state(
+        self,
+        tenant_id: UUID,
+        promotion_id: UUID,
+        environment: str,
+        trigger: str,
+        before: dict[str, Any],
+    ) -> None:
+        """The orchestrator records what ran before a rollback (written once)."""
+        self.conn.execute(
+            text(
+                "INSERT INTO promotion.rollbacks (tenant_id, promotion_id, environment,"
+                " trigger_kind, before) VALUES (:t, :p, :env, :trigger, CAST(:before AS jsonb))"
+            ),
+            {
+                "t": tenant_id,
+                "p": promotion_id,
+                "env": environment,
+                "trigger": trigger,
+                "before": json.dumps(before),
+            },
+        )
+
+    def rollback_state(self, promotion_id: UUID) -> Any | None:
+        return self.conn.execute(
+            text(
+                "SELECT promotion_id, environment, trigger_kind, before, recorded_at"
+                " FROM promotion.rollbacks WHERE promotion_id = :p"
+            ),
+            {"p": promotion_id},
+        ).first()
