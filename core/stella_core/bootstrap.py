@@ -338,6 +338,7 @@ class Orchestrator:
             promotion_environment=PromotionService.promotion_of_run_in,
             environment_id=_environment_id,
             rung_approvers=PromotionService.rung_approvers_in,
+            promotion_kind=PromotionService.kind_in,
         )
 
     def destinations(self, environment: str | None, target: str | None = None) -> list[Destination]:

@@ -267,6 +267,7 @@ class DeployService:
         | None = None,
         environment_id: Callable[[Connection, str], UUID | None] | None = None,
         rung_approvers: Callable[[Connection, UUID, int], list[str]] | None = None,
+        promotion_kind: Callable[[Connection, UUID], str | None] | None = None,
     ) -> None:
         self.db = db
         self.evidence = evidence
@@ -278,6 +279,8 @@ class DeployService:
         # Who approved going on past a canary rung of a run's promotion (verified signatures,
         # eligible people, never the requester): the promotions module knows.
         self.rung_approvers = rung_approvers
+        # "rollback" for a promotion that rolls back: its deployment is recorded as one.
+        self.promotion_kind = promotion_kind
 
     # what to deploy ---------------------------------------------------------------------
     def request_for_run(
@@ -322,6 +325,7 @@ class DeployService:
                 raise AuthorizationError(
                     f"this run's release {release_name!r} is not the promoted {promoted_release!r}"
                 )
+            kind = self.promotion_kind(conn, promotion_id) if self.promotion_kind else None
             return self.request_in(
                 conn,
                 str(release_name),
@@ -332,6 +336,7 @@ class DeployService:
                 promotion_id=promotion_id,
                 timeout=timeout,
                 node_id=node_id,
+                kind="rollback" if kind == "rollback" else "deploy",
             )
 
     def request_in(

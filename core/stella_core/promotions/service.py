@@ -725,6 +725,13 @@ class PromotionService:
             return None
         return row.id, row.environment, row.release_name, str(row.status)
 
+    @staticmethod
+    def kind_in(conn: Connection, promotion_id: UUID) -> str | None:
+        """`promotion` or `rollback` (None: no such promotion), in another module's
+        transaction."""
+        row = PromotionStore(conn).row(promotion_id)
+        return None if row is None else str(row.kind)
+
     def run_ended(self, conn: Connection, run_id: UUID, status: str) -> None:
         """A promotion's run ended: so does its deployment (called in the run's last
         transaction)."""
