@@ -112,6 +112,15 @@ async def show_approvals(window: MainWindow) -> str | None:
     return original if person is not None else None
 
 
+async def show_dashboard(window: MainWindow) -> None:
+    """The dashboard as just read, laid out: a path rebuilt while shown takes its new height
+    a turn of the loop later (its scroll area hears of it after its content)."""
+    await window.ops.idle()
+    await window.dashboard.refresh()
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 async def show_targets(window: MainWindow) -> None:
     """Agents and targets as just read, the first target selected so its detail shows."""
     page = window.targets
@@ -164,7 +173,9 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
     for key, _title in PAGES:
         window.show_page(key)
         switch_back = None
-        if key == "workflows":
+        if key == "dashboard":
+            await show_dashboard(window)
+        elif key == "workflows":
             await show_workflow_editor(window)
         elif key == "runs":
             await show_runs_list(window)

@@ -310,3 +310,63 @@ def test_the_enrollment_dialog_says_what_is_wrong_in_place(desk: MainWindow, run
     assert dialog.command.toPlainText() == ""
     assert dialog.isVisible()
     dialog.reject()
+
+
+def finding(target: str, env: str, status: str) -> drift.DriftView:
+    return drift.DriftView(target, env, status, None, (), datetime.now(UTC))
+
+
+def test_drift_badges_count_each_environments_findings_and_say_the_worst(
+    desk, run, tmp_path: Path
+) -> None:
+    from stella_desk.promotions.board import EnvironmentColumn
+
+    findings = [
+        finding("a", "dev", "in_sync"),
+        finding("b", "dev", "drifted"),
+        finding("c", "dev", "unknown"),
+        finding("d", "stage", "in_sync"),
+        finding("e", "prod", "unknown"),
+    ]
+    counted = drift.summaries(findings)
+    assert counted is not None
+    assert drift.summaries(None) is None  # unavailable stays unavailable
+    assert drift.summary_pill(counted["dev"], True)[:3] == (
+        "drift: 1 drifted",
+        "1 in sync, 1 drifted, 1 unknown (of 3 targets checked)",
+        "#b91c1c",
+    )
+    assert drift.summary_pill(counted["stage"], True)[0] == "drift: in sync"
+    assert drift.summary_pill(counted["prod"], True)[0] == "drift: 1 unknown"
+    assert drift.summary_pill(None, True)[0] == "drift: not checked"
+    assert drift.summary_pill(None, False)[0] == "drift: unavailable"
+
+    column = {"environment": {"name": "dev"}, "current": None, "pending": []}
+    shown = EnvironmentColumn(column, [], drift_summary=counted["dev"], drift_available=True)
+    assert shown.drift.text() == "drift: 1 drifted"
+    assert "#b91c1c" in shown.drift.styleSheet()
+    hidden = EnvironmentColumn(column, [], drift_available=False)
+    assert hidden.drift.isHidden()
+    shown.resize(290, 260)
+    print(save(shown, tmp_path / "board-drift-column.png"))
+
+    # As the board and the dashboard read it from this build's database.
+    board = desk.show_page("promotions")
+    run(board.refresh())
+    assert set(board.columns) == {"dev", "stage", "prod"}
+    for name, col in board.columns.items():
+        assert col.drift.isVisible() is drift.available(), name
+        if drift.available():
+            assert col.drift.text() == "drift: not checked"  # nothing checked in a new world
+    dashboard = desk.show_page("dashboard")
+    run(dashboard.refresh())
+    assert (dashboard.drift is None) is (not drift.available())
+    assert bool(dashboard.drift_badges) is drift.available()
+    # The path with findings, as it shows once drift checks have run.
+    dashboard.drift = counted
+    dashboard._show_path()
+    for _ in range(3):
+        run(asyncio.sleep(0))
+    assert dashboard.drift_badges["dev"].text() == "drift: 1 drifted"
+    assert dashboard.drift_badges["stage"].text() == "drift: in sync"
+    print(save(desk, tmp_path / "dashboard-drift.png"))

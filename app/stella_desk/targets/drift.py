@@ -96,6 +96,25 @@ class DriftSummary:
         )
 
 
+def summary_pill(summary: DriftSummary | None, available: bool) -> tuple[str, str, str, str]:
+    """(text, tooltip, text colour, background) of an environment's drift badge; colours are
+    empty for a muted note (nothing checked yet, or checks unavailable)."""
+    if not available:
+        return "drift: unavailable", f"{UNAVAILABLE[0].upper()}{UNAVAILABLE[1:]}", "", ""
+    if summary is None or summary.total == 0:
+        return "drift: not checked", "No drift check has reached a target here yet", "", ""
+    fg, bg = DRIFT_COLOURS[summary.status]
+    return f"drift: {summary.words()}", summary.detail(), fg, bg
+
+
+def pill_style(fg: str, bg: str) -> str:
+    # Inline: the colour depends on the value, which a static sheet cannot express.
+    return (
+        f"color: {fg}; background: {bg}; border-radius: 8px; padding: 1px 8px;"
+        "font-size: 11px; font-weight: 600;"
+    )
+
+
 def _module(name: str) -> Any | None:
     try:
         return importlib.import_module(f"stella_core.drift.{name}")

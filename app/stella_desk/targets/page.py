@@ -491,6 +491,8 @@ class TargetsPage(QWidget):
             found = await self.ops.run(
                 lambda _report: drift.check(stella, environment, local=local),
                 label="Checking drift",
+                # The board and the dashboard show environments' drift: they read it again.
+                changes=[Change.ENVIRONMENTS],
             )
         except OpFailed:
             return None  # presented by the window's banner
