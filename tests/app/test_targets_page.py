@@ -370,3 +370,35 @@ def test_drift_badges_count_each_environments_findings_and_say_the_worst(
     assert dashboard.drift_badges["dev"].text() == "drift: 1 drifted"
     assert dashboard.drift_badges["stage"].text() == "drift: in sync"
     print(save(desk, tmp_path / "dashboard-drift.png"))
+
+
+def test_check_drift_now_shows_each_targets_finding_on_the_page_and_the_board(
+    desk: MainWindow, run, seeded, world
+) -> None:
+    page = open_targets(desk)
+    run(page.refresh())
+    if not drift.available():
+        # This build has no drift checks: said plainly, and nothing offers to run one.
+        assert not page.drift_button.isEnabled()
+        assert run(page.check_drift()) is None
+        assert row_of(page, "targets", "local")["Drift"] == "unavailable"
+        return
+    agent = LocalAgent(seeded.orchestrator, local_agent_dir(world.home), home=world.home)
+    agent.start()
+    try:
+        found = run(page.check_drift(), timeout=240)
+    finally:
+        agent.stop()
+    assert found is not None
+    [local] = [f for f in found if f.target == "local"]
+    # Never deployed to: no sticker there, so what runs cannot be vouched for.
+    assert local.status == "unknown", local
+    assert local.reason
+    row = row_of(page, "targets", "local")
+    assert row["Drift"] == "unknown"
+    tip = page.targets.data(page.targets.index(0, 7), Qt.ItemDataRole.ToolTipRole)
+    assert local.reason in tip
+    board = desk.show_page("promotions")
+    run(board.refresh())
+    assert board.columns["dev"].drift.text() == "drift: 1 unknown"
+    assert board.columns["dev"].drift.isVisible()
