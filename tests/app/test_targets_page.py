@@ -373,7 +373,7 @@ def test_drift_badges_count_each_environments_findings_and_say_the_worst(
 
 
 def test_check_drift_now_shows_each_targets_finding_on_the_page_and_the_board(
-    desk: MainWindow, run, seeded, world
+    desk: MainWindow, run, seeded, world, tmp_path: Path
 ) -> None:
     page = open_targets(desk)
     run(page.refresh())
@@ -398,6 +398,8 @@ def test_check_drift_now_shows_each_targets_finding_on_the_page_and_the_board(
     assert row["Drift"] == "unknown"
     tip = page.targets.data(page.targets.index(0, 7), Qt.ItemDataRole.ToolTipRole)
     assert local.reason in tip
+    assert page.select_target("local")
+    print(save(desk, tmp_path / "targets-drift.png"))
     board = desk.show_page("promotions")
     run(board.refresh())
     assert board.columns["dev"].drift.text() == "drift: 1 unknown"

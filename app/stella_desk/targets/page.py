@@ -174,6 +174,8 @@ class TargetsPage(QWidget):
         self.detail = label("", "muted", selectable=True)
         self.detail.setTextFormat(Qt.TextFormat.PlainText)  # a sticker's words are the target's
         self.detail.setWordWrap(True)
+        # Two lines kept: a finding's reason wraps, and a label in a splitter gets no more.
+        self.detail.setMinimumHeight(2 * self.detail.fontMetrics().lineSpacing() + 4)
         box.addWidget(self.detail)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
@@ -466,6 +468,7 @@ class TargetsPage(QWidget):
         self.targets.refresh_cells()
         self._update()
         self.status_message.emit(f"Sticker on {name}: {found.text}")
+        await self.refresh()  # the agent that answered has been heard from meanwhile
         return found
 
     # --- drift -----------------------------------------------------------------------------
@@ -504,7 +507,7 @@ class TargetsPage(QWidget):
             return None
         drifted = sum(1 for f in found if f.status != drift.IN_SYNC)
         self.status_message.emit(
-            f"Drift checked on {len(found)} targets: "
+            f"Drift checked on {len(found)} target{'s' if len(found) != 1 else ''}: "
             + (f"{drifted} not in sync" if drifted else "all in sync")
         )
         await self.refresh()
