@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from stella_core.deploy.service import StickerReading
+    from stella_desk.local_agent import DeskAgent
 
 REFRESH_MS = 10_000
 AGENT_COLOURS = {
@@ -107,6 +108,9 @@ class TargetsPage(QWidget):
         self.session = session
         self.estate: Estate | None = None
         self.stickers: dict[str, Sticker] = {}
+        # This desk's own local agent (main() sets it on the embedded default): while it runs,
+        # a read never starts another beside it (one identity, one link).
+        self.local_agent: DeskAgent | None = None
         self.enroll_dialog: EnrollDialog | None = None
         self.revoke_dialog: RevokeDialog | None = None
         self._reads = Reads()
@@ -442,6 +446,11 @@ class TargetsPage(QWidget):
             parts.append("drift " + target.drift.detail().replace("\n", "; "))
         self.detail.setText(" · ".join(parts))
 
+    def _beside(self) -> bool:
+        """Whether a read may run this machine's agent beside itself (as the command line
+        does): not while this desk runs it already."""
+        return self.local_agent is None or not self.local_agent.running
+
     # --- stickers --------------------------------------------------------------------------
     def _spawn_sticker(self) -> None:
         target = self.selected_target()
@@ -456,7 +465,7 @@ class TargetsPage(QWidget):
         self._update()
         try:
             reading = await self.ops.run(
-                lambda _report: read.read_sticker(stella, name),
+                lambda _report: read.read_sticker(stella, name, beside=self._beside()),
                 label=f"Reading the sticker on {name}",
                 present_errors=False,  # said in its cell and below the list
             )
@@ -483,7 +492,7 @@ class TargetsPage(QWidget):
         rows = self.estate.targets if self.estate is not None else []
         from stella_core.agents.local import LOCAL_AGENT
 
-        local = any(
+        local = self._beside() and any(
             r.target.agent == LOCAL_AGENT
             for r in rows
             if environment is None or r.target.environment == environment

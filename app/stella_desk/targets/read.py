@@ -67,10 +67,12 @@ def read_estate(stella: Stella) -> Estate:
     return Estate(agents, rows, service.clock.now(), findings is not None)
 
 
-def read_sticker(stella: Stella, name: str, seconds: float = 60.0) -> StickerReading:
+def read_sticker(
+    stella: Stella, name: str, seconds: float = 60.0, *, beside: bool = True
+) -> StickerReading:
     """The sticker on target `name` now, checked against the orchestrator's keys. Through the
     orchestrator, as `stella target sticker` reads it: on the embedded default this machine's
-    agent is run beside the read when no worker (the desk's own) runs it already."""
+    agent is run beside the read when no worker runs and `beside` (the desk runs none)."""
     if stella.orchestrator is None:
         raise OrchestratorUnavailableError(
             "reading a target's sticker goes through the orchestrator, and this machine holds "
@@ -81,7 +83,7 @@ def read_sticker(stella: Stella, name: str, seconds: float = 60.0) -> StickerRea
 
     orchestrator = stella.orchestrator
     (dest,) = orchestrator.destinations(None, name)
-    local = stella.environments.target(name).agent == LOCAL_AGENT
+    local = beside and stella.environments.target(name).agent == LOCAL_AGENT
     with local_agent_beside(stella, wanted=local):
         return orchestrator.deploy.read_sticker(dest, seconds=seconds)
 
