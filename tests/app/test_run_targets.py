@@ -20,7 +20,7 @@ from stella_core.promotions.model import PromotionStatus
 from stella_desk.runs.page import RunsPage
 from stella_desk.screenshots import save
 from stella_desk.targets.read import agents_of
-from stella_desk.window import MainWindow
+from stella_desk.window import WINDOW_SIZE, MainWindow
 from tests.integration.conftest import registry
 from tests.integration.test_demo_deploy import PROJECT, remove_project
 from tests.support.containers import Podman, podman_fixture
@@ -104,6 +104,8 @@ def test_a_deploy_step_shows_each_targets_tasks_and_log_lines_live(
         shot = save(desk, tmp_path / "run-targets.png")
         print(shot)
         assert distinct_colours(QImage(str(shot))) > 60
+        # A running deploy's header and long outputs never widen the window past its screen.
+        assert QImage(str(shot)).width() == WINDOW_SIZE.width()
         # Ended, nothing open: the targets stop being polled.
         assert not monitor.tasks.live
     finally:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -153,6 +154,9 @@ class RunMonitor(QWidget):
         self.badge = label("")
         bar.addWidget(self.badge)
         self.meta = label("", "muted")
+        # The room that is left (its tooltip names the run): with Cancel shown for a running
+        # run, its full width would widen the window past a 1280-pixel screen.
+        self.meta.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar.addWidget(self.meta, 1)
         self.live_label = label("", "muted")
         bar.addWidget(self.live_label)

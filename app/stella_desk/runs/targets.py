@@ -386,7 +386,7 @@ class TargetsPanel(QWidget):
         self.watch = watch
         self.step_id: str | None = None
         self.model = TargetModel(self)
-        self.view = _table(self.model, (80, 90, 80, 170))
+        self.view = _table(self.model, (80, 90, 95, 170))
         self.view.setMinimumWidth(240)
         self.log = QPlainTextEdit()
         self.log.setObjectName("runLog")
