@@ -1,12 +1,17 @@
-"""Dashboard: the promotion path, the release count and who is at the desk.
-
-Only facts the core has today; pipeline status, drift and approvals join when their modules do.
-"""
+"""Dashboard: the promotion path (with each environment's drift, where drift checks exist),
+the release count and who is at the desk."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from stella_core.environments.model import Environment
 from stella_desk.chrome import PAGE_MARGINS, Card, PageHeader, RoleBadge, label
@@ -14,6 +19,8 @@ from stella_desk.fit import ElidedLabel, SidewaysScroll
 from stella_desk.ops import Change, OpChanges, OpFailed, Ops
 from stella_desk.releases.table import ReleaseTableModel, created_text
 from stella_desk.session import Session
+from stella_desk.targets import drift
+from stella_desk.targets.drift import DriftSummary
 
 STAGE_WIDTH = 210  # the widest a stage of the path gets: a long name ends in "…" instead
 
@@ -42,6 +49,9 @@ class Dashboard(QWidget):
         self.session = session
         self.releases = releases
         self.environments: list[Environment] = []
+        # Each environment's latest drift findings counted; None: drift checks unavailable.
+        self.drift: dict[str, DriftSummary] | None = None
+        self.drift_badges: dict[str, QLabel] = {}
 
         page = QVBoxLayout(self)
         page.setContentsMargins(*PAGE_MARGINS)
@@ -96,8 +106,8 @@ class Dashboard(QWidget):
         page.addLayout(grid)
 
         later = label(
-            "What runs where is on the Promotions page and what waits for your decision on "
-            "Approvals; drift will appear here once targets arrive.",
+            "What runs where is on the Promotions page, what waits for your decision on "
+            "Approvals, and each target's sticker and drift on Targets.",
             "muted",
         )
         later.setWordWrap(True)
@@ -113,8 +123,12 @@ class Dashboard(QWidget):
     async def refresh(self) -> None:
         stella = self.session.require()
         try:
-            self.environments = await self.ops.run(
-                lambda _report: stella.environments.list(), label="Loading environments"
+            self.environments, self.drift = await self.ops.run(
+                lambda _report: (
+                    stella.environments.list(),
+                    drift.summaries(drift.latest(stella)),
+                ),
+                label="Loading environments",
             )
         except OpFailed:
             return
@@ -148,6 +162,7 @@ class Dashboard(QWidget):
             if widget is not None:
                 widget.deleteLater()
         self._stage_names = []
+        self.drift_badges = {}
         envs = sorted(self.environments, key=lambda e: e.order)
         for i, env in enumerate(envs):
             if i:
@@ -163,9 +178,21 @@ class Dashboard(QWidget):
             self._stage_names.append(name)
             stage.body.addWidget(name)
             stage.body.addWidget(ElidedLabel(environment_facts(env), "muted"))
+            if self.drift is not None:
+                summary = self.drift.get(env.name)
+                text, tip, fg, bg = drift.summary_pill(summary, True)
+                badge = label(text, "fact" if not fg else "muted")
+                if fg:
+                    badge.setStyleSheet(drift.pill_style(fg, bg))
+                badge.setToolTip(tip)
+                self.drift_badges[env.name] = badge
+                stage.body.addWidget(badge, 0, Qt.AlignmentFlag.AlignLeft)
             self._path_row.addWidget(stage)
         self._path_row.addStretch(1)
         self.path_scroll.updateGeometry()
+        # Once more after the row's own layout ran: a scroll area does not pass its content's
+        # new height on, and a path rebuilt while shown kept its old one (no stages seen).
+        QTimer.singleShot(0, self.path_scroll.updateGeometry)
         self.path_hint.setText(
             "Releases are promoted left to right."
             if envs

@@ -43,7 +43,10 @@ PAGE_HELP: dict[str, str] = {
         "The signed ledger of every decision. Export a capsule for an auditor and verify one "
         "offline: 'passed' is green only when keys you chose vouch for the signers."
     ),
-    "targets": "Hosts, agents and what runs on them.",
+    "targets": (
+        "Agents and their health, every environment's targets, what should run on each, the "
+        "sticker read on demand and drift. Admins enroll agents (a one-time command) and revoke."
+    ),
     "admin": (
         "Administration: environments and their signed policy, freezes, registries, "
         "components and people (what your role may change)."

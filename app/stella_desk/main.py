@@ -73,6 +73,7 @@ async def run_desk(
 ) -> int:
     closed = asyncio.Event()
     local_agent = local_agent or DeskAgent()
+    window.targets.local_agent = local_agent  # a sticker read then never starts a second one
     window.closed.connect(closed.set)
     session = window.session
     try:

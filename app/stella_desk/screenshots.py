@@ -112,6 +112,24 @@ async def show_approvals(window: MainWindow) -> str | None:
     return original if person is not None else None
 
 
+async def show_dashboard(window: MainWindow) -> None:
+    """The dashboard as just read, laid out: a path rebuilt while shown takes its new height
+    a turn of the loop later (its scroll area hears of it after its content)."""
+    await window.ops.idle()
+    await window.dashboard.refresh()
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def show_targets(window: MainWindow) -> None:
+    """Agents and targets as just read, the first target selected so its detail shows."""
+    page = window.targets
+    await window.ops.idle()
+    await page.refresh()
+    if page.targets.rowCount():
+        page.select_target(page.targets.record(0).target.name)
+
+
 async def prepare_demo_runs(window: MainWindow) -> None:
     """A first start's runs page is empty: run the sample workflow a few times for real."""
     from stella_desk.runs.demo import prepare_demo_runs as prepare
@@ -155,7 +173,9 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
     for key, _title in PAGES:
         window.show_page(key)
         switch_back = None
-        if key == "workflows":
+        if key == "dashboard":
+            await show_dashboard(window)
+        elif key == "workflows":
             await show_workflow_editor(window)
         elif key == "runs":
             await show_runs_list(window)
@@ -165,6 +185,8 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
             switch_back = await show_approvals(window)
         elif key == "evidence":
             await show_evidence(window)
+        elif key == "targets":
+            await show_targets(window)
         # One turn of the loop: Qt handles the pending layout and paint events of the page.
         await asyncio.sleep(0)
         saved.append(save(window, out_dir / f"{key}.png"))
@@ -187,6 +209,15 @@ async def render_screens(window: MainWindow, out_dir: Path) -> list[Path]:
     await asyncio.sleep(0)
     saved.append(save(dialog, out_dir / "new-release.png"))
     dialog.reject()
+
+    # The enrollment dialog, filled in (no token is made for a picture: a token is a secret).
+    window.show_page("targets")
+    enroll = window.targets.open_enroll()
+    enroll.name.setText("edge-1")
+    enroll.labels.setText("site=lab os=linux")
+    await asyncio.sleep(0)
+    saved.append(save(enroll, out_dir / "enroll-agent.png"))
+    enroll.reject()
     return saved
 
 

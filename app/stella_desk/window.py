@@ -53,6 +53,7 @@ from stella_desk.releases.browser import ReleaseBrowser
 from stella_desk.runs.page import RunsPage
 from stella_desk.runs.worker import DeskWorker
 from stella_desk.session import Session
+from stella_desk.targets.page import TargetsPage
 from stella_desk.workflows.editor import WorkflowEditor
 
 if TYPE_CHECKING:
@@ -75,13 +76,8 @@ PAGES: list[tuple[str, str]] = [
     ("settings", "Settings"),
 ]
 
-COMING: dict[str, tuple[str, str]] = {
-    "targets": (
-        "Hosts, agents and what runs on them.",
-        "Enrol agents and agentless hosts (SSH, WinRM), watch their health, and detect drift "
-        "between what runs and what was released.",
-    ),
-}
+# Pages not built yet: (subtitle, purpose) each, shown by a placeholder (none at present).
+COMING: dict[str, tuple[str, str]] = {}
 
 # The size the desk opens at, and the smallest screen it must fit (or 2560x1440 at 2x scaling):
 # every page's minimum fits inside it. A smaller screen gets a window as large as it allows.
@@ -217,6 +213,7 @@ class MainWindow(QMainWindow):
         self.approvals = ApprovalsPage(ops, session)
         self.history = HistoryPage(ops, session)
         self.evidence = EvidencePage(ops, session)
+        self.targets = TargetsPage(ops, session)
         self.admin = AdminPage(ops, session)
         self.settings = SettingsPage(ops, session)
         self.pages: dict[str, QWidget] = {
@@ -228,6 +225,7 @@ class MainWindow(QMainWindow):
             "approvals": self.approvals,
             "history": self.history,
             "evidence": self.evidence,
+            "targets": self.targets,
             "admin": self.admin,
             "settings": self.settings,
         }
@@ -258,6 +256,7 @@ class MainWindow(QMainWindow):
         self.workflows.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.runs.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.evidence.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.targets.status_message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.promotions.status_message.connect(
             lambda text: self.statusBar().showMessage(text, 6000)
         )
@@ -371,6 +370,7 @@ class MainWindow(QMainWindow):
             self.approvals.refresh(),
             self.history.refresh(),
             self.evidence.refresh(),
+            self.targets.refresh(),
             self.admin.refresh(),
             self.settings.refresh(),
         )
@@ -569,6 +569,7 @@ class MainWindow(QMainWindow):
         # An invisible action cannot be triggered by its shortcut either (Ctrl+S).
         self.workflows.save_action.setVisible(writes)
         self.admin.follow_role()
+        self.targets.follow_role()
 
     def _present_progress(self, progress: OpProgress) -> None:
         self.statusBar().showMessage(

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from PySide6.QtCore import QPoint, QRect
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QLabel
 
 from stella_desk.chrome import PageHeader
 from stella_desk.main import parse_args, run_desk
 from stella_desk.placeholder import ComingLater
 from stella_desk.screenshots import render_screens
 from stella_desk.session import Session
+from stella_desk.targets.page import TargetsPage
 from stella_desk.window import PAGES, WINDOW_SIZE, MainWindow
 
 from .conftest import next_emission
@@ -32,11 +32,11 @@ def distinct_colours(image: QImage, area: QRect | None = None) -> int:
 def test_every_screen_renders_a_non_blank_png(desk: MainWindow, run, tmp_path: Path) -> None:
     paths = run(render_screens(desk, tmp_path))
     names = [p.stem for p in paths]
-    assert names == [key for key, _ in PAGES] + ["new-release"]
+    assert names == [key for key, _ in PAGES] + ["new-release", "enroll-agent"]
     for path in paths:
         image = QImage(str(path))
         assert not image.isNull(), path
-        if path.stem != "new-release":
+        if path.stem not in ("new-release", "enroll-agent"):
             assert image.size() == WINDOW_SIZE
         # Text, badges and borders give hundreds of colours; a blank grab gives a handful.
         assert distinct_colours(image) > 60, path
@@ -48,18 +48,15 @@ def test_every_screen_renders_a_non_blank_png(desk: MainWindow, run, tmp_path: P
     assert distinct_colours(releases, QRect(origin, detail.size())) > 30
 
 
-def test_placeholder_pages_say_what_they_will_do(desk: MainWindow) -> None:
+def test_no_page_is_a_placeholder_any_more(desk: MainWindow) -> None:
+    # Targets was the last "Coming in a later version" page (issue 12 built it).
     for key, title in PAGES:
         page = desk.pages[key]
-        if key != "targets":
-            assert not isinstance(page, ComingLater)
-            continue
-        assert isinstance(page, ComingLater), key
-        assert page.findChild(PageHeader).title.text() == title
-        texts = [label.text() for label in page.findChildren(QLabel)]
-        assert "Coming in a later version" in texts
-        assert page.purpose in texts
-        assert page.purpose.count(".") == 1, key  # one sentence
+        assert not isinstance(page, ComingLater), key
+        header = page.findChild(PageHeader)
+        if key == "targets":
+            assert isinstance(page, TargetsPage)
+            assert header.title.text() == title
 
 
 def test_start_up_seeds_a_fresh_database_and_closes_the_core_on_exit(

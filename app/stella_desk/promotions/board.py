@@ -51,6 +51,8 @@ from stella_desk.promotions.status import (
 from stella_desk.promotions.why import WhyDialog
 from stella_desk.promotions.wizard import PromoteDialog, describe_request
 from stella_desk.session import Session
+from stella_desk.targets import drift
+from stella_desk.targets.drift import DriftSummary
 
 if TYPE_CHECKING:
     from stella_core.bootstrap import Stella
@@ -100,6 +102,8 @@ class Board:
 
     columns: list[dict[str, Any]]
     recent: dict[str, list[dict[str, Any]]]
+    # Each environment's latest drift findings counted; None: drift checks unavailable.
+    drift: dict[str, DriftSummary] | None = None
 
 
 # --- worker-thread functions (called inside `ops.run`) ---------------------------------------
@@ -115,7 +119,7 @@ def read_board(stella: Stella, *, recheck: bool = False) -> Board:
         shown = recent.setdefault(promotion.environment, [])
         if len(shown) < RECENT_SHOWN:
             shown.append(promotion.to_json())
-    return Board(columns, recent)
+    return Board(columns, recent, drift.summaries(drift.latest(stella)))
 
 
 def approval_wait(promotion: dict[str, Any]) -> str:
@@ -263,6 +267,9 @@ class EnvironmentColumn(Card):
         column: dict[str, Any],
         recent: list[dict[str, Any]],
         parent: QWidget | None = None,
+        *,
+        drift_summary: DriftSummary | None = None,
+        drift_available: bool = False,
     ) -> None:
         super().__init__(parent=parent)
         env = column["environment"]
@@ -310,6 +317,17 @@ class EnvironmentColumn(Card):
         self.since = label(f"since {when(current['since'])}" if current else "", "muted")
         self.since.setVisible(bool(current))
         body.addWidget(self.since)
+        # Whether that is what really runs: the last drift checks of its targets (the worst).
+        text, tip, fg, bg = drift.summary_pill(drift_summary, drift_available)
+        self.drift = label(text, "fact" if not fg else None)
+        if fg:
+            self.drift.setStyleSheet(drift.pill_style(fg, bg))
+        self.drift.setToolTip(tip)
+        self.drift.setVisible(drift_available)
+        drift_row = QHBoxLayout()
+        drift_row.addWidget(self.drift)
+        drift_row.addStretch(1)
+        body.addLayout(drift_row)
 
         for freeze in column.get("freezes") or []:
             banner = FreezeBanner(freeze)
@@ -465,7 +483,13 @@ class PromotionsPage(QWidget):
                 arrow.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
                 arrow.setContentsMargins(0, 14, 0, 0)
                 self._row.addWidget(arrow)
-            widget = EnvironmentColumn(column, board.recent.get(column["environment"]["name"], []))
+            name = column["environment"]["name"]
+            widget = EnvironmentColumn(
+                column,
+                board.recent.get(name, []),
+                drift_summary=(board.drift or {}).get(name),
+                drift_available=board.drift is not None,
+            )
             for card in widget.cards:
                 card.open_requested.connect(self.open_promotion)
                 card.why_requested.connect(self.open_why)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from PySide6.QtGui import QTextCursor
-from PySide6.QtWidgets import QPlainTextEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QPlainTextEdit, QSizePolicy, QVBoxLayout, QWidget
 
 from stella_core.workflows.model import RunEvent, StepRunInfo
 from stella_desk import theme
@@ -144,6 +144,9 @@ class RunLog(QWidget):
         self.summary = label()
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(self.summary.textInteractionFlags())
+        # A deploy step's outputs hold long unbroken words (digests, ids): they are cut at the
+        # pane's edge rather than widening the window past the screen.
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         column.addWidget(self.summary)
         self.text = QPlainTextEdit()
         self.text.setObjectName("runLog")

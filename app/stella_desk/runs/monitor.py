@@ -26,7 +26,9 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -46,6 +48,7 @@ from stella_desk.runs.status import (
     status_text,
 )
 from stella_desk.runs.table import release_name
+from stella_desk.runs.targets import TargetsPanel, TaskWatch
 from stella_desk.runs.timeline import Timeline
 from stella_desk.session import Session
 from stella_desk.workflows.document import WorkflowDocument
@@ -115,6 +118,9 @@ class RunMonitor(QWidget):
         self.view.setAcceptDrops(False)
         self.log = RunLog()
         self.timeline = Timeline()
+        # Each target's tasks and log lines, for the run's deploy steps.
+        self.tasks = TaskWatch(ops, session, self)
+        self.targets = TargetsPanel(self.tasks)
         self.selected: str | None = None
         self._titles: dict[str, str] = {}
         self._autofit = True
@@ -148,6 +154,9 @@ class RunMonitor(QWidget):
         self.badge = label("")
         bar.addWidget(self.badge)
         self.meta = label("", "muted")
+        # The room that is left (its tooltip names the run): with Cancel shown for a running
+        # run, its full width would widen the window past a 1280-pixel screen.
+        self.meta.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar.addWidget(self.meta, 1)
         self.live_label = label("", "muted")
         bar.addWidget(self.live_label)
@@ -192,15 +201,21 @@ class RunMonitor(QWidget):
         top.setSizes([640, 360])
         top.setChildrenCollapsible(False)
 
-        timeline_card = Card("Timeline")
-        timeline_card.body.setContentsMargins(12, 10, 10, 8)
+        timeline_card = Card()
+        timeline_card.body.setContentsMargins(12, 6, 10, 8)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.timeline)
-        timeline_card.body.addWidget(scroll, 1)
         self.timeline_scroll = scroll
+        # The timeline, and beside it (for a run that deploys) each target's progress.
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.setDocumentMode(True)
+        self.bottom_tabs.addTab(scroll, "Timeline")
+        self.bottom_tabs.addTab(self.targets, "Targets")
+        self.bottom_tabs.setTabVisible(1, False)
+        timeline_card.body.addWidget(self.bottom_tabs, 1)
 
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(top)
@@ -220,6 +235,7 @@ class RunMonitor(QWidget):
         w.events_added.connect(self.timeline.add_events)
         w.poll_state.connect(self._on_poll_state)
         w.live_changed.connect(lambda _live: self._show_live())
+        self.tasks.changed.connect(self._show_targets_tab)
         # Connected after the scene's own slot: the cards exist when this runs.
         self.document.reset.connect(self._lock_cards)
         self.scene.selected_nodes_changed.connect(self._on_selection)
@@ -252,6 +268,7 @@ class RunMonitor(QWidget):
 
     def clear(self) -> None:
         self.watch.clear()
+        self.tasks.clear()
         self._show_run(None)
 
     def _on_opened(self, snapshot: RunSnapshot) -> None:
@@ -265,6 +282,11 @@ class RunMonitor(QWidget):
         self.timeline.set_run(snapshot.run.started_at, list(snapshot.run.steps), self._titles)
         self.timeline.add_events(snapshot.events)
         self.timeline.select(None)
+        deploys = any(n.type == "deploy" for n in template.nodes)
+        self.tasks.open(snapshot.run.id, enabled=deploys, settled=self.watch.settled)
+        self.bottom_tabs.setTabVisible(1, deploys)
+        if not deploys:
+            self.bottom_tabs.setCurrentIndex(0)
         self._show_selection()
         self._show_run(snapshot.run)
         self._autofit = True
@@ -302,6 +324,7 @@ class RunMonitor(QWidget):
     def set_active(self, active: bool) -> None:
         """The page is on screen (or not): poll and animate only then."""
         self.watch.set_active(active)
+        self.tasks.set_active(active)
         self._update_clock()
 
     # --- showing ---------------------------------------------------------------------------
@@ -319,6 +342,7 @@ class RunMonitor(QWidget):
                 card.set_pulse(0.0)
 
     def _on_steps_changed(self, steps: list[StepRunInfo]) -> None:
+        self.tasks.set_settled(self.watch.settled)
         self._paint_steps(steps)
         self.timeline.update_steps(steps)
         if self.selected is not None and any(s.id == self.selected for s in steps):
@@ -327,6 +351,7 @@ class RunMonitor(QWidget):
         self._update_clock()
 
     def _on_run_changed(self, run: RunInfo) -> None:
+        self.tasks.set_settled(self.watch.settled)
         self._show_run(run)
 
     def _show_run(self, run: RunInfo | None) -> None:
@@ -402,7 +427,15 @@ class RunMonitor(QWidget):
         if reset_log:
             self.log.reset(self.watch.events)
         self.timeline.select(self.selected)
+        self.targets.set_step(self.selected)
+        if step is not None and step.type == "deploy" and self.bottom_tabs.isTabVisible(1):
+            self.bottom_tabs.setCurrentIndex(1)  # a deploy step: its targets are the story
         self._update_actions()
+
+    def _show_targets_tab(self) -> None:
+        rows = self.tasks.data.rows()
+        targets = len({r.target for r in rows})
+        self.bottom_tabs.setTabText(1, f"Targets · {targets}" if targets else "Targets")
 
     # --- what can be done ------------------------------------------------------------------
     def _can_write(self) -> bool:
