@@ -184,7 +184,8 @@ case "${1:-}" in
       # The desktop tests run in a process of their own: Qt objects they leave behind must never
       # be touched by the event processing pytest-qt does after every later test.
       log "pytest (core, integration)"
-      "$VENV/bin/pytest" -p no:cacheprovider -q tests --ignore=tests/app --ignore=tests/perf || rc=1
+      # Two workers: most of the time goes to waiting on PostgreSQL, podman and subprocesses.
+      "$VENV/bin/pytest" -p no:cacheprovider -q -n 2 tests --ignore=tests/app --ignore=tests/perf || rc=1
       log "pytest (desktop)"
       "$VENV/bin/pytest" -p no:cacheprovider -q tests/app || rc=1
       log "benchmarks (ratios against baselines measured in the same run; printed, not asserted)"

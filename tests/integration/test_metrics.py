@@ -194,7 +194,7 @@ def test_drift_counts_come_from_the_reader_given_and_a_failing_one_spoils_nothin
         # Without a reader there is no drift family at all (no zeros that would read as "in
         # sync"); a reader whose table is missing fails alone and the scrape goes on.
         def broken(conn):
-            conn.execute(text("SELECT status FROM drift.findings"))
+            conn.execute(text("SELECT status FROM drift.no_such_table"))
             return {}
 
         for drift in (None, broken):

@@ -356,3 +356,45 @@ def test_a_lockfile_that_disagrees_with_the_images_is_refused(
         deployment.run(payload)
     assert caught.value.error_type == "bad-payload"
     assert deployment.containers() == []
+
+
+def test_a_containers_own_health_check_is_asked_of_podman(
+    deployment: Deployment, registry: RunningRegistry
+) -> None:
+    good = _push(registry, _unique("good-"))
+    bad = _push(registry, _unique("bad-"))
+    parts = [
+        (
+            "good",
+            good,
+            {"network_mode": "none", "healthcheck": {"test": ["CMD-SHELL", "test -x /bin/sh"]}},
+        ),
+        (
+            "bad",
+            bad,
+            {"network_mode": "none", "healthcheck": {"test": ["CMD-SHELL", "test -f /ready"]}},
+        ),
+        ("plain", good, {"network_mode": "none"}),
+    ]
+    deployment.run(deployment.payload(parts))
+
+    def ask(component: str) -> dict[str, Any]:
+        payload = {
+            "project": deployment.project,
+            "runtime": "podman-compose",
+            "component": component,
+        }
+        return run_task(TaskType.HEALTH_CHECK, payload, deployment.host)
+
+    assert ask("good") == {"status": "healthy", "containers": 1}
+    with pytest.raises(TaskFailedError) as failed:
+        ask("bad")
+    assert failed.value.error_type == "health-check-failed"
+    assert "bad's own health check fails" in failed.value.message
+    # A container without a check cannot be asked (podman says so): not a passing answer.
+    with pytest.raises(TaskFailedError) as no_check:
+        ask("plain")
+    assert no_check.value.error_type == "health-check-error"
+    with pytest.raises(TaskFailedError) as absent:
+        ask("ghost")
+    assert "ghost has no container" in absent.value.message

@@ -73,8 +73,10 @@ def health_of(component: str, fragment: Mapping[str, Any] | None) -> HttpHealth 
     """The component's HTTP health check, or None; DefinitionError when it is malformed (a
     fragment is stored data and is checked again here before anything runs)."""
     raw = (fragment or {}).get(HEALTH_KEY)
-    if raw is None:
-        return None
+    if raw is None or (
+        isinstance(raw, Mapping) and "url" not in raw and "healthcheck" in (fragment or {})
+    ):
+        return None  # none, or the pace of the container's own check
     where = f"component {component!r}: {HEALTH_KEY}"
     if not isinstance(raw, Mapping):
         raise DefinitionError(f"{where} must be a mapping with a url", field=HEALTH_KEY)
@@ -99,10 +101,65 @@ def health_of(component: str, fragment: Mapping[str, Any] | None) -> HttpHealth 
     return HttpHealth(component, url, expect, interval, timeout)
 
 
-def checks_of(services: Mapping[str, Mapping[str, Any] | None]) -> list[HttpHealth]:
-    """Every component's HTTP check, in component order."""
-    found = []
+@dataclass(frozen=True)
+class ContainerHealth:
+    """The container's own compose `healthcheck`, asked of its engine on the target every
+    second for up to 30 s (an `x-stella-health` without a url sets `interval` and `timeout`)."""
+
+    component: str
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def polls(self) -> int:
+        return max(1, min(MAX_POLLS, math.floor(self.timeout / self.interval) + 1))
+
+    @property
+    def request_seconds(self) -> float:
+        return max(5.0, min(30.0, self.timeout))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"container": True, "interval": self.interval, "timeout": self.timeout}
+
+
+def container_health_of(
+    component: str, fragment: Mapping[str, Any] | None
+) -> ContainerHealth | None:
+    """The component's container health check (its compose `healthcheck`, unless disabled),
+    or None. Its pace comes from an `x-stella-health` that names no url."""
+    healthcheck = (fragment or {}).get("healthcheck")
+    if not isinstance(healthcheck, Mapping) or healthcheck.get("disable") is True:
+        return None
+    test = healthcheck.get("test")
+    if test is None or test in (["NONE"], "NONE"):
+        return None
+    pace = (fragment or {}).get(HEALTH_KEY)
+    if isinstance(pace, Mapping) and "url" not in pace:
+        unknown = sorted(str(k) for k in pace if k not in {"interval", "timeout"})
+        if unknown:
+            raise DefinitionError(
+                f"component {component!r}: {HEALTH_KEY} without a url takes interval and "
+                f"timeout only, not {unknown[0]!r}",
+                field=HEALTH_KEY,
+            )
+        interval = _seconds(pace.get("interval", DEFAULT_INTERVAL), "interval", component, 0.2, 60)
+        timeout = _seconds(
+            pace.get("timeout", DEFAULT_TIMEOUT), "timeout", component, 1, MAX_TIMEOUT
+        )
+        return ContainerHealth(component, interval, timeout)
+    return ContainerHealth(component)
+
+
+Check = HttpHealth | ContainerHealth
+
+
+def checks_of(services: Mapping[str, Mapping[str, Any] | None]) -> list[Check]:
+    """Every component's checks, in component order: its container's own, then its HTTP one."""
+    found: list[Check] = []
     for name in sorted(services):
+        own = container_health_of(name, services[name])
+        if own is not None:
+            found.append(own)
         check = health_of(name, services[name])
         if check is not None:
             found.append(check)

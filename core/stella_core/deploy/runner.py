@@ -16,7 +16,8 @@ Payloads (JSON objects; unknown members are refused):
   {project, directory, runtime, action: "down", engine?}: stops and removes the project's
   containers (a blue-green deployment's old group) with the lockfile already there
 - inspect: {project, runtime, engine?}
-- health-check: {url, expect_status?, timeout?}
+- health-check: {url, expect_status?, timeout?} (HTTP, asked from the host), or
+  {project, runtime, component, engine?, timeout?} (the container's own compose healthcheck)
 - execute-command: {argv, timeout?} (only an argv equal to an entry of `allow_commands`)
 - upload-files: {directory, files: [{path, content_b64, mode?}]}
 - write-sticker: {directory, sticker}
@@ -531,6 +532,8 @@ def _inspect(payload: Any, host: Host, log: Log) -> dict[str, Any]:
 
 
 def _health_check(payload: Any, host: Host, log: Log) -> dict[str, Any]:
+    if isinstance(payload, dict) and "component" in payload:
+        return _container_health(payload, host, log)
     p = _object(payload, {"url", "expect_status", "timeout"}, {"url"}, "health-check")
     url = _text(p["url"], "url", limit=2048)
     if not _URL.match(url):
@@ -574,6 +577,67 @@ def _health_check(payload: Any, host: Host, log: Log) -> dict[str, Any]:
             retryable=True,
         )
     return {"status": status}
+
+
+def _container_health(payload: Any, host: Host, log: Log) -> dict[str, Any]:
+    """The container's own health check (compose `healthcheck`), asked of its engine: podman
+    runs the check now (`podman healthcheck run`: without systemd nothing runs it on a timer),
+    docker answers the status its daemon keeps."""
+    p = _object(
+        payload,
+        {"project", "runtime", "component", "engine", "timeout"},
+        {"project", "runtime", "component"},
+        "health-check",
+    )
+    project = _project(p["project"])
+    runtime = _runtime(p["runtime"])
+    engine = _engine(p, runtime)
+    component = _text(p["component"], "component", limit=128)
+    timeout = _number(p.get("timeout", 10), "timeout", 0.1, 300)
+    _require(host, [engine, "--version"], engine, log)
+    found = [c for c in _containers(host, engine, project, log) if c["component"] == component]
+    if not found:
+        raise TaskFailedError(
+            f"{component} has no container in {project} on {host.description}",
+            "health-check-failed",
+            retryable=True,
+        )
+    for c in found:
+        if c["state"] != "running":
+            raise TaskFailedError(
+                f"{component} is {c['state']} on {host.description}, not running",
+                "health-check-failed",
+                retryable=True,
+            )
+        if engine == "podman":
+            argv = [engine, "healthcheck", "run", c["container"]]
+        else:
+            argv = [engine, "inspect", "--format", "{{.State.Health.Status}}", c["container"]]
+        try:
+            result = host.run(argv, timeout=timeout + 10)
+        except CommandTimeoutError as exc:
+            raise TaskFailedError(exc.message, "timeout", retryable=True) from exc
+        answer = (result.stdout.strip() or result.stderr.strip())[-200:]
+        if engine == "podman":
+            healthy = result.exit_code == 0
+            if result.exit_code not in (0, 1):
+                # 125: no health check defined, or the engine failed: asking again will not help.
+                raise TaskFailedError(
+                    f"{engine} could not run the health check of {component} on "
+                    f"{host.description}: {_detail(result)}",
+                    "health-check-error",
+                )
+        else:
+            healthy = result.exit_code == 0 and answer == "healthy"
+        log(f"{component} ({c['container'][:12]}): {'healthy' if healthy else 'unhealthy'}")
+        if not healthy:
+            raise TaskFailedError(
+                f"{component}'s own health check fails on {host.description}"
+                + (f": {answer}" if answer and answer != "unhealthy" else ""),
+                "health-check-failed",
+                retryable=True,
+            )
+    return {"status": "healthy", "containers": len(found)}
 
 
 def _execute(

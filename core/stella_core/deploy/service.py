@@ -39,7 +39,13 @@ from sqlalchemy import Connection
 from stella_core.clock import Clock, SystemClock
 from stella_core.db.engine import Database
 from stella_core.deploy import store
-from stella_core.deploy.health import HttpHealth, checks_of, health_of
+from stella_core.deploy.health import (
+    Check,
+    ContainerHealth,
+    checks_of,
+    container_health_of,
+    health_of,
+)
 from stella_core.deploy.hosts import Host, HostError
 from stella_core.deploy.model import (
     Deployment,
@@ -227,7 +233,7 @@ class _Begun:
     lock_bytes: bytes
     lock_digest: str
     expected: Mapping[str, str]
-    checks: tuple[HttpHealth, ...]
+    checks: tuple[Check, ...]
 
 
 def _overall(reports: Sequence[TargetReport]) -> str:
@@ -378,7 +384,9 @@ class DeployService:
             images.append(Image(c.name, f"{host}/{c.repository}", c.tag, c.digest))
             # A fragment may say why its image cannot run here (the demo's, seeded where no
             # static busybox was): said now, in that sentence, not as a runtime's error later.
-            health_of(c.name, services.get(c.name))  # a malformed check stops it here
+            # A malformed check stops it here.
+            health_of(c.name, services.get(c.name))
+            container_health_of(c.name, services.get(c.name))
             cannot_run = (services.get(c.name) or {}).get("x-stella-cannot-run")
             if isinstance(cannot_run, str) and cannot_run.strip():
                 raise DefinitionError(f"component {c.name!r} cannot run: {cannot_run[:300]}")
@@ -747,7 +755,22 @@ class DeployService:
         step replays the same answers from the queue."""
         asked = False
         for check in begun.checks:
-            url = check.url_for(dest.name)
+            payload: dict[str, Any]
+            if isinstance(check, ContainerHealth):
+                payload = {
+                    "project": project_name(request.environment, dest.name),
+                    "runtime": dest.runtime,
+                    "component": check.component,
+                    "timeout": check.request_seconds,
+                }
+                which = f"{check.component}:container"
+            else:
+                payload = {
+                    "url": check.url_for(dest.name),
+                    "expect_status": check.expect_status,
+                    "timeout": check.request_seconds,
+                }
+                which = check.component
             last = "no answer"
             healthy = False
             for n in range(check.polls):
@@ -757,12 +780,8 @@ class DeployService:
                     request,
                     dest,
                     TaskType.HEALTH_CHECK,
-                    {
-                        "url": url,
-                        "expect_status": check.expect_status,
-                        "timeout": check.request_seconds,
-                    },
-                    f"{begun.deployment_id}:{dest.id}:health:{check.component}:{n}",
+                    payload,
+                    f"{begun.deployment_id}:{dest.id}:health:{which}:{n}",
                     cancel,
                     seconds=check.request_seconds + HEALTH_TASK_SLACK,
                 )
@@ -1380,8 +1399,28 @@ class DeployService:
                     "status": answer.outputs.get("status") if answer.ok else None,
                     "error": answer.error,
                 }
-            healthy = states == ["running"] and (http is None or bool(http["ok"]))
-            found.append(ComponentHealth(name, states, healthy, http))
+            own: dict[str, Any] | None = None
+            if container_health_of(name, services.get(name)) is not None:
+                answer = self._run(
+                    None,
+                    dest,
+                    TaskType.HEALTH_CHECK,
+                    {
+                        "project": project_name(environment, dest.name),
+                        "runtime": dest.runtime,
+                        "component": name,
+                    },
+                    f"{key}:{name}:container",
+                    cancel,
+                    seconds=seconds,
+                )
+                own = {"ok": answer.ok, "error": answer.error}
+            healthy = (
+                states == ["running"]
+                and (http is None or bool(http["ok"]))
+                and (own is None or bool(own["ok"]))
+            )
+            found.append(ComponentHealth(name, states, healthy, http, own))
         return TargetHealth(
             dest.name,
             environment,
@@ -1473,6 +1512,7 @@ class ComponentHealth:
     states: list[str]  # of its containers on the target ("missing": none)
     healthy: bool
     http: dict[str, Any] | None  # its x-stella-health answer, when it has one
+    container: dict[str, Any] | None = None  # its compose healthcheck's answer, when it has one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -1480,6 +1520,7 @@ class ComponentHealth:
             "healthy": self.healthy,
             "state": self.states[0] if len(self.states) == 1 else ",".join(self.states),
             "http": self.http,
+            "container": self.container,
         }
 
 
