@@ -37,12 +37,15 @@ from tests.support.workflow_helpers import wait_until
 __all__ = ["podman_fixture"]
 
 PROJECT = "stella-dev-local"
+# dev's three targets on this machine, each its own compose project.
+PROJECTS = (PROJECT, "stella-dev-local-2", "stella-dev-local-3")
 
 
 def remove_project(podman: Podman) -> None:
-    ids = podman.run("ps", "-aq", "--filter", f"label=io.podman.compose.project={PROJECT}")
-    for cid in ids.stdout.split():
-        podman.run("rm", "-f", "-t", "2", cid, check=False)
+    for project in PROJECTS:
+        ids = podman.run("ps", "-aq", "--filter", f"label=io.podman.compose.project={project}")
+        for cid in ids.stdout.split():
+            podman.run("rm", "-f", "-t", "2", cid, check=False)
 
 
 def test_the_demo_promotion_to_dev_runs_the_newest_release_by_digest_on_this_machine(
@@ -92,11 +95,13 @@ def test_the_demo_promotion_to_dev_runs_the_newest_release_by_digest_on_this_mac
             run.to_json(),
             {k: (s.status, s.error) for k, s in steps.items()},
         )
-        [deployed] = steps["deploy"].outputs["targets"]
-        assert deployed == {"target": "local", "status": "succeeded", "digests": expected}
+        deployed = steps["deploy"].outputs["targets"]
+        assert sorted(t["target"] for t in deployed) == ["local", "local-2", "local-3"]
+        assert all(t["status"] == "succeeded" and t["digests"] == expected for t in deployed)
 
-        # Running, by the release's digests, as podman itself says.
-        assert running_digests(podman, PROJECT) == expected
+        # Running, by the release's digests, as podman itself says, on each of the three.
+        for project in PROJECTS:
+            assert running_digests(podman, project) == expected, project
         listed = json.loads(
             podman.run(
                 "ps", "--filter", f"label=io.podman.compose.project={PROJECT}", "--format", "json"
@@ -120,7 +125,7 @@ def test_the_demo_promotion_to_dev_runs_the_newest_release_by_digest_on_this_mac
     finally:
         local.stop()
         remove_project(podman)
-    assert running_digests(podman, PROJECT) == {}
+    assert all(running_digests(podman, p) == {} for p in PROJECTS)
 
 
 def test_the_local_agents_podman_gets_ulimits_it_may_have_only_where_it_needs_them(
@@ -216,7 +221,8 @@ def test_the_command_line_promotes_to_dev_and_the_release_runs_here(
         assert promoted["status"] == "deployed", promoted
         release = ok_json(env, "release", "show", newest, "-o", "json")
         expected = {c["name"]: c["digest"] for c in release["components"]}
-        assert running_digests(podman, PROJECT) == expected
+        for project in PROJECTS:
+            assert running_digests(podman, project) == expected, project
         sticker = ok_json(env, "target", "sticker", "local", "--output", "json")
         assert sticker["signature_ok"] is True
     finally:

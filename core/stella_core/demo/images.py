@@ -17,7 +17,14 @@ from stella_core.releases.layout import Layer, build_layer
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "sleep", "echo", "cat", "ls", "true")
-COMMAND = "trap 'exit 0' TERM INT; echo \"$APP $VERSION up\"; while :; do sleep 1; done"
+# Ready (the file its health check looks for) unless the image was built never to be: the
+# demo's broken web 1.3.0, which a rolling deployment stops at and rolls back.
+COMMAND = (
+    "trap 'exit 0' TERM INT; [ \"$READY\" = never ] || : > /tmp/ready; "
+    'echo "$APP $VERSION up"; while :; do sleep 1; done'
+)
+# Each demo component's own health check: the file the command writes once it is up.
+HEALTHCHECK = {"test": ["CMD-SHELL", "test -f /tmp/ready"], "interval": "10s", "retries": 1}
 MAX_BUSYBOX_BYTES = 8 * 1024 * 1024
 NO_PROGRAM = (
     "the demo images hold no program to run: no static busybox was found on this machine when "
@@ -85,10 +92,14 @@ def busybox_layer(path: Path = BUSYBOX) -> Layer | None:
     return _busybox_layer(path, info.st_size, info.st_mtime_ns)
 
 
-def runnable_config(app: str, version: str) -> dict[str, object]:
-    """The image config section of a runnable demo image."""
+def runnable_config(app: str, version: str, *, ready: bool = True) -> dict[str, object]:
+    """The image config section of a runnable demo image (`ready` False: it never passes its
+    health check)."""
+    env = ["PATH=/bin", f"APP={app}", f"VERSION={version}"]
+    if not ready:
+        env.append("READY=never")
     return {
-        "Env": ["PATH=/bin", f"APP={app}", f"VERSION={version}"],
+        "Env": env,
         "Cmd": ["/bin/sh", "-c", COMMAND],
         "WorkingDir": "/",
         "StopSignal": "SIGTERM",

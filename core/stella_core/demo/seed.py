@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stella_core.demo.images import NO_PROGRAM, busybox_layer, runnable_config
+from stella_core.demo.images import HEALTHCHECK, NO_PROGRAM, busybox_layer, runnable_config
 from stella_core.errors import AlreadyExistsError
 from stella_core.releases.model import ComponentPin
 from stella_core.tenancy.model import ProductRole
@@ -34,10 +34,13 @@ PEOPLE = [
 ]
 ENVIRONMENTS = [("dev", 0, 0, False), ("stage", 1, 1, False), ("prod", 2, 2, True)]
 IMAGES = {
-    "shop/web": ["1.0.0", "1.1.0", "1.2.0"],
+    # web 1.3.0 is in the registry but in no release: it never passes its health check, so a
+    # release made with it shows a rolling deployment stopping and rolling back.
+    "shop/web": ["1.0.0", "1.1.0", "1.2.0", "1.3.0"],
     "shop/api": ["2.3.0", "2.4.0"],
     "shop/worker": ["0.9.0", "0.9.1"],
 }
+NEVER_READY = {("shop/web", "1.3.0")}
 COMPONENTS = {"web": "shop/web", "api": "shop/api", "worker": "shop/worker"}
 RELEASES = [
     ("shop-2026.11.1", {"web": "1.0.0", "api": "2.3.0", "worker": "0.9.0"}),
@@ -60,8 +63,10 @@ DEMO_REGISTRY = "demo"
 TEMPLATES = ["promote-web.json", "deliver.json"]
 # The workflow every demo environment promotes with: it runs on any machine.
 DEMO_WORKFLOW = "deliver"
-# dev's target: this machine, through the agent the desk runs beside its orchestrator.
+# dev's targets: this machine, through the agent the desk runs beside its orchestrator, three
+# times over (three compose projects), so dev's rolling deployment has batches to show.
 LOCAL_TARGET = "local"
+LOCAL_TARGETS = (LOCAL_TARGET, "local-2", "local-3")
 LOCAL_ENVIRONMENT = "dev"
 # The workflow dev switches to once the history is played there: it deploys to `local`.
 DEPLOY_WORKFLOW = "promote-web"
@@ -97,7 +102,7 @@ def build_layout(stella: Stella) -> str:
                     repository,
                     tag,
                     files=files,
-                    config=runnable_config(app, tag),
+                    config=runnable_config(app, tag, ready=(repository, tag) not in NEVER_READY),
                     architecture=_architecture(),
                     base_layers=[base],
                 )
@@ -114,6 +119,10 @@ def _component_service() -> dict[str, Any]:
     service: dict[str, Any] = {"network_mode": "none"}
     if not demo_images_runnable():
         service["x-stella-cannot-run"] = NO_PROGRAM
+        return service
+    # Healthy once the file its command writes is there: asked every second, for 10 s.
+    service["healthcheck"] = dict(HEALTHCHECK)
+    service["x-stella-health"] = {"interval": 1, "timeout": 10}
     return service
 
 
@@ -221,17 +230,22 @@ def _local_target(stella: Stella) -> list[str]:
     if stella.orchestrator is None:
         return []
     enroll_local(stella)
-    if LOCAL_TARGET in {t.name for t in stella.environments.list_targets()}:
-        return []
-    stella.environments.add_target(
-        LOCAL_TARGET,
-        environment=LOCAL_ENVIRONMENT,
-        type="agent",
-        agent=LOCAL_AGENT,
-        runtime=local_runtime(),
-        directory=str(local_agent_dir(stella.home) / "deploy" / LOCAL_ENVIRONMENT),
-    )
-    return [LOCAL_TARGET]
+    known = {t.name for t in stella.environments.list_targets()}
+    added = []
+    for name in LOCAL_TARGETS:
+        if name in known:
+            continue
+        folder = LOCAL_ENVIRONMENT if name == LOCAL_TARGET else f"{LOCAL_ENVIRONMENT}-{name}"
+        stella.environments.add_target(
+            name,
+            environment=LOCAL_ENVIRONMENT,
+            type="agent",
+            agent=LOCAL_AGENT,
+            runtime=local_runtime(),
+            directory=str(local_agent_dir(stella.home) / "deploy" / folder),
+        )
+        added.append(name)
+    return added
 
 
 def _deploy_in_dev(stella: Stella) -> list[str]:
