@@ -85,11 +85,15 @@ def test_a_deploy_step_shows_each_targets_tasks_and_log_lines_live(
         monitor.select_step("deploy")
         run(asyncio.sleep(0.05))
         assert monitor.bottom_tabs.currentIndex() == 1
-        assert monitor.bottom_tabs.tabText(1) == "Targets · 1"
-        [row] = monitor.targets.model.rows
-        assert (row.node_id, row.target, row.status) == ("deploy", "local", "succeeded")
-        assert row.tasks_text() == "deploy ✓  write-sticker ✓"
-        assert monitor.targets.empty.text() == "1 of 1 targets done"
+        assert monitor.bottom_tabs.tabText(1) == "Targets · 3"  # dev's three, one at a time
+        rows = {r.target: r for r in monitor.targets.model.rows}
+        assert sorted(rows) == ["local", "local-2", "local-3"]
+        assert {(r.node_id, r.status) for r in rows.values()} == {("deploy", "succeeded")}
+        row = rows["local"]
+        # Deployed, found healthy (the containers' own checks), then its sticker.
+        assert row.tasks_text().startswith("deploy ✓  health-check ✓"), row.tasks_text()
+        assert row.tasks_text().endswith("write-sticker ✓"), row.tasks_text()
+        assert monitor.targets.empty.text() == "3 of 3 targets done"
         # The lines the agent sent as it worked, with the task they belong to.
         assert monitor.targets.select_target("local")
         text = monitor.targets.plain_text()
