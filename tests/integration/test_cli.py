@@ -184,7 +184,8 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert ok_json(env, "--profile", "bob", "whoami", "--output", "json")["demo"] is True
     assert set(seeded["people"]) == {"alice", "bob", "carol", "dave"}
     assert seeded["templates"] == ["promote-web", "deliver"]
-    assert seeded["targets"] == ["local"]  # this machine, through its own agent
+    # this machine, through its own agent, three times over (dev's rolling deployment)
+    assert seeded["targets"] == ["local", "local-2", "local-3"]
     # Once its past is played, dev deploys, where this machine can run the demo's containers.
     runs_here = demo_images_runnable() and local_runtime_ready()
     assert seeded["workflows"] == (["dev: promote-web"] if runs_here else [])
@@ -206,8 +207,12 @@ def test_embedded_default_from_nothing(tmp_path: Path) -> None:
     assert again["releases"] == []
     assert again["targets"] == []
     assert again["workflows"] == []
-    [local] = ok_json(env, "target", "list", "--output", "json")
-    assert (local["name"], local["environment"], local["agent"]) == ("local", "dev", "local")
+    listed = ok_json(env, "target", "list", "--output", "json")
+    assert [(t["name"], t["environment"], t["agent"]) for t in listed] == [
+        ("local", "dev", "local"),
+        ("local-2", "dev", "local"),
+        ("local-3", "dev", "local"),
+    ]
     envs = ok_json(env, "env", "list", "--output", "json")
     assert [(e["name"], e["required_approvals"], e["separation_of_duties"]) for e in envs] == [
         ("dev", 0, False),

@@ -186,20 +186,27 @@ def test_a_lost_local_state_is_enrolled_again_and_the_old_agent_revoked(world) -
 def test_demo_seed_gives_dev_the_local_target_once(world) -> None:
     admin = world.open()
     first = seed(admin)
-    assert first["targets"] == ["local"]
+    assert first["targets"] == ["local", "local-2", "local-3"]
     again = seed(admin)
     assert again["targets"] == []
-    [target] = admin.environments.list_targets("dev")
-    assert target.name == "local"
-    assert target.type.value == "agent"
-    assert target.agent == LOCAL_AGENT
-    assert target.runtime == local_runtime()
-    assert target.directory == str(local_agent_dir(world.home) / "deploy" / "dev")
+    targets = {t.name: t for t in admin.environments.list_targets("dev")}
+    assert sorted(targets) == ["local", "local-2", "local-3"]
+    for target in targets.values():
+        assert target.type.value == "agent"
+        assert target.agent == LOCAL_AGENT
+        assert target.runtime == local_runtime()
+    # One agent, three compose projects in three folders.
+    deploy = local_agent_dir(world.home) / "deploy"
+    assert {n: t.directory for n, t in targets.items()} == {
+        "local": str(deploy / "dev"),
+        "local-2": str(deploy / "dev-local-2"),
+        "local-3": str(deploy / "dev-local-3"),
+    }
     assert [a.name for a in agents_of(admin).list()] == [LOCAL_AGENT]
     listed = ok_json(world.env(), "target", "list", "--output", "json")
-    assert [t["name"] for t in listed] == ["local"]
+    assert [t["name"] for t in listed] == ["local", "local-2", "local-3"]
     # Never linked yet: nothing is known to be missing.
-    assert listed[0]["runtime_problem"] is None
+    assert all(t["runtime_problem"] is None for t in listed)
 
 
 def test_the_demo_promotion_workflow_is_valid_and_deploys() -> None:
@@ -215,7 +222,13 @@ def test_the_demo_promotion_workflow_is_valid_and_deploys() -> None:
         "notify",
     ]
     [deploy] = [n for n in document["nodes"] if n["type"] == "deploy"]
-    assert deploy["inputs"] == {"environment": "${{ inputs.environment }}"}
+    # dev's three targets one at a time, each healthy before the next, a failure rolled back.
+    assert deploy["inputs"] == {
+        "environment": "${{ inputs.environment }}",
+        "strategy": "rolling",
+        "batch_size": 1,
+        "rollback_on_failure": True,
+    }
     deliver = json.loads((template.parent / "deliver.json").read_text())
     assert "deploy" not in {n["type"] for n in deliver["nodes"]}  # the seed's history plays it
 
@@ -298,7 +311,9 @@ def test_promote_web_runs_the_release_by_digest_on_this_machine_through_the_loca
     for name, value in podman.env.items():
         monkeypatch.setenv(name, value)
     admin = world.open()
-    seed(admin)  # people, environments, promote-web, and dev's target `local`
+    seed(admin)  # people, environments, promote-web, and dev's targets `local`, `local-2`, …
+    for other in ("local-2", "local-3"):
+        admin.environments.remove_target(other)  # one target is all this test needs
     [target] = admin.environments.list_targets("dev")
     assert target.runtime == "podman-compose"
     image = push_busybox_image(registry.url, "here/probe", "1.0", variant="here-1")
