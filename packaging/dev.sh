@@ -183,16 +183,11 @@ case "${1:-}" in
     else
       # The desktop tests run in a process of their own: Qt objects they leave behind must never
       # be touched by the event processing pytest-qt does after every later test.
-      # Beside the others (its output shown once it ends): most of the time of both goes to
-      # waiting on PostgreSQL, podman and subprocesses, so two cores serve three processes.
-      log "pytest (desktop), beside the core and integration tests"
-      desk_log=$(mktemp "${TMPDIR:-/tmp}/stella-desk-tests.XXXXXX")
-      "$VENV/bin/pytest" -p no:cacheprovider -q tests/app >"$desk_log" 2>&1 &
-      desk_pid=$!
       log "pytest (core, integration) on two workers"
+      # Two workers: most of the time goes to waiting on PostgreSQL, podman and subprocesses.
       "$VENV/bin/pytest" -p no:cacheprovider -q -n 2 tests --ignore=tests/app --ignore=tests/perf || rc=1
-      wait "$desk_pid" || rc=1
-      log "pytest (desktop) said:"; cat "$desk_log"; rm -f "$desk_log"
+      log "pytest (desktop)"
+      "$VENV/bin/pytest" -p no:cacheprovider -q tests/app || rc=1
       log "benchmarks (ratios against baselines measured in the same run; printed, not asserted)"
       "$VENV/bin/pytest" -p no:cacheprovider -q -s tests/perf || rc=1
     fi
